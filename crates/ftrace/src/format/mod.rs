@@ -1,0 +1,1 @@
+//! tracefs `format`, `header_page` and `header_event` files.

@@ -1,0 +1,1 @@
+//! The `print fmt:` language of tracefs format files.

@@ -1,0 +1,1 @@
+//! tracefs `trace`/`trace_pipe` text and `trace-cmd report` output.

@@ -1,0 +1,1 @@
+//! Real-mode KVM micro-VMs (see issue 9).

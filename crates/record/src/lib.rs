@@ -1,0 +1,1 @@
+//! Recording host and guest traces through tracefs (see issue 4).

@@ -1,0 +1,7 @@
+//! `tscmerge`: the domain. Data flows one way:
+//!
+//! ```text
+//! source (open any input) → clock (offset timeline, guest→host) → merge (k-way) → sink
+//! ```
+//!
+//! The `clock` module is the only place where guest and host time meet.
