@@ -10,6 +10,7 @@
 //! - [`ring`]: ring-buffer pages as the kernel writes them (`trace_pipe_raw`).
 //! - [`tracedat`]: trace-cmd's `trace.dat`, versions 6 and 7.
 //! - [`text`]: tracefs `trace`/`trace_pipe` text and `trace-cmd report` output.
+//! - [`write`]: a trace.dat v6/v7 writer (none, zstd, zlib).
 
 pub mod bytes;
 mod error;
@@ -18,6 +19,7 @@ pub mod printfmt;
 pub mod ring;
 pub mod text;
 pub mod tracedat;
+pub mod write;
 
 pub use bytes::{Endian, FileOffset, Reader};
 pub use error::{Error, Result};
