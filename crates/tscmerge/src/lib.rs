@@ -5,3 +5,8 @@
 //! ```
 //!
 //! The `clock` module is the only place where guest and host time meet.
+
+pub mod clock;
+pub mod time;
+
+pub use time::{Cpu, GuestTsc, HostTsc, VcpuId};
