@@ -7,6 +7,11 @@
 //! The `clock` module is the only place where guest and host time meet.
 
 pub mod clock;
+mod error;
+pub mod event;
+pub mod merge;
 pub mod time;
 
+pub use error::{Error, Result};
+pub use event::{Body, Cursor, EventView, Payload, Record};
 pub use time::{Cpu, GuestTsc, HostTsc, VcpuId};

@@ -3,9 +3,11 @@
 //! which period a guest event belongs to.
 
 mod convert;
+mod cursor;
 mod timeline;
 mod walk;
 
+pub use cursor::GuestCursor;
 pub use convert::{parse_offset, Conversion, Scaling};
 pub use timeline::{Anomaly, OffsetTimeline, OffsetWrite, Period, VcpuTimeline, Vm};
 pub use walk::{PlaceError, Placed, VcpuClock};

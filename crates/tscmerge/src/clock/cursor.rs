@@ -1,0 +1,66 @@
+//! A guest CPU's cursor seen on the host timeline: wraps the guest's own
+//! cursor and places each event with that vCPU's [`VcpuClock`].
+
+use super::walk::{PlaceError, VcpuClock};
+use crate::event::{Cursor, EventView, Payload};
+use crate::time::GuestTsc;
+use crate::{Error, Result};
+
+pub struct GuestCursor<'a> {
+    inner: Box<dyn Cursor + 'a>,
+    clock: VcpuClock<'a>,
+    guest: String,
+    vcpu: u32,
+    /// Host time of the current event.
+    host: u64,
+    /// Period of the current event, for `check` and `--show-guest-ts`.
+    period: usize,
+}
+
+impl<'a> GuestCursor<'a> {
+    pub fn new(inner: Box<dyn Cursor + 'a>, clock: VcpuClock<'a>, guest: &str, vcpu: u32) -> Result<Self> {
+        let mut c = GuestCursor { inner, clock, guest: guest.to_string(), vcpu, host: 0, period: 0 };
+        c.place()?;
+        Ok(c)
+    }
+
+    pub fn period(&self) -> usize {
+        self.period
+    }
+
+    fn place(&mut self) -> Result<()> {
+        let Some(ev) = self.inner.current() else { return Ok(()) };
+        // A lost-events record has no time of its own worth converting: it
+        // stays right after the event before it.
+        if let Payload::Lost { .. } = ev.payload {
+            return Ok(());
+        }
+        match self.clock.place(GuestTsc(ev.ts)) {
+            Ok(p) => {
+                self.host = p.host.0;
+                self.period = p.period;
+                Ok(())
+            }
+            Err(PlaceError::NoOffset) => Err(Error::NoOffset { guest: self.guest.clone(), vcpu: self.vcpu }),
+            Err(PlaceError::BeforeFirstOffset { guest, host, first_write }) => Err(Error::BeforeFirstOffset {
+                guest: self.guest.clone(),
+                vcpu: self.vcpu,
+                guest_ts: guest.0,
+                host_ts: host.0,
+                first_write: first_write.0,
+            }),
+        }
+    }
+}
+
+impl Cursor for GuestCursor<'_> {
+    fn current(&self) -> Option<EventView<'_>> {
+        let ev = self.inner.current()?;
+        Some(EventView { ts: self.host, orig_ts: Some(ev.ts), ..ev })
+    }
+
+    fn advance(&mut self) -> Result<()> {
+        self.inner.advance()?;
+        self.place()
+    }
+}

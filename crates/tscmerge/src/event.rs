@@ -1,0 +1,55 @@
+//! What flows between stages: a borrowed view of one event, handed out by a
+//! [`Cursor`] and valid until the cursor advances. Bodies stay undecoded
+//! (`Body::Raw`) until a sink asks for them.
+
+/// The body of an event: text as the recorder rendered it, or the raw record
+/// with the format that decodes it.
+#[derive(Clone, Copy)]
+pub enum Body<'a> {
+    Text(&'a str),
+}
+
+impl Body<'_> {
+    /// Appends the body's text.
+    pub fn render(&self, out: &mut Vec<u8>) {
+        match *self {
+            Body::Text(s) => out.extend_from_slice(s.as_bytes()),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub struct Record<'a> {
+    pub pid: i32,
+    pub tgid: Option<i32>,
+    pub comm: &'a str,
+    pub system: &'a str,
+    pub name: &'a str,
+    pub body: Body<'a>,
+}
+
+#[derive(Clone, Copy)]
+pub enum Payload<'a> {
+    Event(Record<'a>),
+    /// The kernel dropped `count` events (unknown when `None`) on this CPU here.
+    Lost { count: Option<u64> },
+}
+
+/// One event as the merge sees it.
+#[derive(Clone, Copy)]
+pub struct EventView<'a> {
+    /// Timestamp on the merged (host) timeline.
+    pub ts: u64,
+    /// The source's own timestamp when it differs (a guest's TSC).
+    pub orig_ts: Option<u64>,
+    pub cpu: u32,
+    pub payload: Payload<'a>,
+}
+
+/// A stream of events in time order: one CPU of one buffer of one input.
+pub trait Cursor {
+    /// The current event; `None` once the stream is exhausted.
+    fn current(&self) -> Option<EventView<'_>>;
+    /// Moves to the next event.
+    fn advance(&mut self) -> crate::Result<()>;
+}
