@@ -10,6 +10,7 @@ pub mod clock;
 mod error;
 pub mod event;
 pub mod merge;
+pub mod synth;
 pub mod time;
 
 pub use error::{Error, Result};
