@@ -1,1 +1,25 @@
-//! tracefs `trace`/`trace_pipe` text and `trace-cmd report` output.
+//! tracefs `trace`/`trace_pipe` text and `trace-cmd report` output → borrowed
+//! records. This is a *source*: it turns text into (cpu, ts, event, body)
+//! without interpreting the bodies, except for the few typed parsers in
+//! [`fields`].
+//!
+//! Inputs, recognised by content ([`TextReader::kind`], [`sniff`]):
+//! - tracefs `trace` with its `#` header, or `trace_pipe` without one; with or
+//!   without irq-info flags (`d..2.`) and the TGID column; integer timestamps
+//!   (counter clocks, x86-tsc) or `secs.usecs` (nanosecond clocks);
+//! - `trace-cmd report` (3.x): `cpus=N` first, comm `%16s`, timestamp glued
+//!   to `[cpu]`, event names padded to 20 columns, `-t` (9 fractional
+//!   digits), `-l` (latency flags), `--ts-diff`, and several buffers (each
+//!   line of an instance starts with `name: `, see [`TextLine::buffer`]).
+//!
+//! Not handled: tracefs latency-format (`options/latency-format`, relative
+//! times), `options/context-info` off, raw/hex/bin output, trace-cmd's
+//! `--debug` suffixes. Those lines are reported as errors with their number.
+
+mod fields;
+mod line;
+mod reader;
+
+pub use fields::{field, fields, parse_print, parse_write_tsc_offset, WriteTscOffset};
+pub use line::{TextLine, TextRecord, TextTs};
+pub use reader::{sniff, TextHeader, TextKind, TextReader, MAX_LINE};
