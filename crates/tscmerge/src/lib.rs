@@ -4,12 +4,16 @@
 //! source (open any input) → clock (offset timeline, guest→host) → merge (k-way) → sink
 //! ```
 //!
-//! The `clock` module is the only place where guest and host time meet.
+//! The `clock` module is the only place where guest and host time meet;
+//! `plan` wires a merge together from the user's inputs.
 
 pub mod clock;
 mod error;
 pub mod event;
 pub mod merge;
+pub mod plan;
+pub mod sink;
+pub mod source;
 pub mod synth;
 pub mod time;
 

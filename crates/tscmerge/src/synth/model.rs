@@ -148,6 +148,8 @@ pub struct VcpuEntity {
     host_cpu: u32,
     scaling: Option<Scaling>,
     offset: u64,
+    /// The creation offset.
+    base: u64,
     now: u64,
     window: u64,
     windows: u64,
@@ -173,6 +175,7 @@ impl VcpuEntity {
             // KVM synchronizes the vCPUs of a VM created together to the same
             // offset, the one that makes the guest TSC start near 0.
             offset: cfg.vm_created(vm).wrapping_neg(),
+            base: cfg.vm_created(vm).wrapping_neg(),
             now: created,
             window: 0,
             windows: cfg.windows,
@@ -182,7 +185,7 @@ impl VcpuEntity {
             seq: 0,
             guest_pid: 1,
             created: false,
-            rise_next: vcpu % 2 == 0,
+            rise_next: true,
         }
     }
 
@@ -229,8 +232,10 @@ impl VcpuEntity {
             if tsc_write {
                 // Steps far larger than the gaps between guest events, so a
                 // fall always shows as a backward step of the guest TSC.
+                // Offsets alternate between the creation offset and a rise
+                // above it, so the guest TSC never wraps below zero.
                 let delta = self.rng.range(10_000_000, 5_000_000_000);
-                let next = if self.rise_next { self.offset.wrapping_add(delta) } else { self.offset.wrapping_sub(delta) };
+                let next = if self.rise_next { self.base.wrapping_add(delta) } else { self.base };
                 self.rise_next = !self.rise_next;
                 t += self.rng.range(200, 2_000);
                 out.push(self.ev(t, Happening::WriteTscOffset { prev: self.offset, next }));

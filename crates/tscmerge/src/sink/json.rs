@@ -1,0 +1,79 @@
+//! One JSON object per event (`--json`), for scripts: machine, cpu, ts,
+//! guest_ts, pid, tgid, comm, event, body (and lost counts).
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::event::{EventView, Payload};
+use crate::merge::Sink;
+use crate::{Error, Result};
+
+#[derive(Serialize)]
+struct JsonEvent<'a> {
+    machine: &'a str,
+    cpu: u32,
+    ts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guest_ts: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tgid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comm: Option<&'a str>,
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lost: Option<Option<u64>>,
+}
+
+pub struct JsonSink<W: Write> {
+    out: W,
+    machines: Vec<String>,
+    body: Vec<u8>,
+    path: String,
+}
+
+impl<W: Write> JsonSink<W> {
+    pub fn new(out: W, machines: Vec<String>, path: &str) -> Self {
+        JsonSink { out, machines, body: Vec::new(), path: path.to_string() }
+    }
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+impl<W: Write> Sink for JsonSink<W> {
+    fn event(&mut self, machine: usize, ev: &EventView<'_>) -> Result<()> {
+        let m = self.machines.get(machine).map(String::as_str).unwrap_or("?");
+        self.body.clear();
+        let mut j = JsonEvent {
+            machine: m,
+            cpu: ev.cpu,
+            ts: ev.ts,
+            guest_ts: ev.orig_ts,
+            pid: None,
+            tgid: None,
+            comm: None,
+            event: "lost_events",
+            body: None,
+            lost: None,
+        };
+        match ev.payload {
+            Payload::Lost { count } => j.lost = Some(count),
+            Payload::Event(r) => {
+                r.body.render(&mut self.body);
+                j.pid = Some(r.pid);
+                j.tgid = r.tgid;
+                j.comm = Some(r.comm);
+                j.event = r.name;
+                j.body = Some(std::str::from_utf8(&self.body).unwrap_or("<invalid utf-8>"));
+            }
+        }
+        let io = |source| Error::Io { path: self.path.clone().into(), source };
+        serde_json::to_writer(&mut self.out, &j).map_err(|e| io(e.into()))?;
+        self.out.write_all(b"\n").map_err(io)
+    }
+}

@@ -1,0 +1,145 @@
+//! Opening any input: recognised by content, never by name.
+//!
+//! - trace.dat (magic `17 08 44 "tracing"`), versions 6 and 7;
+//! - a directory of raw `trace_pipe_raw` captures with their format files;
+//! - ftrace text (tracefs `trace`/`trace_pipe`, `trace-cmd report`).
+
+pub mod text;
+
+use std::path::{Path, PathBuf};
+
+use crate::clock::OffsetWrite;
+use crate::event::Cursor;
+use crate::{Error, Result};
+
+/// trace.dat magic: `\x17\x08\x44tracing` (trace-cmd.dat.v7 documentation).
+pub const TRACEDAT_MAGIC: &[u8] = b"\x17\x08\x44tracing";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    TraceDat,
+    RawDir,
+    Text,
+}
+
+/// One buffer of an input (a trace.dat holds several: top level and instances).
+#[derive(Clone, Debug)]
+pub struct BufferDesc {
+    /// `""` for the top-level buffer.
+    pub name: String,
+    /// The trace clock by name; for text, inferred from the timestamps.
+    pub clock: String,
+    pub cpus: Vec<u32>,
+    pub events: Option<u64>,
+}
+
+impl BufferDesc {
+    /// Whether timestamps are TSC cycles (`x86-tsc`; text with integer
+    /// timestamps is assumed to be `x86-tsc`, the only counter clock that
+    /// a merge makes sense with).
+    pub fn is_tsc(&self) -> bool {
+        self.clock == "x86-tsc"
+    }
+    pub fn display_name(&self) -> &str {
+        if self.name.is_empty() { "top level" } else { &self.name }
+    }
+}
+
+enum Data {
+    Map(memmap2::Mmap),
+    Empty,
+}
+
+impl Data {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Data::Map(m) => m,
+            Data::Empty => &[],
+        }
+    }
+}
+
+/// An opened input.
+pub struct Input {
+    pub path: PathBuf,
+    pub kind: InputKind,
+    data: Data,
+    buffers: Vec<BufferDesc>,
+    offset_writes: Vec<OffsetWrite>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+impl Input {
+    pub fn open(path: &Path) -> Result<Input> {
+        let meta = std::fs::metadata(path).map_err(io_err(path))?;
+        if meta.is_dir() {
+            return Err(Error::Usage(format!(
+                "{}: is a directory; raw trace_pipe_raw directories are read once the raw source lands",
+                path.display()
+            )));
+        }
+        let file = std::fs::File::open(path).map_err(io_err(path))?;
+        let data = if meta.len() == 0 {
+            Data::Empty
+        } else {
+            // SAFETY: the mapping is read-only; a file truncated underneath us
+            // is the same hazard every mmap-based reader (trace-cmd included)
+            // accepts, documented in README.
+            Data::Map(unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(path))?)
+        };
+        let name = path.display().to_string();
+        let bytes = data.bytes();
+        if bytes.starts_with(TRACEDAT_MAGIC) {
+            return Err(Error::Usage(format!("{name}: trace.dat input is read once the trace.dat source lands")));
+        }
+        if !bytes.is_empty() && !ftrace::text::sniff(&bytes[..bytes.len().min(4096)]) {
+            return Err(Error::Usage(format!(
+                "{name}: not a trace.dat file (no magic 17 08 44 'tracing' at byte 0), not a raw capture directory, and not ftrace text"
+            )));
+        }
+        let scan = text::scan(bytes, &name)?;
+        let clock = match scan.counter_ts {
+            Some(false) => "a nanosecond clock (sec.usec timestamps)".to_string(),
+            _ => "x86-tsc".to_string(),
+        };
+        let buffers = vec![BufferDesc { name: String::new(), clock, cpus: scan.cpus, events: Some(scan.events) }];
+        Ok(Input { path: path.to_path_buf(), kind: InputKind::Text, data, buffers, offset_writes: scan.offset_writes })
+    }
+
+    pub fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    pub fn buffers(&self) -> &[BufferDesc] {
+        &self.buffers
+    }
+
+    /// Every `kvm_write_tsc_offset` in any buffer of this input.
+    pub fn offset_writes(&self) -> &[OffsetWrite] {
+        &self.offset_writes
+    }
+
+    /// Cursors over one buffer: one per CPU when `per_cpu` (needed for guests),
+    /// else as few as the input allows. Each comes with its CPU when per CPU.
+    pub fn cursors(&self, buffer: usize, per_cpu: bool) -> Result<Vec<(Option<u32>, Box<dyn Cursor + '_>)>> {
+        let name = self.name();
+        let desc = self.buffers.get(buffer).ok_or_else(|| Error::Usage(format!("{name}: no buffer #{buffer}")))?;
+        match self.kind {
+            InputKind::Text => {
+                let bytes = self.data.bytes();
+                if per_cpu {
+                    desc.cpus
+                        .iter()
+                        .map(|&cpu| Ok((Some(cpu), Box::new(text::TextCursor::new(bytes, Some(cpu), &name)?) as Box<dyn Cursor>)))
+                        .collect()
+                } else {
+                    Ok(vec![(None, Box::new(text::TextCursor::new(bytes, None, &name)?) as Box<dyn Cursor>)])
+                }
+            }
+            InputKind::TraceDat | InputKind::RawDir => unreachable!("not constructed yet"),
+        }
+    }
+}
