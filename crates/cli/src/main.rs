@@ -1,1 +1,59 @@
-fn main() {}
+//! `tscmerge`: host and KVM guest ftrace traces on one exact timeline.
+//!
+//! Exit codes: 0 success; 1 a check failed (`check`, `merge --check`);
+//! 2 bad usage or unreadable input. A closed stdout (e.g. `| head`) exits 0.
+
+mod cmd_info;
+mod cmd_merge;
+mod cmd_offsets;
+mod cmd_report;
+mod cmd_synth;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tscmerge", version, about = "Put the ftrace traces of KVM guests and their host on one exact timeline")]
+#[command(after_help = "Examples:\n  tscmerge merge examples/synth/host.txt examples/synth/host-tsc_offset.txt \\\n      --guest vm0=examples/synth/guest-vm0.txt,pid=2000 --guest vm1=examples/synth/guest-vm1.txt,pid=2100\n  tscmerge offsets host.dat\n  tscmerge report trace.dat\n  tscmerge synth -o /tmp/synth")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Merge host and guest recordings into one chronological stream.
+    Merge(cmd_merge::Args),
+    /// Show the TSC offset timeline per VM and vCPU, with anomalies.
+    Offsets(cmd_offsets::Args),
+    /// Print the events of recordings, as `trace-cmd report` does.
+    Report(cmd_report::Args),
+    /// Describe a recording: format, buffers, clocks, CPUs, event counts.
+    Info(cmd_info::Args),
+    /// Write a synthetic KVM host recording with ground truth.
+    Synth(cmd_synth::Args),
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Merge(a) => cmd_merge::run(a),
+        Cmd::Offsets(a) => cmd_offsets::run(a),
+        Cmd::Report(a) => cmd_report::run(a),
+        Cmd::Info(a) => cmd_info::run(a),
+        Cmd::Synth(a) => cmd_synth::run(a),
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tscmerge: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
