@@ -13,7 +13,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::vmm::VmReport;
+use crate::program::TSC_PORT;
+use crate::vmm::{Insn, VmReport};
 
 /// tracefs mount point.
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -201,7 +202,8 @@ pub struct Verification {
 }
 
 /// Finds each read's `rdtsc` among its vCPU thread's `kvm_emulate_insn` events (by guest rip,
-/// the k-th such event being read k) and checks the read against its window.
+/// the k-th such event being read k) and checks the read against its window, and that the
+/// thread's next `kvm_pio` carries the read's low 32 bits.
 pub fn verify(vm: &VmReport, events: &[HostEvent]) -> Verification {
     let mut v = Verification::default();
     let loop_pat = format!("0:{:x}:0f 31 ", vm.loop_rdtsc_rip);
@@ -265,6 +267,23 @@ pub fn verify(vm: &VmReport, events: &[HostEvent]) -> Verification {
                 end: next.ts,
                 end_event: next.name.clone(),
             };
+            // The `out` after the read shows its low 32 bits on the host (kvm_pio).
+            if r.before == Insn::Out {
+                let want = format!(
+                    "pio_write at {:#x} size 4 count 1 val {:#x} ",
+                    TSC_PORT, r.guest_tsc as u32
+                );
+                match mine[i + 1..].iter().find(|e| e.name == "kvm_pio") {
+                    Some(e) if e.fields.starts_with(&want) => {}
+                    other => v.failures.push(format!(
+                        "vm{} vcpu{} read {}: expected kvm_pio {want:?}, found {:?}",
+                        vm.index,
+                        vc.vcpu,
+                        r.seq,
+                        other.map(|e| &e.fields)
+                    )),
+                }
+            }
             if !w.contains() {
                 v.failures.push(format!(
                     "vm{} vcpu{} read {}: host {} outside [{}, {}] ({:+} / {:+})",
@@ -323,5 +342,88 @@ mod tests {
             (4613, 669023293889, "sched_switch")
         );
         assert_eq!((ev[2].tid, ev[2].fields.as_str()), (77, "x: y"));
+    }
+
+    fn vm(reads: &[u64]) -> VmReport {
+        use crate::vmm::{DebugfsTsc, GuestRead, VcpuReport};
+        let n = reads.len();
+        VmReport {
+            index: 0,
+            pid: 1,
+            creator_tid: 1,
+            vm_fd: 4,
+            wrmsr: None,
+            loop_rdtsc_rip: 0x1012,
+            last_rdtsc_rip: 0x103f,
+            vcpus: vec![VcpuReport {
+                vcpu: 0,
+                tid: 9,
+                reads: reads
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &t)| GuestRead {
+                        seq: i as u32,
+                        guest_tsc: t,
+                        before: if i + 1 == n { Insn::Hlt } else { Insn::Out },
+                    })
+                    .collect(),
+                debugfs: DebugfsTsc {
+                    offset_at_create: Some(0),
+                    offset_at_end: Some(0),
+                    ..Default::default()
+                },
+            }],
+        }
+    }
+
+    fn ev(tid: i32, ts: u64, name: &str, fields: &str) -> HostEvent {
+        HostEvent {
+            tid,
+            cpu: 0,
+            ts,
+            name: name.into(),
+            fields: fields.into(),
+        }
+    }
+
+    #[test]
+    fn verify_windows() {
+        let host = vec![
+            ev(9, 100, "kvm_emulate_insn", "0:1012:0f 31 (real)"),
+            ev(5, 150, "kvm_pio", "other thread: ignored"),
+            ev(9, 200, "kvm_emulate_insn", "0:1014:66 e7 e4 (real)"),
+            ev(
+                9,
+                210,
+                "kvm_pio",
+                "pio_write at 0xe4 size 4 count 1 val 0x96 ",
+            ),
+            ev(9, 300, "kvm_emulate_insn", "0:103f:0f 31 (real)"),
+            ev(9, 400, "kvm_emulate_insn", "0:1041:f4 (real)"),
+        ];
+        let ok = verify(&vm(&[150, 350]), &host);
+        assert!(ok.failures.is_empty(), "{:?}", ok.failures);
+        assert_eq!(
+            (
+                ok.windows[0].start,
+                ok.windows[0].end,
+                ok.windows[0].after_start()
+            ),
+            (100, 200, 50)
+        );
+        assert_eq!(
+            (ok.windows[1].before_end(), ok.windows[1].end_event.as_str()),
+            (50, "kvm_emulate_insn")
+        );
+        // Outside the window, and the pio then carries another value.
+        let bad = verify(&vm(&[201, 350]), &host);
+        assert_eq!(bad.failures.len(), 2, "{:?}", bad.failures);
+        // A missing rdtsc emulation is reported, not guessed.
+        let missing = verify(&vm(&[150, 350, 360]), &host);
+        assert!(
+            missing.failures[0].contains("2 rdtsc emulations"),
+            "{:?}",
+            missing.failures
+        );
     }
 }
