@@ -8,6 +8,11 @@
 //! `tsc-offset` the VMM read (`host = guest - offset`; before the guest's wrmsr the value read
 //! at vCPU creation, after it the value read at halt), so the same check holds where offsets
 //! are applied (VMX/SVM) and where they are not (PVM: debugfs says 0).
+//!
+//! Measured here (6.18 PVM, 2 VMs × 2 vCPUs × 500 reads, wrmsr IA32_TSC midway): all 2000
+//! reads inside their window; guest − start min/median/max 546/702/4680 cycles, end − guest
+//! 1352/1716/113126 (the tail is host preemption). The window's end event is always the
+//! `kvm_emulate_insn` of the next instruction.
 
 use std::fs;
 use std::path::{Path, PathBuf};
