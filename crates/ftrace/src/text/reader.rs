@@ -3,6 +3,7 @@
 
 use super::line::{parse_event, parse_marker, Layout, TextRecord};
 use crate::{Error, Result};
+use std::collections::VecDeque;
 use std::io::BufRead;
 
 /// Longest line accepted; a longer one is an error, not an allocation.
@@ -57,6 +58,16 @@ pub struct TextReader<R: BufRead> {
     /// (trace-read.c prints the prefix once, before `CPU:N [..DROPPED]`).
     carry_buffer: Option<String>,
     carry_for_line: u64,
+    /// Marker lines met by `new` before the first event line, and the one
+    /// being lent out.
+    queued: VecDeque<Marker>,
+    current: Option<Marker>,
+}
+
+/// An owned lost/started record (only for markers read ahead by `new`).
+enum Marker {
+    Lost { cpu: u32, count: Option<u64>, buffer: Option<String> },
+    Started { cpu: u32 },
 }
 
 impl<R: BufRead> TextReader<R> {
@@ -72,6 +83,8 @@ impl<R: BufRead> TextReader<R> {
             layout: Layout { report: false, lat_width: 5 },
             carry_buffer: None,
             carry_for_line: 0,
+            queued: VecDeque::new(),
+            current: None,
         };
         let mut saw_tracefs_header = false;
         loop {
@@ -83,9 +96,19 @@ impl<R: BufRead> TextReader<R> {
             if t.is_empty() || t.starts_with("CPU ") && t.ends_with(" is empty") {
                 continue;
             }
-            if t.starts_with("#####") {
-                r.pending = true;
-                break;
+            match parse_marker(t) {
+                Some(TextRecord::Lost { cpu, count, buffer }) => {
+                    let buffer = buffer.map(str::to_owned);
+                    r.carry_buffer = buffer.clone();
+                    r.carry_for_line = r.line_no + 1;
+                    r.queued.push_back(Marker::Lost { cpu, count, buffer });
+                    continue;
+                }
+                Some(TextRecord::BufferStarted { cpu }) => {
+                    r.queued.push_back(Marker::Started { cpu });
+                    continue;
+                }
+                _ => {}
             }
             if let Some(c) = t.strip_prefix('#') {
                 saw_tracefs_header = true;
@@ -205,6 +228,14 @@ impl<R: BufRead> TextReader<R> {
     /// Blank lines, `#` comments and trace-cmd info lines (`cpus=`,
     /// `version = `, `CPU N is empty`, `CPU:N [SUBBUFFER START]`) are skipped.
     pub fn next_record(&mut self) -> Result<Option<TextRecord<'_>>> {
+        if let Some(m) = self.queued.pop_front() {
+            return Ok(Some(match self.current.insert(m) {
+                Marker::Lost { cpu, count, buffer } => {
+                    TextRecord::Lost { cpu: *cpu, count: *count, buffer: buffer.as_deref() }
+                }
+                Marker::Started { cpu } => TextRecord::BufferStarted { cpu: *cpu },
+            }));
+        }
         loop {
             if self.pending {
                 self.pending = false;
