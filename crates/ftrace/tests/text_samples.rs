@@ -36,7 +36,6 @@ pub fn read_all(bytes: &[u8]) -> (TextKind, ftrace::text::TextHeader, Vec<Rec>) 
             },
             TextRecord::Lost { cpu, count, .. } => Rec::Lost { cpu, count },
             TextRecord::BufferStarted { cpu } => Rec::Started { cpu },
-            _ => unreachable!(),
         });
     }
     (kind, header, v)

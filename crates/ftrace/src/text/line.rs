@@ -203,8 +203,13 @@ pub(crate) fn parse_ts(tok: &str) -> Result<TextTs, &'static str> {
     }
 }
 
+/// Shaped like a timestamp (`digits:` or `digits.digits:`); range errors
+/// are left to [`parse_ts`] so they are reported as such.
 fn is_ts_token(t: &str) -> bool {
-    t.ends_with(':') && t.len() > 1 && parse_ts(&t[..t.len() - 1]).is_ok()
+    let Some(n) = t.strip_suffix(':') else { return false };
+    let mut parts = n.splitn(2, '.');
+    let ok = |x: Option<&str>| x.is_some_and(|x| !x.is_empty() && x.bytes().all(|c| c.is_ascii_digit()));
+    ok(parts.next()) && (!n.contains('.') || ok(parts.next()))
 }
 
 /// Splits off the first blank-separated token.
