@@ -4,7 +4,8 @@ use ftrace::text::{fields, parse_print, parse_write_tsc_offset, sniff, TextReade
 use ftrace::Error;
 use proptest::prelude::*;
 
-const GOOD: &str = "            bash-4613    (   4613) [001] d..2. 669023293889: sched_switch: prev_comm=bash\n";
+const GOOD: &str =
+    "            bash-4613    (   4613) [001] d..2. 669023293889: sched_switch: prev_comm=bash\n";
 
 fn first_error(text: &str) -> Option<Error> {
     let mut r = match TextReader::new(text.as_bytes()) {
@@ -29,7 +30,10 @@ fn bad_lines_name_their_number() {
         ("bash-4613 (abc) [001] 1: x: y\n", "TGID"),
         ("bash-4613 [001 1: x: y\n", "`]`"),
         ("bash-4613 [001] 12.3x: x: y\n", "timestamp"),
-        ("bash-4613 [001] 99999999999999999999999: x: y\n", "out of range"),
+        (
+            "bash-4613 [001] 99999999999999999999999: x: y\n",
+            "out of range",
+        ),
     ];
     for (bad, what) in cases {
         let text = format!("# tracer: nop\n#\n{GOOD}\n{bad}{GOOD}");
@@ -52,7 +56,10 @@ fn non_utf8_and_long_lines() {
     assert!(matches!(r.next_record(), Err(Error::Line { line: 2, .. })));
 
     let long = vec![b'a'; ftrace::text::MAX_LINE + 10];
-    assert!(matches!(TextReader::new(&long[..]).err(), Some(Error::Line { line: 1, .. })));
+    assert!(matches!(
+        TextReader::new(&long[..]).err(),
+        Some(Error::Line { line: 1, .. })
+    ));
 }
 
 #[test]
@@ -76,7 +83,14 @@ fn report_lost_prefix_carries_buffer() {
     // trace-read.c prints the buffer prefix once, before `CPU:N [.. DROPPED]`.
     let text = "cpus=2\ntsc_offset: CPU:0 [3 EVENTS DROPPED]\n             python3-4617  [000]669436235315: kvm_write_tsc_offset: vcpu=0 prev=0 next=1\n";
     let mut r = TextReader::new(text.as_bytes()).unwrap();
-    assert!(matches!(r.next_record().unwrap(), Some(TextRecord::Lost { cpu: 0, count: Some(3), buffer: Some("tsc_offset") })));
+    assert!(matches!(
+        r.next_record().unwrap(),
+        Some(TextRecord::Lost {
+            cpu: 0,
+            count: Some(3),
+            buffer: Some("tsc_offset")
+        })
+    ));
     match r.next_record().unwrap() {
         Some(TextRecord::Event(l)) => assert_eq!(l.buffer, Some("tsc_offset")),
         r => panic!("{r:?}"),
@@ -85,7 +99,11 @@ fn report_lost_prefix_carries_buffer() {
 
 #[test]
 fn sniffing() {
-    let s = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/text/pipe_lost.txt")).unwrap();
+    let s = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/text/pipe_lost.txt"
+    ))
+    .unwrap();
     assert!(sniff(&s[..300])); // cut mid-line
     assert!(sniff(b"# tracer: nop\n#\n"));
     assert!(sniff(b"cpus=2\n"));

@@ -16,7 +16,11 @@ fn keys(bytes: &[u8]) -> (TextKind, Vec<Key>) {
     let mut v = Vec::new();
     while let Some(rec) = r.next_record().unwrap_or_else(|e| panic!("{e}")) {
         if let TextRecord::Event(l) = rec {
-            let ev = if l.event == "tracing_mark_write" { "print" } else { l.event };
+            let ev = if l.event == "tracing_mark_write" {
+                "print"
+            } else {
+                l.event
+            };
             v.push((l.cpu, l.ts, ev.to_owned(), l.buffer.map(str::to_owned)));
         }
     }
@@ -24,7 +28,12 @@ fn keys(bytes: &[u8]) -> (TextKind, Vec<Key>) {
 }
 
 fn data(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/text").join(name)).unwrap()
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/text")
+            .join(name),
+    )
+    .unwrap()
 }
 
 fn strip_buffer(v: Vec<Key>) -> Vec<Key> {
@@ -61,7 +70,12 @@ fn fixture_local_clock_matches_report() {
 }
 
 fn trace_cmd_report(args: &[&str], file: &Path) -> Option<Vec<u8>> {
-    let out = Command::new("trace-cmd").arg("report").args(args).arg(file).output().ok()?;
+    let out = Command::new("trace-cmd")
+        .arg("report")
+        .args(args)
+        .arg(file)
+        .output()
+        .ok()?;
     out.status.success().then_some(out.stdout)
 }
 
@@ -76,7 +90,11 @@ fn samples_dat_reports_match_tracefs_text() {
     let (_, top) = keys(&text);
     let (_, inst) = keys(&tsc);
     let mut ran = 0;
-    for dat in ["two_buffers.v6.dat", "two_buffers.v7none.dat", "two_buffers.v7zstd.dat"] {
+    for dat in [
+        "two_buffers.v6.dat",
+        "two_buffers.v7none.dat",
+        "two_buffers.v7zstd.dat",
+    ] {
         for args in [&[][..], &["-t"][..], &["-l"][..]] {
             let Some(rep) = trace_cmd_report(args, &dir.join(dat)) else {
                 eprintln!("SKIPPED: trace-cmd report {args:?} {dat} unavailable");
@@ -84,12 +102,20 @@ fn samples_dat_reports_match_tracefs_text() {
             };
             ran += 1;
             let (kind, all) = keys(&rep);
-            let want = if args == ["-l"] { TextKind::TraceCmdReportLatency } else { TextKind::TraceCmdReport };
+            let want = if args == ["-l"] {
+                TextKind::TraceCmdReportLatency
+            } else {
+                TextKind::TraceCmdReport
+            };
             assert_eq!(kind, want);
             let (rtop, rinst): (Vec<_>, Vec<_>) = all.into_iter().partition(|k| k.3.is_none());
             assert_eq!(rtop, top, "{dat} {args:?}: top buffer");
             assert!(rinst.iter().all(|k| k.3.as_deref() == Some("tsc_offset")));
-            assert_eq!(strip_buffer(rinst), inst, "{dat} {args:?}: tsc_offset instance");
+            assert_eq!(
+                strip_buffer(rinst),
+                inst,
+                "{dat} {args:?}: tsc_offset instance"
+            );
         }
     }
     if ran == 0 {

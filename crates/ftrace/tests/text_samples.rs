@@ -6,15 +6,31 @@ use ftrace::text::{parse_write_tsc_offset, TextKind, TextReader, TextRecord, Tex
 use std::path::{Path, PathBuf};
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/text").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/text")
+        .join(name)
 }
 
 /// An owned copy of what the tests compare.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rec {
-    Ev { cpu: u32, ts: TextTs, event: String, comm: String, pid: i32, tgid: Option<i32>, buffer: Option<String>, body: String },
-    Lost { cpu: u32, count: Option<u64> },
-    Started { cpu: u32 },
+    Ev {
+        cpu: u32,
+        ts: TextTs,
+        event: String,
+        comm: String,
+        pid: i32,
+        tgid: Option<i32>,
+        buffer: Option<String>,
+        body: String,
+    },
+    Lost {
+        cpu: u32,
+        count: Option<u64>,
+    },
+    Started {
+        cpu: u32,
+    },
 }
 
 pub fn read_all(bytes: &[u8]) -> (TextKind, ftrace::text::TextHeader, Vec<Rec>) {
@@ -49,11 +65,36 @@ fn events(v: &[Rec]) -> usize {
 fn tracefs_tsc_offset_instance() {
     let (kind, h, v) = read_all(&std::fs::read(data("tracefs_tsc_offset.txt")).unwrap());
     assert_eq!(kind, TextKind::Tracefs);
-    assert_eq!((h.tracer.as_deref(), h.entries, h.written, h.cpus), (Some("nop"), Some(2), Some(2), Some(2)));
+    assert_eq!(
+        (h.tracer.as_deref(), h.entries, h.written, h.cpus),
+        (Some("nop"), Some(2), Some(2), Some(2))
+    );
     assert_eq!(h.irq_info, Some(true));
     assert_eq!(v.len(), 2);
-    let Rec::Ev { cpu, ts, event, comm, pid, tgid, body, .. } = &v[1] else { panic!() };
-    assert_eq!((*cpu, *ts, event.as_str(), comm.as_str(), *pid, *tgid), (0, TextTs::Count(669436429873), "kvm_write_tsc_offset", "python3", 4617, None));
+    let Rec::Ev {
+        cpu,
+        ts,
+        event,
+        comm,
+        pid,
+        tgid,
+        body,
+        ..
+    } = &v[1]
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (*cpu, *ts, event.as_str(), comm.as_str(), *pid, *tgid),
+        (
+            0,
+            TextTs::Count(669436429873),
+            "kvm_write_tsc_offset",
+            "python3",
+            4617,
+            None
+        )
+    );
     let w = parse_write_tsc_offset(body).unwrap();
     assert_eq!((w.vcpu, w.prev, w.next), (1, 0, 18446743404273366793));
 }
@@ -70,9 +111,18 @@ fn tracefs_full_sample_counts_match_header() {
     assert_eq!(h.entries, Some(1336));
     assert_eq!(events(&v), 1336);
     // Every data line is a record: nothing silently skipped.
-    let data_lines = bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty() && l[0] != b'#').count();
+    let data_lines = bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty() && l[0] != b'#')
+        .count();
     assert_eq!(v.len(), data_lines);
-    assert!(v.iter().all(|r| matches!(r, Rec::Ev { ts: TextTs::Count(_), .. })));
+    assert!(v.iter().all(|r| matches!(
+        r,
+        Rec::Ev {
+            ts: TextTs::Count(_),
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -81,7 +131,9 @@ fn tracefs_tgid_head_fixture() {
     assert_eq!(kind, TextKind::TracefsTgid);
     assert_eq!(h.tgid, Some(true));
     assert_eq!(events(&v), h.entries.unwrap() as usize);
-    let Rec::Ev { comm, tgid, .. } = &v[4] else { panic!() };
+    let Rec::Ev { comm, tgid, .. } = &v[4] else {
+        panic!()
+    };
     assert_eq!((comm.as_str(), *tgid), ("<idle>", None)); // (-------)
 }
 
@@ -92,8 +144,19 @@ fn overrun_buffer_started() {
     assert_eq!(h.irq_info, Some(false));
     assert_eq!((h.entries, h.written), (Some(203), Some(1393)));
     assert_eq!(events(&v), 203);
-    assert_eq!(v.iter().filter(|r| matches!(r, Rec::Started { cpu: 0 })).count(), 1);
-    assert!(v.iter().all(|r| !matches!(r, Rec::Ev { ts: TextTs::Count(_), .. })));
+    assert_eq!(
+        v.iter()
+            .filter(|r| matches!(r, Rec::Started { cpu: 0 }))
+            .count(),
+        1
+    );
+    assert!(v.iter().all(|r| !matches!(
+        r,
+        Rec::Ev {
+            ts: TextTs::Count(_),
+            ..
+        }
+    )));
     if let Rec::Ev { ts, .. } = &v[0] {
         assert!(matches!(ts, TextTs::Secs { digits: 6, .. }));
     }
@@ -105,9 +168,24 @@ fn trace_pipe_lost_lines() {
     let (kind, h, v) = read_all(&bytes);
     assert_eq!(kind, TextKind::Tracefs);
     assert_eq!(h, Default::default());
-    assert_eq!(v[0], Rec::Lost { cpu: 0, count: Some(1139) });
-    assert!(v.contains(&Rec::Lost { cpu: 1, count: Some(1027) }));
-    assert_eq!(v.len(), bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count());
+    assert_eq!(
+        v[0],
+        Rec::Lost {
+            cpu: 0,
+            count: Some(1139)
+        }
+    );
+    assert!(v.contains(&Rec::Lost {
+        cpu: 1,
+        count: Some(1027)
+    }));
+    assert_eq!(
+        v.len(),
+        bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count()
+    );
     // Timestamps per CPU never go backwards in trace_pipe.
     for cpu in 0..2 {
         let ts: Vec<u64> = v
@@ -151,15 +229,31 @@ fn report_two_buffers_names_instance() {
     let tsc: Vec<_> = v
         .iter()
         .filter_map(|r| match r {
-            Rec::Ev { buffer: Some(b), event, body, comm, .. } => Some((b.as_str(), event.as_str(), body.as_str(), comm.as_str())),
+            Rec::Ev {
+                buffer: Some(b),
+                event,
+                body,
+                comm,
+                ..
+            } => Some((b.as_str(), event.as_str(), body.as_str(), comm.as_str())),
             _ => None,
         })
         .collect();
     assert_eq!(
         tsc,
         [
-            ("tsc_offset", "kvm_write_tsc_offset", "vcpu=0 prev=0 next=18446743404273366793", "python3"),
-            ("tsc_offset", "kvm_write_tsc_offset", "vcpu=1 prev=0 next=18446743404273366793", "python3"),
+            (
+                "tsc_offset",
+                "kvm_write_tsc_offset",
+                "vcpu=0 prev=0 next=18446743404273366793",
+                "python3"
+            ),
+            (
+                "tsc_offset",
+                "kvm_write_tsc_offset",
+                "vcpu=1 prev=0 next=18446743404273366793",
+                "python3"
+            ),
         ]
     );
     // The same lines in latency format give the same (cpu, ts, event, buffer).
@@ -168,7 +262,14 @@ fn report_two_buffers_names_instance() {
     let key = |v: &[Rec]| -> Vec<(u32, TextTs, String, Option<String>, String)> {
         v.iter()
             .filter_map(|r| match r {
-                Rec::Ev { cpu, ts, event, buffer, body, .. } => Some((*cpu, *ts, event.clone(), buffer.clone(), body.clone())),
+                Rec::Ev {
+                    cpu,
+                    ts,
+                    event,
+                    buffer,
+                    body,
+                    ..
+                } => Some((*cpu, *ts, event.clone(), buffer.clone(), body.clone())),
                 _ => None,
             })
             .collect()
@@ -181,4 +282,14 @@ fn report_tsdiff() {
     let (_, _, v) = read_all(&std::fs::read(data("report_tsdiff.txt")).unwrap());
     let (_, _, w) = read_all(&std::fs::read(data("report_head.txt")).unwrap());
     assert_eq!(v[..], w[..v.len()]);
+}
+
+#[test]
+fn report_without_cpus_line_is_recognised() {
+    let bytes = std::fs::read(data("report_head.txt")).unwrap();
+    let cut = &bytes[bytes.iter().position(|&b| b == b'\n').unwrap() + 1..];
+    let (kind, _, v) = read_all(cut);
+    let (_, _, w) = read_all(&bytes);
+    assert_eq!(kind, TextKind::TraceCmdReport);
+    assert_eq!(v, w);
 }
