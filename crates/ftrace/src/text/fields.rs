@@ -10,7 +10,11 @@ fn key_of(t: &str) -> Option<(&str, usize, bool)> {
     };
     let eq = t.find('=')?;
     let key = &t[..eq];
-    if key.is_empty() || !key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.') {
+    if key.is_empty()
+        || !key
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.')
+    {
         return None;
     }
     Some((key, off + eq + 1, br))
@@ -107,7 +111,11 @@ pub fn parse_write_tsc_offset(body: &str) -> Option<WriteTscOffset> {
             _ => {}
         }
     }
-    Some(WriteTscOffset { vcpu: vcpu?, prev: prev?, next: next? })
+    Some(WriteTscOffset {
+        vcpu: vcpu?,
+        prev: prev?,
+        next: next?,
+    })
 }
 
 /// The text of a `print` event body as trace-cmd report renders it
@@ -134,13 +142,22 @@ mod tests {
         let v: Vec<_> = fields("prev_comm=bash prev_pid=4613 prev_prio=120 prev_state=R+ ==> next_comm=swapper/0 next_pid=0").collect();
         assert_eq!(
             v,
-            [("prev_comm", "bash"), ("prev_pid", "4613"), ("prev_prio", "120"), ("prev_state", "R+"), ("next_comm", "swapper/0"), ("next_pid", "0")]
+            [
+                ("prev_comm", "bash"),
+                ("prev_pid", "4613"),
+                ("prev_prio", "120"),
+                ("prev_state", "R+"),
+                ("next_comm", "swapper/0"),
+                ("next_pid", "0")
+            ]
         );
         let v: Vec<_> = fields("vec=7 [action=SCHED]").collect();
         assert_eq!(v, [("vec", "7"), ("action", "SCHED")]);
         let v: Vec<_> = fields("comm=Web Content pid=12 prio=120").collect();
         assert_eq!(v, [("comm", "Web Content"), ("pid", "12"), ("prio", "120")]);
-        let v: Vec<_> = fields("timer=0x1 function=f expires=4294956675 [timeout=1] cpu=1 flags=D|P|I").collect();
+        let v: Vec<_> =
+            fields("timer=0x1 function=f expires=4294956675 [timeout=1] cpu=1 flags=D|P|I")
+                .collect();
         assert_eq!(v[3], ("timeout", "1"));
         assert_eq!(v[5], ("flags", "D|P|I"));
         assert_eq!(fields("bash:4613 [120] S ==> x").count(), 0);
@@ -150,7 +167,14 @@ mod tests {
     #[test]
     fn tsc_offset() {
         let w = parse_write_tsc_offset("vcpu=0 prev=0 next=18446743404273366793").unwrap();
-        assert_eq!(w, WriteTscOffset { vcpu: 0, prev: 0, next: 18446743404273366793 });
+        assert_eq!(
+            w,
+            WriteTscOffset {
+                vcpu: 0,
+                prev: 0,
+                next: 18446743404273366793
+            }
+        );
         assert_eq!(w.next as i64, -669436184823);
         assert_eq!(parse_write_tsc_offset("vcpu=0 prev=0"), None);
         assert_eq!(parse_write_tsc_offset("vcpu=0 prev=0 next=-1"), None);
@@ -158,7 +182,10 @@ mod tests {
 
     #[test]
     fn print() {
-        assert_eq!(parse_print("tracing_mark_write: hello world\n"), Some("hello world"));
+        assert_eq!(
+            parse_print("tracing_mark_write: hello world\n"),
+            Some("hello world")
+        );
         assert_eq!(parse_print("0xffffffff81234567: x"), Some("x"));
         assert_eq!(parse_print("hello"), None);
     }

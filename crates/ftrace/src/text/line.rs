@@ -87,7 +87,9 @@ impl<'a> TextLine<'a> {
 }
 
 fn trim_nl(s: &str) -> &str {
-    s.strip_suffix('\n').unwrap_or(s).trim_end_matches(['\n', '\r'])
+    s.strip_suffix('\n')
+        .unwrap_or(s)
+        .trim_end_matches(['\n', '\r'])
 }
 
 /// One record of a text stream.
@@ -99,11 +101,17 @@ pub enum TextRecord<'a> {
     /// (kernel trace.c `print_trace_line`); trace-cmd report:
     /// `CPU:%d [%lld EVENTS DROPPED]` / `CPU:%d [EVENTS DROPPED]`
     /// (trace-read.c `trace_show_data`), possibly after a buffer prefix.
-    Lost { cpu: u32, count: Option<u64>, buffer: Option<&'a str> },
+    Lost {
+        cpu: u32,
+        count: Option<u64>,
+        buffer: Option<&'a str>,
+    },
     /// `##### CPU %u buffer started ####` (kernel trace.c
     /// `test_cpu_buff_start`): this CPU's data starts here, older data was
     /// overwritten.
-    BufferStarted { cpu: u32 },
+    BufferStarted {
+        cpu: u32,
+    },
 }
 
 /// Layout hints for [`parse_event`], fixed per stream.
@@ -122,7 +130,9 @@ pub(crate) fn parse_marker(line: &str) -> Option<TextRecord<'_>> {
     let t = line.trim();
     if let Some(r) = t.strip_prefix("##### CPU ") {
         let cpu = r.strip_suffix(" buffer started ####")?;
-        return Some(TextRecord::BufferStarted { cpu: cpu.parse().ok()? });
+        return Some(TextRecord::BufferStarted {
+            cpu: cpu.parse().ok()?,
+        });
     }
     // Optional "buffer: " prefix of trace-cmd report (print_handle_file).
     let (buffer, t) = match t.find("CPU:") {
@@ -142,7 +152,10 @@ pub(crate) fn parse_marker(line: &str) -> Option<TextRecord<'_>> {
     let inner = r.strip_prefix('[')?.strip_suffix(']')?;
     let count = if inner == "LOST EVENTS" || inner == "EVENTS DROPPED" {
         None
-    } else if let Some(n) = inner.strip_prefix("LOST ").and_then(|s| s.strip_suffix(" EVENTS")) {
+    } else if let Some(n) = inner
+        .strip_prefix("LOST ")
+        .and_then(|s| s.strip_suffix(" EVENTS"))
+    {
         Some(n.parse().ok()?)
     } else if let Some(n) = inner.strip_suffix(" EVENTS DROPPED") {
         Some(n.parse().ok()?)
@@ -186,7 +199,9 @@ pub(crate) fn parse_ts(tok: &str) -> Result<TextTs, &'static str> {
             if tok.is_empty() || !tok.bytes().all(|c| c.is_ascii_digit()) {
                 return Err("expected an integer timestamp");
             }
-            tok.parse().map(TextTs::Count).map_err(|_| "timestamp out of range")
+            tok.parse()
+                .map(TextTs::Count)
+                .map_err(|_| "timestamp out of range")
         }
         Some((s, f)) => {
             let ok = |x: &str| !x.is_empty() && x.bytes().all(|c| c.is_ascii_digit());
@@ -198,13 +213,25 @@ pub(crate) fn parse_ts(tok: &str) -> Result<TextTs, &'static str> {
             }
             let secs = s.parse().map_err(|_| "timestamp seconds out of range")?;
             let frac = f.parse().map_err(|_| "timestamp fraction out of range")?;
-            Ok(TextTs::Secs { secs, frac, digits: f.len() as u8 })
+            Ok(TextTs::Secs {
+                secs,
+                frac,
+                digits: f.len() as u8,
+            })
         }
     }
 }
 
+/// Shaped like a timestamp (`digits:` or `digits.digits:`); range errors
+/// are left to [`parse_ts`] so they are reported as such.
 fn is_ts_token(t: &str) -> bool {
-    t.ends_with(':') && t.len() > 1 && parse_ts(&t[..t.len() - 1]).is_ok()
+    let Some(n) = t.strip_suffix(':') else {
+        return false;
+    };
+    let mut parts = n.splitn(2, '.');
+    let ok =
+        |x: Option<&str>| x.is_some_and(|x| !x.is_empty() && x.bytes().all(|c| c.is_ascii_digit()));
+    ok(parts.next()) && (!n.contains('.') || ok(parts.next()))
 }
 
 /// Splits off the first blank-separated token.
@@ -219,14 +246,17 @@ fn token(s: &str) -> (&str, &str) {
 /// Parses one event line. The error says what was expected.
 pub(crate) fn parse_event(line: &str, lay: Layout) -> Result<TextLine<'_>, &'static str> {
     let b = line.as_bytes();
-    let dash = find_pid_dash(b).ok_or("expected `comm-pid` followed by `[cpu]`, `(tgid)` or a CPU number")?;
+    let dash = find_pid_dash(b)
+        .ok_or("expected `comm-pid` followed by `[cpu]`, `(tgid)` or a CPU number")?;
 
     // Task name (and report buffer prefix) before the dash.
     let region = &line[..dash];
     let mut buffer = None;
     let mut comm = region.trim_start();
     let nd = digits_len(&b[dash + 1..]);
-    let pid: i32 = line[dash + 1..dash + 1 + nd].parse().map_err(|_| "pid out of range")?;
+    let pid: i32 = line[dash + 1..dash + 1 + nd]
+        .parse()
+        .map_err(|_| "pid out of range")?;
     let mut rest = line[dash + 1 + nd..].trim_start_matches(' ');
 
     let mut tgid = None;
@@ -234,7 +264,11 @@ pub(crate) fn parse_event(line: &str, lay: Layout) -> Result<TextLine<'_>, &'sta
         let (inner, r) = r.split_once(')').ok_or("expected `)` after the TGID")?;
         let inner = inner.trim();
         if !inner.bytes().all(|c| c == b'-') {
-            tgid = Some(inner.parse().map_err(|_| "expected a TGID number or `(-------)`")?);
+            tgid = Some(
+                inner
+                    .parse()
+                    .map_err(|_| "expected a TGID number or `(-------)`")?,
+            );
         }
         rest = r.trim_start_matches(' ');
     }
@@ -303,9 +337,10 @@ pub(crate) fn parse_event(line: &str, lay: Layout) -> Result<TextLine<'_>, &'sta
         // with -l); trace-read.c print_handle_file right-aligns the name.
         let width = if latency { 8 } else { 16 };
         if region.len() > width {
-            if let (Some(pre), Some(c)) =
-                (region.get(..region.len() - width), region.get(region.len() - width..))
-            {
+            if let (Some(pre), Some(c)) = (
+                region.get(..region.len() - width),
+                region.get(region.len() - width..),
+            ) {
                 let pre = pre.trim();
                 if pre.is_empty() {
                     comm = c.trim_start();
@@ -326,71 +361,184 @@ pub(crate) fn parse_event(line: &str, lay: Layout) -> Result<TextLine<'_>, &'sta
 
     // Event name: `name: body`; the name has no blanks.
     let r = rest.strip_prefix(' ').unwrap_or(rest);
-    let r = if lay.report { r.trim_start_matches(' ') } else { r };
+    let r = if lay.report {
+        r.trim_start_matches(' ')
+    } else {
+        r
+    };
     let (event, body) = match r.find(' ') {
         Some(i) if r[..i].ends_with(':') => (&r[..i - 1], &r[i + 1..]),
         None if r.ends_with(':') => (&r[..r.len() - 1], ""),
         _ => ("", r),
     };
-    let body = if lay.report { body.trim_start_matches(' ') } else { body };
-    Ok(TextLine { comm, pid, tgid, cpu, flags, ts, event, body, buffer })
+    let body = if lay.report {
+        body.trim_start_matches(' ')
+    } else {
+        body
+    };
+    Ok(TextLine {
+        comm,
+        pid,
+        tgid,
+        cpu,
+        flags,
+        ts,
+        event,
+        body,
+        buffer,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const TRACEFS: Layout = Layout { report: false, lat_width: 5 };
-    const REPORT: Layout = Layout { report: true, lat_width: 5 };
+    const TRACEFS: Layout = Layout {
+        report: false,
+        lat_width: 5,
+    };
+    const REPORT: Layout = Layout {
+        report: true,
+        lat_width: 5,
+    };
 
     #[test]
     fn tracefs_tgid_irqinfo() {
         let l = parse_event("            bash-4613    (   4613) [001] d..2. 669023293889: sched_switch: prev_comm=bash prev_pid=4613", TRACEFS).unwrap();
-        assert_eq!((l.comm, l.pid, l.tgid, l.cpu, l.flags), ("bash", 4613, Some(4613), 1, Some("d..2.")));
+        assert_eq!(
+            (l.comm, l.pid, l.tgid, l.cpu, l.flags),
+            ("bash", 4613, Some(4613), 1, Some("d..2."))
+        );
         assert_eq!(l.ts, TextTs::Count(669023293889));
-        assert_eq!((l.event, l.body), ("sched_switch", "prev_comm=bash prev_pid=4613"));
+        assert_eq!(
+            (l.event, l.body),
+            ("sched_switch", "prev_comm=bash prev_pid=4613")
+        );
         let l = parse_event("          <idle>-0       (-------) [000] ..s1. 669036378012: softirq_entry: vec=7 [action=SCHED]", TRACEFS).unwrap();
         assert_eq!((l.comm, l.pid, l.tgid), ("<idle>", 0, None));
     }
 
     #[test]
     fn comm_with_spaces_and_dashes() {
-        let l = parse_event(" kworker/0:1-events-12      [003]  12345.678901: workqueue_execute_start: x", TRACEFS).unwrap();
-        assert_eq!((l.comm, l.pid, l.cpu, l.flags), ("kworker/0:1-events", 12, 3, None));
-        assert_eq!(l.ts, TextTs::Secs { secs: 12345, frac: 678901, digits: 6 });
+        let l = parse_event(
+            " kworker/0:1-events-12      [003]  12345.678901: workqueue_execute_start: x",
+            TRACEFS,
+        )
+        .unwrap();
+        assert_eq!(
+            (l.comm, l.pid, l.cpu, l.flags),
+            ("kworker/0:1-events", 12, 3, None)
+        );
+        assert_eq!(
+            l.ts,
+            TextTs::Secs {
+                secs: 12345,
+                frac: 678901,
+                digits: 6
+            }
+        );
         assert_eq!(l.ts.as_ns(), Some(12_345_678_901_000));
-        let l = parse_event("     Web Content-123     [000] .... 5.000001: print: tracing_mark_write: hi", TRACEFS).unwrap();
-        assert_eq!((l.comm, l.pid, l.event, l.body), ("Web Content", 123, "print", "tracing_mark_write: hi"));
+        let l = parse_event(
+            "     Web Content-123     [000] .... 5.000001: print: tracing_mark_write: hi",
+            TRACEFS,
+        )
+        .unwrap();
+        assert_eq!(
+            (l.comm, l.pid, l.event, l.body),
+            ("Web Content", 123, "print", "tracing_mark_write: hi")
+        );
     }
 
     #[test]
     fn report_forms() {
         let l = parse_event("                        bash-4613  [001]669023293889: sched_switch:         bash:4613 [120] S", REPORT).unwrap();
-        assert_eq!((l.comm, l.buffer, l.cpu, l.event, l.body), ("bash", None, 1, "sched_switch", "bash:4613 [120] S"));
+        assert_eq!(
+            (l.comm, l.buffer, l.cpu, l.event, l.body),
+            ("bash", None, 1, "sched_switch", "bash:4613 [120] S")
+        );
         let l = parse_event("tsc_offset:          python3-4617  [000]669436235315: kvm_write_tsc_offset: vcpu=0 prev=0 next=1", REPORT).unwrap();
-        assert_eq!((l.comm, l.buffer, l.event), ("python3", Some("tsc_offset"), "kvm_write_tsc_offset"));
-        let l = parse_event("tsc_offset:  python3-4617    0d..1.669436235315: kvm_write_tsc_offset: vcpu=0", REPORT).unwrap();
-        assert_eq!((l.comm, l.buffer, l.cpu, l.flags), ("python3", Some("tsc_offset"), 0, Some("d..1.")));
+        assert_eq!(
+            (l.comm, l.buffer, l.event),
+            ("python3", Some("tsc_offset"), "kvm_write_tsc_offset")
+        );
+        let l = parse_event(
+            "tsc_offset:  python3-4617    0d..1.669436235315: kvm_write_tsc_offset: vcpu=0",
+            REPORT,
+        )
+        .unwrap();
+        assert_eq!(
+            (l.comm, l.buffer, l.cpu, l.flags),
+            ("python3", Some("tsc_offset"), 0, Some("d..1."))
+        );
         assert_eq!(l.ts, TextTs::Count(669436235315));
-        let l = parse_event("            bash-4613  [001]669023633527: (+340)   sched_waking:         comm=x", REPORT).unwrap();
+        let l = parse_event(
+            "            bash-4613  [001]669023633527: (+340)   sched_waking:         comm=x",
+            REPORT,
+        )
+        .unwrap();
         assert_eq!((l.event, l.body), ("sched_waking", "comm=x"));
-        let l = parse_event("     bash-4613  [001] 12345.678901234: sched_waking:         comm=x", REPORT).unwrap();
-        assert_eq!(l.ts, TextTs::Secs { secs: 12345, frac: 678901234, digits: 9 });
+        let l = parse_event(
+            "     bash-4613  [001] 12345.678901234: sched_waking:         comm=x",
+            REPORT,
+        )
+        .unwrap();
+        assert_eq!(
+            l.ts,
+            TextTs::Secs {
+                secs: 12345,
+                frac: 678901234,
+                digits: 9
+            }
+        );
     }
 
     #[test]
     fn markers() {
-        assert_eq!(parse_marker("CPU:2 [LOST 123 EVENTS]"), Some(TextRecord::Lost { cpu: 2, count: Some(123), buffer: None }));
-        assert_eq!(parse_marker("CPU:2 [LOST EVENTS]"), Some(TextRecord::Lost { cpu: 2, count: None, buffer: None }));
-        assert_eq!(parse_marker("CPU:1 [5 EVENTS DROPPED]"), Some(TextRecord::Lost { cpu: 1, count: Some(5), buffer: None }));
-        assert_eq!(parse_marker("tsc_offset: CPU:1 [EVENTS DROPPED]"), Some(TextRecord::Lost { cpu: 1, count: None, buffer: Some("tsc_offset") }));
-        assert_eq!(parse_marker("##### CPU 2 buffer started ####"), Some(TextRecord::BufferStarted { cpu: 2 }));
+        assert_eq!(
+            parse_marker("CPU:2 [LOST 123 EVENTS]"),
+            Some(TextRecord::Lost {
+                cpu: 2,
+                count: Some(123),
+                buffer: None
+            })
+        );
+        assert_eq!(
+            parse_marker("CPU:2 [LOST EVENTS]"),
+            Some(TextRecord::Lost {
+                cpu: 2,
+                count: None,
+                buffer: None
+            })
+        );
+        assert_eq!(
+            parse_marker("CPU:1 [5 EVENTS DROPPED]"),
+            Some(TextRecord::Lost {
+                cpu: 1,
+                count: Some(5),
+                buffer: None
+            })
+        );
+        assert_eq!(
+            parse_marker("tsc_offset: CPU:1 [EVENTS DROPPED]"),
+            Some(TextRecord::Lost {
+                cpu: 1,
+                count: None,
+                buffer: Some("tsc_offset")
+            })
+        );
+        assert_eq!(
+            parse_marker("##### CPU 2 buffer started ####"),
+            Some(TextRecord::BufferStarted { cpu: 2 })
+        );
         assert_eq!(parse_marker("CPU:1 [LOST x EVENTS]"), None);
     }
 
     #[test]
     fn function_tracer_line() {
         let l = parse_event("          <idle>-0     [001] .Ns3 21169.031484: _raw_spin_unlock <-clocksource_watchdog", TRACEFS).unwrap();
-        assert_eq!((l.event, l.body), ("", "_raw_spin_unlock <-clocksource_watchdog"));
+        assert_eq!(
+            (l.event, l.body),
+            ("", "_raw_spin_unlock <-clocksource_watchdog")
+        );
     }
 }

@@ -15,6 +15,20 @@
 //! Not handled: tracefs latency-format (`options/latency-format`, relative
 //! times), `options/context-info` off, raw/hex/bin output, trace-cmd's
 //! `--debug` suffixes. Those lines are reported as errors with their number.
+//!
+//! ```
+//! use ftrace::text::{parse_write_tsc_offset, TextReader, TextRecord};
+//! let text = "# tracer: nop\n\
+//!     python3-4617    [000] d..1. 669436235315: kvm_write_tsc_offset: vcpu=0 prev=0 next=18446743404273366793\n";
+//! let mut r = TextReader::new(text.as_bytes())?;
+//! while let Some(rec) = r.next_record()? {
+//!     if let TextRecord::Event(l) = rec {
+//!         let w = parse_write_tsc_offset(l.body).unwrap();
+//!         assert_eq!((l.cpu, l.ts.as_count(), w.next as i64), (0, Some(669436235315), -669436184823));
+//!     }
+//! }
+//! # Ok::<(), ftrace::Error>(())
+//! ```
 
 mod fields;
 mod line;

@@ -3,6 +3,7 @@
 
 use super::line::{parse_event, parse_marker, Layout, TextRecord};
 use crate::{Error, Result};
+use std::collections::VecDeque;
 use std::io::BufRead;
 
 /// Longest line accepted; a longer one is an error, not an allocation.
@@ -57,6 +58,22 @@ pub struct TextReader<R: BufRead> {
     /// (trace-read.c prints the prefix once, before `CPU:N [..DROPPED]`).
     carry_buffer: Option<String>,
     carry_for_line: u64,
+    /// Marker lines met by `new` before the first event line, and the one
+    /// being lent out.
+    queued: VecDeque<Marker>,
+    current: Option<Marker>,
+}
+
+/// An owned lost/started record (only for markers read ahead by `new`).
+enum Marker {
+    Lost {
+        cpu: u32,
+        count: Option<u64>,
+        buffer: Option<String>,
+    },
+    Started {
+        cpu: u32,
+    },
 }
 
 impl<R: BufRead> TextReader<R> {
@@ -69,9 +86,14 @@ impl<R: BufRead> TextReader<R> {
             line_no: 0,
             kind: TextKind::Empty,
             header: TextHeader::default(),
-            layout: Layout { report: false, lat_width: 5 },
+            layout: Layout {
+                report: false,
+                lat_width: 5,
+            },
             carry_buffer: None,
             carry_for_line: 0,
+            queued: VecDeque::new(),
+            current: None,
         };
         let mut saw_tracefs_header = false;
         loop {
@@ -83,9 +105,19 @@ impl<R: BufRead> TextReader<R> {
             if t.is_empty() || t.starts_with("CPU ") && t.ends_with(" is empty") {
                 continue;
             }
-            if t.starts_with("#####") {
-                r.pending = true;
-                break;
+            match parse_marker(t) {
+                Some(TextRecord::Lost { cpu, count, buffer }) => {
+                    let buffer = buffer.map(str::to_owned);
+                    r.carry_buffer = buffer.clone();
+                    r.carry_for_line = r.line_no + 1;
+                    r.queued.push_back(Marker::Lost { cpu, count, buffer });
+                    continue;
+                }
+                Some(TextRecord::BufferStarted { cpu }) => {
+                    r.queued.push_back(Marker::Started { cpu });
+                    continue;
+                }
+                _ => {}
             }
             if let Some(c) = t.strip_prefix('#') {
                 saw_tracefs_header = true;
@@ -105,6 +137,17 @@ impl<R: BufRead> TextReader<R> {
             r.pending = true;
             break;
         }
+        if r.pending && r.kind == TextKind::Empty && !saw_tracefs_header {
+            // Report output cut of its `cpus=` line: trace-cmd glues the
+            // counter timestamp to `[cpu]` (`%16s-%-5d [%03d]` + `%12d:`),
+            // tracefs always leaves a blank after `]`.
+            let line = utf8(&r.buf, r.line_no)?;
+            if let Some(i) = line.find(']') {
+                if line.as_bytes().get(i + 1).is_some_and(u8::is_ascii_digit) {
+                    r.kind = TextKind::TraceCmdReport;
+                }
+            }
+        }
         r.layout.report = r.kind == TextKind::TraceCmdReport;
         if r.pending {
             let lay = r.layout;
@@ -121,7 +164,11 @@ impl<R: BufRead> TextReader<R> {
             }
         }
         if r.kind == TextKind::Empty && saw_tracefs_header {
-            r.kind = if r.header.tgid == Some(true) { TextKind::TracefsTgid } else { TextKind::Tracefs };
+            r.kind = if r.header.tgid == Some(true) {
+                TextKind::TracefsTgid
+            } else {
+                TextKind::Tracefs
+            };
         }
         Ok(r)
     }
@@ -168,7 +215,10 @@ impl<R: BufRead> TextReader<R> {
                 Ok(a) => a,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    return Err(Error::Io { what: format!("reading text line {}", self.line_no + 1), source: e })
+                    return Err(Error::Io {
+                        what: format!("reading text line {}", self.line_no + 1),
+                        source: e,
+                    })
                 }
             };
             if avail.is_empty() {
@@ -182,7 +232,10 @@ impl<R: BufRead> TextReader<R> {
                 None => (avail.len(), false),
             };
             if self.buf.len() + take > MAX_LINE + 1 {
-                return Err(Error::line(self.line_no + 1, format!("line longer than {MAX_LINE} bytes")));
+                return Err(Error::line(
+                    self.line_no + 1,
+                    format!("line longer than {MAX_LINE} bytes"),
+                ));
             }
             self.buf.extend_from_slice(&avail[..take]);
             self.inner.consume(take);
@@ -205,6 +258,16 @@ impl<R: BufRead> TextReader<R> {
     /// Blank lines, `#` comments and trace-cmd info lines (`cpus=`,
     /// `version = `, `CPU N is empty`, `CPU:N [SUBBUFFER START]`) are skipped.
     pub fn next_record(&mut self) -> Result<Option<TextRecord<'_>>> {
+        if let Some(m) = self.queued.pop_front() {
+            return Ok(Some(match self.current.insert(m) {
+                Marker::Lost { cpu, count, buffer } => TextRecord::Lost {
+                    cpu: *cpu,
+                    count: *count,
+                    buffer: buffer.as_deref(),
+                },
+                Marker::Started { cpu } => TextRecord::BufferStarted { cpu: *cpu },
+            }));
+        }
         loop {
             if self.pending {
                 self.pending = false;
@@ -226,7 +289,10 @@ impl<R: BufRead> TextReader<R> {
         }
         let line_no = self.line_no;
         // Decide on the lost-line carry before borrowing the line for the result.
-        if let Some(TextRecord::Lost { buffer: Some(b), .. }) = parse_marker(self.line_str()?) {
+        if let Some(TextRecord::Lost {
+            buffer: Some(b), ..
+        }) = parse_marker(self.line_str()?)
+        {
             self.carry_buffer = Some(b.to_owned());
             self.carry_for_line = line_no + 1;
         }
@@ -241,14 +307,21 @@ impl<R: BufRead> TextReader<R> {
                 }
                 Ok(Some(TextRecord::Event(l)))
             }
-            Err(what) => Err(Error::line(line_no, format!("{what}: {:?}", truncate(line, 120)))),
+            Err(what) => Err(Error::line(
+                line_no,
+                format!("{what}: {:?}", truncate(line, 120)),
+            )),
         }
     }
 }
 
 fn utf8(buf: &[u8], line_no: u64) -> Result<&str> {
-    std::str::from_utf8(buf)
-        .map_err(|e| Error::line(line_no, format!("not UTF-8 at column {}", e.valid_up_to() + 1)))
+    std::str::from_utf8(buf).map_err(|e| {
+        Error::line(
+            line_no,
+            format!("not UTF-8 at column {}", e.valid_up_to() + 1),
+        )
+    })
 }
 
 fn truncate(s: &str, n: usize) -> &str {
@@ -279,24 +352,32 @@ pub fn sniff(first_bytes: &[u8]) -> bool {
     let text = match std::str::from_utf8(first_bytes) {
         Ok(t) => t,
         // Cut in the middle of a character: keep the valid prefix.
-        Err(e) if e.error_len().is_none() => match std::str::from_utf8(&first_bytes[..e.valid_up_to()]) {
-            Ok(t) => t,
-            Err(_) => return false,
-        },
+        Err(e) if e.error_len().is_none() => {
+            match std::str::from_utf8(&first_bytes[..e.valid_up_to()]) {
+                Ok(t) => t,
+                Err(_) => return false,
+            }
+        }
         Err(_) => return false,
     };
     let complete = match text.rfind('\n') {
         Some(i) => &text[..i],
         None => text,
     };
-    let lay = Layout { report: false, lat_width: 5 };
+    let lay = Layout {
+        report: false,
+        lat_width: 5,
+    };
     let mut seen = 0;
     for line in complete.lines().take(64) {
         let t = line.trim();
         if t.is_empty() {
             continue;
         }
-        if t.starts_with("# tracer:") || t.starts_with("# entries-in-buffer") || cpus_line(t).is_some() && seen == 0 {
+        if t.starts_with("# tracer:")
+            || t.starts_with("# entries-in-buffer")
+            || cpus_line(t).is_some() && seen == 0
+        {
             return true;
         }
         if t.starts_with('#') && !t.starts_with("#####") || t.starts_with("version = ") {
