@@ -10,7 +10,7 @@ use anyhow::Context;
 
 pub enum Output {
     Stdout(BufWriter<io::Stdout>),
-    File { w: BufWriter<File>, tmp: PathBuf, dest: PathBuf },
+    File { w: BufWriter<File>, tmp: PathBuf, dest: PathBuf, done: bool },
 }
 
 impl Output {
@@ -22,7 +22,7 @@ impl Output {
                 name.push(format!(".tmp{}", std::process::id()));
                 let tmp = dest.with_file_name(name);
                 let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-                Output::File { w: BufWriter::with_capacity(1 << 20, f), tmp, dest: dest.to_path_buf() }
+                Output::File { w: BufWriter::with_capacity(1 << 20, f), tmp, dest: dest.to_path_buf(), done: false }
             }
         })
     }
@@ -35,13 +35,15 @@ impl Output {
     }
 
     /// Flushes and, for a file, renames it into place.
-    pub fn finish(self) -> anyhow::Result<()> {
-        match self {
-            Output::Stdout(mut w) => Ok(w.flush()?),
-            Output::File { w, tmp, dest } => {
-                let f = w.into_inner().map_err(|e| e.into_error())?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, &dest).with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        match &mut self {
+            Output::Stdout(w) => Ok(w.flush()?),
+            Output::File { w, tmp, dest, done } => {
+                w.flush()?;
+                w.get_ref().sync_all()?;
+                std::fs::rename(&*tmp, &*dest).with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+                *done = true;
+                Ok(())
             }
         }
     }
@@ -49,7 +51,7 @@ impl Output {
 
 impl Drop for Output {
     fn drop(&mut self) {
-        if let Output::File { tmp, .. } = self {
+        if let Output::File { tmp, done: false, .. } = self {
             // Still here: finish() was not reached; leave no partial file.
             let _ = std::fs::remove_file(tmp);
         }

@@ -1,0 +1,125 @@
+//! `tscmerge merge HOST... --guest NAME=FILE[,FILE...][,pid=PID]`
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use tscmerge::clock::{parse_offset, Scaling};
+use tscmerge::merge::merge;
+use tscmerge::plan::{GuestSpec, MergeSpec, Plan};
+use tscmerge::sink::{JsonSink, TextSink, TsFormat};
+
+use crate::output::Output;
+
+#[derive(clap::Args)]
+#[command(after_help = "Each guest CPU is taken to be the vCPU of the same number unless --vcpu-map says otherwise.\n\
+Example:\n  tscmerge merge host.txt host-tsc_offset.txt --guest vm0=guest-vm0.txt,pid=2000")]
+pub struct Args {
+    /// Host recordings (trace.dat, text of each tracefs buffer, raw capture directories).
+    #[arg(required = true)]
+    pub hosts: Vec<PathBuf>,
+    /// A guest: NAME=FILE[,FILE...][,pid=PID]; pid pins it to the VM of that VMM process or vCPU thread.
+    #[arg(long = "guest", value_name = "NAME=FILE,...")]
+    pub guests: Vec<String>,
+    /// Guest CPU to vCPU map: NAME:GCPU=VCPU[,GCPU=VCPU...].
+    #[arg(long = "vcpu-map", value_name = "NAME:CPU=VCPU,...")]
+    pub vcpu_maps: Vec<String>,
+    /// An offset holding before the first recorded write: [NAME:]VCPU=OFFSET (signed, unsigned or 0x-hex).
+    #[arg(long = "tsc-offset", value_name = "[NAME:]VCPU=OFFSET")]
+    pub tsc_offsets: Vec<String>,
+    /// TSC scaling of the guests: RATIO:FRAC_BITS (debugfs tsc-scaling-ratio and -frac-bits).
+    #[arg(long = "tsc-scaling", value_name = "RATIO:FRAC")]
+    pub tsc_scaling: Option<String>,
+    /// TSC frequency in kHz: print timestamps as seconds instead of cycles.
+    #[arg(long = "tsc-khz")]
+    pub tsc_khz: Option<u64>,
+    /// Show each guest event's own TSC next to its host time.
+    #[arg(long)]
+    pub show_guest_ts: bool,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Print events in and out per source on stderr.
+    #[arg(long)]
+    pub stats: bool,
+    /// Write to FILE (complete or not at all) instead of stdout.
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+}
+
+fn parse_vcpu_map(s: &str) -> anyhow::Result<(String, BTreeMap<u32, u32>)> {
+    let (name, pairs) = s.split_once(':').context("--vcpu-map: expected NAME:GCPU=VCPU,...")?;
+    let mut map = BTreeMap::new();
+    for p in pairs.split(',') {
+        let (a, b) = p.split_once('=').with_context(|| format!("--vcpu-map {s:?}: {p:?} is not GCPU=VCPU"))?;
+        map.insert(a.trim().parse()?, b.trim().parse()?);
+    }
+    Ok((name.to_string(), map))
+}
+
+/// Builds the merge specification from the command line.
+pub fn spec(a: &Args) -> anyhow::Result<MergeSpec> {
+    let mut guests: Vec<GuestSpec> = a.guests.iter().map(|g| GuestSpec::parse(g)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
+    for m in &a.vcpu_maps {
+        let (name, map) = parse_vcpu_map(m)?;
+        let Some(g) = guests.iter_mut().find(|g| g.name == name) else { bail!("--vcpu-map names guest {name:?}, which no --guest defines") };
+        g.vcpu_map = map;
+    }
+    for o in &a.tsc_offsets {
+        let (target, rest) = match o.split_once(':') {
+            Some((n, r)) if !n.contains('=') => (Some(n), r),
+            _ => (None, o.as_str()),
+        };
+        let (vcpu, off) = rest.split_once('=').with_context(|| format!("--tsc-offset {o:?}: expected [NAME:]VCPU=OFFSET"))?;
+        let vcpu: u32 = vcpu.trim().parse().with_context(|| format!("--tsc-offset {o:?}: bad vCPU"))?;
+        let off = parse_offset(off).with_context(|| format!("--tsc-offset {o:?}: bad offset"))?;
+        let n = guests.len();
+        match target {
+            Some(name) => match guests.iter_mut().find(|g| g.name == name) {
+                Some(g) => g.tsc_offsets.push((vcpu, off)),
+                None => bail!("--tsc-offset names guest {name:?}, which no --guest defines"),
+            },
+            None if n == 1 => guests[0].tsc_offsets.push((vcpu, off)),
+            None => bail!("--tsc-offset {o:?}: with several guests, say which: NAME:VCPU=OFFSET"),
+        }
+    }
+    let scaling = match &a.tsc_scaling {
+        Some(s) => Some(Scaling::parse(s).with_context(|| format!("--tsc-scaling {s:?}: expected RATIO:FRAC_BITS, e.g. 0xc000000000000:48"))?),
+        None => None,
+    };
+    Ok(MergeSpec { hosts: a.hosts.clone(), guests, scaling })
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let plan = Plan::new(spec(&a)?)?;
+    for g in &plan.guests {
+        eprintln!("tscmerge: guest {} is {} ({})", g.spec.name, plan.timeline.vms[g.vm].name(), g.reason);
+    }
+    let machines = plan.machines();
+    let out = Output::open(a.output.as_deref())?;
+    let name = out.name();
+    let ts = match a.tsc_khz {
+        Some(khz) => TsFormat::Secs { khz },
+        None => TsFormat::Cycles,
+    };
+    let cursors = plan.cursors()?;
+    let labels: Vec<String> = cursors.iter().map(|c| machines[c.machine].clone()).collect();
+    let (stats, out) = if a.json {
+        let mut sink = JsonSink::new(out, machines, &name);
+        let stats = merge(cursors, &mut sink)?;
+        (stats, sink.into_inner())
+    } else {
+        let mut sink = TextSink::new(out, machines, ts, a.show_guest_ts, &name);
+        let stats = merge(cursors, &mut sink)?;
+        (stats, sink.into_inner())
+    };
+    out.finish()?;
+    if a.stats {
+        for (i, n) in stats.per_input.iter().enumerate() {
+            eprintln!("tscmerge: source #{i} ({}): {n} events", labels[i]);
+        }
+        eprintln!("tscmerge: {} events out", stats.total);
+    }
+    Ok(ExitCode::SUCCESS)
+}
