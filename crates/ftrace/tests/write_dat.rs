@@ -464,3 +464,34 @@ fn misuse_is_an_error_not_a_panic() {
     w.start_cpu(b, 0).ok();
     assert!(w.write_page(&[0; 100]).is_err(), "short page");
 }
+
+/// What trace-cmd does with option ids it does not know (trace-input.c
+/// `handle_options`: `tracecmd_warning("unknown option %d")`): `report` skips
+/// them silently at its default log level, prints the warning only with
+/// `--debug`, and `dump --options` lists them as "Unknown option".
+#[test]
+fn unknown_option_ids_are_skipped() {
+    let f = formats();
+    let mut w = TraceDatWriter::new(Cursor::new(Vec::new()), 7, Compression::None, &header(&f)).unwrap();
+    w.add_option(OptionData::Raw { id: ftrace::write::option_id::PRIVATE_FIRST, data: b"tscmerge provenance\0".to_vec() }).unwrap();
+    let top = w.add_buffer("", "x86-tsc", 1).unwrap();
+    let mut pb = PageBuilder::default();
+    let rec = sched_switch(4242, 4343);
+    let pages = ftrace::write::pack_events(&mut pb, [(5u64, rec.as_slice())]).unwrap();
+    w.write_cpu_pages(top, 0, pages.iter().map(|p| p.as_slice())).unwrap();
+    let path = tmp("unknown_option.dat");
+    std::fs::write(&path, w.finish().unwrap().into_inner()).unwrap();
+    if !trace_cmd() {
+        return;
+    }
+    let o = Command::new("trace-cmd").args(["report", "-t", "-i"]).arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    eprintln!("trace-cmd stderr: {stderr}");
+    assert!(o.status.success());
+    assert_eq!(parse_report(&String::from_utf8_lossy(&o.stdout)).len(), 1);
+    assert!(!stderr.contains("unknown"), "{stderr}");
+    let o = Command::new("trace-cmd").args(["report", "--debug", "-i"]).arg(&path).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown option 32512"));
+    let o = Command::new("trace-cmd").args(["dump", "--options"]).arg(&path).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("32512 20\t[Unknown option"));
+}

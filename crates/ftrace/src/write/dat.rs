@@ -53,6 +53,14 @@ pub mod option_id {
     pub const PRINTK: u16 = 20;
     pub const CMDLINES: u16 = 21;
     pub const BUFFER_TEXT: u16 = 22;
+    pub const BTF_FILE: u16 = 23;
+    pub const LAST_BOOT_INFO: u16 = 24;
+    pub const MODULES_FILE: u16 = 25;
+    /// First id of the range we use for our own options. trace-cmd numbers its
+    /// options upward from 0 (25 in 2026), skips unknown ids when reading
+    /// (silently in `report`; `--debug` logs "unknown option N") and copies
+    /// them in `convert`.
+    pub const PRIVATE_FIRST: u16 = 0x7f00;
 }
 
 /// Section flag: the section's data is compressed (trace-cmd.dat.v7.5.txt).
@@ -121,8 +129,8 @@ pub enum OptionData {
     CpuStat(String),
     /// OFFSET: a fixed time added to every timestamp on reading.
     Offset(i64),
-    /// Any option, bytes as given. trace-cmd 3.1.6 prints "unknown option N"
-    /// for ids it does not know; see the module docs of [`super`].
+    /// Any option, bytes as given; for our own data use ids from
+    /// [`option_id::PRIVATE_FIRST`] on.
     Raw { id: u16, data: Vec<u8> },
 }
 

@@ -7,10 +7,10 @@
 //! - [`dat`]: [`TraceDatWriter`] lays the pages and metadata out as trace-cmd does.
 //! - [`compress`]: the v7 block codecs.
 //!
-//! Own options: trace-cmd 3.1.6 (trace-input.c `handle_options`) prints
-//! "unknown option N" for option ids it does not know, so provenance is best
-//! carried in the VERSION option ([`OptionData::Version`]) rather than a
-//! private id.
+//! Own options: trace-cmd 3.1.6 skips option ids it does not know — silently
+//! in `report` (trace-input.c `handle_options` logs "unknown option N" only at
+//! `--debug` level) — so provenance can go in [`OptionData::Raw`] with an id
+//! from [`option_id::PRIVATE_FIRST`] (tested in tests/write_dat.rs).
 
 pub mod compress;
 pub mod dat;
