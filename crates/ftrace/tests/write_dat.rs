@@ -8,7 +8,9 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ftrace::write::{BufferId, Compression, Header, OptionData, PageBuilder, TraceDatWriter, TsyncSample};
+use ftrace::write::{
+    BufferId, Compression, Header, OptionData, PageBuilder, TraceDatWriter, TsyncSample,
+};
 use ftrace::Endian;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/write");
@@ -111,29 +113,54 @@ fn print_ev(msg: &str) -> Vec<u8> {
 
 /// Events per (buffer, cpu), in time order, with enough of them for many
 /// pages and chunks, and gaps beyond 27 bits (time extends).
-fn make_events() -> Vec<(String, u32, Vec<(u64, Vec<u8>, Ev)>)> {
+type CpuEvents = (String, u32, Vec<(u64, Vec<u8>, Ev)>);
+
+fn make_events() -> Vec<CpuEvents> {
     let mut out = Vec::new();
     for cpu in 0..2u32 {
         let mut evs = Vec::new();
         let mut ts = 1_000_000_000u64 + cpu as u64 * 7;
         for i in 0..1500u64 {
-            ts += if i % 97 == 0 { (1 << 27) + 12345 * i } else { 1000 + i % 13 };
+            ts += if i % 97 == 0 {
+                (1 << 27) + 12345 * i
+            } else {
+                1000 + i % 13
+            };
             let (rec, name) = if cpu == 1 && i % 100 == 50 {
                 (print_ev(&format!("hello {i}")), "print")
             } else {
                 (sched_switch(4242, 4343), "sched_switch")
             };
-            let ev = Ev { buffer: String::new(), cpu, ts, name: name.into(), text: None };
+            let ev = Ev {
+                buffer: String::new(),
+                cpu,
+                ts,
+                name: name.into(),
+                text: None,
+            };
             evs.push((ts, rec, ev));
         }
         out.push((String::new(), cpu, evs));
     }
     let mut evs = Vec::new();
     let big = 18446743876406744092u64;
-    for (i, ts) in [1_000_000_500u64, 1_500_000_000, 9_000_000_000_000].into_iter().enumerate() {
-        let (prev, next) = if i == 0 { (0, big) } else { (big, big - 1000 * i as u64) };
+    for (i, ts) in [1_000_000_500u64, 1_500_000_000, 9_000_000_000_000]
+        .into_iter()
+        .enumerate()
+    {
+        let (prev, next) = if i == 0 {
+            (0, big)
+        } else {
+            (big, big - 1000 * i as u64)
+        };
         let text = format!("vcpu={} prev={prev} next={next}", i % 2);
-        let ev = Ev { buffer: "tsc_offset".into(), cpu: 0, ts, name: "kvm_write_tsc_offset".into(), text: Some(text) };
+        let ev = Ev {
+            buffer: "tsc_offset".into(),
+            cpu: 0,
+            ts,
+            name: "kvm_write_tsc_offset".into(),
+            text: Some(text),
+        };
         evs.push((ts, kvm_tsc((i % 2) as u32, prev, next), ev));
     }
     out.push(("tsc_offset".into(), 0, evs));
@@ -143,23 +170,31 @@ fn make_events() -> Vec<(String, u32, Vec<(u64, Vec<u8>, Ev)>)> {
 fn write_file(version: u32, comp: Compression) -> (Vec<u8>, Vec<Ev>) {
     let f = formats();
     let mut w = TraceDatWriter::new(Cursor::new(Vec::new()), version, comp, &header(&f)).unwrap();
-    w.add_option(OptionData::Uname("Linux writer-test 6.18 x86_64".into())).unwrap();
-    w.add_option(OptionData::Version("tscmerge-test".into())).unwrap();
-    w.add_option(OptionData::TraceId(0x1234_5678_9abc_def0)).unwrap();
-    w.add_option(OptionData::CpuStat("CPU: 0\nentries: 0\n".into())).unwrap();
+    w.add_option(OptionData::Uname("Linux writer-test 6.18 x86_64".into()))
+        .unwrap();
+    w.add_option(OptionData::Version("tscmerge-test".into()))
+        .unwrap();
+    w.add_option(OptionData::TraceId(0x1234_5678_9abc_def0))
+        .unwrap();
+    w.add_option(OptionData::CpuStat("CPU: 0\nentries: 0\n".into()))
+        .unwrap();
     let top = w.add_buffer("", "x86-tsc", 2).unwrap();
     let inst = w.add_buffer("tsc_offset", "x86-tsc", 2).unwrap();
     let mut expect = Vec::new();
     for (name, cpu, evs) in make_events() {
         let id: BufferId = if name.is_empty() { top } else { inst };
         let mut pb = PageBuilder::default();
-        let pages = ftrace::write::pack_events(&mut pb, evs.iter().map(|(ts, r, _)| (*ts, r.as_slice()))).unwrap();
-        w.write_cpu_pages(id, cpu, pages.iter().map(|p| p.as_slice())).unwrap();
+        let pages =
+            ftrace::write::pack_events(&mut pb, evs.iter().map(|(ts, r, _)| (*ts, r.as_slice())))
+                .unwrap();
+        w.write_cpu_pages(id, cpu, pages.iter().map(|p| p.as_slice()))
+            .unwrap();
         expect.extend(evs.into_iter().map(|e| e.2));
     }
     if version == 7 {
         // Options after the data land in a last options section.
-        w.add_option(OptionData::CpuStat("CPU: 1\nentries: 0\n".into())).unwrap();
+        w.add_option(OptionData::CpuStat("CPU: 1\nentries: 0\n".into()))
+            .unwrap();
     }
     (w.finish().unwrap().into_inner(), expect)
 }
@@ -190,15 +225,21 @@ fn parse_report(out: &str) -> Vec<Ev> {
     for line in out.lines() {
         let Some(lb) = line.find(" [") else { continue };
         // trace-cmd pads the timestamp to a width; wide ones touch the "]".
-        let Some(rb) = line[lb..].find(']') else { continue };
+        let Some(rb) = line[lb..].find(']') else {
+            continue;
+        };
         let cpu: u32 = match line[lb + 2..lb + rb].trim().parse() {
             Ok(c) => c,
             Err(_) => continue,
         };
         let rest = line[lb + rb + 1..].trim_start();
         let mut parts = rest.splitn(3, ": ");
-        let (Some(ts), Some(name)) = (parts.next(), parts.next()) else { continue };
-        let Ok(ts) = ts.trim().parse::<u64>() else { continue };
+        let (Some(ts), Some(name)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(ts) = ts.trim().parse::<u64>() else {
+            continue;
+        };
         let text = parts.next().unwrap_or("").trim().to_string();
         // "buffer: comm-pid" when the file has instances.
         let head = &line[..lb];
@@ -206,13 +247,23 @@ fn parse_report(out: &str) -> Vec<Ev> {
             Some((b, _)) => b.trim().to_string(),
             None => String::new(),
         };
-        evs.push(Ev { buffer, cpu, ts, name: name.trim().to_string(), text: Some(text) });
+        evs.push(Ev {
+            buffer,
+            cpu,
+            ts,
+            name: name.trim().to_string(),
+            text: Some(text),
+        });
     }
     evs
 }
 
 fn report(path: &Path) -> String {
-    let o = Command::new("trace-cmd").args(["report", "-t", "-i"]).arg(path).output().unwrap();
+    let o = Command::new("trace-cmd")
+        .args(["report", "-t", "-i"])
+        .arg(path)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "trace-cmd report failed: {stderr}");
     assert!(
@@ -231,7 +282,12 @@ fn check_against_report(version: u32, comp: Compression, file: &str) {
     }
     let out = report(&path);
     let mut got = parse_report(&out);
-    assert_eq!(got.len(), expect.len(), "event count; report:\n{}", &out[..out.len().min(3000)]);
+    assert_eq!(
+        got.len(),
+        expect.len(),
+        "event count; report:\n{}",
+        &out[..out.len().min(3000)]
+    );
     let key = |e: &Ev| (e.buffer.clone(), e.cpu, e.ts, e.name.clone());
     got.sort_by_key(key);
     expect.sort_by_key(key);
@@ -242,18 +298,31 @@ fn check_against_report(version: u32, comp: Compression, file: &str) {
         }
         if e.name == "sched_switch" {
             let t = g.text.as_deref().unwrap();
-            assert!(t.starts_with("worker:4242 [120] S ==> next:4343 [120]"), "{t}");
+            assert!(
+                t.starts_with("worker:4242 [120] S ==> next:4343 [120]"),
+                "{t}"
+            );
         }
         if e.name == "print" {
             assert!(g.text.as_deref().unwrap().contains("hello "));
         }
     }
     // Buffers, clocks and CPUs as trace-cmd sees them.
-    let o = Command::new("trace-cmd").args(["dump", "--summary"]).arg(&path).output().unwrap();
+    let o = Command::new("trace-cmd")
+        .args(["dump", "--summary"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let s = String::from_utf8_lossy(&o.stdout);
     if version == 7 {
-        assert!(s.contains("[buffer \"\", \"x86-tsc\" clock, 4096 page size, 2 cpus"), "{s}");
-        assert!(s.contains("[buffer \"tsc_offset\", \"x86-tsc\" clock, 4096 page size, 1 cpus"), "{s}");
+        assert!(
+            s.contains("[buffer \"\", \"x86-tsc\" clock, 4096 page size, 2 cpus"),
+            "{s}"
+        );
+        assert!(
+            s.contains("[buffer \"tsc_offset\", \"x86-tsc\" clock, 4096 page size, 1 cpus"),
+            "{s}"
+        );
         assert!(s.contains(comp.name()), "{s}");
     }
 }
@@ -378,7 +447,9 @@ fn inflate_parts(b: &[u8], inflate: &dyn Fn(&[u8]) -> Vec<u8>) -> (Vec<Vec<u8>>,
 fn zlib_inflate(z: &[u8]) -> Vec<u8> {
     use std::io::Read;
     let mut out = Vec::new();
-    flate2::read::ZlibDecoder::new(z).read_to_end(&mut out).expect("valid zlib stream");
+    flate2::read::ZlibDecoder::new(z)
+        .read_to_end(&mut out)
+        .expect("valid zlib stream");
     out
 }
 
@@ -417,14 +488,25 @@ fn zstd_v7_inflates_to_the_uncompressed_file() {
 fn options_round_trip_bytes() {
     // TIME_SHIFT / GUEST encodings laid out as trace-input.c reads them.
     let f = formats();
-    let mut w = TraceDatWriter::new(Cursor::new(Vec::new()), 7, Compression::None, &header(&f)).unwrap();
+    let mut w =
+        TraceDatWriter::new(Cursor::new(Vec::new()), 7, Compression::None, &header(&f)).unwrap();
     w.add_option(OptionData::TimeShift {
         peer_trace_id: 7,
         flags: 1,
-        cpus: vec![vec![TsyncSample { time: 10, offset: -5, scaling: 1, fraction: 0 }]],
+        cpus: vec![vec![TsyncSample {
+            time: 10,
+            offset: -5,
+            scaling: 1,
+            fraction: 0,
+        }]],
     })
     .unwrap();
-    w.add_option(OptionData::Guest { name: "g".into(), trace_id: 9, vcpus: vec![(0, 100)] }).unwrap();
+    w.add_option(OptionData::Guest {
+        name: "g".into(),
+        trace_id: 9,
+        vcpus: vec![(0, 100)],
+    })
+    .unwrap();
     let b = w.finish().unwrap().into_inner();
     let hay = |needle: &[u8]| b.windows(needle.len()).any(|x| x == needle);
     let mut ts = vec![12u8, 0, 52, 0, 0, 0];
@@ -452,7 +534,10 @@ fn misuse_is_an_error_not_a_panic() {
     assert!(TraceDatWriter::new(Cursor::new(Vec::new()), 6, Compression::Zstd, &h).is_err());
     let mut w = TraceDatWriter::new(Cursor::new(Vec::new()), 6, Compression::None, &h).unwrap();
     w.add_buffer("inst", "local", 1).unwrap();
-    assert!(w.add_buffer("", "local", 1).is_err(), "v6 top buffer must come first");
+    assert!(
+        w.add_buffer("", "local", 1).is_err(),
+        "v6 top buffer must come first"
+    );
     let mut w = TraceDatWriter::new(Cursor::new(Vec::new()), 7, Compression::None, &h).unwrap();
     let a = w.add_buffer("", "local", 1).unwrap();
     let b = w.add_buffer("b", "local", 1).unwrap();
@@ -460,7 +545,10 @@ fn misuse_is_an_error_not_a_panic() {
     assert!(w.start_cpu(a, 1).is_err(), "cpu out of range");
     w.write_cpu_pages(b, 0, [&[0u8; 4096][..]]).unwrap();
     assert!(w.start_cpu(a, 0).is_err(), "buffers in order");
-    assert!(w.write_cpu_pages(b, 0, [&[0u8; 4096][..]]).is_err(), "cpu twice");
+    assert!(
+        w.write_cpu_pages(b, 0, [&[0u8; 4096][..]]).is_err(),
+        "cpu twice"
+    );
     w.start_cpu(b, 0).ok();
     assert!(w.write_page(&[0; 100]).is_err(), "short page");
 }
@@ -472,26 +560,88 @@ fn misuse_is_an_error_not_a_panic() {
 #[test]
 fn unknown_option_ids_are_skipped() {
     let f = formats();
-    let mut w = TraceDatWriter::new(Cursor::new(Vec::new()), 7, Compression::None, &header(&f)).unwrap();
-    w.add_option(OptionData::Raw { id: ftrace::write::option_id::PRIVATE_FIRST, data: b"tscmerge provenance\0".to_vec() }).unwrap();
+    let mut w =
+        TraceDatWriter::new(Cursor::new(Vec::new()), 7, Compression::None, &header(&f)).unwrap();
+    w.add_option(OptionData::Raw {
+        id: ftrace::write::option_id::PRIVATE_FIRST,
+        data: b"tscmerge provenance\0".to_vec(),
+    })
+    .unwrap();
     let top = w.add_buffer("", "x86-tsc", 1).unwrap();
     let mut pb = PageBuilder::default();
     let rec = sched_switch(4242, 4343);
     let pages = ftrace::write::pack_events(&mut pb, [(5u64, rec.as_slice())]).unwrap();
-    w.write_cpu_pages(top, 0, pages.iter().map(|p| p.as_slice())).unwrap();
+    w.write_cpu_pages(top, 0, pages.iter().map(|p| p.as_slice()))
+        .unwrap();
     let path = tmp("unknown_option.dat");
     std::fs::write(&path, w.finish().unwrap().into_inner()).unwrap();
     if !trace_cmd() {
         return;
     }
-    let o = Command::new("trace-cmd").args(["report", "-t", "-i"]).arg(&path).output().unwrap();
+    let o = Command::new("trace-cmd")
+        .args(["report", "-t", "-i"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     eprintln!("trace-cmd stderr: {stderr}");
     assert!(o.status.success());
     assert_eq!(parse_report(&String::from_utf8_lossy(&o.stdout)).len(), 1);
     assert!(!stderr.contains("unknown"), "{stderr}");
-    let o = Command::new("trace-cmd").args(["report", "--debug", "-i"]).arg(&path).output().unwrap();
+    let o = Command::new("trace-cmd")
+        .args(["report", "--debug", "-i"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown option 32512"));
-    let o = Command::new("trace-cmd").args(["dump", "--options"]).arg(&path).output().unwrap();
+    let o = Command::new("trace-cmd")
+        .args(["dump", "--options"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("32512 20\t[Unknown option"));
+}
+
+/// Edge layouts trace-cmd must still read: v6 without a top buffer, v7 with
+/// an empty buffer, a skipped buffer and a buffer whose only data is on CPU 1.
+#[test]
+fn sparse_buffers_reported_by_trace_cmd() {
+    let f = formats();
+    let rec = kvm_tsc(1, 0, 77);
+    let mut pb = PageBuilder::default();
+    let pages =
+        ftrace::write::pack_events(&mut pb, [(4000u64, rec.as_slice()), (4500, rec.as_slice())])
+            .unwrap();
+    for version in [6, 7] {
+        let mut w = TraceDatWriter::new(
+            Cursor::new(Vec::new()),
+            version,
+            Compression::None,
+            &header(&f),
+        )
+        .unwrap();
+        let a = w.add_buffer("first", "x86-tsc", 2).unwrap();
+        let _skipped = w.add_buffer("second", "x86-tsc", 2).unwrap();
+        let c = w.add_buffer("third", "x86-tsc", 2).unwrap();
+        w.start_cpu(a, 0).unwrap();
+        w.end_cpu().unwrap(); // no pages: an empty CPU
+        w.write_cpu_pages(c, 1, pages.iter().map(|p| p.as_slice()))
+            .unwrap();
+        let path = tmp(&format!("sparse.v{version}.dat"));
+        std::fs::write(&path, w.finish().unwrap().into_inner()).unwrap();
+        if !trace_cmd() {
+            return;
+        }
+        let got = parse_report(&report(&path));
+        let want: Vec<(String, u32, u64)> =
+            vec![("third".into(), 1, 4000), ("third".into(), 1, 4500)];
+        assert_eq!(
+            got.iter()
+                .map(|e| (e.buffer.clone(), e.cpu, e.ts))
+                .collect::<Vec<_>>(),
+            want,
+            "v{version}"
+        );
+        assert_eq!(got[0].text.as_deref(), Some("vcpu=1 prev=0 next=77"));
+    }
 }

@@ -54,15 +54,26 @@ fn parse_events(text: &str) -> Vec<(u32, u64, String)> {
             continue;
         }
         let Some(lb) = line.find(" [") else { continue };
-        let Some(rb) = line[lb..].find(']') else { continue };
-        let Ok(cpu) = line[lb + 2..lb + rb].trim().parse::<u32>() else { continue };
+        let Some(rb) = line[lb..].find(']') else {
+            continue;
+        };
+        let Ok(cpu) = line[lb + 2..lb + rb].trim().parse::<u32>() else {
+            continue;
+        };
         let mut toks = line[lb + rb + 1..].split_whitespace().peekable();
         // tracefs prints a flags column (e.g. "d..2.") before the timestamp.
-        if toks.peek().is_some_and(|t| t.trim_end_matches(':').parse::<u64>().is_err()) {
+        if toks
+            .peek()
+            .is_some_and(|t| t.trim_end_matches(':').parse::<u64>().is_err())
+        {
             toks.next();
         }
-        let (Some(ts), Some(name)) = (toks.next(), toks.next()) else { continue };
-        let Ok(ts) = ts.trim_end_matches(':').parse::<u64>() else { continue };
+        let (Some(ts), Some(name)) = (toks.next(), toks.next()) else {
+            continue;
+        };
+        let Ok(ts) = ts.trim_end_matches(':').parse::<u64>() else {
+            continue;
+        };
         out.push((cpu, ts, name.trim_end_matches(':').to_string()));
     }
     out.sort();
@@ -70,7 +81,10 @@ fn parse_events(text: &str) -> Vec<(u32, u64, String)> {
 }
 
 fn read_raw(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut f = fs::OpenOptions::new().read(true).custom_flags(O_NONBLOCK).open(path)?;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(path)?;
     let mut data = Vec::new();
     let mut page = vec![0u8; 4096];
     loop {
@@ -121,7 +135,9 @@ fn kernel_pages_reported_like_tracefs_text() {
         return;
     }
     let inst = Instance(inst_dir.clone());
-    let w = |f: &str, v: &str| fs::write(inst.0.join(f), v).unwrap_or_else(|e| panic!("writing {f}: {e}"));
+    let w = |f: &str, v: &str| {
+        fs::write(inst.0.join(f), v).unwrap_or_else(|e| panic!("writing {f}: {e}"))
+    };
     w("tracing_on", "0");
     w("trace_clock", "x86-tsc");
     w("buffer_size_kb", "64");
@@ -154,7 +170,10 @@ fn kernel_pages_reported_like_tracefs_text() {
     let header_page = read_tracefs(&ev_dir.join("header_page"));
     let header_event = read_tracefs(&ev_dir.join("header_event"));
     assert!(header_page.len() > 100 && header_event.len() > 100);
-    let formats: Vec<Vec<u8>> = EVENTS.iter().map(|e| read_tracefs(&ev_dir.join(format!("sched/{e}/format")))).collect();
+    let formats: Vec<Vec<u8>> = EVENTS
+        .iter()
+        .map(|e| read_tracefs(&ev_dir.join(format!("sched/{e}/format"))))
+        .collect();
     let cmdlines = read_tracefs(&Path::new(TRACEFS).join("saved_cmdlines"));
     let ncpu = fs::read_dir(inst.0.join("per_cpu")).unwrap().count() as u32;
     let mut raw = Vec::new();
@@ -162,9 +181,15 @@ fn kernel_pages_reported_like_tracefs_text() {
         raw.push(read_raw(&inst.0.join(format!("per_cpu/cpu{cpu}/trace_pipe_raw"))).unwrap());
     }
     drop(inst);
-    assert!(raw.iter().all(|r| r.len() % 4096 == 0), "trace_pipe_raw gives whole pages");
+    assert!(
+        raw.iter().all(|r| r.len() % 4096 == 0),
+        "trace_pipe_raw gives whole pages"
+    );
     let pages: Vec<usize> = raw.iter().map(|r| r.len() / 4096).collect();
-    eprintln!("{} events in the tracefs text; pages per cpu: {pages:?}", expect.len());
+    eprintln!(
+        "{} events in the tracefs text; pages per cpu: {pages:?}",
+        expect.len()
+    );
 
     let header = Header {
         endian: Endian::NATIVE,
@@ -190,7 +215,11 @@ fn kernel_pages_reported_like_tracefs_text() {
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("writer_test.{}.dat", comp.name()));
         fs::write(&path, &bytes).unwrap();
-        let o = Command::new("trace-cmd").args(["report", "-t", "-i"]).arg(&path).output().unwrap();
+        let o = Command::new("trace-cmd")
+            .args(["report", "-t", "-i"])
+            .arg(&path)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let got = parse_events(&String::from_utf8_lossy(&o.stdout));
         assert_eq!(got.len(), expect.len(), "{comp:?}: event count");

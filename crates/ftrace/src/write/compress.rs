@@ -55,8 +55,12 @@ impl Codec {
     pub(crate) fn new(kind: Compression) -> Result<Codec> {
         let zstd = match kind {
             Compression::Zstd => Some(
-                zstd::bulk::Compressor::new(zstd::DEFAULT_COMPRESSION_LEVEL)
-                    .map_err(|e| Error::Io { what: "creating a zstd compressor".into(), source: e })?,
+                zstd::bulk::Compressor::new(zstd::DEFAULT_COMPRESSION_LEVEL).map_err(|e| {
+                    Error::Io {
+                        what: "creating a zstd compressor".into(),
+                        source: e,
+                    }
+                })?,
             ),
             _ => None,
         };
@@ -69,16 +73,20 @@ impl Codec {
             Compression::None => out.extend_from_slice(data),
             Compression::Zstd => {
                 let c = self.zstd.as_mut().expect("zstd compressor exists for Zstd");
-                let z = c
-                    .compress(data)
-                    .map_err(|e| Error::Io { what: "zstd compression".into(), source: e })?;
+                let z = c.compress(data).map_err(|e| Error::Io {
+                    what: "zstd compression".into(),
+                    source: e,
+                })?;
                 out.extend_from_slice(&z);
             }
             Compression::Zlib => {
                 let mut enc = flate2::write::ZlibEncoder::new(out, flate2::Compression::default());
                 enc.write_all(data)
                     .and_then(|_| enc.finish().map(|_| ()))
-                    .map_err(|e| Error::Io { what: "zlib compression".into(), source: e })?;
+                    .map_err(|e| Error::Io {
+                        what: "zlib compression".into(),
+                        source: e,
+                    })?;
             }
         }
         Ok(())

@@ -120,18 +120,33 @@ pub enum OptionData {
     /// VERSION: the recording program's version string.
     Version(String),
     TraceId(u64),
-    Tsc2Nsec { mult: u32, shift: u32, offset: u64 },
+    Tsc2Nsec {
+        mult: u32,
+        shift: u32,
+        offset: u64,
+    },
     /// TIME_SHIFT: peer trace id, protocol flags, per CPU samples.
-    TimeShift { peer_trace_id: u64, flags: u32, cpus: Vec<Vec<TsyncSample>> },
+    TimeShift {
+        peer_trace_id: u64,
+        flags: u32,
+        cpus: Vec<Vec<TsyncSample>>,
+    },
     /// GUEST: name, trace id, (vcpu, host pid) pairs.
-    Guest { name: String, trace_id: u64, vcpus: Vec<(u32, u32)> },
+    Guest {
+        name: String,
+        trace_id: u64,
+        vcpus: Vec<(u32, u32)>,
+    },
     /// CPUSTAT: one CPU's `per_cpu/cpuN/stats` text (trace-cmd prefixes "CPU: N\n").
     CpuStat(String),
     /// OFFSET: a fixed time added to every timestamp on reading.
     Offset(i64),
     /// Any option, bytes as given; for our own data use ids from
     /// [`option_id::PRIVATE_FIRST`] on.
-    Raw { id: u16, data: Vec<u8> },
+    Raw {
+        id: u16,
+        data: Vec<u8>,
+    },
 }
 
 impl OptionData {
@@ -155,13 +170,21 @@ impl OptionData {
             OptionData::CpuCount(n) => (id::CPUCOUNT, e.put_u32(*n).to_vec()),
             OptionData::Version(s) => (id::VERSION, text(s)),
             OptionData::TraceId(v) => (id::TRACEID, e.put_u64(*v).to_vec()),
-            OptionData::Tsc2Nsec { mult, shift, offset } => {
+            OptionData::Tsc2Nsec {
+                mult,
+                shift,
+                offset,
+            } => {
                 let mut v = e.put_u32(*mult).to_vec();
                 v.extend_from_slice(&e.put_u32(*shift));
                 v.extend_from_slice(&e.put_u64(*offset));
                 (id::TSC2NSEC, v)
             }
-            OptionData::TimeShift { peer_trace_id, flags, cpus } => {
+            OptionData::TimeShift {
+                peer_trace_id,
+                flags,
+                cpus,
+            } => {
                 // trace-input.c tsync_cpu_offsets_load: per CPU count, times,
                 // offsets, scalings; then per CPU the fraction bits.
                 let mut v = e.put_u64(*peer_trace_id).to_vec();
@@ -169,16 +192,28 @@ impl OptionData {
                 v.extend_from_slice(&e.put_u32(cpus.len() as u32));
                 for samples in cpus {
                     v.extend_from_slice(&e.put_u32(samples.len() as u32));
-                    samples.iter().for_each(|s| v.extend_from_slice(&e.put_u64(s.time)));
-                    samples.iter().for_each(|s| v.extend_from_slice(&e.put_u64(s.offset as u64)));
-                    samples.iter().for_each(|s| v.extend_from_slice(&e.put_u64(s.scaling)));
+                    samples
+                        .iter()
+                        .for_each(|s| v.extend_from_slice(&e.put_u64(s.time)));
+                    samples
+                        .iter()
+                        .for_each(|s| v.extend_from_slice(&e.put_u64(s.offset as u64)));
+                    samples
+                        .iter()
+                        .for_each(|s| v.extend_from_slice(&e.put_u64(s.scaling)));
                 }
                 for samples in cpus {
-                    samples.iter().for_each(|s| v.extend_from_slice(&e.put_u64(s.fraction)));
+                    samples
+                        .iter()
+                        .for_each(|s| v.extend_from_slice(&e.put_u64(s.fraction)));
                 }
                 (id::TIME_SHIFT, v)
             }
-            OptionData::Guest { name, trace_id, vcpus } => {
+            OptionData::Guest {
+                name,
+                trace_id,
+                vcpus,
+            } => {
                 let mut v = text(name);
                 v.extend_from_slice(&e.put_u64(*trace_id));
                 v.extend_from_slice(&e.put_u32(vcpus.len() as u32));
@@ -268,26 +303,48 @@ pub struct TraceDatWriter<W: Write + Seek> {
 }
 
 fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { what: what.to_string(), source }
+    move |source| Error::Io {
+        what: what.to_string(),
+        source,
+    }
 }
 
 impl<W: Write + Seek> TraceDatWriter<W> {
     /// Writes the file header and all metadata. `out` should be positioned at 0
     /// (offsets in the file are absolute).
-    pub fn new(mut out: W, version: u32, compression: Compression, header: &Header) -> Result<Self> {
+    pub fn new(
+        mut out: W,
+        version: u32,
+        compression: Compression,
+        header: &Header,
+    ) -> Result<Self> {
         if version != 6 && version != 7 {
-            return Err(Error::invalid(0, format!("trace.dat version {version}: only 6 and 7 are written")));
+            return Err(Error::invalid(
+                0,
+                format!("trace.dat version {version}: only 6 and 7 are written"),
+            ));
         }
         if version == 6 && compression.is_compressed() {
-            return Err(Error::invalid(0, "trace.dat version 6 cannot be compressed"));
+            return Err(Error::invalid(
+                0,
+                "trace.dat version 6 cannot be compressed",
+            ));
         }
         if header.long_size != 4 && header.long_size != 8 {
-            return Err(Error::invalid(0, format!("long size {}: expected 4 or 8", header.long_size)));
+            return Err(Error::invalid(
+                0,
+                format!("long size {}: expected 4 or 8", header.long_size),
+            ));
         }
         if !header.page_size.is_power_of_two() || header.page_size < 64 {
-            return Err(Error::invalid(0, format!("page size {}: expected a power of two", header.page_size)));
+            return Err(Error::invalid(
+                0,
+                format!("page size {}: expected a power of two", header.page_size),
+            ));
         }
-        let pos = out.stream_position().map_err(io("finding the output position"))?;
+        let pos = out
+            .stream_position()
+            .map_err(io("finding the output position"))?;
         let mut w = TraceDatWriter {
             out,
             pos,
@@ -329,7 +386,10 @@ impl<W: Write + Seek> TraceDatWriter<W> {
     /// before the first page.
     pub fn add_option(&mut self, opt: OptionData) -> Result<()> {
         if self.version == 6 && self.sealed {
-            return Err(Error::invalid(self.pos, "trace.dat v6: options must be added before the first page"));
+            return Err(Error::invalid(
+                self.pos,
+                "trace.dat v6: options must be added before the first page",
+            ));
         }
         let (id, data) = opt.encode(self.endian);
         match id {
@@ -351,20 +411,37 @@ impl<W: Write + Seek> TraceDatWriter<W> {
     /// of CPUs it may have data for.
     pub fn add_buffer(&mut self, name: &str, clock: &str, cpus: u32) -> Result<BufferId> {
         if self.buffers.iter().any(|b| b.name == name) {
-            return Err(Error::invalid(self.pos, format!("buffer {name:?} added twice")));
+            return Err(Error::invalid(
+                self.pos,
+                format!("buffer {name:?} added twice"),
+            ));
         }
         if name.contains('\0') || clock.contains('\0') {
-            return Err(Error::invalid(self.pos, "buffer name or clock contains NUL"));
+            return Err(Error::invalid(
+                self.pos,
+                "buffer name or clock contains NUL",
+            ));
         }
         if self.version == 6 {
             if self.sealed {
-                return Err(Error::invalid(self.pos, "trace.dat v6: buffers must be added before the first page"));
+                return Err(Error::invalid(
+                    self.pos,
+                    "trace.dat v6: buffers must be added before the first page",
+                ));
             }
             if name.is_empty() && !self.buffers.is_empty() {
-                return Err(Error::invalid(self.pos, "trace.dat v6: add the top buffer (\"\") first"));
+                return Err(Error::invalid(
+                    self.pos,
+                    "trace.dat v6: add the top buffer (\"\") first",
+                ));
             }
         }
-        self.buffers.push(Buffer { name: name.into(), clock: clock.into(), cpus, v6_option_at: None });
+        self.buffers.push(Buffer {
+            name: name.into(),
+            clock: clock.into(),
+            cpus,
+            v6_option_at: None,
+        });
         Ok(BufferId(self.buffers.len() - 1))
     }
 
@@ -372,21 +449,33 @@ impl<W: Write + Seek> TraceDatWriter<W> {
     /// added; skipped buffers and CPUs are recorded as empty.
     pub fn start_cpu(&mut self, buf: BufferId, cpu: u32) -> Result<()> {
         self.end_cpu()?;
-        let b = self.buffers.get(buf.0).ok_or_else(|| Error::invalid(self.pos, format!("no buffer {}", buf.0)))?;
+        let b = self
+            .buffers
+            .get(buf.0)
+            .ok_or_else(|| Error::invalid(self.pos, format!("no buffer {}", buf.0)))?;
         if cpu >= b.cpus {
-            return Err(Error::invalid(self.pos, format!("cpu {cpu} of buffer {:?} which has {} cpus", b.name, b.cpus)));
+            return Err(Error::invalid(
+                self.pos,
+                format!("cpu {cpu} of buffer {:?} which has {} cpus", b.name, b.cpus),
+            ));
         }
         match &self.open {
             Some(o) if o.idx == buf.0 => {
                 if o.cpus.iter().any(|c| c.0 == cpu) {
-                    return Err(Error::invalid(self.pos, format!("cpu {cpu} of buffer {:?} written twice", b.name)));
+                    return Err(Error::invalid(
+                        self.pos,
+                        format!("cpu {cpu} of buffer {:?} written twice", b.name),
+                    ));
                 }
             }
             _ => {
                 if buf.0 < self.next_buffer {
                     return Err(Error::invalid(
                         self.pos,
-                        format!("buffer {:?} is already written: write buffers in the order added", b.name),
+                        format!(
+                            "buffer {:?} is already written: write buffers in the order added",
+                            b.name
+                        ),
                     ));
                 }
                 self.close_buffer()?;
@@ -397,7 +486,13 @@ impl<W: Write + Seek> TraceDatWriter<W> {
                 self.open_buffer()?;
             }
         }
-        self.cpu = Some(OpenCpu { cpu, data_at: None, chunk: Vec::new(), chunks: 0, raw_bytes: 0 });
+        self.cpu = Some(OpenCpu {
+            cpu,
+            data_at: None,
+            chunk: Vec::new(),
+            chunks: 0,
+            raw_bytes: 0,
+        });
         Ok(())
     }
 
@@ -405,7 +500,10 @@ impl<W: Write + Seek> TraceDatWriter<W> {
     /// byte order) to the CPU started with [`start_cpu`](Self::start_cpu).
     pub fn write_page(&mut self, page: &[u8]) -> Result<()> {
         if page.len() != self.page_size as usize {
-            return Err(Error::invalid(self.pos, format!("page of {} bytes, expected {}", page.len(), self.page_size)));
+            return Err(Error::invalid(
+                self.pos,
+                format!("page of {} bytes, expected {}", page.len(), self.page_size),
+            ));
         }
         let Some(mut c) = self.cpu.take() else {
             return Err(Error::invalid(self.pos, "write_page without start_cpu"));
@@ -438,15 +536,20 @@ impl<W: Write + Seek> TraceDatWriter<W> {
         if c.chunk.is_empty() {
             return Ok(());
         }
-        self.block(&c.chunk.clone(), false)?;
+        let chunk = std::mem::take(&mut c.chunk);
+        let r = self.block(&chunk, false);
+        c.chunk = chunk;
         c.chunk.clear();
+        r?;
         c.chunks += 1;
         Ok(())
     }
 
     /// Ends the CPU started with [`start_cpu`](Self::start_cpu) (no-op if none).
     pub fn end_cpu(&mut self) -> Result<()> {
-        let Some(mut c) = self.cpu.take() else { return Ok(()) };
+        let Some(mut c) = self.cpu.take() else {
+            return Ok(());
+        };
         let Some(at) = c.data_at else { return Ok(()) };
         if self.compression.is_compressed() {
             self.flush_chunk(&mut c)?;
@@ -454,7 +557,10 @@ impl<W: Write + Seek> TraceDatWriter<W> {
             self.patch(at, &n)?;
         }
         let size = self.pos - at;
-        let open = self.open.as_mut().expect("a CPU is open only inside a buffer");
+        let open = self
+            .open
+            .as_mut()
+            .expect("a CPU is open only inside a buffer");
         open.cpus.push((c.cpu, at, size));
         Ok(())
     }
@@ -486,7 +592,12 @@ impl<W: Write + Seek> TraceDatWriter<W> {
                     Ok(0) => break,
                     Ok(k) => got += k,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::Io { what: format!("reading cpu {cpu} pages"), source: e }),
+                    Err(e) => {
+                        return Err(Error::Io {
+                            what: format!("reading cpu {cpu} pages"),
+                            source: e,
+                        })
+                    }
                 }
             }
             if got == 0 {
@@ -524,7 +635,9 @@ impl<W: Write + Seek> TraceDatWriter<W> {
             }
             self.write_strings()?;
         }
-        self.out.flush().map_err(io("flushing the trace.dat output"))?;
+        self.out
+            .flush()
+            .map_err(io("flushing the trace.dat output"))?;
         Ok(self.out)
     }
 
@@ -548,9 +661,13 @@ impl<W: Write + Seek> TraceDatWriter<W> {
 
     /// Overwrites bytes at `at` and returns to the end.
     fn patch(&mut self, at: u64, b: &[u8]) -> Result<()> {
-        self.out.seek(SeekFrom::Start(at)).map_err(io("seeking back in trace.dat"))?;
+        self.out
+            .seek(SeekFrom::Start(at))
+            .map_err(io("seeking back in trace.dat"))?;
         self.out.write_all(b).map_err(io("patching trace.dat"))?;
-        self.out.seek(SeekFrom::Start(self.pos)).map_err(io("seeking in trace.dat"))?;
+        self.out
+            .seek(SeekFrom::Start(self.pos))
+            .map_err(io("seeking in trace.dat"))?;
         Ok(())
     }
 
@@ -596,7 +713,9 @@ impl<W: Write + Seek> TraceDatWriter<W> {
             return self.put(data);
         }
         let u32len = |n: usize, what: &'static str, at: u64| {
-            u32::try_from(n).map_err(|_| Error::invalid(at, format!("{what} of {n} bytes exceeds a u32 block size")))
+            u32::try_from(n).map_err(|_| {
+                Error::invalid(at, format!("{what} of {n} bytes exceeds a u32 block size"))
+            })
         };
         let usize_ = u32len(data.len(), "compressed block input", self.pos)?;
         let mut z = std::mem::take(&mut self.scratch);
@@ -636,7 +755,10 @@ impl<W: Write + Seek> TraceDatWriter<W> {
         let mut systems: Vec<&str> = Vec::new();
         for (s, _) in &h.event_formats {
             if s.contains('\0') {
-                return Err(Error::invalid(0, format!("event system name {s:?} contains NUL")));
+                return Err(Error::invalid(
+                    0,
+                    format!("event system name {s:?} contains NUL"),
+                ));
             }
             if !systems.contains(s) {
                 systems.push(s);
@@ -646,7 +768,12 @@ impl<W: Write + Seek> TraceDatWriter<W> {
         for s in &systems {
             events.extend_from_slice(s.as_bytes());
             events.push(0);
-            let fmts: Vec<&[u8]> = h.event_formats.iter().filter(|(n, _)| n == s).map(|(_, f)| *f).collect();
+            let fmts: Vec<&[u8]> = h
+                .event_formats
+                .iter()
+                .filter(|(n, _)| n == s)
+                .map(|(_, f)| *f)
+                .collect();
             events.extend_from_slice(&e.put_u32(fmts.len() as u32));
             for f in fmts {
                 events.extend_from_slice(&e.put_u64(f.len() as u64));
@@ -655,7 +782,8 @@ impl<W: Write + Seek> TraceDatWriter<W> {
         }
 
         let sized32 = |d: &[u8], what: &str| -> Result<Vec<u8>> {
-            let n = u32::try_from(d.len()).map_err(|_| Error::invalid(0, format!("{what} larger than 4 GiB")))?;
+            let n = u32::try_from(d.len())
+                .map_err(|_| Error::invalid(0, format!("{what} larger than 4 GiB")))?;
             let mut v = e.put_u32(n).to_vec();
             v.extend_from_slice(d);
             Ok(v)
@@ -683,7 +811,11 @@ impl<W: Write + Seek> TraceDatWriter<W> {
         self.options_link = self.pos;
         self.put_u64(0)?;
 
-        let flags = if self.compression.is_compressed() { SECTION_FLAG_COMPRESSED } else { 0 };
+        let flags = if self.compression.is_compressed() {
+            SECTION_FLAG_COMPRESSED
+        } else {
+            0
+        };
         // Section descriptions as trace-output.c names them.
         let parts: [(u16, &str, Option<&[u8]>); 6] = [
             (option_id::HEADER_INFO, "headers", Some(&headers)),
@@ -706,7 +838,11 @@ impl<W: Write + Seek> TraceDatWriter<W> {
 
     /// Adds the options trace-cmd always writes when the caller did not.
     fn default_options(&mut self) {
-        let top = self.buffers.iter().find(|b| b.name.is_empty()).or(self.buffers.first());
+        let top = self
+            .buffers
+            .iter()
+            .find(|b| b.name.is_empty())
+            .or(self.buffers.first());
         if !self.has_clock {
             if let Some(b) = top {
                 let (id, d) = OptionData::TraceClock(b.clock.clone()).encode(self.endian);
@@ -716,7 +852,8 @@ impl<W: Write + Seek> TraceDatWriter<W> {
         }
         if self.version == 7 && !self.has_cpucount {
             if let Some(n) = self.buffers.iter().map(|b| b.cpus).max() {
-                self.pending.push((option_id::CPUCOUNT, self.endian.put_u32(n).to_vec()));
+                self.pending
+                    .push((option_id::CPUCOUNT, self.endian.put_u32(n).to_vec()));
                 self.has_cpucount = true;
             }
         }
@@ -754,20 +891,25 @@ impl<W: Write + Seek> TraceDatWriter<W> {
             self.put(&d)?;
         }
         self.put_u16(option_id::DONE)?;
-        if self.buffers.first().map_or(true, |b| !b.name.is_empty()) {
+        if !matches!(self.buffers.first(), Some(b) if b.name.is_empty()) {
             // No top buffer: the reader still expects its flyrecord here.
             self.put(b"flyrecord\0")?;
             for _ in 0..cpus {
                 self.put(&[0; 16])?;
             }
-            let clock = self.buffers.first().map(|b| b.clock.clone()).unwrap_or_else(|| "local".into());
+            let clock = self
+                .buffers
+                .first()
+                .map(|b| b.clock.clone())
+                .unwrap_or_else(|| "local".into());
             self.put_v6_clock(&clock)?;
         }
         Ok(())
     }
 
     fn put_option(&mut self, id: u16, data: &[u8]) -> Result<()> {
-        let len = u32::try_from(data.len()).map_err(|_| Error::invalid(self.pos, "option larger than 4 GiB"))?;
+        let len = u32::try_from(data.len())
+            .map_err(|_| Error::invalid(self.pos, "option larger than 4 GiB"))?;
         self.put_u16(id)?;
         self.put_u32(len)?;
         self.put(data)
@@ -799,7 +941,11 @@ impl<W: Write + Seek> TraceDatWriter<W> {
     }
 
     fn write_strings(&mut self) -> Result<()> {
-        let flags = if self.compression.is_compressed() { SECTION_FLAG_COMPRESSED } else { 0 };
+        let flags = if self.compression.is_compressed() {
+            SECTION_FLAG_COMPRESSED
+        } else {
+            0
+        };
         let size_at = self.section_header(option_id::STRINGS, flags, "strings")?;
         let s = std::mem::take(&mut self.strings);
         self.block(&s, false)?;
@@ -815,9 +961,19 @@ impl<W: Write + Seek> TraceDatWriter<W> {
         let idx = self.next_buffer;
         self.next_buffer += 1;
         let start = self.pos;
-        let mut ob = OpenBuffer { idx, start, size_at: 0, pairs_at: 0, cpus: Vec::new() };
+        let mut ob = OpenBuffer {
+            idx,
+            start,
+            size_at: 0,
+            pairs_at: 0,
+            cpus: Vec::new(),
+        };
         if self.version == 7 {
-            let flags = if self.compression.is_compressed() { SECTION_FLAG_COMPRESSED } else { 0 };
+            let flags = if self.compression.is_compressed() {
+                SECTION_FLAG_COMPRESSED
+            } else {
+                0
+            };
             let desc = format!("buffer flyrecord {}", self.buffers[idx].name);
             ob.size_at = self.section_header(option_id::BUFFER, flags, &desc)?;
         } else {
@@ -839,7 +995,9 @@ impl<W: Write + Seek> TraceDatWriter<W> {
 
     fn close_buffer(&mut self) -> Result<()> {
         self.end_cpu()?;
-        let Some(mut ob) = self.open.take() else { return Ok(()) };
+        let Some(mut ob) = self.open.take() else {
+            return Ok(());
+        };
         ob.cpus.sort_by_key(|c| c.0);
         if self.version == 6 {
             for &(cpu, off, size) in &ob.cpus {

@@ -17,5 +17,7 @@ pub mod dat;
 pub mod page;
 
 pub use compress::Compression;
-pub use dat::{option_id, BufferId, Header, OptionData, TraceDatWriter, TsyncSample, DEFAULT_CHUNK_PAGES};
+pub use dat::{
+    option_id, BufferId, Header, OptionData, TraceDatWriter, TsyncSample, DEFAULT_CHUNK_PAGES,
+};
 pub use page::{pack_events, PageBuilder};

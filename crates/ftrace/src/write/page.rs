@@ -85,10 +85,16 @@ impl PageBuilder {
     /// `long_size` is the kernel's (size of `commit`): 4 or 8.
     pub fn new(endian: Endian, long_size: u8, page_size: usize) -> Result<Self> {
         if long_size != 4 && long_size != 8 {
-            return Err(Error::invalid(0, format!("long size {long_size}: expected 4 or 8")));
+            return Err(Error::invalid(
+                0,
+                format!("long size {long_size}: expected 4 or 8"),
+            ));
         }
         if !(64..=(1 << 24)).contains(&page_size) || !page_size.is_power_of_two() {
-            return Err(Error::invalid(0, format!("page size {page_size}: expected a power of two, 64..16M")));
+            return Err(Error::invalid(
+                0,
+                format!("page size {page_size}: expected a power of two, 64..16M"),
+            ));
         }
         Ok(PageBuilder {
             endian,
@@ -146,7 +152,11 @@ impl PageBuilder {
         if size > self.capacity() {
             return Err(Error::invalid(
                 0,
-                format!("event of {} bytes does not fit a {}-byte page", record.len(), self.page.len()),
+                format!(
+                    "event of {} bytes does not fit a {}-byte page",
+                    record.len(),
+                    self.page.len()
+                ),
             ));
         }
         if self.events == 0 {
@@ -170,8 +180,9 @@ impl PageBuilder {
             // rb_add_time_stamp: low 27 bits in the header, the rest in array[0].
             let hdr = type_len::TIME_EXTEND | (((delta & TS_MASK) as u32) << 5);
             self.page[pos..pos + 4].copy_from_slice(&e.put_u32(hdr));
-            let high = u32::try_from(delta >> TS_SHIFT)
-                .map_err(|_| Error::invalid(0, format!("timestamp delta {delta} exceeds 59 bits")))?;
+            let high = u32::try_from(delta >> TS_SHIFT).map_err(|_| {
+                Error::invalid(0, format!("timestamp delta {delta} exceeds 59 bits"))
+            })?;
             self.page[pos + 4..pos + 8].copy_from_slice(&e.put_u32(high));
             pos += 8;
             delta27 = 0;
@@ -200,7 +211,12 @@ impl PageBuilder {
     }
 
     /// Adds one event, handing a full page to `sink` first when needed.
-    pub fn push(&mut self, ts: u64, record: &[u8], mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    pub fn push(
+        &mut self,
+        ts: u64,
+        record: &[u8],
+        mut sink: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         if self.try_push(ts, record)? {
             return Ok(());
         }
@@ -246,7 +262,13 @@ impl PageBuilder {
         } else {
             self.page[8..12].copy_from_slice(&self.endian.put_u32(commit as u32));
         }
-        let end = hl + self.used + if commit & RB_MISSED_STORED != 0 { self.long_size } else { 0 };
+        let end = hl
+            + self.used
+            + if commit & RB_MISSED_STORED != 0 {
+                self.long_size
+            } else {
+                0
+            };
         let end = end.min(self.page.len());
         self.page[end..].fill(0);
         &self.page
