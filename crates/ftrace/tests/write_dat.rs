@@ -645,3 +645,52 @@ fn sparse_buffers_reported_by_trace_cmd() {
         assert_eq!(got[0].text.as_deref(), Some("vcpu=1 prev=0 next=77"));
     }
 }
+
+/// A big-endian file (pages and metadata in big-endian order, as a big-endian
+/// host writes them) and lost-event markers, read by trace-cmd on this
+/// little-endian machine.
+#[test]
+fn big_endian_and_missed_events_reported_by_trace_cmd() {
+    let f = formats();
+    let mut h = header(&f);
+    h.endian = Endian::Big;
+    let be_rec = |vcpu: u32, prev: u64, next: u64| {
+        let mut r = KVM_TSC_ID.to_be_bytes().to_vec();
+        r.extend_from_slice(&[0, 0]);
+        r.extend_from_slice(&4343i32.to_be_bytes());
+        r.extend_from_slice(&vcpu.to_be_bytes());
+        r.extend_from_slice(&[0; 4]);
+        r.extend_from_slice(&prev.to_be_bytes());
+        r.extend_from_slice(&next.to_be_bytes());
+        r
+    };
+    let mut pb = PageBuilder::new(Endian::Big, 8, 4096).unwrap();
+    let mut pages = Vec::new();
+    let mut sink = |p: &[u8]| {
+        pages.push(p.to_vec());
+        Ok(())
+    };
+    pb.push(10, &be_rec(3, 1, 2), &mut sink).unwrap();
+    pb.push(10 + (1 << 30), &be_rec(4, 2, 3), &mut sink).unwrap();
+    pb.flush(&mut sink).unwrap();
+    pb.set_missed_events(Some(5));
+    pb.push(1 << 40, &be_rec(5, 3, 4), &mut sink).unwrap();
+    pb.flush(&mut sink).unwrap();
+    assert_eq!(pages.len(), 2);
+    for comp in [Compression::None, Compression::Zstd] {
+        let mut w = TraceDatWriter::new(Cursor::new(Vec::new()), 7, comp, &h).unwrap();
+        let top = w.add_buffer("", "x86-tsc", 1).unwrap();
+        w.write_cpu_pages(top, 0, pages.iter().map(|p| p.as_slice())).unwrap();
+        let path = tmp(&format!("bigendian.{}.dat", comp.name()));
+        std::fs::write(&path, w.finish().unwrap().into_inner()).unwrap();
+        if !trace_cmd() {
+            return;
+        }
+        let out = report(&path);
+        let got = parse_report(&out);
+        let ts: Vec<u64> = got.iter().map(|e| e.ts).collect();
+        assert_eq!(ts, [10, 10 + (1 << 30), 1 << 40], "{out}");
+        assert_eq!(got[1].text.as_deref(), Some("vcpu=4 prev=2 next=3"));
+        assert!(out.contains("[5 EVENTS DROPPED]"), "{out}");
+    }
+}

@@ -9,8 +9,11 @@
 //! and flags in its high bits, then the events.
 //!
 //! Event header (`struct ring_buffer_event`, include/linux/ring_buffer.h): one
-//! u32 with `type_len` in the low 5 bits and `time_delta` in the upper 27 bits
-//! (bit order as in the `header_event` file, for a little-endian bitfield).
+//! u32 bitfield `type_len:5, time_delta:27`. C bitfields are allocated from the
+//! least significant bit on little-endian machines and from the most
+//! significant on big-endian ones, so `type_len` is the low 5 bits of a
+//! little-endian page and the top 5 bits of a big-endian one (libtraceevent
+//! kbuffer-parse.c `type_len4host` / `ts4host` decode it the same way).
 
 use crate::{Endian, Error, Result};
 
@@ -46,6 +49,16 @@ pub const RB_MISSED_STORED: u64 = 1 << 30;
 pub const RB_MISSED_FLAGS: u64 = RB_MISSED_EVENTS | RB_MISSED_STORED;
 /// The usual page size of x86-64 (and of every sample here).
 pub const DEFAULT_PAGE_SIZE: usize = 4096;
+
+/// The event header word, before byte-swapping to `e`.
+#[inline]
+pub fn event_header(e: Endian, type_len: u32, delta: u32) -> u32 {
+    debug_assert!(type_len < 32 && u64::from(delta) <= TS_MASK);
+    match e {
+        Endian::Little => type_len | (delta << 5),
+        Endian::Big => (type_len << TS_SHIFT) | delta,
+    }
+}
 
 /// Builds one ring-buffer page at a time. Events must come in non-decreasing
 /// timestamp order (as the kernel writes one CPU's buffer); deltas wider than
@@ -178,7 +191,7 @@ impl PageBuilder {
         let mut delta27 = delta as u32;
         if extend != 0 {
             // rb_add_time_stamp: low 27 bits in the header, the rest in array[0].
-            let hdr = type_len::TIME_EXTEND | (((delta & TS_MASK) as u32) << 5);
+            let hdr = event_header(e, type_len::TIME_EXTEND, (delta & TS_MASK) as u32);
             self.page[pos..pos + 4].copy_from_slice(&e.put_u32(hdr));
             let high = u32::try_from(delta >> TS_SHIFT).map_err(|_| {
                 Error::invalid(0, format!("timestamp delta {delta} exceeds 59 bits"))
@@ -196,7 +209,7 @@ impl PageBuilder {
         } else {
             ((padded / RB_ALIGNMENT) as u32, pos + 4)
         };
-        let hdr = tl | (delta27 << 5);
+        let hdr = event_header(e, tl, delta27);
         self.page[pos..pos + 4].copy_from_slice(&e.put_u32(hdr));
         self.page[data_at..data_at + record.len()].copy_from_slice(record);
         self.page[data_at + record.len()..data_at + padded].fill(0);
