@@ -13,7 +13,7 @@
 //! VM's files were read.
 //!
 //! `processes.txt`: `<pid> <tgid|-> <comm|->` a line, sorted by pid: union of
-//! saved_cmdlines, saved_tgids and `/proc/<vmm pid>/task/*` read when a VM appeared.
+//! saved_cmdlines, saved_tgids and `/proc/<creator>/task/*` read when a VM appeared.
 
 use crate::error::{Error, Result};
 use crate::sys;
@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 pub struct KvmVcpuSnapshot {
     /// `<pid>-<fd>`.
     pub vm_dir: String,
-    /// VMM pid (from `vm_dir`).
+    /// From `vm_dir`: the id of the *thread* that issued KVM_CREATE_VM
+    /// (virt/kvm/kvm_main.c `kvm_create_vm_debugfs` uses `task_pid_nr(current)`),
+    /// which is the VMM's pid only when its main thread created the VM.
     pub pid: i32,
     /// vCPU index.
     pub vcpu: u32,
@@ -146,13 +148,19 @@ impl Processes {
         }
     }
 
-    /// Every thread of process `pid` from `/proc/<pid>/task`.
-    pub fn add_proc_tasks(&mut self, proc_root: &Path, pid: i32) {
-        let Ok(rd) = fs::read_dir(proc_root.join(format!("{pid}/task"))) else { return };
+    /// Every thread of the process that thread `tid` belongs to, from
+    /// `/proc/<tid>/status` (Tgid) and `/proc/<tid>/task/*/comm`.
+    pub fn add_proc_tasks(&mut self, proc_root: &Path, tid: i32) {
+        let status = fs::read_to_string(proc_root.join(format!("{tid}/status"))).unwrap_or_default();
+        let tgid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .and_then(|v| v.trim().parse::<i32>().ok());
+        let Ok(rd) = fs::read_dir(proc_root.join(format!("{tid}/task"))) else { return };
         for e in rd.filter_map(|e| e.ok()) {
-            let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let Some(t) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
             let comm = fs::read_to_string(e.path().join("comm")).ok();
-            self.add(tid, Some(pid), comm.as_deref().map(str::trim));
+            self.add(t, tgid, comm.as_deref().map(str::trim));
         }
     }
 
