@@ -204,10 +204,61 @@ fn record_short_run_with_a_vm() {
     let procs = fs::read_to_string(out.join("processes.txt")).unwrap();
     assert!(procs.lines().any(|l| l.starts_with(&format!("{} {pid} ", vm.tid))), "{procs}");
 
+    trace_cmd_oracle(&tmp, &out, &sum, &vm);
+
     drop(vm);
     let after = TracefsState::snapshot(&tfs).unwrap();
     assert_eq!(relevant_diff(&before, &after, &names), Vec::<String>::new());
-    fs::remove_dir_all(&tmp).unwrap();
+    if std::env::var_os("RECORD_TEST_KEEP").is_some() {
+        eprintln!("kept {}", out.display());
+    } else {
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+}
+
+fn run(cmd: &mut std::process::Command) -> String {
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// trace-cmd as the oracle for the raw pages: `restore -c` makes a trace.dat
+/// head from this kernel's tracefs, `restore -i head cpu*.raw` appends our
+/// pages, `report` decodes them. It must find exactly as many events as the
+/// kernel says were read (per_cpu stats `read events`), and our vCPU's
+/// kvm_write_tsc_offset with a timestamp inside the ioctl.
+fn trace_cmd_oracle(tmp: &Path, out: &Path, sum: &record::RecordSummary, vm: &Vm) {
+    if std::process::Command::new("trace-cmd").arg("-h").output().is_err() {
+        eprintln!("SKIPPED: trace-cmd oracle: trace-cmd not installed");
+        return;
+    }
+    use std::process::Command;
+    let head = tmp.join("head");
+    run(Command::new("trace-cmd").arg("restore").arg("-c").arg("-o").arg(&head));
+    for (inst, needle) in [("record_test_tsc", "kvm_write_tsc_offset:"), ("record_test_sched", "sched_")] {
+        let is = sum.instances.iter().find(|i| i.name == inst).unwrap();
+        let dat = tmp.join(format!("{inst}.dat"));
+        let mut c = Command::new("trace-cmd");
+        c.arg("restore").arg("-i").arg(&head).arg("-o").arg(&dat);
+        for cpu in &is.cpus {
+            c.arg(out.join(inst).join(format!("cpu{}.raw", cpu.cpu)));
+        }
+        run(&mut c);
+        let rep = run(Command::new("trace-cmd").arg("report").arg("-t").arg(&dat));
+        let n = rep.lines().filter(|l| l.contains(needle)).count() as u64;
+        let read: u64 = is.cpus.iter().map(|c| c.stats.read_events).sum();
+        assert_eq!(n, read, "{inst}: trace-cmd decoded {n} events, the kernel says {read} were read");
+        if inst == "record_test_tsc" {
+            // "  comm-TID [CPU]  SECS.NSECS: kvm_write_tsc_offset: vcpu=0 prev=0 next=N"; with
+            // the x86-tsc clock SECS.NSECS is the raw TSC split at 10^9.
+            let want = format!("-{} ", vm.tid);
+            let line = rep.lines().find(|l| l.contains(&want) && l.contains("vcpu=0 prev=0 next=")).expect(&rep);
+            let ts: u64 = line.split(']').nth(1).unwrap().trim().split(':').next().unwrap().replace('.', "").parse().unwrap();
+            assert!(vm.tsc_before <= ts && ts <= vm.tsc_after, "{line}: not in [{}, {}]", vm.tsc_before, vm.tsc_after);
+            let next: u64 = line.rsplit("next=").next().unwrap().trim().parse().unwrap();
+            assert!(next.wrapping_neg() >= vm.tsc_before && next.wrapping_neg() <= ts, "{line}");
+        }
+    }
 }
 
 /// xorshift64*, seeded from the clock; the seed is printed for replay.
