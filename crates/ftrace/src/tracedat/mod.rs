@@ -493,7 +493,7 @@ impl<'d> TraceDat<'d> {
             }
         }
 
-        self.scan_sections(&mut inf, sections_start);
+        self.scan_sections(&mut inf, sections_start)?;
 
         let refs: Vec<(u16, u64)> = self
             .options
@@ -597,19 +597,19 @@ impl<'d> TraceDat<'d> {
 
     /// Walks sections one after the other from the end of the header, as
     /// trace-input.c `read_metadata_strings` does, to collect the strings
-    /// sections and list all sections. Best effort: stops at the first
-    /// header that does not fit.
-    fn scan_sections(&mut self, inf: &mut Inflater, start: u64) {
+    /// sections and list all sections. trace-cmd writes sections back to
+    /// back up to the end of the file, so a header or body cut short by the
+    /// end of the file means a truncated file.
+    fn scan_sections(&mut self, inf: &mut Inflater, start: u64) -> Result<()> {
         let mut strings: Vec<u8> = Vec::new();
         let mut off = start;
         let mut found = Vec::new();
-        while found.len() < MAX_SECTIONS {
-            let Ok((sid, flags, desc, size, body)) = self.section_header(off, "section") else { break };
+        while found.len() < MAX_SECTIONS && off < self.data.len() as u64 {
+            let (sid, flags, desc, size, body) = self.section_header(off, "section")?;
             if sid == id::STRINGS {
                 if flags & SEC_COMPRESSED != 0 {
-                    if let Ok(v) = self.inflate_body(inf, body.clone()) {
-                        strings.extend_from_slice(&v);
-                    }
+                    let v = self.inflate_body(inf, body.clone())?;
+                    strings.extend_from_slice(&v);
                 } else {
                     strings.extend_from_slice(&self.data[body.clone()]);
                 }
@@ -624,6 +624,7 @@ impl<'d> TraceDat<'d> {
                 Section { id, flags, offset: FileOffset(off), size, description }
             })
             .collect();
+        Ok(())
     }
 
     fn blob(&self, b: Blob) -> &[u8] {

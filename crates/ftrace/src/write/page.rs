@@ -62,7 +62,10 @@ pub fn event_header(e: Endian, type_len: u32, delta: u32) -> u32 {
 
 /// Builds one ring-buffer page at a time. Events must come in non-decreasing
 /// timestamp order (as the kernel writes one CPU's buffer); deltas wider than
-/// 27 bits get a TIME_EXTEND event, as `rb_add_time_stamp` does.
+/// 27 bits get a TIME_EXTEND event, as `rb_add_time_stamp` does. Differences
+/// from kernel pages that readers do not see: no padding event at the end of
+/// a page (`commit` simply stops), and 5..=8-byte payloads keep 8 bytes where
+/// `rb_calculate_event_length` rounds the event up to 16.
 ///
 /// ```
 /// use ftrace::write::PageBuilder;
