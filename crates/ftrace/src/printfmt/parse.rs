@@ -202,13 +202,18 @@ pub(crate) struct Parser<'a> {
     fields: &'a [Field],
     kernel: bool,
     depth: u32,
+    /// Operator nodes built so far: loops deepen the tree without recursing.
+    nodes: u32,
 }
 
+/// Bounds on recursion and tree depth so hostile formats cannot overflow the
+/// stack (real formats stay far below: kvm_exit's largest argument nests ~10 deep).
 const MAX_DEPTH: u32 = 200;
+const MAX_NODES: u32 = 2000;
 
 impl<'a> Parser<'a> {
     pub(crate) fn new(toks: Vec<Tok>, fields: &'a [Field], kernel: bool) -> Self {
-        Parser { toks, pos: 0, fields, kernel, depth: 0 }
+        Parser { toks, pos: 0, fields, kernel, depth: 0, nodes: 0 }
     }
 
     fn next(&mut self) -> Tok {
@@ -219,6 +224,14 @@ impl<'a> Parser<'a> {
 
     fn field(&self, name: &str) -> Option<usize> {
         self.fields.iter().position(|f| f.name == name)
+    }
+
+    fn node(&mut self) -> Res<()> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(());
+        }
+        Ok(())
     }
 
     fn enter(&mut self) -> Res<()> {
@@ -305,6 +318,7 @@ impl<'a> Parser<'a> {
                 };
                 let mut right = Expr::Null;
                 let t = self.process_arg(&mut right)?;
+                self.node()?;
                 *arg = Expr::Op { op: uop, prio: 0, left: Box::new(Expr::Null), right: Box::new(right) };
                 if self.kernel {
                     return Ok(t);
@@ -360,12 +374,14 @@ impl<'a> Parser<'a> {
             let left = std::mem::replace(arg, Expr::Null);
             let mut right = Expr::Null;
             let t = self.process_cond(&mut right)?;
+            self.node()?;
             *arg = Expr::Op { op: Op::Cond, prio: 0, left: Box::new(left), right: Box::new(right) };
             (t, Child::None)
         } else if op == "[" {
             let left = std::mem::replace(arg, Expr::Null);
             let mut right = Expr::Null;
             let t = self.process_array(&mut right)?;
+            self.node()?;
             *arg = Expr::Op { op: Op::Index, prio: 0, left: Box::new(left), right: Box::new(right) };
             (t, Child::None)
         } else if let Some(bop) = Op::binary(&op) {
@@ -387,6 +403,7 @@ impl<'a> Parser<'a> {
                 *arg = Expr::Op { op: rop, prio: rprio, left: Box::new(inner), right: rright };
                 (t, Child::Left)
             } else {
+                self.node()?;
                 *arg = Expr::Op { op: bop, prio, left: Box::new(left), right: Box::new(right) };
                 (t, Child::Right)
             }
@@ -429,7 +446,7 @@ impl<'a> Parser<'a> {
             while matches!(&t, Tok::Op(o) if o != ":") {
                 t = self.process_op(&mut left, t)?;
                 guard += 1;
-                if guard > 10_000 {
+                if guard > 100 {
                     return Err(());
                 }
             }
@@ -459,12 +476,7 @@ impl<'a> Parser<'a> {
 
     /// C precedence climbing over libtraceevent's priorities (kernel mode).
     fn climb(&mut self, arg: &mut Expr, mut tok: Tok, max_prio: i32) -> Res<Tok> {
-        let mut guard = 0;
         loop {
-            guard += 1;
-            if guard > 100_000 {
-                return Err(());
-            }
             let Tok::Op(o) = &tok else { return Ok(tok) };
             if o == ":" || o == "]" {
                 return Ok(tok);
@@ -473,6 +485,7 @@ impl<'a> Parser<'a> {
                 let mut idx = Expr::Null;
                 let t = self.process_array(&mut idx)?;
                 let left = std::mem::replace(arg, Expr::Null);
+                self.node()?;
                 *arg = Expr::Op { op: Op::Index, prio: 0, left: Box::new(left), right: Box::new(idx) };
                 tok = t;
                 continue;
@@ -488,6 +501,7 @@ impl<'a> Parser<'a> {
                 let mut right = Expr::Null;
                 let t = self.process_cond(&mut right)?;
                 let left = std::mem::replace(arg, Expr::Null);
+                self.node()?;
                 *arg = Expr::Op { op: Op::Cond, prio: 0, left: Box::new(left), right: Box::new(right) };
                 tok = t;
                 continue;
@@ -506,6 +520,7 @@ impl<'a> Parser<'a> {
             self.depth -= 1;
             let t = t?;
             let left = std::mem::replace(arg, Expr::Null);
+            self.node()?;
             *arg = Expr::Op { op: bop, prio: bop.prio(), left: Box::new(left), right: Box::new(rhs) };
             tok = t;
         }
@@ -541,7 +556,7 @@ impl<'a> Parser<'a> {
                 while matches!(t, Tok::Op(_)) {
                     t = self.process_op(&mut field, t)?;
                     guard += 1;
-                    if guard > 10_000 {
+                    if guard > 100 {
                         return Err(());
                     }
                 }
