@@ -1,1 +1,272 @@
-//! The `print fmt:` language of tracefs format files.
+//! The `print fmt:` language of tracefs format files: compiled once per
+//! event (at [`EventFormat::parse`]) and evaluated per record.
+//!
+//! Pipeline position: sources stage, used by sinks that print text. Two
+//! styles: [`Style::Kernel`] renders the body as tracefs `trace` does (C
+//! semantics), [`Style::TraceCmd`] as `trace-cmd report` 3.1.6 does
+//! (libtraceevent 1.7.1 semantics and quirks, plus its plugins). A format
+//! that cannot be compiled falls back to printing the fields, never fails.
+
+mod cfmt;
+mod eval;
+mod parse;
+mod plugins;
+
+use crate::format::{EventFormat, Field, FieldValue, Kallsyms, PrintkFormats};
+use crate::Endian;
+use cfmt::{split, w, Piece};
+use eval::Env;
+use parse::{lex, Expr, Parser, Tok};
+use plugins::Plugin;
+
+/// What a renderer needs besides the record.
+#[derive(Clone, Copy, Debug)]
+pub struct RenderCtx<'a> {
+    pub endian: Endian,
+    /// Size of a C `long` on the traced machine (4 or 8).
+    pub long_size: u8,
+    pub cpu: u32,
+    pub kallsyms: Option<&'a Kallsyms>,
+    pub printk: Option<&'a PrintkFormats>,
+}
+
+/// Which program's output to reproduce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// As tracefs `trace` prints the body (pointers unhashed: the kernel's
+    /// `%p` hash key is not knowable).
+    Kernel,
+    /// As `trace-cmd report` 3.1.6 prints it, plugins included.
+    TraceCmd,
+}
+
+#[derive(Clone, Debug)]
+struct Program {
+    args: Vec<Expr>,
+    /// `None` when the format string does not match the arguments.
+    pieces: Option<Vec<Piece>>,
+}
+
+/// A print format compiled both ways. Private; built by `EventFormat::parse`.
+#[derive(Clone, Debug)]
+pub(crate) struct Compiled {
+    fmt: Vec<u8>,
+    tep: Option<Program>,
+    kernel: Option<Program>,
+    bprint: bool,
+    plugin: Option<Plugin>,
+}
+
+fn compile_one(fmt: &[u8], rest: &[Tok], fields: &[Field], kernel: bool) -> Option<Program> {
+    let args = if rest.is_empty() { Vec::new() } else { Parser::new(rest.to_vec(), fields, kernel).args().ok()? };
+    let pieces = split(fmt, args.len(), !kernel).ok();
+    Some(Program { args, pieces })
+}
+
+impl Compiled {
+    pub(crate) fn compile(system: &str, name: &str, print_fmt: &str, fields: &[Field]) -> Compiled {
+        let toks = lex(print_fmt.as_bytes());
+        let (fmt, rest, ok) = match toks.split_first() {
+            Some((Tok::Dquote(s), rest)) => match rest.split_first() {
+                None => (s.clone().into_bytes(), &[][..], true),
+                Some((Tok::Delim(b','), rest)) => (s.clone().into_bytes(), rest, true),
+                _ => (Vec::new(), &[][..], false),
+            },
+            _ => (Vec::new(), &[][..], false),
+        };
+        let (tep, kernel) = if ok {
+            (compile_one(&fmt, rest, fields, false), compile_one(&fmt, rest, fields, true))
+        } else {
+            (None, None)
+        };
+        Compiled {
+            fmt,
+            tep,
+            kernel,
+            bprint: system == "ftrace" && name == "bprint",
+            plugin: Plugin::find(system, name),
+        }
+    }
+}
+
+impl EventFormat {
+    /// Appends the body of `rec` (the text after `name: `) to `out`, without
+    /// a trailing newline. Never fails: unreadable parts are left out, an
+    /// unusable print format falls back to the fields.
+    pub fn render(&self, rec: &[u8], ctx: &RenderCtx, style: Style, out: &mut Vec<u8>) {
+        let start = out.len();
+        let kernel = style == Style::Kernel;
+        let env = Env { rec, fields: &self.fields, ctx, kernel };
+        let c = &self.compiled;
+        let mut pretty = true;
+        if !kernel {
+            if let Some(p) = c.plugin {
+                pretty = !plugins::run(p, &env, out);
+            }
+        }
+        if pretty {
+            let prog = if kernel { c.kernel.as_ref() } else { c.tep.as_ref() };
+            if c.bprint && prog.is_some() {
+                self.render_bprint(&env, out);
+            } else {
+                match prog.and_then(|p| Some((p, p.pieces.as_ref()?))) {
+                    Some((p, pieces)) => env.print(out, pieces, &p.args, &[]),
+                    None => self.fallback(&env, out),
+                }
+            }
+        }
+        // trace-cmd drops one trailing newline (trace-read.c show_data); the
+        // kernel's newline of a `print` body is its line end.
+        if out.len() > start && out.last() == Some(&b'\n') {
+            out.pop();
+        }
+    }
+
+    /// Fields when the print format is unusable: libtraceevent's
+    /// `[FAILED TO PARSE]` + ` name=value` list, or `name=value ...` (kernel).
+    fn fallback(&self, env: &Env, out: &mut Vec<u8>) {
+        let own = self.fields.iter().filter(|f| !f.is_common());
+        if !env.kernel {
+            out.extend_from_slice(b"[FAILED TO PARSE]");
+            for f in own {
+                w(out, format_args!(" {}=", f.name));
+                env.field_raw(out, f);
+            }
+            return;
+        }
+        for (i, f) in own.enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            w(out, format_args!("{}=", f.name));
+            match f.value(env.rec, env.ctx.endian) {
+                Some(FieldValue::Unsigned(v)) => w(out, format_args!("{v}")),
+                Some(FieldValue::Signed(v)) => w(out, format_args!("{v}")),
+                Some(FieldValue::Str(s)) => out.extend_from_slice(s),
+                Some(FieldValue::Bytes(b)) => {
+                    out.extend_from_slice(b"0x");
+                    for x in b.iter().take(256) {
+                        w(out, format_args!("{x:02x}"));
+                    }
+                }
+                None => out.extend_from_slice(b"?"),
+            }
+        }
+    }
+
+    /// `ftrace:bprint`: the format comes from the printk table by address,
+    /// the arguments are packed in `buf` (kernel `vbin_printf`); decoded as
+    /// libtraceevent `make_bprint_args` does: 4-byte aligned words, `%s`
+    /// inline NUL-terminated.
+    fn render_bprint(&self, env: &Env, out: &mut Vec<u8>) {
+        let (Some(fmt_f), Some(buf_f), Some(ip_f)) = (self.field("fmt"), self.field("buf"), self.field("ip")) else {
+            return self.fallback(env, out);
+        };
+        let e = env.ctx.endian;
+        let rd = |f: &Field| f.raw(env.rec).and_then(|b| e.uint(b)).unwrap_or(0);
+        let addr = rd(fmt_f);
+        let ip = rd(ip_f);
+        let fmt: Vec<u8> = match env.ctx.printk.and_then(|p| p.get(addr)) {
+            Some(s) => [b"%ps: ".as_slice(), s.as_bytes()].concat(),
+            None => format!("%ps: (NO FORMAT FOUND at {addr:x})\n").into_bytes(),
+        };
+        let mut args = vec![Expr::Atom(ip.to_string().into())];
+        let mut bstr: Vec<Option<Vec<u8>>> = vec![None];
+        let data = env.rec;
+        let mut bp = buf_f.offset as usize;
+        let mut i = 5;
+        while i < fmt.len() && bp < data.len() && args.len() < 256 {
+            if fmt[i] != b'%' {
+                i += 1;
+                continue;
+            }
+            let mut ls = 0usize;
+            loop {
+                i += 1;
+                let Some(&c) = fmt.get(i) else { break };
+                let mut vsize = 0usize;
+                let mut is_num = false;
+                let mut is_str = false;
+                match c {
+                    b'l' => {
+                        ls += 1;
+                        continue;
+                    }
+                    b'L' => {
+                        ls = 2;
+                        continue;
+                    }
+                    b'0'..=b'9' | b'.' | b'#' => continue,
+                    b'z' | b'Z' => {
+                        ls = 1;
+                        continue;
+                    }
+                    b'p' => {
+                        ls = 1;
+                        is_num = true;
+                        if fmt.get(i + 1).is_some_and(|c| c.is_ascii_alphanumeric()) {
+                            i += 1;
+                            let special = match fmt[i] {
+                                b's' | b'S' | b'x' => false,
+                                b'f' | b'F' => fmt.get(i + 1) == Some(&b'w'),
+                                _ => true,
+                            };
+                            if special && data.get(bp).is_some_and(|c| (0x20..0x7f).contains(c)) {
+                                is_num = false;
+                                is_str = true;
+                            }
+                        }
+                    }
+                    b'd' | b'u' | b'i' | b'x' | b'X' | b'o' => is_num = true,
+                    b'*' => {
+                        is_num = true;
+                        vsize = 4;
+                    }
+                    b's' => is_str = true,
+                    _ => {}
+                }
+                if is_num {
+                    if c != b'*' {
+                        vsize = match ls {
+                            0 => 4,
+                            1 => env.ctx.long_size as usize,
+                            2 => 8,
+                            n => n,
+                        };
+                    }
+                    bp = (bp + 3) & !3;
+                    let v = data.get(bp..bp + vsize).and_then(|b| e.uint(b)).unwrap_or(0);
+                    bp += vsize;
+                    args.push(Expr::Atom((v as i64).to_string().into()));
+                    bstr.push(None);
+                    if c == b'*' {
+                        continue;
+                    }
+                } else if is_str {
+                    let s = crate::format::until_nul(data.get(bp..).unwrap_or(&[]));
+                    bp += s.len() + 1;
+                    args.push(Expr::Atom("".into()));
+                    bstr.push(Some(s.to_vec()));
+                }
+                break;
+            }
+            i += 1;
+        }
+        match split(&fmt, args.len(), !env.kernel) {
+            Ok(pieces) => env.print(out, &pieces, &args, &bstr),
+            Err(()) => self.fallback(env, out),
+        }
+    }
+
+    /// The format string of the print format (escapes still raw).
+    pub fn print_fmt_string(&self) -> &[u8] {
+        &self.compiled.fmt
+    }
+
+    /// Whether the print format compiled in the given style (else `render`
+    /// uses the field fallback).
+    pub fn print_fmt_ok(&self, style: Style) -> bool {
+        let p = if style == Style::Kernel { &self.compiled.kernel } else { &self.compiled.tep };
+        p.as_ref().is_some_and(|p| p.pieces.is_some())
+    }
+}

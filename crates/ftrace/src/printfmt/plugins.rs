@@ -1,0 +1,281 @@
+//! The event handlers trace-cmd 3.1.6 installs over the print format:
+//! libtraceevent 1.7.1 plugins (plugins/plugin_sched_switch.c,
+//! plugin_hrtimer.c, plugin_kvm.c) and trace-cmd's own function override
+//! (lib/trace-cmd/trace-ftrace.c, registered after the plugins so it wins
+//! over plugin_function.c). Each returns `false` when libtraceevent's
+//! handler would return non-zero, in which case the print format is
+//! rendered after what the handler wrote.
+
+use super::cfmt::w;
+use super::eval::Env;
+use crate::format::until_nul;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Plugin {
+    SchedSwitch,
+    SchedWakeup,
+    HrtimerExpireEntry,
+    HrtimerStart,
+    KvmExit,
+    KvmEntry,
+    Function,
+}
+
+impl Plugin {
+    pub(crate) fn find(system: &str, name: &str) -> Option<Plugin> {
+        Some(match (system, name) {
+            ("sched", "sched_switch") => Plugin::SchedSwitch,
+            ("sched", "sched_wakeup" | "sched_wakeup_new") => Plugin::SchedWakeup,
+            ("timer", "hrtimer_expire_entry") => Plugin::HrtimerExpireEntry,
+            ("timer", "hrtimer_start") => Plugin::HrtimerStart,
+            ("kvm", "kvm_exit") => Plugin::KvmExit,
+            ("kvm", "kvm_entry") => Plugin::KvmEntry,
+            ("ftrace", "function") => Plugin::Function,
+            _ => return None,
+        })
+    }
+}
+
+/// `tep_get_field_val`: an integer field read unsigned (no sign extension).
+fn val(env: &Env, name: &str) -> Option<u64> {
+    let f = env.fields.iter().find(|f| f.name == name)?;
+    let b = f.raw(env.rec)?;
+    env.ctx.endian.uint(b)
+}
+
+/// `tep_get_field_val(..., err=1)` writes this when the field is missing.
+fn missing(out: &mut Vec<u8>, name: &str) {
+    w(out, format_args!("CAN'T FIND FIELD \"{name}\""));
+}
+
+fn comm(env: &Env, out: &mut Vec<u8>, name: &str) -> bool {
+    let Some(f) = env.fields.iter().find(|f| f.name == name) else { return false };
+    let start = (f.offset as usize).min(env.rec.len());
+    let end = (start + f.size as usize).min(env.rec.len());
+    out.extend_from_slice(until_nul(&env.rec[start..end]));
+    true
+}
+
+/// plugin_sched_switch.c `write_state`.
+fn write_state(out: &mut Vec<u8>, v: i32) {
+    const STATES: &[u8] = b"SDTtZXxW";
+    let mut found = false;
+    for (i, &c) in STATES.iter().enumerate() {
+        if v & (1 << i) == 0 {
+            continue;
+        }
+        if found {
+            out.push(b'|');
+        }
+        found = true;
+        out.push(c);
+    }
+    if !found {
+        out.push(b'R');
+    }
+}
+
+fn func_field(env: &Env, out: &mut Vec<u8>, name: &str) {
+    // tep_print_func_field: `name/0x(start - value)` (sic: start minus value).
+    let Some(v) = val(env, name) else { return };
+    match env.ctx.kallsyms.and_then(|k| k.lookup_tep(v)) {
+        Some((n, addr)) => w(out, format_args!("{n}/0x{:x}", addr.wrapping_sub(v))),
+        None => w(out, format_args!("0x{v:08x}")),
+    }
+}
+
+fn num_field(env: &Env, out: &mut Vec<u8>, name: &str, hex: bool) -> bool {
+    match val(env, name) {
+        Some(v) if hex => w(out, format_args!("0x{v:x}")),
+        Some(v) => w(out, format_args!("{v}")),
+        None => return false,
+    }
+    true
+}
+
+pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
+    match p {
+        Plugin::SchedSwitch => {
+            let Some(pid) = val(env, "prev_pid") else {
+                out.push(b'!');
+                return true;
+            };
+            if comm(env, out, "prev_comm") {
+                out.push(b':');
+            }
+            w(out, format_args!("{} ", pid as i64));
+            if let Some(p) = val(env, "prev_prio") {
+                w(out, format_args!("[{}] ", p as i32));
+            }
+            if let Some(s) = val(env, "prev_state") {
+                write_state(out, s as i32);
+            }
+            out.extend_from_slice(b" ==> ");
+            let Some(pid) = val(env, "next_pid") else {
+                out.push(b'!');
+                return true;
+            };
+            if comm(env, out, "next_comm") {
+                out.push(b':');
+            }
+            w(out, format_args!("{}", pid as i64));
+            if let Some(p) = val(env, "next_prio") {
+                w(out, format_args!(" [{}]", p as i32));
+            }
+            true
+        }
+        Plugin::SchedWakeup => {
+            let Some(pid) = val(env, "pid") else {
+                out.push(b'!');
+                return true;
+            };
+            if comm(env, out, "comm") {
+                out.push(b':');
+            }
+            w(out, format_args!("{}", pid as i64));
+            if let Some(p) = val(env, "prio") {
+                w(out, format_args!(" [{}]", p as i64));
+            }
+            if let Some(s) = val(env, "success") {
+                w(out, format_args!(" success={}", s as i64));
+            }
+            if let Some(c) = val(env, "target_cpu") {
+                w(out, format_args!(" CPU:{c:03}"));
+            }
+            true
+        }
+        Plugin::HrtimerExpireEntry | Plugin::HrtimerStart => {
+            out.extend_from_slice(b"hrtimer=");
+            if !num_field(env, out, "timer", true) && !num_field(env, out, "hrtimer", true) {
+                missing(out, "hrtimer");
+            }
+            if p == Plugin::HrtimerExpireEntry {
+                out.extend_from_slice(b" now=");
+                if !num_field(env, out, "now", false) {
+                    missing(out, "now");
+                }
+                if val(env, "function").is_some() {
+                    out.extend_from_slice(b" function=");
+                    func_field(env, out, "function");
+                }
+            } else {
+                if val(env, "function").is_some() {
+                    out.extend_from_slice(b" function=");
+                    func_field(env, out, "function");
+                }
+                for f in ["expires", "softexpires"] {
+                    w(out, format_args!(" {f}="));
+                    if !num_field(env, out, f, false) {
+                        missing(out, f);
+                    }
+                }
+            }
+            true
+        }
+        Plugin::KvmExit => {
+            let Some(reason) = val(env, "exit_reason") else {
+                missing(out, "exit_reason");
+                return false;
+            };
+            let isa = val(env, "isa").unwrap_or(1);
+            match exit_reason(isa, reason as i32) {
+                Some(r) => w(out, format_args!("reason {r}")),
+                None => w(out, format_args!("reason UNKNOWN ({reason})")),
+            }
+            let Some(rip) = val(env, "guest_rip") else {
+                missing(out, "guest_rip");
+                return false;
+            };
+            w(out, format_args!(" rip 0x{rip:x}"));
+            if let (Some(a), Some(b)) = (val(env, "info1"), val(env, "info2")) {
+                w(out, format_args!(" info {a:x} {b:x}"));
+            }
+            true
+        }
+        Plugin::KvmEntry => {
+            match val(env, "vcpu_id") {
+                Some(v) => w(out, format_args!(" vcpu {}", v as u32)),
+                None => missing(out, "vcpu_id"),
+            }
+            let Some(rip) = val(env, "rip") else {
+                missing(out, "rip");
+                return false;
+            };
+            w(out, format_args!(" rip 0x{rip:x}"));
+            true
+        }
+        Plugin::Function => {
+            let Some(ip) = val(env, "ip") else {
+                missing(out, "ip");
+                out.push(b'!');
+                return true;
+            };
+            let k = env.ctx.kallsyms;
+            match k.and_then(|k| k.lookup_tep(ip)) {
+                Some((n, _)) => w(out, format_args!("{n} <-- ")),
+                None => w(out, format_args!("0x{ip:x}")),
+            }
+            let Some(pip) = val(env, "parent_ip") else {
+                missing(out, "parent_ip");
+                out.push(b'!');
+                return true;
+            };
+            match k.and_then(|k| k.lookup_tep(pip)) {
+                Some((n, _)) => out.extend_from_slice(n.as_bytes()),
+                None => w(out, format_args!("0x{pip:x}")),
+            }
+            true
+        }
+    }
+}
+
+/// plugin_kvm.c `find_exit_reason`: its own (older) VMX/SVM tables, not the
+/// kernel's `__print_symbolic` lists. `None` prints "UNKNOWN (n)".
+fn exit_reason(isa: u64, val: i32) -> Option<&'static str> {
+    const VMX: &[(i32, &str)] = &[
+        (0, "EXCEPTION_NMI"), (1, "EXTERNAL_INTERRUPT"), (2, "TRIPLE_FAULT"), (7, "PENDING_INTERRUPT"),
+        (8, "NMI_WINDOW"), (9, "TASK_SWITCH"), (10, "CPUID"), (12, "HLT"), (13, "INVD"), (14, "INVLPG"),
+        (15, "RDPMC"), (16, "RDTSC"), (18, "VMCALL"), (19, "VMCLEAR"), (20, "VMLAUNCH"), (21, "VMPTRLD"),
+        (22, "VMPTRST"), (23, "VMREAD"), (24, "VMRESUME"), (25, "VMWRITE"), (26, "VMOFF"), (27, "VMON"),
+        (28, "CR_ACCESS"), (29, "DR_ACCESS"), (30, "IO_INSTRUCTION"), (31, "MSR_READ"), (32, "MSR_WRITE"),
+        (36, "MWAIT_INSTRUCTION"), (39, "MONITOR_INSTRUCTION"), (40, "PAUSE_INSTRUCTION"),
+        (41, "MCE_DURING_VMENTRY"), (43, "TPR_BELOW_THRESHOLD"), (44, "APIC_ACCESS"), (45, "EOI_INDUCED"),
+        (48, "EPT_VIOLATION"), (49, "EPT_MISCONFIG"), (50, "INVEPT"), (52, "PREEMPTION_TIMER"),
+        (54, "WBINVD"), (55, "XSETBV"), (56, "APIC_WRITE"), (58, "INVPCID"), (62, "PML_FULL"),
+        (63, "XSAVES"), (64, "XRSTORS"),
+    ];
+    const SVM: &[(i32, &str)] = &[
+        (0x000, "EXIT_READ_CR0"), (0x003, "EXIT_READ_CR3"), (0x004, "EXIT_READ_CR4"), (0x008, "EXIT_READ_CR8"),
+        (0x010, "EXIT_WRITE_CR0"), (0x013, "EXIT_WRITE_CR3"), (0x014, "EXIT_WRITE_CR4"),
+        (0x018, "EXIT_WRITE_CR8"), (0x020, "EXIT_READ_DR0"), (0x021, "EXIT_READ_DR1"),
+        (0x022, "EXIT_READ_DR2"), (0x023, "EXIT_READ_DR3"), (0x024, "EXIT_READ_DR4"),
+        (0x025, "EXIT_READ_DR5"), (0x026, "EXIT_READ_DR6"), (0x027, "EXIT_READ_DR7"),
+        (0x030, "EXIT_WRITE_DR0"), (0x031, "EXIT_WRITE_DR1"), (0x032, "EXIT_WRITE_DR2"),
+        (0x033, "EXIT_WRITE_DR3"), (0x034, "EXIT_WRITE_DR4"), (0x035, "EXIT_WRITE_DR5"),
+        (0x036, "EXIT_WRITE_DR6"), (0x037, "EXIT_WRITE_DR7"), (0x040, "EXIT_EXCP_DE"),
+        (0x041, "EXIT_EXCP_DB"), (0x043, "EXIT_EXCP_BP"), (0x044, "EXIT_EXCP_OF"), (0x045, "EXIT_EXCP_BR"),
+        (0x046, "EXIT_EXCP_UD"), (0x047, "EXIT_EXCP_NM"), (0x048, "EXIT_EXCP_DF"), (0x04a, "EXIT_EXCP_TS"),
+        (0x04b, "EXIT_EXCP_NP"), (0x04c, "EXIT_EXCP_SS"), (0x04d, "EXIT_EXCP_GP"), (0x04e, "EXIT_EXCP_PF"),
+        (0x050, "EXIT_EXCP_MF"), (0x051, "EXIT_EXCP_AC"), (0x052, "EXIT_EXCP_MC"), (0x053, "EXIT_EXCP_XF"),
+        (0x060, "EXIT_INTR"), (0x061, "EXIT_NMI"), (0x062, "EXIT_SMI"), (0x063, "EXIT_INIT"),
+        (0x064, "EXIT_VINTR"), (0x065, "EXIT_CR0_SEL_WRITE"), (0x066, "EXIT_IDTR_READ"),
+        (0x067, "EXIT_GDTR_READ"), (0x068, "EXIT_LDTR_READ"), (0x069, "EXIT_TR_READ"),
+        (0x06a, "EXIT_IDTR_WRITE"), (0x06b, "EXIT_GDTR_WRITE"), (0x06c, "EXIT_LDTR_WRITE"),
+        (0x06d, "EXIT_TR_WRITE"), (0x06e, "EXIT_RDTSC"), (0x06f, "EXIT_RDPMC"), (0x070, "EXIT_PUSHF"),
+        (0x071, "EXIT_POPF"), (0x072, "EXIT_CPUID"), (0x073, "EXIT_RSM"), (0x074, "EXIT_IRET"),
+        (0x075, "EXIT_SWINT"), (0x076, "EXIT_INVD"), (0x077, "EXIT_PAUSE"), (0x078, "EXIT_HLT"),
+        (0x079, "EXIT_INVLPG"), (0x07a, "EXIT_INVLPGA"), (0x07b, "EXIT_IOIO"), (0x07c, "EXIT_MSR"),
+        (0x07d, "EXIT_TASK_SWITCH"), (0x07e, "EXIT_FERR_FREEZE"), (0x07f, "EXIT_SHUTDOWN"),
+        (0x080, "EXIT_VMRUN"), (0x081, "EXIT_VMMCALL"), (0x082, "EXIT_VMLOAD"), (0x083, "EXIT_VMSAVE"),
+        (0x084, "EXIT_STGI"), (0x085, "EXIT_CLGI"), (0x086, "EXIT_SKINIT"), (0x087, "EXIT_RDTSCP"),
+        (0x088, "EXIT_ICEBP"), (0x089, "EXIT_WBINVD"), (0x08a, "EXIT_MONITOR"), (0x08b, "EXIT_MWAIT"),
+        (0x08c, "EXIT_MWAIT_COND"), (0x08d, "EXIT_XSETBV"), (0x400, "EXIT_NPF"),
+        (0x401, "EXIT_AVIC_INCOMPLETE_IPI"), (0x402, "EXIT_AVIC_UNACCELERATED_ACCESS"), (-1, "EXIT_ERR"),
+    ];
+    let table = match isa {
+        1 => VMX,
+        2 => SVM,
+        _ => return Some("UNKNOWN-ISA"),
+    };
+    table.iter().find(|e| e.0 == val).map(|e| e.1)
+}
