@@ -236,11 +236,13 @@ pub fn partial_name(cpu: u32) -> String {
 impl Capture {
     /// Open every CPU's `trace_pipe_raw` of `instance` and start its thread,
     /// writing `<out_dir>/cpuN.raw.part` (renamed to `cpuN.raw` at stop).
+    /// `splice` false uses read/write from the start.
     pub fn start(
         instance: &crate::Instance,
         out_dir: &Path,
         page: usize,
         poll: Duration,
+        splice: bool,
     ) -> Result<Capture> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut cap = Capture { instance: instance.name().to_string(), stop: stop.clone(), threads: Vec::new() };
@@ -269,7 +271,7 @@ impl Capture {
                 pipe_w,
                 page,
                 buf: vec![0; page],
-                splice: true,
+                splice,
                 counters: counters.clone(),
                 src_path,
                 out_path,

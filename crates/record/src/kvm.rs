@@ -218,9 +218,11 @@ impl SamplerState {
     fn take(&mut self, force: Option<&str>) -> Result<()> {
         let snaps = snapshot_kvm_debugfs(&self.debugfs);
         let new = snaps.iter().any(|s| !self.seen.contains(&(s.vm_dir.clone(), s.vcpu)));
+        // "new" wins over "periodic" so a reader can find when each vCPU appeared.
         let reason = match (force, new) {
-            (Some(r), _) => r,
-            (None, true) => "new",
+            (Some(r @ ("start" | "end")), _) => r,
+            (_, true) => "new",
+            (Some(r), false) => r,
             (None, false) => return Ok(()),
         };
         let mut text = String::new();
@@ -258,6 +260,8 @@ impl KvmSampler {
             lines: 0,
             processes: processes.clone(),
         };
+        // The first snapshot before returning, so every VM made after start is "new".
+        st.take(Some("start"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let interval = interval.max(Duration::from_millis(1));
@@ -265,7 +269,6 @@ impl KvmSampler {
         let handle = std::thread::Builder::new()
             .name("rec-kvm-debugfs".into())
             .spawn(move || {
-                st.take(Some("start"))?;
                 let mut next = Instant::now() + interval;
                 while !stop2.load(Ordering::Acquire) {
                     std::thread::sleep(tick);

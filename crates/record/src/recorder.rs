@@ -64,6 +64,8 @@ pub struct RecordConfig {
     pub kvm_debugfs_interval: Option<Duration>,
     /// How long a capture thread waits for data before checking for stop.
     pub poll_interval: Duration,
+    /// Move pages with splice(2) (default); false forces read/write.
+    pub splice: bool,
     /// Checked between start steps: when set, start undoes its work and
     /// returns [`Error::Interrupted`] (wire the signal flag here).
     pub interrupt: Option<Arc<AtomicBool>>,
@@ -81,6 +83,7 @@ impl RecordConfig {
             kallsyms: false,
             kvm_debugfs_interval: Some(Duration::from_secs(1)),
             poll_interval: Duration::from_millis(100),
+            splice: true,
             interrupt: None,
         }
     }
@@ -261,7 +264,7 @@ impl Recorder {
 
         let mut rec = Recorder { sampler: None, running, tfs, out_dir: out.clone(), page_size, meta, _lock: lock };
         for r in &mut rec.running {
-            r.capture = Some(Capture::start(&r.instance, &out.join(r.instance.name()), page_size, cfg.poll_interval)?);
+            r.capture = Some(Capture::start(&r.instance, &out.join(r.instance.name()), page_size, cfg.poll_interval, cfg.splice)?);
         }
         if let Some(iv) = cfg.kvm_debugfs_interval {
             let dbg = tracefs::open_or_mount_debugfs(&cfg.root)?;

@@ -175,6 +175,7 @@ fn record_short_run_with_a_vm() {
             let len = fs::metadata(d.join(format!("cpu{}.raw", c.cpu))).unwrap().len() as usize;
             assert_eq!(len % page, 0, "{n} cpu{} size {len}", c.cpu);
             assert_eq!(len as u64, c.capture.bytes);
+            assert!(c.capture.spliced, "splice fell back to read/write on {}", d.display());
             total += len;
         }
         assert!(total > 0, "{n}: nothing captured");
@@ -236,18 +237,7 @@ fn trace_cmd_oracle(tmp: &Path, out: &Path, sum: &record::RecordSummary, vm: &Vm
     let head = tmp.join("head");
     run(Command::new("trace-cmd").arg("restore").arg("-c").arg("-o").arg(&head));
     for (inst, needle) in [("record_test_tsc", "kvm_write_tsc_offset:"), ("record_test_sched", "sched_")] {
-        let is = sum.instances.iter().find(|i| i.name == inst).unwrap();
-        let dat = tmp.join(format!("{inst}.dat"));
-        let mut c = Command::new("trace-cmd");
-        c.arg("restore").arg("-i").arg(&head).arg("-o").arg(&dat);
-        for cpu in &is.cpus {
-            c.arg(out.join(inst).join(format!("cpu{}.raw", cpu.cpu)));
-        }
-        run(&mut c);
-        let rep = run(Command::new("trace-cmd").arg("report").arg("-t").arg(&dat));
-        let n = rep.lines().filter(|l| l.contains(needle)).count() as u64;
-        let read: u64 = is.cpus.iter().map(|c| c.stats.read_events).sum();
-        assert_eq!(n, read, "{inst}: trace-cmd decoded {n} events, the kernel says {read} were read");
+        let rep = oracle_report(&head, tmp, out, sum, inst, needle);
         if inst == "record_test_tsc" {
             // "  comm-TID [CPU]  SECS.NSECS: kvm_write_tsc_offset: vcpu=0 prev=0 next=N"; with
             // the x86-tsc clock SECS.NSECS is the raw TSC split at 10^9.
@@ -259,6 +249,53 @@ fn trace_cmd_oracle(tmp: &Path, out: &Path, sum: &record::RecordSummary, vm: &Vm
             assert!(next.wrapping_neg() >= vm.tsc_before && next.wrapping_neg() <= ts, "{line}");
         }
     }
+}
+
+/// trace-cmd's report of one instance's raw files; asserts it decodes as many
+/// `needle` events as the kernel says were read.
+fn oracle_report(head: &Path, tmp: &Path, out: &Path, sum: &record::RecordSummary, inst: &str, needle: &str) -> String {
+    use std::process::Command;
+    let is = sum.instances.iter().find(|i| i.name == inst).unwrap();
+    let dat = tmp.join(format!("{inst}.dat"));
+    let mut c = Command::new("trace-cmd");
+    c.arg("restore").arg("-i").arg(head).arg("-o").arg(&dat);
+    for cpu in &is.cpus {
+        c.arg(out.join(inst).join(format!("cpu{}.raw", cpu.cpu)));
+    }
+    run(&mut c);
+    let rep = run(Command::new("trace-cmd").arg("report").arg("-t").arg(&dat));
+    let n = rep.lines().filter(|l| l.contains(needle)).count() as u64;
+    let read: u64 = is.cpus.iter().map(|c| c.stats.read_events).sum();
+    assert_eq!(n, read, "{inst}: trace-cmd decoded {n} events, the kernel says {read} were read");
+    assert!(n > 0, "{inst}: no events");
+    rep
+}
+
+#[test]
+fn read_write_capture_matches_trace_cmd() {
+    let Some(_tfs) = tracefs_or_skip("read_write_capture_matches_trace_cmd") else { return };
+    if std::process::Command::new("trace-cmd").arg("-h").output().is_err() {
+        eprintln!("SKIPPED: read_write_capture_matches_trace_cmd: trace-cmd not installed");
+        return;
+    }
+    let tmp = tmpdir("rw");
+    let out = tmp.join("out");
+    let mut cfg = RecordConfig::new(&out);
+    cfg.instances = vec![InstanceConfig::new("record_test_rw", &["sched:sched_switch", "sched:sched_waking"])];
+    cfg.lock_path = tmp.join("lock");
+    cfg.kvm_debugfs_interval = None;
+    cfg.poll_interval = Duration::from_millis(10);
+    cfg.splice = false;
+    let rec = Recorder::start(cfg).unwrap();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let sum = rec.stop().unwrap();
+    assert!(sum.instances[0].cpus.iter().all(|c| !c.capture.spliced));
+    let head = tmp.join("head");
+    run(std::process::Command::new("trace-cmd").arg("restore").arg("-c").arg("-o").arg(&head));
+    oracle_report(&head, &tmp, &out, &sum, "record_test_rw", "sched_");
+    fs::remove_dir_all(&tmp).unwrap();
 }
 
 /// xorshift64*, seeded from the clock; the seed is printed for replay.
@@ -302,6 +339,7 @@ fn interrupted_runs_leave_no_instance() {
         cfg.kvm_debugfs_interval = Some(Duration::from_millis(10));
         cfg.poll_interval = Duration::from_millis(5);
         cfg.interrupt = Some(flag.clone());
+        cfg.splice = it % 2 == 0;
         let delay = Duration::from_micros(rng.next() % (2 * start_us + 1));
         let f2 = flag.clone();
         let setter = std::thread::spawn(move || {
@@ -316,8 +354,13 @@ fn interrupted_runs_leave_no_instance() {
                 while !flag.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(5) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                if rng.next() % 2 == 0 {
-                    rec.stop().unwrap();
+                if rng.next().is_multiple_of(2) {
+                    let sum = rec.stop().unwrap();
+                    for c in &sum.instances[0].cpus {
+                        let len = fs::metadata(out.join(name).join(format!("cpu{}.raw", c.cpu))).unwrap().len();
+                        assert_eq!((len, len % 4096), (c.capture.bytes, 0), "iteration {it}");
+                        assert_eq!(c.capture.spliced, it % 2 == 0);
+                    }
                     stopped += 1;
                 } else {
                     drop(rec);
