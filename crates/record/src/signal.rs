@@ -20,7 +20,9 @@ extern "C" fn on_signal(_sig: libc::c_int) {
 /// same flag on every call). No SA_RESTART, so a blocking call in the main
 /// thread returns EINTR promptly.
 pub fn install_stop_handlers() -> io::Result<Arc<AtomicBool>> {
-    let flag = FLAG.get_or_init(|| Arc::new(AtomicBool::new(false))).clone();
+    let flag = FLAG
+        .get_or_init(|| Arc::new(AtomicBool::new(false)))
+        .clone();
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: a zeroed sigaction with a handler and an empty mask is valid;
         // on_signal is async-signal-safe.
