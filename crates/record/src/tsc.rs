@@ -84,7 +84,7 @@ pub fn cpuinfo_mhz(text: &str) -> Option<f64> {
 /// include/uapi/linux/perf_event.h
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 
-fn perf_mult_shift() -> io::Result<Option<(u32, u16)>> {
+pub(crate) fn perf_mult_shift() -> io::Result<Option<(u32, u16)>> {
     // struct perf_event_attr, PERF_ATTR_SIZE_VER0 = 64 bytes.
     let mut attr = [0u8; 64];
     attr[0..4].copy_from_slice(&1u32.to_ne_bytes()); // type = PERF_TYPE_SOFTWARE
@@ -181,8 +181,11 @@ mod tests {
         let (t1, el) = (crate::sys::rdtsc(), i0.elapsed());
         let measured = (t1 - t0) as f64 / el.as_secs_f64();
         eprintln!(
-            "tsc {:?}: {:.0} Hz, measured {:.0} Hz",
-            f.source, f.hz, measured
+            "tsc {:?}: {:.0} Hz, measured {:.0} Hz; perf page: {:?}",
+            f.source,
+            f.hz,
+            measured,
+            perf_mult_shift()
         );
         assert!(
             (f.hz - measured).abs() / measured < 0.02,
