@@ -109,7 +109,9 @@ enum Step {
 impl Worker {
     fn count(&self, n: usize) {
         self.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        self.counters.pages.fetch_add(n.div_ceil(self.page) as u64, Ordering::Relaxed);
+        self.counters
+            .pages
+            .fetch_add(n.div_ceil(self.page) as u64, Ordering::Relaxed);
     }
 
     fn io_err(&self, what: &'static str, e: io::Error) -> Error {
@@ -122,7 +124,14 @@ impl Worker {
         let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
         // SAFETY: valid fds, NULL offsets (use file positions).
         let r = retry(|| unsafe {
-            libc::splice(src, std::ptr::null_mut(), pw, std::ptr::null_mut(), self.page, flags)
+            libc::splice(
+                src,
+                std::ptr::null_mut(),
+                pw,
+                std::ptr::null_mut(),
+                self.page,
+                flags,
+            )
         });
         let n = match r {
             Ok(0) => return Ok(Step::Empty),
@@ -140,21 +149,36 @@ impl Worker {
         while left > 0 {
             // SAFETY: valid fds.
             match retry(|| unsafe {
-                libc::splice(pr, std::ptr::null_mut(), out, std::ptr::null_mut(), left, libc::SPLICE_F_MOVE)
+                libc::splice(
+                    pr,
+                    std::ptr::null_mut(),
+                    out,
+                    std::ptr::null_mut(),
+                    left,
+                    libc::SPLICE_F_MOVE,
+                )
             }) {
-                Ok(0) => return Err(Error::io("splicing to", &self.out_path, io::ErrorKind::WriteZero.into())),
+                Ok(0) => {
+                    return Err(Error::io(
+                        "splicing to",
+                        &self.out_path,
+                        io::ErrorKind::WriteZero.into(),
+                    ))
+                }
                 Ok(m) => left -= m.min(left),
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     self.splice = false;
                     while left > 0 {
                         let want = left.min(self.buf.len());
                         // SAFETY: buf has at least `want` bytes.
-                        let m = retry(|| unsafe { libc::read(pr, self.buf.as_mut_ptr().cast(), want) })
-                            .map_err(|e| self.io_err("reading pipe of", e))?;
+                        let m =
+                            retry(|| unsafe { libc::read(pr, self.buf.as_mut_ptr().cast(), want) })
+                                .map_err(|e| self.io_err("reading pipe of", e))?;
                         if m == 0 {
                             break;
                         }
-                        write_all(out, &self.buf[..m]).map_err(|e| Error::io("writing", &self.out_path, e))?;
+                        write_all(out, &self.buf[..m])
+                            .map_err(|e| Error::io("writing", &self.out_path, e))?;
                         left -= m;
                     }
                 }
@@ -177,7 +201,8 @@ impl Worker {
             Err(e) if is_eagain(&e) => return Ok(Step::Empty),
             Err(e) => return Err(self.io_err("reading", e)),
         };
-        write_all(self.out.as_raw_fd(), &self.buf[..n]).map_err(|e| Error::io("writing", &self.out_path, e))?;
+        write_all(self.out.as_raw_fd(), &self.buf[..n])
+            .map_err(|e| Error::io("writing", &self.out_path, e))?;
         self.count(n);
         Ok(Step::Moved)
     }
@@ -186,7 +211,11 @@ impl Worker {
         let poll_ms = poll.as_millis().clamp(1, 10_000) as libc::c_int;
         let mut idle_after_poll = false;
         while !stop.load(Ordering::Acquire) {
-            let step = if self.splice { self.splice_page()? } else { self.read_page()? };
+            let step = if self.splice {
+                self.splice_page()?
+            } else {
+                self.read_page()?
+            };
             match step {
                 Step::Moved => idle_after_poll = false,
                 Step::Empty => {
@@ -194,7 +223,11 @@ impl Worker {
                         // poll said readable but no full page came: do not spin.
                         std::thread::sleep(poll);
                     }
-                    let mut p = libc::pollfd { fd: self.src.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                    let mut p = libc::pollfd {
+                        fd: self.src.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
                     // SAFETY: one valid pollfd. Errors (EINTR) just end the wait.
                     unsafe { libc::poll(&mut p, 1, poll_ms) };
                     idle_after_poll = true;
@@ -208,7 +241,9 @@ impl Worker {
                 break;
             }
         }
-        self.out.sync_data().map_err(|e| Error::io("syncing", &self.out_path, e))?;
+        self.out
+            .sync_data()
+            .map_err(|e| Error::io("syncing", &self.out_path, e))?;
         Ok(CpuCaptureEnd {
             cpu,
             bytes: self.counters.bytes.load(Ordering::Relaxed),
@@ -236,14 +271,20 @@ pub fn partial_name(cpu: u32) -> String {
 impl Capture {
     /// Open every CPU's `trace_pipe_raw` of `instance` and start its thread,
     /// writing `<out_dir>/cpuN.raw.part` (renamed to `cpuN.raw` at stop).
+    /// `splice` false uses read/write from the start.
     pub fn start(
         instance: &crate::Instance,
         out_dir: &Path,
         page: usize,
         poll: Duration,
+        splice: bool,
     ) -> Result<Capture> {
         let stop = Arc::new(AtomicBool::new(false));
-        let mut cap = Capture { instance: instance.name().to_string(), stop: stop.clone(), threads: Vec::new() };
+        let mut cap = Capture {
+            instance: instance.name().to_string(),
+            stop: stop.clone(),
+            threads: Vec::new(),
+        };
         for cpu in instance.cpus()? {
             let src_path = instance.trace_pipe_raw(cpu);
             let src = OpenOptions::new()
@@ -260,7 +301,8 @@ impl Capture {
                 .custom_flags(libc::O_CLOEXEC)
                 .open(&out_path)
                 .map_err(|e| Error::io("creating", &out_path, e))?;
-            let (pipe_r, pipe_w) = make_pipe().map_err(|e| Error::io("creating a pipe for", &src_path, e))?;
+            let (pipe_r, pipe_w) =
+                make_pipe().map_err(|e| Error::io("creating a pipe for", &src_path, e))?;
             let counters = Arc::new(CpuCounters::default());
             let w = Worker {
                 src,
@@ -269,7 +311,7 @@ impl Capture {
                 pipe_w,
                 page,
                 buf: vec![0; page],
-                splice: true,
+                splice,
                 counters: counters.clone(),
                 src_path,
                 out_path,
@@ -279,7 +321,11 @@ impl Capture {
                 .name(format!("rec-{}-cpu{cpu}", instance.name()))
                 .spawn(move || w.run(cpu, &st, poll))
                 .map_err(|e| Error::io("spawning capture thread for", out_dir, e))?;
-            cap.threads.push(CpuThread { cpu, counters, handle });
+            cap.threads.push(CpuThread {
+                cpu,
+                counters,
+                handle,
+            });
         }
         Ok(cap)
     }
@@ -291,7 +337,10 @@ impl Capture {
 
     /// Live counters per CPU.
     pub fn counters(&self) -> Vec<(u32, Arc<CpuCounters>)> {
-        self.threads.iter().map(|t| (t.cpu, t.counters.clone())).collect()
+        self.threads
+            .iter()
+            .map(|t| (t.cpu, t.counters.clone()))
+            .collect()
     }
 
     /// Stop the threads (switch the instance's tracing off first, so the
@@ -315,7 +364,10 @@ impl Capture {
                     first_err.get_or_insert(e);
                 }
                 Err(_) => {
-                    first_err.get_or_insert(Error::ThreadPanic { instance: self.instance.clone(), cpu: t.cpu });
+                    first_err.get_or_insert(Error::ThreadPanic {
+                        instance: self.instance.clone(),
+                        cpu: t.cpu,
+                    });
                 }
             }
         }

@@ -29,7 +29,13 @@ impl std::fmt::Display for EventName {
 
 /// Names become path components: allow only what tracefs itself uses.
 fn check_component(what: &'static str, s: &str) -> Result<()> {
-    let bad = |why| Err(Error::BadName { what, value: s.to_string(), why });
+    let bad = |why| {
+        Err(Error::BadName {
+            what,
+            value: s.to_string(),
+            why,
+        })
+    };
     if s.is_empty() {
         return bad("empty");
     }
@@ -39,7 +45,10 @@ fn check_component(what: &'static str, s: &str) -> Result<()> {
     if s == "." || s == ".." {
         return bad("is a relative path component");
     }
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    {
         return bad("only letters, digits, '_', '-' and '.' are allowed");
     }
     Ok(())
@@ -49,13 +58,20 @@ impl EventName {
     /// Parse `system:name` (`name` may be `*` for the whole system).
     pub fn parse(s: &str) -> Result<EventName> {
         let Some((sys, name)) = s.split_once(':') else {
-            return Err(Error::BadName { what: "event", value: s.into(), why: "expected system:name" });
+            return Err(Error::BadName {
+                what: "event",
+                value: s.into(),
+                why: "expected system:name",
+            });
         };
         check_component("event system", sys)?;
         if name != "*" {
             check_component("event name", name)?;
         }
-        Ok(EventName { system: sys.into(), name: name.into() })
+        Ok(EventName {
+            system: sys.into(),
+            name: name.into(),
+        })
     }
 }
 
@@ -79,8 +95,12 @@ impl CpuStats {
     pub fn parse(text: &str) -> CpuStats {
         let mut s = CpuStats::default();
         for line in text.lines() {
-            let Some((k, v)) = line.split_once(':') else { continue };
-            let Ok(v) = v.trim().parse::<u64>() else { continue };
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            let Ok(v) = v.trim().parse::<u64>() else {
+                continue;
+            };
             match k.trim() {
                 "entries" => s.entries = v,
                 "overrun" => s.overrun = v,
@@ -144,7 +164,12 @@ impl Instance {
             }
             return Err(Error::io("creating instance", dir, e));
         }
-        let inst = Instance { name: name.into(), dir, events: Vec::new(), removed: false };
+        let inst = Instance {
+            name: name.into(),
+            dir,
+            events: Vec::new(),
+            removed: false,
+        };
         inst.set_tracing_on(false)?;
         Ok(inst)
     }
@@ -169,7 +194,11 @@ impl Instance {
         let p = self.dir.join("trace_clock");
         let (_, all) = parse_trace_clock(&sys::read_text(&p)?);
         if !all.iter().any(|c| c == clock) {
-            return Err(Error::ClockUnavailable { wanted: clock.into(), path: p, available: all.join(" ") });
+            return Err(Error::ClockUnavailable {
+                wanted: clock.into(),
+                path: p,
+                available: all.join(" "),
+            });
         }
         sys::write_ctl(&p, clock)?;
         match self.clock()? {
@@ -185,11 +214,13 @@ impl Instance {
     /// The selected clock.
     pub fn clock(&self) -> Result<String> {
         let p = self.dir.join("trace_clock");
-        parse_trace_clock(&sys::read_text(&p)?).0.ok_or_else(|| Error::Parse {
-            path: p,
-            line: 1,
-            what: "no [selected] clock".into(),
-        })
+        parse_trace_clock(&sys::read_text(&p)?)
+            .0
+            .ok_or_else(|| Error::Parse {
+                path: p,
+                line: 1,
+                what: "no [selected] clock".into(),
+            })
     }
 
     /// Enable `system:name` (or `system:*`) in this instance.
@@ -198,13 +229,19 @@ impl Instance {
         let sysdir = self.dir.join("events").join(&ev.system);
         let (dir, expanded) = if ev.name == "*" {
             if !sysdir.is_dir() {
-                return Err(Error::NoSuchEvent { event: event.into(), path: sysdir });
+                return Err(Error::NoSuchEvent {
+                    event: event.into(),
+                    path: sysdir,
+                });
             }
             let mut v = Vec::new();
             for e in fs::read_dir(&sysdir).map_err(|e| Error::io("listing", &sysdir, e))? {
                 let e = e.map_err(|e| Error::io("listing", &sysdir, e))?;
                 if e.path().join("format").is_file() {
-                    v.push(EventName { system: ev.system.clone(), name: e.file_name().to_string_lossy().into() });
+                    v.push(EventName {
+                        system: ev.system.clone(),
+                        name: e.file_name().to_string_lossy().into(),
+                    });
                 }
             }
             v.sort();
@@ -212,7 +249,10 @@ impl Instance {
         } else {
             let d = sysdir.join(&ev.name);
             if !d.join("enable").is_file() {
-                return Err(Error::NoSuchEvent { event: event.into(), path: d });
+                return Err(Error::NoSuchEvent {
+                    event: event.into(),
+                    path: d,
+                });
             }
             (d, vec![ev])
         };
@@ -233,7 +273,10 @@ impl Instance {
     /// `options/<name>` on or off (e.g. `record-tgid`).
     pub fn set_option(&self, name: &str, on: bool) -> Result<()> {
         check_component("option", name)?;
-        sys::write_ctl(&self.dir.join("options").join(name), if on { "1" } else { "0" })
+        sys::write_ctl(
+            &self.dir.join("options").join(name),
+            if on { "1" } else { "0" },
+        )
     }
 
     /// `tracing_on`.
@@ -247,7 +290,12 @@ impl Instance {
         let mut v = Vec::new();
         for e in fs::read_dir(&d).map_err(|e| Error::io("listing", &d, e))? {
             let e = e.map_err(|e| Error::io("listing", &d, e))?;
-            if let Some(n) = e.file_name().to_str().and_then(|s| s.strip_prefix("cpu")).and_then(|s| s.parse().ok()) {
+            if let Some(n) = e
+                .file_name()
+                .to_str()
+                .and_then(|s| s.strip_prefix("cpu"))
+                .and_then(|s| s.parse().ok())
+            {
                 v.push(n);
             }
         }
@@ -265,7 +313,11 @@ impl Instance {
         let t = sys::read_text(&p)?;
         match t.trim().parse::<usize>() {
             Ok(kb) if (1..=1024).contains(&kb) => Ok(kb * 1024),
-            _ => Err(Error::Parse { path: p, line: 1, what: format!("expected a size in KiB, got {:?}", t.trim()) }),
+            _ => Err(Error::Parse {
+                path: p,
+                line: 1,
+                what: format!("expected a size in KiB, got {:?}", t.trim()),
+            }),
         }
     }
 
@@ -311,7 +363,11 @@ impl Instance {
                 Err(e) => return Err(Error::io("removing instance", &self.dir, e)),
             }
         }
-        Err(Error::io("removing instance", &self.dir, last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EBUSY))))
+        Err(Error::io(
+            "removing instance",
+            &self.dir,
+            last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EBUSY)),
+        ))
     }
 }
 
@@ -331,7 +387,16 @@ mod tests {
     #[test]
     fn parses_stats_and_clock() {
         let s = CpuStats::parse("entries: 3\noverrun: 1\ncommit overrun: 0\nbytes: 0\noldest event ts:   669.255827\ndropped events: 2\nread events: 9\n");
-        assert_eq!(s, CpuStats { entries: 3, overrun: 1, dropped_events: 2, commit_overrun: 0, read_events: 9 });
+        assert_eq!(
+            s,
+            CpuStats {
+                entries: 3,
+                overrun: 1,
+                dropped_events: 2,
+                commit_overrun: 0,
+                read_events: 9
+            }
+        );
         assert_eq!(s.lost(), 3);
         let (sel, all) = parse_trace_clock("[local] global x86-tsc\n");
         assert_eq!(sel.as_deref(), Some("local"));

@@ -67,8 +67,16 @@ impl KvmVcpuSnapshot {
     /// Parse a line written by [`KvmVcpuSnapshot::to_line`]; returns the reason too.
     pub fn parse_line(line: &str) -> Option<(KvmVcpuSnapshot, String)> {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let [tsc, reason, vm, pid, vcpu, off, ratio, frac] = f.as_slice() else { return None };
-        let opt = |s: &str| if s == "-" { Some(None) } else { s.parse().ok().map(Some) };
+        let [tsc, reason, vm, pid, vcpu, off, ratio, frac] = f.as_slice() else {
+            return None;
+        };
+        let opt = |s: &str| {
+            if s == "-" {
+                Some(None)
+            } else {
+                s.parse().ok().map(Some)
+            }
+        };
         Some((
             KvmVcpuSnapshot {
                 vm_dir: vm.to_string(),
@@ -92,7 +100,9 @@ fn read_num<T: std::str::FromStr>(p: &Path) -> Option<T> {
 /// read are skipped; a missing `kvm` directory gives an empty list.
 pub fn snapshot_kvm_debugfs(debugfs_root: &Path) -> Vec<KvmVcpuSnapshot> {
     let kvm = debugfs_root.join("kvm");
-    let Ok(rd) = fs::read_dir(&kvm) else { return Vec::new() };
+    let Ok(rd) = fs::read_dir(&kvm) else {
+        return Vec::new();
+    };
     let mut vms: Vec<(String, i32)> = rd
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -114,7 +124,9 @@ pub fn snapshot_kvm_debugfs(debugfs_root: &Path) -> Vec<KvmVcpuSnapshot> {
         let taken_at_tsc = sys::rdtsc();
         for vcpu in vcpus {
             let v = d.join(format!("vcpu{vcpu}"));
-            let Some(tsc_offset) = read_num::<i64>(&v.join("tsc-offset")) else { continue };
+            let Some(tsc_offset) = read_num::<i64>(&v.join("tsc-offset")) else {
+                continue;
+            };
             out.push(KvmVcpuSnapshot {
                 vm_dir: vm_dir.clone(),
                 pid,
@@ -151,14 +163,19 @@ impl Processes {
     /// Every thread of the process that thread `tid` belongs to, from
     /// `/proc/<tid>/status` (Tgid) and `/proc/<tid>/task/*/comm`.
     pub fn add_proc_tasks(&mut self, proc_root: &Path, tid: i32) {
-        let status = fs::read_to_string(proc_root.join(format!("{tid}/status"))).unwrap_or_default();
+        let status =
+            fs::read_to_string(proc_root.join(format!("{tid}/status"))).unwrap_or_default();
         let tgid = status
             .lines()
             .find_map(|l| l.strip_prefix("Tgid:"))
             .and_then(|v| v.trim().parse::<i32>().ok());
-        let Ok(rd) = fs::read_dir(proc_root.join(format!("{tid}/task"))) else { return };
+        let Ok(rd) = fs::read_dir(proc_root.join(format!("{tid}/task"))) else {
+            return;
+        };
         for e in rd.filter_map(|e| e.ok()) {
-            let Some(t) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let Some(t) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
             let comm = fs::read_to_string(e.path().join("comm")).ok();
             self.add(t, tgid, comm.as_deref().map(str::trim));
         }
@@ -179,7 +196,9 @@ impl Processes {
     pub fn add_saved_tgids(&mut self, text: &str) {
         for l in text.lines() {
             let mut it = l.split_whitespace();
-            if let (Some(Ok(p)), Some(Ok(t))) = (it.next().map(str::parse), it.next().map(str::parse)) {
+            if let (Some(Ok(p)), Some(Ok(t))) =
+                (it.next().map(str::parse), it.next().map(str::parse))
+            {
                 self.add(p, Some(t), None);
             }
         }
@@ -217,10 +236,14 @@ struct SamplerState {
 impl SamplerState {
     fn take(&mut self, force: Option<&str>) -> Result<()> {
         let snaps = snapshot_kvm_debugfs(&self.debugfs);
-        let new = snaps.iter().any(|s| !self.seen.contains(&(s.vm_dir.clone(), s.vcpu)));
+        let new = snaps
+            .iter()
+            .any(|s| !self.seen.contains(&(s.vm_dir.clone(), s.vcpu)));
+        // "new" wins over "periodic" so a reader can find when each vCPU appeared.
         let reason = match (force, new) {
-            (Some(r), _) => r,
-            (None, true) => "new",
+            (Some(r @ ("start" | "end")), _) => r,
+            (_, true) => "new",
+            (Some(r), false) => r,
             (None, false) => return Ok(()),
         };
         let mut text = String::new();
@@ -235,7 +258,9 @@ impl SamplerState {
             text.push('\n');
         }
         self.lines += snaps.len();
-        self.out.write_all(text.as_bytes()).map_err(|e| Error::io("writing", &self.out_path, e))
+        self.out
+            .write_all(text.as_bytes())
+            .map_err(|e| Error::io("writing", &self.out_path, e))
     }
 }
 
@@ -258,6 +283,8 @@ impl KvmSampler {
             lines: 0,
             processes: processes.clone(),
         };
+        // The first snapshot before returning, so every VM made after start is "new".
+        st.take(Some("start"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let interval = interval.max(Duration::from_millis(1));
@@ -265,7 +292,6 @@ impl KvmSampler {
         let handle = std::thread::Builder::new()
             .name("rec-kvm-debugfs".into())
             .spawn(move || {
-                st.take(Some("start"))?;
                 let mut next = Instant::now() + interval;
                 while !stop2.load(Ordering::Acquire) {
                     std::thread::sleep(tick);
@@ -277,11 +303,17 @@ impl KvmSampler {
                     }
                 }
                 st.take(Some("end"))?;
-                st.out.sync_data().map_err(|e| Error::io("syncing", &st.out_path, e))?;
+                st.out
+                    .sync_data()
+                    .map_err(|e| Error::io("syncing", &st.out_path, e))?;
                 Ok(st.lines)
             })
             .map_err(|e| Error::io("spawning sampler for", out, e))?;
-        Ok(KvmSampler { stop, handle: Some(handle), processes })
+        Ok(KvmSampler {
+            stop,
+            handle: Some(handle),
+            processes,
+        })
     }
 
     /// Threads seen so far in VMM processes.
@@ -294,7 +326,10 @@ impl KvmSampler {
         self.stop.store(true, Ordering::Release);
         match self.handle.take().map(|h| h.join()) {
             Some(Ok(r)) => r,
-            Some(Err(_)) => Err(Error::ThreadPanic { instance: "kvm debugfs sampler".into(), cpu: 0 }),
+            Some(Err(_)) => Err(Error::ThreadPanic {
+                instance: "kvm debugfs sampler".into(),
+                cpu: 0,
+            }),
             None => Ok(0),
         }
     }
@@ -327,11 +362,21 @@ mod tests {
         fs::write(v1.join("tsc-scaling-ratio-frac-bits"), "48\n").unwrap();
         let s = snapshot_kvm_debugfs(&root);
         assert_eq!(s.len(), 2);
-        assert_eq!((s[0].pid, s[0].vcpu, s[0].tsc_offset, s[0].scaling_ratio), (1234, 0, -197302807524, None));
-        assert_eq!((s[1].scaling_ratio, s[1].frac_bits), (Some(225179981368524), Some(48)));
+        assert_eq!(
+            (s[0].pid, s[0].vcpu, s[0].tsc_offset, s[0].scaling_ratio),
+            (1234, 0, -197302807524, None)
+        );
+        assert_eq!(
+            (s[1].scaling_ratio, s[1].frac_bits),
+            (Some(225179981368524), Some(48))
+        );
         for x in &s {
             let l = x.to_line("new");
-            assert_eq!(KvmVcpuSnapshot::parse_line(&l), Some((x.clone(), "new".into())), "{l}");
+            assert_eq!(
+                KvmVcpuSnapshot::parse_line(&l),
+                Some((x.clone(), "new".into())),
+                "{l}"
+            );
         }
         assert!(KvmVcpuSnapshot::parse_line("1 new a 1 0 x - -").is_none());
         fs::remove_dir_all(&root).unwrap();
@@ -342,6 +387,9 @@ mod tests {
         let mut p = Processes::default();
         p.add_saved_cmdlines("12 qemu-system-x86\n13 CPU 0/KVM\n");
         p.add_saved_tgids("13 12\n99 99\n");
-        assert_eq!(p.to_text(), "# pid tgid comm\n12 - qemu-system-x86\n13 12 CPU_0/KVM\n99 99 -\n");
+        assert_eq!(
+            p.to_text(),
+            "# pid tgid comm\n12 - qemu-system-x86\n13 12 CPU_0/KVM\n99 99 -\n"
+        );
     }
 }

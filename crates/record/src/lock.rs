@@ -57,14 +57,20 @@ impl RecordLock {
     pub fn acquire(path: &Path) -> Result<RecordLock> {
         let mut file = open(path)?;
         if !try_flock(&file).map_err(|e| Error::io("locking", path, e))? {
-            return Err(Error::Locked { path: path.to_path_buf(), pid: read_pid(&mut file) });
+            return Err(Error::Locked {
+                path: path.to_path_buf(),
+                pid: read_pid(&mut file),
+            });
         }
         let pid = std::process::id();
         file.set_len(0)
             .and_then(|_| file.seek(SeekFrom::Start(0)))
             .and_then(|_| writeln!(file, "{pid}"))
             .map_err(|e| Error::io("writing pid to lock file", path, e))?;
-        Ok(RecordLock { file, path: path.to_path_buf() })
+        Ok(RecordLock {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The lock file.
@@ -113,7 +119,10 @@ mod tests {
         let a = RecordLock::acquire(&p).unwrap();
         let e = RecordLock::acquire(&p).unwrap_err();
         let me = std::process::id() as i32;
-        assert!(matches!(e, Error::Locked { pid: Some(x), .. } if x == me), "{e}");
+        assert!(
+            matches!(e, Error::Locked { pid: Some(x), .. } if x == me),
+            "{e}"
+        );
         assert!(describe_holder(&p).starts_with("this process holds"));
         drop(a);
         assert!(describe_holder(&p).starts_with("no tscmerge record holds"));

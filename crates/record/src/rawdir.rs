@@ -32,7 +32,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let mut f = fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io("writing", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("writing", &tmp, e))?;
     drop(f);
     fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))
 }
@@ -70,7 +71,10 @@ impl Meta {
 
     /// Value of a key.
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.entries.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.as_str())
+        self.entries
+            .iter()
+            .find(|(kk, _)| kk == k)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The file text.
@@ -94,7 +98,11 @@ impl Meta {
                 continue;
             }
             let Some((k, v)) = l.split_once('=') else {
-                return Err(Error::Parse { path: path.into(), line: i + 1, what: "expected key=value".into() });
+                return Err(Error::Parse {
+                    path: path.into(),
+                    line: i + 1,
+                    what: "expected key=value".into(),
+                });
             };
             m.entries.push((k.trim().to_string(), v.to_string()));
         }
@@ -121,13 +129,20 @@ pub fn rfc3339_utc(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
 }
 
 /// Size of `commit` in header_page: the kernel's long size (trace-cmd reads it the same way).
 pub fn long_size_from_header_page(text: &str) -> Option<usize> {
     let line = text.lines().find(|l| l.contains(" commit;"))?;
-    let size = line.split(';').find_map(|p| p.trim().strip_prefix("size:"))?;
+    let size = line
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("size:"))?;
     size.trim().parse().ok()
 }
 
@@ -151,7 +166,9 @@ mod tests {
         let t = m.to_text();
         assert_eq!(t, "page_size=8192\nuname=Linux x 6.18\n");
         assert_eq!(Meta::parse(&t, Path::new("m")).unwrap(), m);
-        let e = Meta::parse("a=1\nbad\n", Path::new("m")).unwrap_err().to_string();
+        let e = Meta::parse("a=1\nbad\n", Path::new("m"))
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "m: line 2: expected key=value");
     }
 

@@ -64,6 +64,8 @@ pub struct RecordConfig {
     pub kvm_debugfs_interval: Option<Duration>,
     /// How long a capture thread waits for data before checking for stop.
     pub poll_interval: Duration,
+    /// Move pages with splice(2) (default); false forces read/write.
+    pub splice: bool,
     /// Checked between start steps: when set, start undoes its work and
     /// returns [`Error::Interrupted`] (wire the signal flag here).
     pub interrupt: Option<Arc<AtomicBool>>,
@@ -76,11 +78,15 @@ impl RecordConfig {
         RecordConfig {
             root: PathBuf::from("/"),
             out_dir: out_dir.into(),
-            instances: vec![InstanceConfig::new("tscmerge", &["kvm:kvm_write_tsc_offset"])],
+            instances: vec![InstanceConfig::new(
+                "tscmerge",
+                &["kvm:kvm_write_tsc_offset"],
+            )],
             lock_path: PathBuf::from(DEFAULT_LOCK_PATH),
             kallsyms: false,
             kvm_debugfs_interval: Some(Duration::from_secs(1)),
             poll_interval: Duration::from_millis(100),
+            splice: true,
             interrupt: None,
         }
     }
@@ -154,14 +160,20 @@ pub struct Recorder {
 }
 
 fn now_unix_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 fn prepare_out_dir(d: &Path) -> Result<()> {
     match fs::read_dir(d) {
         Ok(mut rd) => {
             if rd.next().is_some() {
-                return Err(Error::OutDir { path: d.into(), why: "is not empty".into() });
+                return Err(Error::OutDir {
+                    path: d.into(),
+                    why: "is not empty".into(),
+                });
             }
             Ok(())
         }
@@ -181,7 +193,11 @@ impl Recorder {
         };
         check()?;
         if cfg.instances.is_empty() {
-            return Err(Error::BadName { what: "configuration", value: String::new(), why: "no instance to record" });
+            return Err(Error::BadName {
+                what: "configuration",
+                value: String::new(),
+                why: "no instance to record",
+            });
         }
         let lock = RecordLock::acquire(&cfg.lock_path)?;
         prepare_out_dir(&cfg.out_dir)?;
@@ -199,7 +215,10 @@ impl Recorder {
             for ev in &ic.events {
                 inst.enable_event(ev)?;
             }
-            running.push(Running { instance: inst, capture: None });
+            running.push(Running {
+                instance: inst,
+                capture: None,
+            });
             check()?;
         }
         let first = &running[0].instance;
@@ -209,7 +228,11 @@ impl Recorder {
             if p != page_size {
                 return Err(Error::OutDir {
                     path: cfg.out_dir.clone(),
-                    why: format!("would mix page sizes: {} has {p}, {} has {page_size}", r.instance.name(), first.name()),
+                    why: format!(
+                        "would mix page sizes: {} has {p}, {} has {page_size}",
+                        r.instance.name(),
+                        first.name()
+                    ),
                 });
             }
         }
@@ -221,19 +244,37 @@ impl Recorder {
         rawdir::write_atomic(&out.join("header_page"), header_page.as_bytes())?;
         rawdir::copy_atomic(&ev_dir.join("header_event"), &out.join("header_event"))?;
         copy_formats(&tfs, &running, out)?;
-        rawdir::copy_atomic(&tfs.dir().join("printk_formats"), &out.join("printk_formats"))?;
+        rawdir::copy_atomic(
+            &tfs.dir().join("printk_formats"),
+            &out.join("printk_formats"),
+        )?;
         if cfg.kallsyms {
             rawdir::copy_atomic(Path::new("/proc/kallsyms"), &out.join("kallsyms"))?;
         }
         let mut meta = Meta::default();
         meta.set("format", "tscmerge-raw 1");
         meta.set("page_size", page_size);
-        let long = rawdir::long_size_from_header_page(&header_page).unwrap_or(std::mem::size_of::<libc::c_long>());
+        let long = rawdir::long_size_from_header_page(&header_page)
+            .unwrap_or(std::mem::size_of::<libc::c_long>());
         meta.set("long_size", long);
-        meta.set("endian", if cfg!(target_endian = "little") { "little" } else { "big" });
+        meta.set(
+            "endian",
+            if cfg!(target_endian = "little") {
+                "little"
+            } else {
+                "big"
+            },
+        );
         meta.set("uname", sys::uname());
         meta.set("cpus", first.cpus()?.len());
-        meta.set("instances", running.iter().map(|r| r.instance.name()).collect::<Vec<_>>().join(","));
+        meta.set(
+            "instances",
+            running
+                .iter()
+                .map(|r| r.instance.name())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         match crate::tsc::tsc_frequency() {
             Some(f) => {
                 meta.set("tsc_hz", format!("{:.0}", f.hz));
@@ -253,15 +294,37 @@ impl Recorder {
         for r in &running {
             let d = out.join(r.instance.name());
             fs::create_dir_all(&d).map_err(|e| Error::io("creating", &d, e))?;
-            rawdir::write_atomic(&d.join("trace_clock"), format!("{}\n", r.instance.clock()?).as_bytes())?;
-            let evs: String = r.instance.events().iter().map(|e| format!("{e}\n")).collect();
+            rawdir::write_atomic(
+                &d.join("trace_clock"),
+                format!("{}\n", r.instance.clock()?).as_bytes(),
+            )?;
+            let evs: String = r
+                .instance
+                .events()
+                .iter()
+                .map(|e| format!("{e}\n"))
+                .collect();
             rawdir::write_atomic(&d.join("events"), evs.as_bytes())?;
         }
         check()?;
 
-        let mut rec = Recorder { sampler: None, running, tfs, out_dir: out.clone(), page_size, meta, _lock: lock };
+        let mut rec = Recorder {
+            sampler: None,
+            running,
+            tfs,
+            out_dir: out.clone(),
+            page_size,
+            meta,
+            _lock: lock,
+        };
         for r in &mut rec.running {
-            r.capture = Some(Capture::start(&r.instance, &out.join(r.instance.name()), page_size, cfg.poll_interval)?);
+            r.capture = Some(Capture::start(
+                &r.instance,
+                &out.join(r.instance.name()),
+                page_size,
+                cfg.poll_interval,
+                cfg.splice,
+            )?);
         }
         if let Some(iv) = cfg.kvm_debugfs_interval {
             let dbg = tracefs::open_or_mount_debugfs(&cfg.root)?;
@@ -321,10 +384,17 @@ impl Recorder {
                     end.cpu, end.bytes, end.pages, stats.entries, stats.overrun, stats.dropped_events,
                     stats.commit_overrun, stats.read_events
                 ));
-                cpus.push(CpuSummary { cpu: end.cpu, capture: end, stats });
+                cpus.push(CpuSummary {
+                    cpu: end.cpu,
+                    capture: end,
+                    stats,
+                });
             }
             rawdir::write_atomic(&dir.join("stats"), stats_text.as_bytes())?;
-            summaries.push(InstanceSummary { name: r.instance.name().to_string(), cpus });
+            summaries.push(InstanceSummary {
+                name: r.instance.name().to_string(),
+                cpus,
+            });
         }
         let mut procs = Processes::default();
         let mut kvm_snapshots = 0;
@@ -338,7 +408,10 @@ impl Recorder {
         rawdir::write_atomic(&self.out_dir.join("saved_tgids"), &tg)?;
         procs.add_saved_cmdlines(&String::from_utf8_lossy(&cmd));
         procs.add_saved_tgids(&String::from_utf8_lossy(&tg));
-        rawdir::write_atomic(&self.out_dir.join("processes.txt"), procs.to_text().as_bytes())?;
+        rawdir::write_atomic(
+            &self.out_dir.join("processes.txt"),
+            procs.to_text().as_bytes(),
+        )?;
         for r in self.running.drain(..) {
             if let Err(e) = r.instance.remove() {
                 first_err.get_or_insert(e);
@@ -348,8 +421,16 @@ impl Recorder {
             return Err(e);
         }
         self.meta.set("complete", 1);
-        rawdir::write_atomic(&self.out_dir.join("meta.txt"), self.meta.to_text().as_bytes())?;
-        Ok(RecordSummary { out_dir: self.out_dir.clone(), page_size: self.page_size, instances: summaries, kvm_snapshots })
+        rawdir::write_atomic(
+            &self.out_dir.join("meta.txt"),
+            self.meta.to_text().as_bytes(),
+        )?;
+        Ok(RecordSummary {
+            out_dir: self.out_dir.clone(),
+            page_size: self.page_size,
+            instances: summaries,
+            kvm_snapshots,
+        })
     }
 }
 

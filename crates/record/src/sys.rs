@@ -10,7 +10,9 @@ use std::path::Path;
 
 /// The symbolic name of an errno (`EPERM`), or its number when unknown.
 pub fn errno_name(e: &io::Error) -> String {
-    let Some(n) = e.raw_os_error() else { return e.to_string() };
+    let Some(n) = e.raw_os_error() else {
+        return e.to_string();
+    };
     let s = match n {
         libc::EPERM => "EPERM",
         libc::ENOENT => "ENOENT",
@@ -78,7 +80,8 @@ pub fn write_ctl(path: &Path, value: &str) -> Result<()> {
         .write(true)
         .open(path)
         .map_err(|e| Error::io("opening for write", path, e))?;
-    f.write_all(value.as_bytes()).map_err(|e| Error::io("writing", path, e))
+    f.write_all(value.as_bytes())
+        .map_err(|e| Error::io("writing", path, e))
 }
 
 /// Read a whole (small, pseudo) file as text.
@@ -139,8 +142,18 @@ pub fn uname() -> String {
         return String::new();
     }
     let f = |a: &[libc::c_char]| {
-        let b: Vec<u8> = a.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        let b: Vec<u8> = a
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
         String::from_utf8_lossy(&b).into_owned()
     };
-    format!("{} {} {} {}", f(&u.sysname), f(&u.release), f(&u.version), f(&u.machine))
+    format!(
+        "{} {} {} {}",
+        f(&u.sysname),
+        f(&u.release),
+        f(&u.version),
+        f(&u.machine)
+    )
 }

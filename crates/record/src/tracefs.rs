@@ -49,15 +49,26 @@ impl Tracefs {
         let mut reasons = Vec::new();
         match mount("tracefs", &primary) {
             Ok(()) if is_tracefs(&primary) => return Ok(Tracefs { dir: primary }),
-            Ok(()) => reasons.push(format!("mounted tracefs at {} but it has no trace_clock", primary.display())),
-            Err(e) => reasons.push(format!("{} (mount tracefs at {})", sys::errno_name(&e), primary.display())),
+            Ok(()) => reasons.push(format!(
+                "mounted tracefs at {} but it has no trace_clock",
+                primary.display()
+            )),
+            Err(e) => reasons.push(format!(
+                "{} (mount tracefs at {})",
+                sys::errno_name(&e),
+                primary.display()
+            )),
         }
         let debug_ok = match sys::fs_magic(&debug) {
             Ok(m) if m == sys::DEBUGFS_MAGIC => true,
             _ => match mount("debugfs", &debug) {
                 Ok(()) => true,
                 Err(e) => {
-                    reasons.push(format!("{} (mount debugfs at {})", sys::errno_name(&e), debug.display()));
+                    reasons.push(format!(
+                        "{} (mount debugfs at {})",
+                        sys::errno_name(&e),
+                        debug.display()
+                    ));
                     false
                 }
             },
@@ -68,7 +79,10 @@ impl Tracefs {
         if debug_ok {
             reasons.push(format!("{} is not tracefs", secondary.display()));
         }
-        Err(Error::NoTracefs { primary, reason: reasons.join("; ") })
+        Err(Error::NoTracefs {
+            primary,
+            reason: reasons.join("; "),
+        })
     }
 
     /// Use `dir` as tracefs without checks (tests on fake trees).
@@ -107,7 +121,10 @@ pub fn open_or_mount_debugfs(root: &Path) -> Result<PathBuf> {
     }
     match sys::mount_pseudo("debugfs", &d) {
         Ok(()) => Ok(d),
-        Err(e) => Err(Error::NoDebugfs { path: d, errno: sys::errno_name(&e) }),
+        Err(e) => Err(Error::NoDebugfs {
+            path: d,
+            errno: sys::errno_name(&e),
+        }),
     }
 }
 
@@ -122,8 +139,14 @@ pub struct TracefsState {
     pub files: Vec<(String, String)>,
 }
 
-const WATCHED: &[&str] =
-    &["trace_clock", "set_event", "tracing_on", "current_tracer", "buffer_size_kb", "trace_options"];
+const WATCHED: &[&str] = &[
+    "trace_clock",
+    "set_event",
+    "tracing_on",
+    "current_tracer",
+    "buffer_size_kb",
+    "trace_options",
+];
 
 impl TracefsState {
     /// Read the state now.
@@ -135,7 +158,10 @@ impl TracefsState {
             let v = sys::read_text(&p).unwrap_or_else(|_| "<unreadable>".to_string());
             files.push((f.to_string(), v));
         }
-        Ok(TracefsState { instances: tfs.instance_names()?, files })
+        Ok(TracefsState {
+            instances: tfs.instance_names()?,
+            files,
+        })
     }
 
     /// Human-readable differences from `self` (before) to `after`; empty when equal.
@@ -166,7 +192,8 @@ mod tests {
 
     #[test]
     fn mount_failure_message_names_path_errno_and_fix() {
-        let root = std::env::temp_dir().join(format!("record_test_fakeroot_{}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("record_test_fakeroot_{}", std::process::id()));
         fs::create_dir_all(&root).unwrap();
         let eperm = |_: &str, _: &Path| Err(io::Error::from_raw_os_error(libc::EPERM));
         let e = Tracefs::open_with(&root, &eperm).unwrap_err().to_string();
@@ -182,7 +209,8 @@ mod tests {
 
     #[test]
     fn fake_tree_is_found_without_mounting() {
-        let root = std::env::temp_dir().join(format!("record_test_faketree_{}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("record_test_faketree_{}", std::process::id()));
         let t = root.join("sys/kernel/debug/tracing");
         fs::create_dir_all(t.join("instances")).unwrap();
         fs::write(t.join("trace_clock"), "[local] x86-tsc\n").unwrap();
