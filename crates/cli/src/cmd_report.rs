@@ -23,26 +23,40 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let inputs = a.files.iter().map(|p| Input::open(p)).collect::<Result<Vec<_>, _>>()?;
-    // Several files merge by timestamp, each named in a column, as
-    // `trace-cmd report -i a -i b` does.
-    let machines: Vec<String> = if inputs.len() > 1 { inputs.iter().map(Input::name).collect() } else { Vec::new() };
+    // Every (file, buffer) is a source labelled in a column, as trace-cmd
+    // labels instance buffers: `tsc_offset: ...`, the top level blank. With
+    // several files, the file name leads the label.
+    let mut labels: Vec<String> = Vec::new();
     let mut cursors = Vec::new();
-    for (i, input) in inputs.iter().enumerate() {
-        for b in 0..input.buffers().len() {
+    for input in &inputs {
+        for (b, desc) in input.buffers().iter().enumerate() {
+            let label = match (inputs.len() > 1, desc.name.is_empty()) {
+                (false, _) => desc.name.clone(),
+                (true, true) => input.name(),
+                (true, false) => format!("{}:{}", input.name(), desc.name),
+            };
+            labels.push(label);
             for (_, cursor) in input.cursors(b, false)? {
-                cursors.push(merge::Input { machine: i, cursor });
+                cursors.push(merge::Input { machine: labels.len() - 1, cursor });
             }
         }
     }
     let out = Output::open(a.output.as_deref())?;
     let name = out.name();
     let out = if a.json {
-        let names = if machines.is_empty() { vec![inputs[0].name()] } else { machines };
+        let names = labels.iter().map(|l| if l.is_empty() { "top".to_string() } else { l.clone() }).collect();
         let mut sink = JsonSink::new(out, names, &name);
         merge(cursors, &mut sink)?;
         sink.into_inner()
     } else {
-        let mut sink = TextSink::new(out, machines, TsFormat::Cycles, false, &name);
+        let mut sink = TextSink::new(out, labels, TsFormat::Cycles, false, &name);
+        // trace-cmd report opens with the CPU count of a trace.dat.
+        if let [only] = inputs.as_slice() {
+            if let Some(dat) = only.tracedat() {
+                let cpus = dat.buffers().iter().map(|b| b.cpus.len()).max().unwrap_or(0);
+                sink.raw_line(&format!("cpus={cpus}"))?;
+            }
+        }
         merge(cursors, &mut sink)?;
         sink.into_inner()
     };

@@ -2,18 +2,23 @@
 //! [`Cursor`] and valid until the cursor advances. Bodies stay undecoded
 //! (`Body::Raw`) until a sink asks for them.
 
+use ftrace::format::EventFormat;
+use ftrace::printfmt::{RenderCtx, Style};
+
 /// The body of an event: text as the recorder rendered it, or the raw record
 /// with the format that decodes it.
 #[derive(Clone, Copy)]
 pub enum Body<'a> {
     Text(&'a str),
+    Raw { format: &'a EventFormat, data: &'a [u8], ctx: &'a RenderCtx<'a> },
 }
 
 impl Body<'_> {
-    /// Appends the body's text.
-    pub fn render(&self, out: &mut Vec<u8>) {
+    /// Appends the body as `style` renders it; text bodies are as recorded.
+    pub fn render(&self, style: Style, out: &mut Vec<u8>) {
         match *self {
             Body::Text(s) => out.extend_from_slice(s.as_bytes()),
+            Body::Raw { format, data, ctx } => format.render(data, ctx, style, out),
         }
     }
 }

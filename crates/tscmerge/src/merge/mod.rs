@@ -100,7 +100,7 @@ pub(crate) mod tests {
         fn event(&mut self, machine: usize, ev: &EventView<'_>) -> Result<()> {
             let mut b = Vec::new();
             if let Payload::Event(r) = ev.payload {
-                r.body.render(&mut b);
+                r.body.render(ftrace::printfmt::Style::TraceCmd, &mut b);
             }
             self.0.push((machine, ev.ts, String::from_utf8(b).unwrap()));
             Ok(())

@@ -64,7 +64,7 @@ impl<W: Write> Sink for JsonSink<W> {
         match ev.payload {
             Payload::Lost { count } => j.lost = Some(count),
             Payload::Event(r) => {
-                r.body.render(&mut self.body);
+                r.body.render(ftrace::printfmt::Style::TraceCmd, &mut self.body);
                 j.pid = Some(r.pid);
                 j.tgid = r.tgid;
                 j.comm = Some(r.comm);

@@ -46,8 +46,12 @@ pub struct TextSink<W: Write> {
 
 impl<W: Write> TextSink<W> {
     /// `machines[i]` names machine `i` (`host`, then the guests' names).
+    /// `machines[i]` labels source `i`. Labels print right-aligned as
+    /// `label: `; an empty label prints as blanks of the same width (as
+    /// trace-cmd prints the top-level buffer next to instances); when every
+    /// label is empty there is no column at all.
     pub fn new(out: W, machines: Vec<String>, ts: TsFormat, show_guest_ts: bool, path: &str) -> Self {
-        let width = machines.iter().map(String::len).max().unwrap_or(4);
+        let width = machines.iter().map(String::len).max().unwrap_or(0);
         TextSink { out, machines, width, ts, show_guest_ts, line: Vec::with_capacity(256), path: path.to_string() }
     }
 
@@ -55,12 +59,23 @@ impl<W: Write> TextSink<W> {
         self.out
     }
 
+    /// Writes a line as is (headers such as trace-cmd's `cpus=N`).
+    pub fn raw_line(&mut self, line: &str) -> Result<()> {
+        writeln!(self.out, "{line}").map_err(|source| Error::Io { path: self.path.clone().into(), source })
+    }
+
     /// Formats one event into `line` (without the newline).
     pub fn format(&mut self, machine: usize, ev: &EventView<'_>) {
         let l = &mut self.line;
         l.clear();
-        let m = self.machines.get(machine).map(String::as_str).unwrap_or("?");
-        let _ = write!(l, "{m:>w$}: ", w = self.width);
+        let m = self.machines.get(machine).map(String::as_str).unwrap_or("");
+        if self.width > 0 {
+            if m.is_empty() {
+                l.extend(std::iter::repeat_n(b' ', self.width + 2));
+            } else {
+                let _ = write!(l, "{m:>w$}: ", w = self.width);
+            }
+        }
         match ev.payload {
             Payload::Lost { count } => {
                 let _ = match count {
@@ -83,7 +98,7 @@ impl<W: Write> TextSink<W> {
                 let _ = write!(l, ": {}:", r.name);
                 let used = l.len() - start - 2;
                 l.extend(std::iter::repeat_n(b' ', 21usize.saturating_sub(used) + 1));
-                r.body.render(l);
+                r.body.render(ftrace::printfmt::Style::TraceCmd, l);
             }
         }
     }

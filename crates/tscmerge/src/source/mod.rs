@@ -4,6 +4,8 @@
 //! - a directory of raw `trace_pipe_raw` captures with their format files;
 //! - ftrace text (tracefs `trace`/`trace_pipe`, `trace-cmd report`).
 
+pub mod dat;
+pub mod meta;
 pub mod text;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +50,7 @@ impl BufferDesc {
 enum Data {
     Map(memmap2::Mmap),
     Empty,
+    Dat { file: dat::DatFile, meta: meta::Meta },
 }
 
 impl Data {
@@ -55,6 +58,7 @@ impl Data {
         match self {
             Data::Map(m) => m,
             Data::Empty => &[],
+            Data::Dat { file, .. } => file.borrow_owner(),
         }
     }
 }
@@ -91,10 +95,13 @@ impl Input {
             Data::Map(unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(path))?)
         };
         let name = path.display().to_string();
-        let bytes = data.bytes();
-        if bytes.starts_with(TRACEDAT_MAGIC) {
-            return Err(Error::Usage(format!("{name}: trace.dat input is read once the trace.dat source lands")));
+        if let Data::Map(m) = &data {
+            if m.starts_with(TRACEDAT_MAGIC) {
+                let Data::Map(m) = data else { unreachable!() };
+                return Self::open_dat(path, m);
+            }
         }
+        let bytes = data.bytes();
         if !bytes.is_empty() && !ftrace::text::sniff(&bytes[..bytes.len().min(4096)]) {
             return Err(Error::Usage(format!(
                 "{name}: not a trace.dat file (no magic 17 08 44 'tracing' at byte 0), not a raw capture directory, and not ftrace text"
@@ -107,6 +114,43 @@ impl Input {
         };
         let buffers = vec![BufferDesc { name: String::new(), clock, cpus: scan.cpus, events: Some(scan.events) }];
         Ok(Input { path: path.to_path_buf(), kind: InputKind::Text, data, buffers, offset_writes: scan.offset_writes })
+    }
+
+    fn open_dat(path: &Path, map: memmap2::Mmap) -> Result<Input> {
+        let name = path.display().to_string();
+        let file = dat::parse(map, &name)?;
+        let dat = file.borrow_dependent();
+        let meta = dat::meta(dat);
+        let mut buffers = Vec::new();
+        let mut offset_writes = Vec::new();
+        for (bi, b) in dat.buffers().iter().enumerate() {
+            let mut events = 0;
+            for ci in 0..b.cpus.len() {
+                let mut ev = dat.cpu_events(bi, ci).map_err(|e| e.in_file(&name))?;
+                let cpu = ev.cpu();
+                while let Some(r) = ev.next_event().map_err(|e| e.in_file(&name))? {
+                    if let ftrace::ring::RingEvent::Event { ts, data } = r {
+                        events += 1;
+                        offset_writes.extend(meta.offset_write(data, ts, cpu));
+                    }
+                }
+            }
+            buffers.push(BufferDesc {
+                name: b.name.clone(),
+                clock: b.clock.clone().unwrap_or_else(|| "unknown (the file does not say)".into()),
+                cpus: b.cpus.iter().map(|c| c.cpu).collect(),
+                events: Some(events),
+            });
+        }
+        Ok(Input { path: path.to_path_buf(), kind: InputKind::TraceDat, data: Data::Dat { file, meta }, buffers, offset_writes })
+    }
+
+    /// The parsed trace.dat, for `info`.
+    pub fn tracedat(&self) -> Option<&ftrace::tracedat::TraceDat<'_>> {
+        match &self.data {
+            Data::Dat { file, .. } => Some(file.borrow_dependent()),
+            _ => None,
+        }
     }
 
     pub fn name(&self) -> String {
@@ -139,7 +183,19 @@ impl Input {
                     Ok(vec![(None, Box::new(text::TextCursor::new(bytes, None, &name)?) as Box<dyn Cursor>)])
                 }
             }
-            InputKind::TraceDat | InputKind::RawDir => unreachable!("not constructed yet"),
+            InputKind::TraceDat => {
+                let Data::Dat { file, meta } = &self.data else { unreachable!("a TraceDat input holds Data::Dat") };
+                let dat = file.borrow_dependent();
+                let path = self.path.to_str().unwrap_or("trace.dat");
+                (0..desc.cpus.len())
+                    .map(|ci| {
+                        let ev = dat.cpu_events(buffer, ci).map_err(|e| e.in_file(path))?;
+                        let cpu = ev.cpu();
+                        Ok((Some(cpu), Box::new(dat::DatCursor::new(ev, meta, path)?) as Box<dyn Cursor>))
+                    })
+                    .collect()
+            }
+            InputKind::RawDir => unreachable!("not constructed yet"),
         }
     }
 }

@@ -1,0 +1,118 @@
+//! What decoding binary records needs, owned per input: event formats, the
+//! pid → comm table, kallsyms and the printk format table.
+
+use std::collections::HashMap;
+
+use ftrace::format::{EventFormat, Events, FieldValue, Kallsyms, PrintkFormats};
+use ftrace::printfmt::RenderCtx;
+use ftrace::Endian;
+
+use crate::clock::OffsetWrite;
+use crate::time::{HostTsc, VcpuId};
+
+pub struct Meta {
+    pub events: Events,
+    pub comms: HashMap<i32, String>,
+    pub tgids: HashMap<i32, i32>,
+    pub kallsyms: Option<Kallsyms>,
+    pub printk: Option<PrintkFormats>,
+    pub endian: Endian,
+    pub long_size: u8,
+    /// The id of kvm/kvm_write_tsc_offset in this input, when it has the format.
+    pub write_tsc_offset: Option<u16>,
+}
+
+impl Meta {
+    pub fn new(endian: Endian, long_size: u8) -> Meta {
+        Meta {
+            events: Events::new(),
+            comms: HashMap::new(),
+            tgids: HashMap::new(),
+            kallsyms: None,
+            printk: None,
+            endian,
+            long_size,
+            write_tsc_offset: None,
+        }
+    }
+
+    /// Adds one format file; a malformed one is skipped (its events then
+    /// print as unknown), since one bad format must not hide the others.
+    pub fn add_format(&mut self, system: &str, text: &[u8]) {
+        if let Ok(f) = EventFormat::parse(system, text) {
+            if f.system == "kvm" && f.name == "kvm_write_tsc_offset" {
+                self.write_tsc_offset = Some(f.id);
+            }
+            self.events.add(f);
+        }
+    }
+
+    /// `saved_cmdlines` text: `pid comm` per line.
+    pub fn add_cmdlines(&mut self, text: &[u8]) {
+        for line in String::from_utf8_lossy(text).lines() {
+            if let Some((pid, comm)) = line.trim_start().split_once(' ') {
+                if let Ok(pid) = pid.parse() {
+                    self.comms.insert(pid, comm.trim_end().to_string());
+                }
+            }
+        }
+    }
+
+    /// `saved_tgids` text: `pid tgid` per line.
+    pub fn add_tgids(&mut self, text: &[u8]) {
+        for line in String::from_utf8_lossy(text).lines() {
+            let mut it = line.split_whitespace();
+            if let (Some(Ok(pid)), Some(Ok(tgid))) = (it.next().map(str::parse), it.next().map(str::parse)) {
+                self.tgids.insert(pid, tgid);
+            }
+        }
+    }
+
+    pub fn ctx(&self, cpu: u32) -> RenderCtx<'_> {
+        RenderCtx { endian: self.endian, long_size: self.long_size, cpu, kallsyms: self.kallsyms.as_ref(), printk: self.printk.as_ref() }
+    }
+
+    /// `common_pid` of a record (offset 4 in every format since 2.6.x, but
+    /// read through the format to stay honest).
+    pub fn pid(&self, format: &EventFormat, rec: &[u8]) -> i32 {
+        match format.field("common_pid").and_then(|f| f.value(rec, self.endian)) {
+            Some(FieldValue::Signed(v)) => v as i32,
+            Some(FieldValue::Unsigned(v)) => v as i32,
+            _ => -1,
+        }
+    }
+
+    pub fn comm(&self, pid: i32) -> &str {
+        if pid == 0 {
+            return "<idle>";
+        }
+        self.comms.get(&pid).map(String::as_str).unwrap_or("<...>")
+    }
+
+    fn uint(&self, format: &EventFormat, rec: &[u8], name: &str) -> Option<u64> {
+        match format.field(name)?.value(rec, self.endian)? {
+            FieldValue::Unsigned(v) => Some(v),
+            FieldValue::Signed(v) => Some(v as u64),
+            _ => None,
+        }
+    }
+
+    /// Decodes a kvm_write_tsc_offset record.
+    pub fn offset_write(&self, rec: &[u8], ts: u64, cpu: u32) -> Option<OffsetWrite> {
+        let id = self.write_tsc_offset?;
+        if Events::common_type(rec, self.endian)? != id {
+            return None;
+        }
+        let f = self.events.by_id(id)?;
+        let pid = self.pid(f, rec);
+        Some(OffsetWrite {
+            ts: HostTsc(ts),
+            host_cpu: cpu,
+            pid,
+            tgid: self.tgids.get(&pid).copied(),
+            vcpu: VcpuId(self.uint(f, rec, "vcpu_id")? as u32),
+            prev: self.uint(f, rec, "previous_tsc_offset")?,
+            next: self.uint(f, rec, "next_tsc_offset")?,
+        })
+    }
+}
