@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 a check failed (`check`, `merge --check`);
 //! 2 bad usage or unreadable input. A closed stdout (e.g. `| head`) exits 0.
 
+mod cmd_check;
 mod cmd_info;
 mod cmd_merge;
 mod cmd_offsets;
@@ -26,6 +27,8 @@ struct Cli {
 enum Cmd {
     /// Merge host and guest recordings into one chronological stream.
     Merge(cmd_merge::Args),
+    /// Prove a merge: guest events against the host's vCPU run windows.
+    Check(cmd_check::CheckArgs),
     /// Show the TSC offset timeline per VM and vCPU, with anomalies.
     Offsets(cmd_offsets::Args),
     /// Print the events of recordings, as `trace-cmd report` does.
@@ -40,6 +43,7 @@ fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Merge(a) => cmd_merge::run(a),
+        Cmd::Check(a) => cmd_check::run(a),
         Cmd::Offsets(a) => cmd_offsets::run(a),
         Cmd::Report(a) => cmd_report::run(a),
         Cmd::Info(a) => cmd_info::run(a),
@@ -55,5 +59,16 @@ fn main() -> ExitCode {
             eprintln!("tscmerge: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks over every subcommand and flag.
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -7,6 +7,7 @@
 //! The `clock` module is the only place where guest and host time meet;
 //! `plan` wires a merge together from the user's inputs.
 
+pub mod check;
 pub mod clock;
 mod error;
 pub mod event;

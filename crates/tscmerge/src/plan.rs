@@ -58,14 +58,32 @@ pub struct PlannedGuest {
     pub spec: GuestSpec,
     pub inputs: Vec<Input>,
     pub vm: usize,
-    /// Why this VM (pinned, the only one, ...), for the user.
+    /// Why this VM (pinned, the only one, matched by run windows...), for the user.
     pub reason: String,
+}
+
+/// One candidate VM tried for a guest by [`Plan::new`]'s matching.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MatchTry {
+    pub vm: String,
+    pub inside: u64,
+    pub events: u64,
+    /// Why the candidate could not be used at all (conversion failed).
+    pub error: Option<String>,
+}
+
+impl MatchTry {
+    pub fn fraction(&self) -> f64 {
+        if self.events == 0 { 0.0 } else { self.inside as f64 / self.events as f64 }
+    }
 }
 
 pub struct Plan {
     pub hosts: Vec<Input>,
     pub guests: Vec<PlannedGuest>,
     pub timeline: OffsetTimeline,
+    /// For guests matched automatically: every VM tried, best first.
+    pub matches: Vec<(String, Vec<MatchTry>)>,
 }
 
 static NO_TIMELINE: VcpuTimeline = VcpuTimeline { pid: None, periods: Vec::new(), scaling: None };
@@ -93,22 +111,111 @@ impl Plan {
             }
         }
         let mut guests = Vec::new();
+        let mut unresolved = Vec::new();
         for g in spec.guests {
             let inputs = g.files.iter().map(|p| Input::open(p)).collect::<Result<Vec<_>>>()?;
             for i in &inputs {
                 require_tsc(i)?;
             }
-            let (vm, reason) = choose_vm(&mut timeline, &g, guests.len())?;
-            let scaling = g.scaling.or(spec.scaling);
-            for &(vcpu, off) in &g.tsc_offsets {
-                timeline.assume_initial_offset(vm, VcpuId(vcpu), off);
-            }
-            if let Some(s) = scaling {
-                timeline.set_scaling(vm, None, s);
-            }
+            let (vm, reason) = match choose_vm(&mut timeline, &g)? {
+                Some(choice) => choice,
+                None => {
+                    unresolved.push(guests.len());
+                    (usize::MAX, String::new())
+                }
+            };
             guests.push(PlannedGuest { spec: g, inputs, vm, reason });
         }
-        Ok(Plan { hosts, guests, timeline })
+        let mut plan = Plan { hosts, guests, timeline, matches: Vec::new() };
+        for gi in unresolved {
+            plan.match_guest(gi)?;
+        }
+        for gi in 0..plan.guests.len() {
+            let g = &plan.guests[gi];
+            let (vm, offsets, scaling) = (g.vm, g.spec.tsc_offsets.clone(), g.spec.scaling.or(spec.scaling));
+            for (vcpu, off) in offsets {
+                plan.timeline.assume_initial_offset(vm, VcpuId(vcpu), off);
+            }
+            if let Some(s) = scaling {
+                plan.timeline.set_scaling(vm, None, s);
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Ties guest `gi` to the VM whose run windows hold the largest share of
+    /// its events, converted with that VM's offsets. Refuses when no VM's
+    /// windows hold any, or when the best two are equally good.
+    fn match_guest(&mut self, gi: usize) -> Result<()> {
+        let name = self.guests[gi].spec.name.clone();
+        let mut tries = Vec::new();
+        for vm in 0..self.timeline.vms.len() {
+            let vm_name = self.timeline.vms[vm].name();
+            self.guests[gi].vm = vm;
+            let cfg = self.check_config_for(&[gi]);
+            let mut sink = crate::check::CheckSink::new(cfg, None);
+            let run = self.cursors_for(&[gi]).and_then(|c| merge::merge(c, &mut sink));
+            match run {
+                Ok(_) => {
+                    let r = sink.finish();
+                    tries.push(MatchTry { vm: vm_name, inside: r.inside, events: r.guest_events, error: None });
+                }
+                Err(e) => tries.push(MatchTry { vm: vm_name, inside: 0, events: 0, error: Some(e.to_string()) }),
+            }
+        }
+        let mut order: Vec<usize> = (0..tries.len()).collect();
+        order.sort_by(|&a, &b| tries[b].fraction().total_cmp(&tries[a].fraction()));
+        let best = order.first().copied().filter(|&b| tries[b].inside > 0).ok_or_else(|| {
+            Error::Usage(format!(
+                "guest {name}: no VM of the host recording has run windows holding its events ({}); the host needs kvm_entry/kvm_exit (or kvm_emulate_insn) recorded, or pin the guest: --guest {name}=FILE,pid=PID ({})",
+                tries.iter().map(|t| format!("{}: {}", t.vm, t.error.as_deref().unwrap_or("0 inside"))).collect::<Vec<_>>().join("; "),
+                describe_vms(&self.timeline)
+            ))
+        })?;
+        if let Some(&second) = order.get(1) {
+            if tries[second].fraction() == tries[best].fraction() {
+                return Err(Error::Usage(format!(
+                    "guest {name}: {} and {} hold its events equally well ({:.1}% inside run windows): pin it with --guest {name}=FILE,pid=PID",
+                    tries[best].vm,
+                    tries[second].vm,
+                    100.0 * tries[best].fraction()
+                )));
+            }
+        }
+        let g = &mut self.guests[gi];
+        g.vm = best;
+        g.reason = match order.get(1) {
+            Some(&s) => format!(
+                "matched by run windows: {:.1}% of {} events inside; runner-up {} {:.1}%",
+                100.0 * tries[best].fraction(),
+                tries[best].events,
+                tries[s].vm,
+                100.0 * tries[s].fraction()
+            ),
+            None => format!("matched by run windows: {:.1}% of {} events inside", 100.0 * tries[best].fraction(), tries[best].events),
+        };
+        let sorted = order.into_iter().map(|i| tries[i].clone()).collect();
+        self.matches.push((name, sorted));
+        Ok(())
+    }
+
+    /// What the check needs to know of each guest machine's VM.
+    pub fn check_config(&self) -> crate::check::CheckConfig {
+        let all: Vec<usize> = (0..self.guests.len()).collect();
+        self.check_config_for(&all)
+    }
+
+    fn check_config_for(&self, guests: &[usize]) -> crate::check::CheckConfig {
+        let mut cfg = crate::check::CheckConfig { machines: self.machines(), keep_worst: 10, ..Default::default() };
+        for &gi in guests {
+            let g = &self.guests[gi];
+            let Some(vm) = self.timeline.vms.get(g.vm) else { continue };
+            cfg.vms.insert(
+                gi + 1,
+                crate::check::VmThreads { tgid: vm.tgid, pids: vm.pids().collect(), vcpu_of_cpu: g.spec.vcpu_map.clone() },
+            );
+        }
+        cfg
     }
 
     /// `host`, then each guest's name: the machine column.
@@ -119,6 +226,12 @@ impl Plan {
     /// Cursors for the merge: host first, then guests in the order given,
     /// each guest CPU converted with its vCPU's offsets.
     pub fn cursors(&self) -> Result<Vec<merge::Input<'_>>> {
+        let all: Vec<usize> = (0..self.guests.len()).collect();
+        self.cursors_for(&all)
+    }
+
+    /// Cursors for the host and the guests listed (by index).
+    pub fn cursors_for(&self, guests: &[usize]) -> Result<Vec<merge::Input<'_>>> {
         let mut out = Vec::new();
         for h in &self.hosts {
             for b in 0..h.buffers().len() {
@@ -127,7 +240,8 @@ impl Plan {
                 }
             }
         }
-        for (gi, g) in self.guests.iter().enumerate() {
+        for &gi in guests {
+            let g = &self.guests[gi];
             let vm = &self.timeline.vms[g.vm];
             for input in &g.inputs {
                 for b in 0..input.buffers().len() {
@@ -145,11 +259,12 @@ impl Plan {
     }
 }
 
-/// Ties a guest to a VM of the timeline.
-fn choose_vm(tl: &mut OffsetTimeline, g: &GuestSpec, already: usize) -> Result<(usize, String)> {
+/// Ties a guest to a VM of the timeline when that needs no evidence; `None`
+/// when several VMs could be it (the caller matches by run windows).
+fn choose_vm(tl: &mut OffsetTimeline, g: &GuestSpec) -> Result<Option<(usize, String)>> {
     if let Some(pid) = g.pid {
         return match tl.vm_of_pid(pid) {
-            Some(vm) => Ok((vm, format!("pinned by pid={pid}"))),
+            Some(vm) => Ok(Some((vm, format!("pinned by pid={pid}")))),
             None => Err(Error::Usage(format!(
                 "guest {}: no VM has pid {pid}: {}",
                 g.name,
@@ -160,22 +275,15 @@ fn choose_vm(tl: &mut OffsetTimeline, g: &GuestSpec, already: usize) -> Result<(
     if tl.vms.is_empty() && !g.tsc_offsets.is_empty() {
         let vm = tl.vms.len();
         tl.vms.push(crate::clock::Vm { index: vm, tgid: None, vcpus: BTreeMap::new(), first_write: crate::HostTsc(0) });
-        return Ok((vm, "offsets given with --tsc-offset".into()));
+        return Ok(Some((vm, "offsets given with --tsc-offset".into())));
     }
     match tl.vms.len() {
         0 => Err(Error::Usage(format!(
             "guest {}: the host inputs hold no kvm_write_tsc_offset event: record kvm:kvm_write_tsc_offset in its own tracefs instance (x86-tsc) before the guest boots, or pass --tsc-offset VCPU=OFFSET",
             g.name
         ))),
-        1 => Ok((0, "the only VM in the host recording".into())),
-        _ if already < tl.vms.len() && g.tsc_offsets.is_empty() => Err(Error::Usage(format!(
-            "guest {}: the host ran {} VMs; say which one with --guest {}=FILE,pid=PID ({})",
-            g.name,
-            tl.vms.len(),
-            g.name,
-            describe_vms(tl)
-        ))),
-        _ => Err(Error::Usage(format!("guest {}: more guests than VMs in the host recording ({})", g.name, describe_vms(tl)))),
+        1 => Ok(Some((0, "the only VM in the host recording".into()))),
+        _ => Ok(None),
     }
 }
 

@@ -1,0 +1,146 @@
+//! `tscmerge check HOST... --guest NAME=FILE`: prove a merge against the
+//! host's vCPU run windows.
+
+use std::process::ExitCode;
+
+use tscmerge::check::{CheckReport, CheckSink, WindowKind};
+use tscmerge::clock::Anomaly;
+use tscmerge::merge::merge;
+use tscmerge::plan::Plan;
+
+#[derive(clap::Args)]
+#[command(after_help = "Exit status: 0 when violations <= --tolerance, 1 otherwise, 2 on bad input.")]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub inputs: crate::cmd_merge::Args,
+    /// Violations allowed before the check fails.
+    #[arg(long, default_value_t = 0)]
+    pub tolerance: u64,
+}
+
+fn dist(v: &mut [u64]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    v.sort_unstable();
+    let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!("min {} / median {} / p99 {} / max {}", v[0], p(0.5), p(0.99), v[v.len() - 1])
+}
+
+fn cycles(c: u64, khz: Option<u64>) -> String {
+    match khz {
+        Some(k) if k > 0 => format!("{c} cycles ({:.3} us)", c as f64 * 1000.0 / k as f64),
+        _ => format!("{c} cycles"),
+    }
+}
+
+/// Prints the report; returns whether the strong check was possible.
+pub fn print_report(plan: &Plan, r: &mut CheckReport, khz: Option<u64>, out: &mut dyn std::io::Write) -> std::io::Result<bool> {
+    for (guest, tries) in &plan.matches {
+        let ev: Vec<String> = tries.iter().map(|t| format!("{} {:.1}%", t.vm, 100.0 * t.fraction())).collect();
+        writeln!(out, "match: guest {guest} -> {} (inside run windows: {})", tries[0].vm, ev.join(", "))?;
+    }
+    let strong = r.host_windows > 0;
+    if strong {
+        let kinds: Vec<&str> = r
+            .window_kinds
+            .iter()
+            .map(|k| match k {
+                WindowKind::Entry => "kvm_entry..next event",
+                WindowKind::Emulation => "kvm_emulate_insn..next event",
+            })
+            .collect();
+        writeln!(
+            out,
+            "check: {} guest events, {} inside run windows ({:.3}%), {} outside; {} host windows ({})",
+            r.guest_events,
+            r.inside,
+            100.0 * r.fraction_inside(),
+            r.violations(),
+            r.host_windows,
+            kinds.join(", ")
+        )?;
+    } else {
+        writeln!(
+            out,
+            "check: the strong check was not possible: the host recording has no run windows (neither kvm_entry/kvm_exit nor kvm_emulate_insn for the vCPU threads); record kvm:kvm_entry and kvm:kvm_exit on the host"
+        )?;
+        writeln!(
+            out,
+            "check: weaker checks passed: {} guest events all after their vCPU's first offset write, none before its VM was created",
+            r.guest_events
+        )?;
+    }
+    writeln!(out, "check: {} guest events out of time order on their CPU after conversion", r.non_monotonic)?;
+    for c in &mut r.cpus {
+        let thread = match (c.thread, c.inferred) {
+            (Some(t), false) => format!("thread {t}"),
+            (Some(t), true) => format!("thread {t} (inferred)"),
+            (None, _) => "thread unknown".into(),
+        };
+        writeln!(out, "  {} cpu {}: {thread}, {} events, {} inside", c.machine, c.cpu, c.events, c.inside)?;
+        if !c.after_start.is_empty() {
+            writeln!(out, "    event - window start: {}", dist(&mut c.after_start))?;
+            writeln!(out, "    window end - event:   {}", dist(&mut c.before_end))?;
+        }
+    }
+    if strong && r.violations() > 0 {
+        writeln!(out, "worst violations:")?;
+        for v in &r.worst {
+            writeln!(
+                out,
+                "  {} cpu {} at host {} (guest {}): {} — {} outside; the vCPU thread's last host event: {}",
+                v.machine,
+                v.cpu,
+                v.ts,
+                v.guest_ts.map(|g| g.to_string()).unwrap_or_default(),
+                v.event,
+                v.distance.map(|d| cycles(d, khz)).unwrap_or_else(|| "no window yet".into()),
+                v.host_before.as_deref().unwrap_or("none")
+            )?;
+        }
+        writeln!(out, "largest distance outside a window: {}", cycles(r.max_distance, khz))?;
+    }
+    for line in diagnose(plan, r) {
+        writeln!(out, "diagnosis: {line}")?;
+    }
+    Ok(strong)
+}
+
+/// Plain sentences for the usual failures.
+pub fn diagnose(plan: &Plan, r: &CheckReport) -> Vec<String> {
+    let mut out = Vec::new();
+    let breaks: Vec<&Anomaly> = plan.timeline.anomalies.iter().filter(|a| matches!(a, Anomaly::PrevMismatch { .. })).collect();
+    if !breaks.is_empty() {
+        let zero_prev = breaks.iter().filter(|a| matches!(a, Anomaly::PrevMismatch { prev: 0, .. })).count();
+        if zero_prev == breaks.len() {
+            out.push(format!(
+                "{} offset writes report prev=0 although the vCPU's previous write set another offset: the host reset the offset without the event, as a host that does not apply the tracepoint's offsets does (PVM); compare with debugfs tsc-offset (tscmerge offsets) before trusting the conversion",
+                breaks.len()
+            ));
+        } else {
+            out.push(format!(
+                "{} offset writes do not continue the previous one (prev != previous next): writes were lost, most likely overwritten in a busy buffer; record kvm_write_tsc_offset in its own instance",
+                breaks.len()
+            ));
+        }
+    }
+    if r.host_windows > 0 && r.violations() > 0 && r.fraction_inside() < 0.5 {
+        out.push(format!(
+            "most guest events ({:.1}%) fall outside their vCPU's run windows: the offsets used do not match the guest's clock (a wrong VM, offsets not applied by this host, or TSC scaling not given: pass --tsc-scaling RATIO:FRAC from debugfs tsc-scaling-ratio)",
+            100.0 * (1.0 - r.fraction_inside())
+        ));
+    }
+    out
+}
+
+pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
+    let spec = crate::cmd_merge::spec(&a.inputs)?;
+    let plan = Plan::new(spec)?;
+    let mut sink = CheckSink::new(plan.check_config(), None);
+    merge(plan.cursors()?, &mut sink)?;
+    let mut r = sink.finish();
+    let mut stdout = std::io::stdout().lock();
+    print_report(&plan, &mut r, a.inputs.tsc_khz, &mut stdout)?;
+    Ok(if r.violations() > a.tolerance && r.host_windows > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,338 @@
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::event::{EventView, Payload};
+use crate::merge::Sink;
+use crate::Result;
+
+/// What opened a window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum WindowKind {
+    /// kvm_entry … next event of the thread (kvm_exit).
+    Entry,
+    /// kvm_emulate_insn … next event of the thread.
+    Emulation,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Open {
+    start: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Thread {
+    open: Option<Open>,
+    /// End of the last closed window.
+    last_close: Option<u64>,
+    windows: u64,
+}
+
+/// One guest event outside every window of its thread.
+#[derive(Clone, Debug, Serialize)]
+pub struct Violation {
+    pub machine: String,
+    pub cpu: u32,
+    pub ts: u64,
+    pub guest_ts: Option<u64>,
+    pub event: String,
+    /// Cycles to the nearest window edge seen so far (the end of the
+    /// thread's last window, or the start of the next when it came soon).
+    pub distance: Option<u64>,
+    /// The host thread's last event before it, as `name@ts`.
+    pub host_before: Option<String>,
+}
+
+/// Which host threads may run a guest machine's CPUs.
+#[derive(Clone, Debug, Default)]
+pub struct VmThreads {
+    /// The VMM process: its threads are candidates.
+    pub tgid: Option<i32>,
+    /// Threads known to belong to the VM (offset writers).
+    pub pids: Vec<i32>,
+    /// Guest CPU → vCPU where not the identity.
+    pub vcpu_of_cpu: BTreeMap<u32, u32>,
+}
+
+/// What to check and how to map guest CPUs to host threads.
+///
+/// A guest CPU's thread is known exactly when the host traced `kvm_entry`
+/// (its `vcpu` field names the vCPU a thread runs) or when `threads` pins it.
+/// Otherwise every candidate thread of its VM is tried, and the thread whose
+/// windows held most of its events is reported as inferred; run the check a
+/// second time with that pin to measure it strictly.
+#[derive(Clone, Debug, Default)]
+pub struct CheckConfig {
+    /// (machine, guest CPU) → host thread pins.
+    pub threads: HashMap<(usize, u32), i32>,
+    /// Machine → its VM's threads.
+    pub vms: HashMap<usize, VmThreads>,
+    /// Machine names, for messages.
+    pub machines: Vec<String>,
+    /// How many violations to keep for the report.
+    pub keep_worst: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GuestCpuReport {
+    pub machine: String,
+    pub cpu: u32,
+    pub thread: Option<i32>,
+    pub inferred: bool,
+    pub events: u64,
+    pub inside: u64,
+    /// Per candidate thread, how many events its windows held.
+    pub inside_by_thread: BTreeMap<i32, u64>,
+    /// Margins of inside events: (event − window start), cycles.
+    pub after_start: Vec<u64>,
+    /// (window end − event), cycles, filled as windows close.
+    pub before_end: Vec<u64>,
+    pub outside_max: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub guest_events: u64,
+    pub inside: u64,
+    pub host_windows: u64,
+    pub window_kinds: Vec<WindowKind>,
+    pub cpus: Vec<GuestCpuReport>,
+    pub worst: Vec<Violation>,
+    /// Largest distance outside a window, cycles.
+    pub max_distance: u64,
+    /// Guest events whose converted time went backward on their CPU.
+    pub non_monotonic: u64,
+}
+
+impl CheckReport {
+    pub fn violations(&self) -> u64 {
+        self.guest_events - self.inside
+    }
+    pub fn fraction_inside(&self) -> f64 {
+        if self.guest_events == 0 { 0.0 } else { self.inside as f64 / self.guest_events as f64 }
+    }
+}
+
+/// Cap on the margin samples kept per guest CPU (for distributions).
+const MAX_SAMPLES: usize = 1 << 16;
+
+struct CpuState {
+    report: GuestCpuReport,
+    last_ts: Option<u64>,
+    /// Inside events waiting for their window to close: (thread, ts).
+    pending: Vec<(i32, u64)>,
+}
+
+/// The check as a sink; forwards every event to `inner` when given.
+pub struct CheckSink<'s> {
+    cfg: CheckConfig,
+    inner: Option<&'s mut dyn Sink>,
+    threads: HashMap<i32, Thread>,
+    /// Host thread → the guest machine whose VM it belongs to.
+    thread_machine: HashMap<i32, Option<usize>>,
+    /// Machine → candidate threads seen so far.
+    candidates: HashMap<usize, Vec<i32>>,
+    /// (machine, vCPU) → thread, from kvm_entry's vcpu field.
+    vcpu_thread: HashMap<(usize, u32), i32>,
+    last_host: HashMap<i32, (String, u64)>,
+    cpus: BTreeMap<(usize, u32), CpuState>,
+    report: CheckReport,
+    seq: u64,
+}
+
+impl<'s> CheckSink<'s> {
+    pub fn new(cfg: CheckConfig, inner: Option<&'s mut dyn Sink>) -> Self {
+        CheckSink {
+            cfg,
+            inner,
+            threads: HashMap::new(),
+            thread_machine: HashMap::new(),
+            candidates: HashMap::new(),
+            vcpu_thread: HashMap::new(),
+            last_host: HashMap::new(),
+            cpus: BTreeMap::new(),
+            report: CheckReport::default(),
+            seq: 0,
+        }
+    }
+
+    /// The guest machine a host thread serves, decided at its first event.
+    fn machine_of(&mut self, pid: i32, tgid: Option<i32>) -> Option<usize> {
+        if let Some(&m) = self.thread_machine.get(&pid) {
+            return m;
+        }
+        let m = self
+            .cfg
+            .vms
+            .iter()
+            .find(|(_, vm)| vm.pids.contains(&pid) || (tgid.is_some() && vm.tgid == tgid))
+            .map(|(&m, _)| m);
+        self.thread_machine.insert(pid, m);
+        if let Some(m) = m {
+            self.candidates.entry(m).or_default().push(pid);
+        }
+        m
+    }
+
+    fn host_event(&mut self, pid: i32, tgid: Option<i32>, name: &str, vcpu: Option<u32>, ts: u64) {
+        let machine = self.machine_of(pid, tgid);
+        if let (Some(m), Some(v)) = (machine, vcpu) {
+            self.vcpu_thread.insert((m, v), pid);
+        }
+        let t = self.threads.entry(pid).or_default();
+        if let Some(open) = t.open.take() {
+            t.last_close = Some(ts);
+            // Inside events of this thread now know their window's end.
+            let _ = open.start;
+            for st in self.cpus.values_mut() {
+                st.pending.retain(|&(thread, ets)| {
+                    if thread != pid {
+                        return true;
+                    }
+                    if st.report.before_end.len() < MAX_SAMPLES {
+                        st.report.before_end.push(ts - ets);
+                    }
+                    false
+                });
+            }
+        }
+        let kind = match name {
+            "kvm_entry" => Some(WindowKind::Entry),
+            "kvm_emulate_insn" => Some(WindowKind::Emulation),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            t.open = Some(Open { start: ts });
+            t.windows += 1;
+            self.report.host_windows += 1;
+            if !self.report.window_kinds.contains(&kind) {
+                self.report.window_kinds.push(kind);
+            }
+        }
+        if self.cfg.keep_worst > 0 {
+            let e = self.last_host.entry(pid).or_insert_with(|| (String::new(), 0));
+            e.0.clear();
+            e.0.push_str(name);
+            e.1 = ts;
+        }
+    }
+
+    fn guest_event(&mut self, machine: usize, cpu: u32, ts: u64, guest_ts: Option<u64>, name: &str) {
+        let vcpu = self.cfg.vms.get(&machine).and_then(|vm| vm.vcpu_of_cpu.get(&cpu).copied()).unwrap_or(cpu);
+        let known = self.cfg.threads.get(&(machine, cpu)).or_else(|| self.vcpu_thread.get(&(machine, vcpu))).copied();
+        let cands: Vec<i32> = match known {
+            Some(t) => vec![t],
+            None => self.candidates.get(&machine).cloned().unwrap_or_default(),
+        };
+        let mname = self.cfg.machines.get(machine).cloned().unwrap_or_default();
+        let st = self.cpus.entry((machine, cpu)).or_insert_with(|| CpuState {
+            report: GuestCpuReport { machine: mname.clone(), cpu, ..Default::default() },
+            last_ts: None,
+            pending: Vec::new(),
+        });
+        if known.is_some() {
+            st.report.thread = known;
+        }
+        if st.last_ts.is_some_and(|l| ts < l) {
+            self.report.non_monotonic += 1;
+        }
+        st.last_ts = Some(ts);
+        st.report.events += 1;
+        self.report.guest_events += 1;
+        let mut inside_any = false;
+        let mut nearest: Option<u64> = None;
+        for &pid in &cands {
+            let Some(t) = self.threads.get(&pid) else { continue };
+            match t.open {
+                Some(open) => {
+                    inside_any = true;
+                    *st.report.inside_by_thread.entry(pid).or_default() += 1;
+                    if known.is_some() {
+                        if st.report.after_start.len() < MAX_SAMPLES {
+                            st.report.after_start.push(ts - open.start);
+                        }
+                        st.pending.push((pid, ts));
+                    }
+                }
+                None => {
+                    if let Some(c) = t.last_close {
+                        let d = ts.saturating_sub(c);
+                        nearest = Some(nearest.map_or(d, |n| n.min(d)));
+                    }
+                }
+            }
+        }
+        if inside_any {
+            st.report.inside += 1;
+            self.report.inside += 1;
+            return;
+        }
+        let d = nearest.unwrap_or(u64::MAX);
+        st.report.outside_max = st.report.outside_max.max(d);
+        if d != u64::MAX {
+            self.report.max_distance = self.report.max_distance.max(d);
+        }
+        if self.cfg.keep_worst > 0 {
+            let host_before = cands.first().and_then(|p| self.last_host.get(p)).map(|(n, t)| format!("{n}@{t}"));
+            let v = Violation {
+                machine: mname,
+                cpu,
+                ts,
+                guest_ts,
+                event: name.to_string(),
+                distance: (d != u64::MAX).then_some(d),
+                host_before,
+            };
+            let worst = &mut self.report.worst;
+            worst.push(v);
+            worst.sort_by_key(|v| std::cmp::Reverse(v.distance.unwrap_or(u64::MAX)));
+            worst.truncate(self.cfg.keep_worst);
+        }
+    }
+
+    /// Ends the check: infers threads where unknown and returns the report.
+    pub fn finish(mut self) -> CheckReport {
+        for (_, st) in std::mem::take(&mut self.cpus) {
+            let mut r = st.report;
+            if r.thread.is_none() {
+                if let Some((&pid, _)) = r.inside_by_thread.iter().max_by_key(|(_, n)| **n) {
+                    r.thread = Some(pid);
+                    r.inferred = true;
+                }
+            }
+            self.report.cpus.push(r);
+        }
+        self.report
+    }
+}
+
+impl Sink for CheckSink<'_> {
+    fn event(&mut self, machine: usize, ev: &EventView<'_>) -> Result<()> {
+        self.seq += 1;
+        if let Payload::Event(r) = ev.payload {
+            if machine == 0 {
+                let vcpu = if r.name == "kvm_entry" { entry_vcpu(&r.body) } else { None };
+                self.host_event(r.pid, r.tgid, r.name, vcpu, ev.ts);
+            } else {
+                self.guest_event(machine, ev.cpu, ev.ts, ev.orig_ts, r.name);
+            }
+        }
+        match self.inner.as_deref_mut() {
+            Some(s) => s.event(machine, ev),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The `vcpu` of a kvm_entry: field `vcpu_id` of a binary record, or the
+/// `vcpu N,` its print format (arch/x86/kvm/trace.h) puts first in text.
+fn entry_vcpu(body: &crate::event::Body<'_>) -> Option<u32> {
+    match *body {
+        crate::event::Body::Text(s) => s.strip_prefix("vcpu ")?.split([',', ' ']).next()?.parse().ok(),
+        crate::event::Body::Raw { format, data, ctx } => match format.field("vcpu_id")?.value(data, ctx.endian)? {
+            ftrace::format::FieldValue::Unsigned(v) => u32::try_from(v).ok(),
+            ftrace::format::FieldValue::Signed(v) => u32::try_from(v).ok(),
+            _ => None,
+        },
+    }
+}
