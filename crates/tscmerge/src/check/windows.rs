@@ -190,7 +190,7 @@ impl<'s> CheckSink<'s> {
                         return true;
                     }
                     if st.report.before_end.len() < MAX_SAMPLES {
-                        st.report.before_end.push(ts - ets);
+                        st.report.before_end.push(ts.saturating_sub(ets));
                     }
                     false
                 });
@@ -249,7 +249,7 @@ impl<'s> CheckSink<'s> {
                     *st.report.inside_by_thread.entry(pid).or_default() += 1;
                     if known.is_some() {
                         if st.report.after_start.len() < MAX_SAMPLES {
-                            st.report.after_start.push(ts - open.start);
+                            st.report.after_start.push(ts.saturating_sub(open.start));
                         }
                         st.pending.push((pid, ts));
                     }
