@@ -137,6 +137,9 @@ pub fn diagnose(plan: &Plan, r: &CheckReport) -> Vec<String> {
 pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
     let spec = crate::cmd_merge::spec(&a.inputs)?;
     let plan = Plan::new(spec)?;
+    for n in &plan.notes {
+        println!("note: {n}");
+    }
     let mut sink = CheckSink::new(plan.check_config(), None);
     merge(plan.cursors()?, &mut sink)?;
     let mut r = sink.finish();

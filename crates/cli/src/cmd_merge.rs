@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use tscmerge::clock::{parse_offset, Scaling};
 use tscmerge::merge::merge;
-use tscmerge::plan::{GuestSpec, MergeSpec, Plan};
+use tscmerge::plan::{GuestSpec, MergeSpec, OffsetSource, Plan};
 use tscmerge::sink::{JsonSink, TextSink, TsFormat};
 
 use crate::output::Output;
@@ -31,6 +31,13 @@ pub struct Args {
     /// TSC scaling of the guests: RATIO:FRAC_BITS (debugfs tsc-scaling-ratio and -frac-bits).
     #[arg(long = "tsc-scaling", value_name = "RATIO:FRAC")]
     pub tsc_scaling: Option<String>,
+    /// Where offsets come from: tracepoint, debugfs (KVM debugfs snapshots), or auto
+    /// (the tracepoint unless debugfs snapshots contradict it).
+    #[arg(long, value_enum, default_value_t = Offsets::Auto)]
+    pub offsets: Offsets,
+    /// KVM debugfs snapshots (`kvm_debugfs.txt` lines as tscmerge record writes them).
+    #[arg(long = "kvm-debugfs", value_name = "FILE")]
+    pub kvm_debugfs: Vec<PathBuf>,
     /// TSC frequency in kHz: print timestamps as seconds instead of cycles.
     #[arg(long = "tsc-khz")]
     pub tsc_khz: Option<u64>,
@@ -46,6 +53,13 @@ pub struct Args {
     /// Write to FILE (complete or not at all) instead of stdout.
     #[arg(short = 'o', long = "output")]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Offsets {
+    Tracepoint,
+    Debugfs,
+    Auto,
 }
 
 fn parse_vcpu_map(s: &str) -> anyhow::Result<(String, BTreeMap<u32, u32>)> {
@@ -88,11 +102,24 @@ pub fn spec(a: &Args) -> anyhow::Result<MergeSpec> {
         Some(s) => Some(Scaling::parse(s).with_context(|| format!("--tsc-scaling {s:?}: expected RATIO:FRAC_BITS, e.g. 0xc000000000000:48"))?),
         None => None,
     };
-    Ok(MergeSpec { hosts: a.hosts.clone(), guests, scaling })
+    let mut debugfs = Vec::new();
+    for f in &a.kvm_debugfs {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        debugfs.extend(tscmerge::clock::parse_kvm_debugfs(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?);
+    }
+    let offsets = match a.offsets {
+        Offsets::Tracepoint => OffsetSource::Tracepoint,
+        Offsets::Debugfs => OffsetSource::Debugfs,
+        Offsets::Auto => OffsetSource::Auto,
+    };
+    Ok(MergeSpec { hosts: a.hosts.clone(), guests, scaling, offsets, debugfs })
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let plan = Plan::new(spec(&a)?)?;
+    for n in &plan.notes {
+        eprintln!("tscmerge: {n}");
+    }
     for g in &plan.guests {
         eprintln!("tscmerge: guest {} is {} ({})", g.spec.name, plan.timeline.vms[g.vm].name(), g.reason);
     }

@@ -46,12 +46,28 @@ impl GuestSpec {
     }
 }
 
+/// Where the offsets come from (`--offsets`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OffsetSource {
+    /// kvm_write_tsc_offset events.
+    Tracepoint,
+    /// KVM debugfs snapshots (tsc-offset).
+    Debugfs,
+    /// The tracepoint, unless debugfs snapshots contradict it.
+    #[default]
+    Auto,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct MergeSpec {
     pub hosts: Vec<PathBuf>,
     pub guests: Vec<GuestSpec>,
     /// TSC scaling for every guest that has none of its own.
     pub scaling: Option<Scaling>,
+    pub offsets: OffsetSource,
+    /// debugfs snapshots given by the user (`--kvm-debugfs FILE`), in
+    /// addition to those recorded in the host inputs.
+    pub debugfs: Vec<crate::clock::DebugfsSnapshot>,
 }
 
 pub struct PlannedGuest {
@@ -84,6 +100,11 @@ pub struct Plan {
     pub timeline: OffsetTimeline,
     /// For guests matched automatically: every VM tried, best first.
     pub matches: Vec<(String, Vec<MatchTry>)>,
+    /// What the user should know about how the plan was made (one sentence each).
+    pub notes: Vec<String>,
+    /// The tracepoint's timeline, kept when another source was chosen.
+    pub tracepoint_timeline: Option<OffsetTimeline>,
+    pub debugfs: Vec<crate::clock::DebugfsSnapshot>,
 }
 
 static NO_TIMELINE: VcpuTimeline = VcpuTimeline { pid: None, periods: Vec::new(), scaling: None };
@@ -105,6 +126,38 @@ impl Plan {
         let hosts = spec.hosts.iter().map(|p| Input::open(p)).collect::<Result<Vec<_>>>()?;
         let writes = hosts.iter().flat_map(|i| i.offset_writes().iter().cloned()).collect();
         let mut timeline = OffsetTimeline::build(writes);
+        let debugfs = spec.debugfs.clone();
+        let mut notes = Vec::new();
+        let mut tracepoint_timeline = None;
+        match spec.offsets {
+            OffsetSource::Tracepoint => {}
+            OffsetSource::Debugfs => {
+                if debugfs.is_empty() {
+                    return Err(Error::Usage(
+                        "--offsets debugfs: no KVM debugfs snapshots (record with tscmerge record, or pass --kvm-debugfs FILE)".into(),
+                    ));
+                }
+                tracepoint_timeline = Some(timeline.clone());
+                timeline = timeline.with_debugfs(&debugfs);
+                notes.push("using offsets from KVM debugfs snapshots (--offsets debugfs)".into());
+            }
+            OffsetSource::Auto => {
+                let dis = timeline.compare_debugfs(&debugfs);
+                if let Some(d) = dis.first() {
+                    notes.push(format!(
+                        "offsets reported by kvm_write_tsc_offset were not applied on this host (debugfs tsc-offset = {} for vm{}/vcpu{} where the tracepoint says {}; {} of {} snapshots disagree): using the debugfs values",
+                        d.debugfs as i64,
+                        d.vm,
+                        d.vcpu.0,
+                        d.tracepoint as i64,
+                        dis.len(),
+                        debugfs.len()
+                    ));
+                    tracepoint_timeline = Some(timeline.clone());
+                    timeline = timeline.with_debugfs(&debugfs);
+                }
+            }
+        }
         if !spec.guests.is_empty() {
             for h in &hosts {
                 require_tsc(h)?;
@@ -126,7 +179,7 @@ impl Plan {
             };
             guests.push(PlannedGuest { spec: g, inputs, vm, reason });
         }
-        let mut plan = Plan { hosts, guests, timeline, matches: Vec::new() };
+        let mut plan = Plan { hosts, guests, timeline, matches: Vec::new(), notes, tracepoint_timeline, debugfs };
         for gi in unresolved {
             plan.match_guest(gi)?;
         }

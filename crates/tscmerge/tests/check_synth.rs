@@ -51,7 +51,7 @@ fn check(dir: &Path, offsets: &Path, cfg: &SynthConfig, pin: bool) -> (Plan, tsc
             ..Default::default()
         })
         .collect();
-    let plan = Plan::new(MergeSpec { hosts: vec![dir.join("host.txt"), offsets.to_path_buf()], guests, scaling: None }).unwrap();
+    let plan = Plan::new(MergeSpec { hosts: vec![dir.join("host.txt"), offsets.to_path_buf()], guests, ..Default::default() }).unwrap();
     let mut sink = CheckSink::new(plan.check_config(), None);
     merge(plan.cursors().unwrap(), &mut sink).unwrap();
     let r = sink.finish();

@@ -51,7 +51,7 @@ fn run(cfg: &SynthConfig, scaling: Option<Scaling>) {
             ..Default::default()
         })
         .collect();
-    let spec = MergeSpec { hosts: vec![dir.join("host.txt"), dir.join("host-tsc_offset.txt")], guests, scaling };
+    let spec = MergeSpec { hosts: vec![dir.join("host.txt"), dir.join("host-tsc_offset.txt")], guests, scaling, ..Default::default() };
     let plan = Plan::new(spec).unwrap();
     assert_eq!(plan.timeline.vms.len(), cfg.vms.len());
     assert!(plan.timeline.anomalies.is_empty(), "{:?}", plan.timeline.anomalies);

@@ -4,10 +4,12 @@
 
 mod convert;
 mod cursor;
+mod debugfs;
 mod timeline;
 mod walk;
 
 pub use cursor::GuestCursor;
+pub use debugfs::{parse_kvm_debugfs, DebugfsSnapshot, Disagreement};
 pub use convert::{parse_offset, Conversion, Scaling};
 pub use timeline::{Anomaly, OffsetTimeline, OffsetWrite, Period, VcpuTimeline, Vm};
 pub use walk::{PlaceError, Placed, VcpuClock};
