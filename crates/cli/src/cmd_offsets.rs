@@ -4,20 +4,29 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tscmerge::clock::Anomaly;
-use tscmerge::plan::{MergeSpec, Plan};
+use anyhow::Context;
+use tscmerge::plan::{MergeSpec, OffsetSource, Plan};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Host recordings holding kvm_write_tsc_offset events.
     #[arg(required = true)]
     pub hosts: Vec<PathBuf>,
+    /// KVM debugfs snapshots to show beside the tracepoint (`kvm_debugfs.txt`).
+    #[arg(long = "kvm-debugfs", value_name = "FILE")]
+    pub kvm_debugfs: Vec<PathBuf>,
     /// Print the timeline as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let plan = Plan::new(MergeSpec { hosts: a.hosts, ..Default::default() })?;
+    let mut debugfs = Vec::new();
+    for f in &a.kvm_debugfs {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        debugfs.extend(tscmerge::clock::parse_kvm_debugfs(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?);
+    }
+    let plan = Plan::new(MergeSpec { hosts: a.hosts, offsets: OffsetSource::Tracepoint, debugfs, ..Default::default() })?;
     let tl = &plan.timeline;
     if a.json {
         println!("{}", serde_json::to_string_pretty(tl)?);
@@ -46,7 +55,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 println!(
                     "  {:>5} {:>8} {:>16} {:>21} {:>21} {:>15}  {note}",
                     vcpu.0,
-                    t.pid.map(|p| p.to_string()).unwrap_or_default(),
+                    p.pid.map(|p| p.to_string()).unwrap_or_default(),
                     start,
                     p.prev as i64,
                     p.offset as i64,
@@ -54,6 +63,35 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 );
                 last = Some(p.offset);
             }
+        }
+    }
+    if !plan.debugfs.is_empty() {
+        println!("KVM debugfs snapshots beside the tracepoint's offset in force at the same time:");
+        println!("  {:>16} {:>8} {:>10} {:>5} {:>21} {:>21}  note", "host_tsc", "reason", "vm_dir", "vcpu", "debugfs", "tracepoint");
+        let mut disagree = 0;
+        for s in &plan.debugfs {
+            let vm = tl.vms.iter().position(|vm| vm.has_pid(s.pid));
+            let tp = vm.and_then(|vm| tl.offset_at(vm, s.vcpu, s.taken_at));
+            let note = match tp {
+                Some(t) if t != s.offset => {
+                    disagree += 1;
+                    "DISAGREE"
+                }
+                Some(_) => "",
+                None => "no tracepoint offset",
+            };
+            println!(
+                "  {:>16} {:>8} {:>10} {:>5} {:>21} {:>21}  {note}",
+                s.taken_at.0,
+                s.reason,
+                s.vm_dir,
+                s.vcpu.0,
+                s.offset as i64,
+                tp.map(|t| (t as i64).to_string()).unwrap_or_else(|| "-".into())
+            );
+        }
+        if disagree > 0 {
+            println!("{disagree} snapshots disagree with the tracepoint: this host does not apply the offsets kvm_write_tsc_offset reports; merge with --offsets auto (the default) or debugfs");
         }
     }
     let breaks = tl.anomalies.iter().filter(|a| matches!(a, Anomaly::PrevMismatch { .. })).count();

@@ -6,6 +6,7 @@
 mod cmd_check;
 mod cmd_info;
 mod cmd_merge;
+mod cmd_microvm;
 mod cmd_offsets;
 mod cmd_report;
 mod cmd_synth;
@@ -35,6 +36,8 @@ enum Cmd {
     Report(cmd_report::Args),
     /// Describe a recording: format, buffers, clocks, CPUs, event counts.
     Info(cmd_info::Args),
+    /// Run real-mode KVM micro-VMs (one process each) whose TSC reads are ground truth.
+    Microvm(cmd_microvm::Args),
     /// Write a synthetic KVM host recording with ground truth.
     Synth(cmd_synth::Args),
 }
@@ -48,6 +51,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Cmd::Report(a) => cmd_report::run(a),
         Cmd::Info(a) => cmd_info::run(a),
         Cmd::Synth(a) => cmd_synth::run(a),
+        Cmd::Microvm(a) => cmd_microvm::run(a),
     }
 }
 

@@ -218,9 +218,19 @@ impl Plan {
         }
         let mut order: Vec<usize> = (0..tries.len()).collect();
         order.sort_by(|&a, &b| tries[b].fraction().total_cmp(&tries[a].fraction()));
+        let zero_prev_breaks = self
+            .timeline
+            .anomalies
+            .iter()
+            .any(|a| matches!(a, crate::clock::Anomaly::PrevMismatch { prev: 0, .. }));
         let best = order.first().copied().filter(|&b| tries[b].inside > 0).ok_or_else(|| {
+            let hint = if zero_prev_breaks {
+                " The offset writes break their chain with prev=0, as on hosts that do not apply the tracepoint's offsets (PVM): try --offsets debugfs with the recorded KVM debugfs snapshots."
+            } else {
+                ""
+            };
             Error::Usage(format!(
-                "guest {name}: no VM of the host recording has run windows holding its events ({}); the host needs kvm_entry/kvm_exit (or kvm_emulate_insn) recorded, or pin the guest: --guest {name}=FILE,pid=PID ({})",
+                "guest {name}: no VM of the host recording has run windows holding its events ({}); the host needs kvm_entry/kvm_exit (or kvm_emulate_insn) recorded, or pin the guest: --guest {name}=FILE,pid=PID ({}).{hint}",
                 tries.iter().map(|t| format!("{}: {}", t.vm, t.error.as_deref().unwrap_or("0 inside"))).collect::<Vec<_>>().join("; "),
                 describe_vms(&self.timeline)
             ))
@@ -346,8 +356,8 @@ pub fn describe_vms(tl: &OffsetTimeline) -> String {
         .map(|vm| {
             let pids: Vec<String> = vm.pids().map(|p| p.to_string()).collect();
             match vm.tgid {
-                Some(t) => format!("{}: pid {t}, {} vCPUs (threads {})", vm.name(), vm.vcpus.len(), pids.join(" ")),
-                None => format!("{}: {} vCPUs (threads {})", vm.name(), vm.vcpus.len(), pids.join(" ")),
+                Some(t) => format!("{}: pid {t}, {} vCPUs", vm.name(), vm.vcpus.len()),
+                None => format!("{}: {} vCPUs (offsets written by threads {})", vm.name(), vm.vcpus.len(), pids.join(" ")),
             }
         })
         .collect::<Vec<_>>()

@@ -241,13 +241,16 @@ impl<'s> CheckSink<'s> {
         self.report.guest_events += 1;
         let mut inside_any = false;
         let mut nearest: Option<u64> = None;
+        // Margins are measured when exactly one candidate's window holds the
+        // event (always so when the thread is known).
+        let holders = cands.iter().filter(|p| self.threads.get(p).is_some_and(|t| t.open.is_some())).count();
         for &pid in &cands {
             let Some(t) = self.threads.get(&pid) else { continue };
             match t.open {
                 Some(open) => {
                     inside_any = true;
                     *st.report.inside_by_thread.entry(pid).or_default() += 1;
-                    if known.is_some() {
+                    if holders == 1 {
                         if st.report.after_start.len() < MAX_SAMPLES {
                             st.report.after_start.push(ts.saturating_sub(open.start));
                         }

@@ -115,7 +115,7 @@ impl OffsetTimeline {
                 let prev = t.periods.last().map(|p| p.offset);
                 if prev != Some(s.offset) {
                     let start = if prev.is_none() { None } else { Some(s.taken_at) };
-                    t.periods.push(Period { start, offset: s.offset, prev: prev.unwrap_or(s.offset) });
+                    t.periods.push(Period { start, offset: s.offset, prev: prev.unwrap_or(s.offset), pid: None });
                 }
                 if s.scaling.is_some() {
                     t.scaling = s.scaling;

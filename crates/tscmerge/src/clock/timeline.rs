@@ -44,6 +44,8 @@ pub struct Period {
     pub offset: u64,
     /// The offset the write replaced, as the event reported it.
     pub prev: u64,
+    /// The thread that wrote it (`None` for offsets from elsewhere).
+    pub pid: Option<i32>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -160,7 +162,7 @@ impl OffsetTimeline {
             }
             _ => None,
         };
-        v.periods.push(Period { start: Some(w.ts), offset: w.next, prev: w.prev });
+        v.periods.push(Period { start: Some(w.ts), offset: w.next, prev: w.prev, pid: Some(w.pid) });
         self.anomalies.extend(anomaly);
     }
 
@@ -169,7 +171,7 @@ impl OffsetTimeline {
     pub fn assume_initial_offset(&mut self, vm: usize, vcpu: VcpuId, offset: u64) {
         if let Some(vm) = self.vms.get_mut(vm) {
             let v = vm.vcpus.entry(vcpu).or_default();
-            v.periods.insert(0, Period { start: None, offset, prev: offset });
+            v.periods.insert(0, Period { start: None, offset, prev: offset, pid: None });
         }
     }
 

@@ -96,7 +96,7 @@ mod tests {
             scaling: None,
             periods: periods
                 .iter()
-                .map(|&(s, o)| Period { start: Some(HostTsc(s)), offset: o as u64, prev: 0 })
+                .map(|&(s, o)| Period { start: Some(HostTsc(s)), offset: o as u64, prev: 0, pid: None })
                 .collect(),
         }
     }

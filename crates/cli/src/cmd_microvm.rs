@@ -1,0 +1,99 @@
+//! `tscmerge microvm -o DIR`: run real-mode KVM micro-VMs whose guest TSC
+//! reads are ground truth, one VMM process per VM as QEMU runs them, and
+//! write each guest's trace. Record the host meanwhile (`tscmerge record
+//! --host -- tscmerge microvm -o DIR`), then merge and check.
+//!
+//! Each guest trace is written by the micro-VM monitor, not by a guest
+//! kernel: tracefs text whose CPU column is the vCPU and whose timestamps are
+//! the TSC values the guest read (crates/microvm/src/guest_trace.rs).
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory for guest-vmN.txt and vms.txt.
+    #[arg(short = 'o', long = "output")]
+    pub dir: PathBuf,
+    #[arg(long, default_value_t = 2)]
+    pub vms: usize,
+    #[arg(long, default_value_t = 2)]
+    pub vcpus: usize,
+    /// rdtsc reads per vCPU.
+    #[arg(long, default_value_t = 24)]
+    pub reads: usize,
+    /// After this many reads each vCPU writes IA32_TSC (--msr 0x10) or IA32_TSC_ADJUST (0x3b).
+    #[arg(long)]
+    pub wrmsr_after: Option<usize>,
+    #[arg(long, default_value = "0x10")]
+    pub msr: String,
+    /// Value written by the wrmsr.
+    #[arg(long, default_value = "0x10000000000")]
+    pub value: String,
+    /// Internal: run VM number N in this process.
+    #[arg(long, hide = true)]
+    pub child: Option<usize>,
+}
+
+fn num(s: &str) -> anyhow::Result<u64> {
+    Ok(match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16)?,
+        None => s.parse()?,
+    })
+}
+
+fn run_one(a: &Args, index: usize) -> anyhow::Result<()> {
+    let wrmsr = match a.wrmsr_after {
+        Some(after) => Some(microvm::WrmsrPlan { after_read: after, msr: num(&a.msr)? as u32, value: num(&a.value)? }),
+        None => None,
+    };
+    let cfg = microvm::Config { vms: 1, vcpus: a.vcpus, reads: a.reads, wrmsr, ..Default::default() };
+    let mut report = microvm::run(&cfg).context("running the micro-VM")?;
+    let Some(vm) = report.vms.first_mut() else { bail!("the micro-VM run reported no VM") };
+    vm.index = index;
+    let path = a.dir.join(format!("guest-vm{index}.txt"));
+    let tmp = path.with_extension("tmp");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    microvm::write_guest_trace(vm, &mut f)?;
+    drop(f);
+    std::fs::rename(&tmp, &path)?;
+    let tids: Vec<String> = vm.vcpus.iter().map(|v| v.tid.to_string()).collect();
+    let offs: Vec<String> = vm.vcpus.iter().map(|v| format!("{:?}", v.debugfs.offset_at_end)).collect();
+    // One line per VM: how to find it on the host (pid = tgid of its threads).
+    println!("vm{index} pid={} creator={} vm_fd={} vcpu_tids={} debugfs_offsets={}", vm.pid, vm.creator_tid, vm.vm_fd, tids.join(","), offs.join(","));
+    Ok(())
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if let Some(i) = a.child {
+        run_one(&a, i)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for i in 0..a.vms {
+        let mut c = Command::new(&exe);
+        c.arg("microvm").arg("-o").arg(&a.dir).args(["--vcpus", &a.vcpus.to_string(), "--reads", &a.reads.to_string()]);
+        if let Some(w) = a.wrmsr_after {
+            c.args(["--wrmsr-after", &w.to_string(), "--msr", &a.msr, "--value", &a.value]);
+        }
+        c.args(["--child", &i.to_string()]).stdout(std::process::Stdio::piped());
+        children.push(c.spawn().context("starting a micro-VM process")?);
+    }
+    let mut lines = String::new();
+    let mut failed = false;
+    for c in children {
+        let out = c.wait_with_output()?;
+        failed |= !out.status.success();
+        lines.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    std::fs::write(a.dir.join("vms.txt"), &lines)?;
+    print!("{lines}");
+    if failed {
+        bail!("a micro-VM process failed (see its message above)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
