@@ -27,35 +27,10 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use super::compress::{Codec, Compression};
 use crate::{Endian, Error, Result};
 
-/// trace.dat option / section ids (lib/trace-cmd/include/private/trace-cmd-private.h,
-/// `enum tracecmd_option_id`). An open set: unknown ids are plain `u16`s.
+/// trace.dat option / section ids: the reader's table, plus the range for
+/// our own options.
 pub mod option_id {
-    pub const DONE: u16 = 0;
-    pub const DATE: u16 = 1;
-    pub const CPUSTAT: u16 = 2;
-    pub const BUFFER: u16 = 3;
-    pub const TRACECLOCK: u16 = 4;
-    pub const UNAME: u16 = 5;
-    pub const HOOK: u16 = 6;
-    pub const OFFSET: u16 = 7;
-    pub const CPUCOUNT: u16 = 8;
-    pub const VERSION: u16 = 9;
-    pub const PROCMAPS: u16 = 10;
-    pub const TRACEID: u16 = 11;
-    pub const TIME_SHIFT: u16 = 12;
-    pub const GUEST: u16 = 13;
-    pub const TSC2NSEC: u16 = 14;
-    pub const STRINGS: u16 = 15;
-    pub const HEADER_INFO: u16 = 16;
-    pub const FTRACE_EVENTS: u16 = 17;
-    pub const EVENT_FORMATS: u16 = 18;
-    pub const KALLSYMS: u16 = 19;
-    pub const PRINTK: u16 = 20;
-    pub const CMDLINES: u16 = 21;
-    pub const BUFFER_TEXT: u16 = 22;
-    pub const BTF_FILE: u16 = 23;
-    pub const LAST_BOOT_INFO: u16 = 24;
-    pub const MODULES_FILE: u16 = 25;
+    pub use crate::tracedat::options::id::*;
     /// First id of the range we use for our own options. trace-cmd numbers its
     /// options upward from 0 (25 in 2026), skips unknown ids when reading
     /// (silently in `report`; `--debug` logs "unknown option N") and copies
