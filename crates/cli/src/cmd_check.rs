@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use tscmerge::check::{CheckReport, CheckSink, WindowKind};
-use tscmerge::clock::Anomaly;
 use tscmerge::merge::merge;
 use tscmerge::plan::Plan;
 
@@ -101,37 +100,10 @@ pub fn print_report(plan: &Plan, r: &mut CheckReport, khz: Option<u64>, out: &mu
         }
         writeln!(out, "largest distance outside a window: {}", cycles(r.max_distance, khz))?;
     }
-    for line in diagnose(plan, r) {
+    for line in plan.diagnose(Some(r)) {
         writeln!(out, "diagnosis: {line}")?;
     }
     Ok(strong)
-}
-
-/// Plain sentences for the usual failures.
-pub fn diagnose(plan: &Plan, r: &CheckReport) -> Vec<String> {
-    let mut out = Vec::new();
-    let breaks: Vec<&Anomaly> = plan.timeline.anomalies.iter().filter(|a| matches!(a, Anomaly::PrevMismatch { .. })).collect();
-    if !breaks.is_empty() {
-        let zero_prev = breaks.iter().filter(|a| matches!(a, Anomaly::PrevMismatch { prev: 0, .. })).count();
-        if zero_prev == breaks.len() {
-            out.push(format!(
-                "{} offset writes report prev=0 although the vCPU's previous write set another offset: the host reset the offset without the event, as a host that does not apply the tracepoint's offsets does (PVM); compare with debugfs tsc-offset (tscmerge offsets) before trusting the conversion",
-                breaks.len()
-            ));
-        } else {
-            out.push(format!(
-                "{} offset writes do not continue the previous one (prev != previous next): writes were lost, most likely overwritten in a busy buffer; record kvm_write_tsc_offset in its own instance",
-                breaks.len()
-            ));
-        }
-    }
-    if r.host_windows > 0 && r.violations() > 0 && r.fraction_inside() < 0.5 {
-        out.push(format!(
-            "most guest events ({:.1}%) fall outside their vCPU's run windows: the offsets used do not match the guest's clock (a wrong VM, offsets not applied by this host, or TSC scaling not given: pass --tsc-scaling RATIO:FRAC from debugfs tsc-scaling-ratio)",
-            100.0 * (1.0 - r.fraction_inside())
-        ));
-    }
-    out
 }
 
 pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {

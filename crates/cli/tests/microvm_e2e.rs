@@ -145,6 +145,9 @@ fn microvm_guests_on_the_host_timeline() {
     assert!(plan.notes.is_empty());
     assert!(r.violations() > 0, "tracepoint offsets must fail the check on this host");
     assert!(!plan.timeline.anomalies.is_empty(), "the wrmsr's prev=0 breaks the chain");
+    let d = plan.diagnose(Some(&r));
+    assert!(d.iter().any(|s| s.contains("prev=0") && s.contains("PVM")), "the diagnosis names the unapplied offsets: {d:?}");
+    assert!(d.iter().any(|s| s.contains("fall outside their vCPU's run windows")), "{d:?}");
     if keep {
         eprintln!("recording kept in {}", dir.display());
     } else {

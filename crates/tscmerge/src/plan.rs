@@ -363,3 +363,50 @@ pub fn describe_vms(tl: &OffsetTimeline) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+impl Plan {
+    /// Plain sentences for the usual failures, from the timeline and, when a
+    /// check ran, its report.
+    pub fn diagnose(&self, r: Option<&crate::check::CheckReport>) -> Vec<String> {
+        use crate::clock::Anomaly;
+        let mut out = Vec::new();
+        let tl = self.tracepoint_timeline.as_ref().unwrap_or(&self.timeline);
+        let breaks: Vec<&Anomaly> = tl.anomalies.iter().filter(|a| matches!(a, Anomaly::PrevMismatch { .. })).collect();
+        let zero_prev = breaks.iter().filter(|a| matches!(a, Anomaly::PrevMismatch { prev: 0, .. })).count();
+        if !breaks.is_empty() && zero_prev == breaks.len() {
+            out.push(format!(
+                "{} offset writes report prev=0 although the vCPU's previous write set another offset: the host reset the offset without the event, as a host that does not apply the tracepoint's offsets does (PVM); compare with KVM debugfs (tscmerge offsets --kvm-debugfs) and merge with --offsets auto",
+                breaks.len()
+            ));
+        } else if !breaks.is_empty() {
+            out.push(format!(
+                "{} offset writes do not continue the previous one (prev != the previous next): writes were lost, most likely overwritten in a busy buffer; record kvm:kvm_write_tsc_offset in its own instance, and check the periods around them",
+                breaks.len() - zero_prev
+            ));
+        }
+        let late = tl.anomalies.iter().filter(|a| matches!(a, Anomaly::NoCreation { .. })).count();
+        if late > 0 {
+            out.push(format!(
+                "{late} vCPUs have no creation write (their first write has prev != 0): the offset instance was started after the guest was created; events before the first write cannot be placed (record the instance before the guest boots, or pass --tsc-offset)"
+            ));
+        }
+        let given: Vec<usize> = self.guests.iter().filter(|g| g.spec.scaling.is_some()).map(|g| g.vm).collect();
+        for (vm, ratio) in self.timeline.implied_scaling() {
+            let used = self.timeline.vms[vm].vcpus.values().any(|v| v.scaling.is_some()) || given.contains(&vm);
+            if !used {
+                out.push(format!(
+                    "vm{vm}'s creation offsets imply a guest TSC running at {ratio:.4}x the host's: TSC scaling is in use but was not given; pass --tsc-scaling RATIO:FRAC_BITS from debugfs kvm/*/vcpu*/tsc-scaling-ratio and -frac-bits"
+                ));
+            }
+        }
+        if let Some(r) = r {
+            if r.host_windows > 0 && r.guest_events > 0 && r.fraction_inside() < 0.5 {
+                out.push(format!(
+                    "most guest events ({:.1}%) fall outside their vCPU's run windows: the offsets do not match the guest's clock (a wrong VM; offsets not applied by this host; TSC scaling not given; or a nested (L2) guest, whose offsets are written by L1's KVM and need L1's trace as the host)",
+                    100.0 * (1.0 - r.fraction_inside())
+                ));
+            }
+        }
+        out
+    }
+}

@@ -185,6 +185,25 @@ impl OffsetTimeline {
         }
     }
 
+    /// The guest TSC rate the creation writes imply, per VM, when it is not
+    /// the host's. KVM creates a vCPU with the offset that starts its TSC at 0,
+    /// `-(scaled host TSC)` (x86.c `kvm_synchronize_tsc`), so a creation's
+    /// `-next / ts` is the scaling ratio. `None` within 0.1% of 1.
+    pub fn implied_scaling(&self) -> Vec<(usize, f64)> {
+        self.vms
+            .iter()
+            .filter_map(|vm| {
+                let p = vm.vcpus.values().flat_map(|v| v.periods.first()).find(|p| p.prev == 0 && p.pid.is_some())?;
+                let ts = p.start?.0;
+                if ts == 0 {
+                    return None;
+                }
+                let r = p.offset.wrapping_neg() as f64 / ts as f64;
+                ((r - 1.0).abs() > 1e-3 && r > 0.0 && r < 64.0).then_some((vm.index, r))
+            })
+            .collect()
+    }
+
     pub fn vm_of_pid(&self, pid: i32) -> Option<usize> {
         self.vms.iter().position(|vm| vm.has_pid(pid))
     }

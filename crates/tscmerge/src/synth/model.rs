@@ -75,6 +75,10 @@ impl SynthConfig {
     }
 }
 
+fn creation_offset(cfg: &SynthConfig, vm: usize) -> u64 {
+    Conversion::new(0, cfg.scaling).to_guest(HostTsc(cfg.vm_created(vm))).0.wrapping_neg()
+}
+
 /// splitmix64: small, fast, and good enough for a model.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
@@ -173,9 +177,11 @@ impl VcpuEntity {
             host_cpu: cfg.vcpu_host_cpu(vm, vcpu),
             scaling: cfg.scaling,
             // KVM synchronizes the vCPUs of a VM created together to the same
-            // offset, the one that makes the guest TSC start near 0.
-            offset: cfg.vm_created(vm).wrapping_neg(),
-            base: cfg.vm_created(vm).wrapping_neg(),
+            // offset, the one that makes the guest TSC start near 0: with
+            // scaling, minus the *scaled* host TSC (x86.c kvm_synchronize_tsc
+            // → kvm_compute_l1_tsc_offset).
+            offset: creation_offset(cfg, vm),
+            base: creation_offset(cfg, vm),
             now: created,
             window: 0,
             windows: cfg.windows,

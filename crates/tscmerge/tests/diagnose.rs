@@ -1,0 +1,100 @@
+//! Each diagnosis is produced by a recording made to show it (synth; the
+//! PVM one comes from the real micro-VM recording in crates/cli/tests).
+
+use std::path::{Path, PathBuf};
+
+use tscmerge::check::CheckSink;
+use tscmerge::clock::Scaling;
+use tscmerge::merge::merge;
+use tscmerge::plan::{GuestSpec, MergeSpec, Plan};
+use tscmerge::synth::{write_text, SynthConfig};
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tscmerge-diag-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Rewrites the offset instance keeping the lines `keep` accepts (by index
+/// among the kvm_write_tsc_offset lines).
+fn filter_offsets(dir: &Path, keep: impl Fn(usize, &str) -> bool) -> PathBuf {
+    let text = std::fs::read_to_string(dir.join("host-tsc_offset.txt")).unwrap();
+    let mut n = 0;
+    let mut out = String::new();
+    for l in text.lines() {
+        if l.contains("kvm_write_tsc_offset:") {
+            n += 1;
+            if !keep(n - 1, l) {
+                continue;
+            }
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    let p = dir.join("offsets-edited.txt");
+    std::fs::write(&p, out).unwrap();
+    p
+}
+
+fn plan(dir: &Path, offsets: &Path, cfg: &SynthConfig, scaling: Option<Scaling>) -> Plan {
+    let guests = (0..cfg.vms.len())
+        .map(|vm| GuestSpec {
+            name: format!("vm{vm}"),
+            files: vec![dir.join(format!("guest-vm{vm}.txt"))],
+            pid: Some(cfg.vmm_pid(vm)),
+            ..Default::default()
+        })
+        .collect();
+    Plan::new(MergeSpec { hosts: vec![dir.join("host.txt"), offsets.to_path_buf()], guests, scaling, ..Default::default() }).unwrap()
+}
+
+#[test]
+fn overwritten_offsets_are_named() {
+    let cfg = SynthConfig { seed: 5, vms: vec![2], windows: 60, tsc_write_every: 5, ..Default::default() };
+    let dir = tempdir("lost");
+    write_text(&cfg, &dir).unwrap();
+    // Lose the 4th write (a guest TSC write, not a creation).
+    let p = filter_offsets(&dir, |i, _| i != 3);
+    let d = plan(&dir, &p, &cfg, None).diagnose(None);
+    assert!(d.iter().any(|s| s.contains("writes were lost")), "{d:?}");
+}
+
+#[test]
+fn late_offset_instance_is_named() {
+    let cfg = SynthConfig { seed: 6, vms: vec![1], windows: 60, tsc_write_every: 5, ..Default::default() };
+    let dir = tempdir("late");
+    write_text(&cfg, &dir).unwrap();
+    let p = filter_offsets(&dir, |_, l| !l.contains("prev=0 "));
+    let plan = plan(&dir, &p, &cfg, None);
+    let d = plan.diagnose(None);
+    assert!(d.iter().any(|s| s.contains("started after the guest was created")), "{d:?}");
+    // And the merge itself refuses with the fix.
+    let err = plan.cursors().err().expect("events before the first known offset").to_string();
+    assert!(err.contains("before the first offset write") && err.contains("--tsc-offset"), "{err}");
+}
+
+#[test]
+fn tsc_scaling_not_given_is_named() {
+    let scaling = Scaling { ratio: 3 << 46, frac_bits: 48 }; // 0.75
+    let cfg = SynthConfig { seed: 7, vms: vec![2], windows: 40, scaling: Some(scaling), ..Default::default() };
+    let dir = tempdir("scaling");
+    write_text(&cfg, &dir).unwrap();
+    let plan_without = plan(&dir, &dir.join("host-tsc_offset.txt"), &cfg, None);
+    let mut sink = CheckSink::new(plan_without.check_config(), None);
+    let r = match plan_without.cursors() {
+        Ok(c) => {
+            merge(c, &mut sink).unwrap();
+            Some(sink.finish())
+        }
+        Err(_) => None,
+    };
+    let d = plan_without.diagnose(r.as_ref());
+    assert!(d.iter().any(|s| s.contains("0.7500x") && s.contains("--tsc-scaling")), "{d:?}");
+    // Given, the same recording is silent and exact.
+    let plan_with = plan(&dir, &dir.join("host-tsc_offset.txt"), &cfg, Some(scaling));
+    let mut sink = CheckSink::new(plan_with.check_config(), None);
+    merge(plan_with.cursors().unwrap(), &mut sink).unwrap();
+    let r = sink.finish();
+    assert_eq!(r.inside, r.guest_events);
+    assert!(plan_with.diagnose(Some(&r)).is_empty(), "{:?}", plan_with.diagnose(Some(&r)));
+}
