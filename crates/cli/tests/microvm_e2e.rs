@@ -82,11 +82,20 @@ fn record(dir: &Path) -> Option<Recording> {
 }
 
 fn check(rec: &Recording, offsets: OffsetSource) -> (Plan, CheckReport) {
+    check_shifted(rec, offsets, 0)
+}
+
+/// The check with every debugfs offset moved by `shift` cycles.
+fn check_shifted(rec: &Recording, offsets: OffsetSource, shift: i64) -> (Plan, CheckReport) {
     let d = &rec.dir;
-    let debugfs = tscmerge::clock::parse_kvm_debugfs(&std::fs::read_to_string(&rec.debugfs).unwrap()).unwrap();
+    let mut debugfs = tscmerge::clock::parse_kvm_debugfs(&std::fs::read_to_string(&rec.debugfs).unwrap()).unwrap();
+    for s in &mut debugfs {
+        s.offset = s.offset.wrapping_add(shift as u64);
+    }
+    let offsets = if shift != 0 { OffsetSource::Debugfs } else { offsets };
     // Matching needs offsets that fit: with the tracepoint's (unapplied)
     // offsets nothing fits, so that half pins each guest to its VMM process.
-    let pin = offsets == OffsetSource::Tracepoint;
+    let pin = offsets == OffsetSource::Tracepoint || shift != 0;
     let guests = (0..2)
         .map(|vm| GuestSpec {
             name: format!("guest{vm}"),
@@ -138,6 +147,22 @@ fn microvm_guests_on_the_host_timeline() {
             pct(&mut c.after_start),
             pct(&mut c.before_end)
         );
+    }
+
+    // A copy of this real recording with the (debugfs) offsets moved by
+    // ±1000 and ±1 cycles. A larger offset converts a read to an earlier host
+    // time: +1000 pushes reads before their window's start (they sit ~550 to
+    // ~2500 cycles after it); -1000 pushes them later, but the window's end is
+    // ≥1270 cycles away, so that direction stays inside. ±1 is invisible.
+    for shift in [1000i64, -1000, 1, -1] {
+        let (_, r) = check_shifted(&rec, OffsetSource::Debugfs, shift);
+        eprintln!("offsets shifted by {shift:+}: {} of {} reads outside their window, max {} cycles", r.violations(), r.guest_events, r.max_distance);
+        if shift == 1000 {
+            assert!(r.violations() > 0, "+1000 cycles must be caught");
+        }
+        if shift.abs() == 1 {
+            assert_eq!(r.violations(), 0, "±1 cycle is below the windows' resolution here");
+        }
     }
 
     // Trusting the tracepoint here puts the guests ~T cycles late: caught.

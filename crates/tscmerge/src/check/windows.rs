@@ -18,6 +18,8 @@ pub enum WindowKind {
 #[derive(Clone, Copy, Debug)]
 struct Open {
     start: u64,
+    /// The window is the emulation of an `rdtsc` (bytes 0f 31).
+    rdtsc: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -135,6 +137,7 @@ pub struct CheckSink<'s> {
     /// (machine, vCPU) → thread, from kvm_entry's vcpu field.
     vcpu_thread: HashMap<(usize, u32), i32>,
     last_host: HashMap<i32, (String, u64)>,
+    scratch: Vec<u8>,
     cpus: BTreeMap<(usize, u32), CpuState>,
     report: CheckReport,
     seq: u64,
@@ -150,6 +153,7 @@ impl<'s> CheckSink<'s> {
             candidates: HashMap::new(),
             vcpu_thread: HashMap::new(),
             last_host: HashMap::new(),
+            scratch: Vec::new(),
             cpus: BTreeMap::new(),
             report: CheckReport::default(),
             seq: 0,
@@ -174,7 +178,7 @@ impl<'s> CheckSink<'s> {
         m
     }
 
-    fn host_event(&mut self, pid: i32, tgid: Option<i32>, name: &str, vcpu: Option<u32>, ts: u64) {
+    fn host_event(&mut self, pid: i32, tgid: Option<i32>, name: &str, vcpu: Option<u32>, rdtsc: bool, ts: u64) {
         let machine = self.machine_of(pid, tgid);
         if let (Some(m), Some(v)) = (machine, vcpu) {
             self.vcpu_thread.insert((m, v), pid);
@@ -202,7 +206,7 @@ impl<'s> CheckSink<'s> {
             _ => None,
         };
         if let Some(kind) = kind {
-            t.open = Some(Open { start: ts });
+            t.open = Some(Open { start: ts, rdtsc });
             t.windows += 1;
             self.report.host_windows += 1;
             if !self.report.window_kinds.contains(&kind) {
@@ -217,7 +221,7 @@ impl<'s> CheckSink<'s> {
         }
     }
 
-    fn guest_event(&mut self, machine: usize, cpu: u32, ts: u64, guest_ts: Option<u64>, name: &str) {
+    fn guest_event(&mut self, machine: usize, cpu: u32, ts: u64, guest_ts: Option<u64>, name: &str, tsc_read: bool) {
         let vcpu = self.cfg.vms.get(&machine).and_then(|vm| vm.vcpu_of_cpu.get(&cpu).copied()).unwrap_or(cpu);
         let known = self.cfg.threads.get(&(machine, cpu)).or_else(|| self.vcpu_thread.get(&(machine, vcpu))).copied();
         let cands: Vec<i32> = match known {
@@ -243,10 +247,12 @@ impl<'s> CheckSink<'s> {
         let mut nearest: Option<u64> = None;
         // Margins are measured when exactly one candidate's window holds the
         // event (always so when the thread is known).
-        let holders = cands.iter().filter(|p| self.threads.get(p).is_some_and(|t| t.open.is_some())).count();
+        // A TSC read fits only the emulation of an rdtsc on its thread.
+        let fits = |o: &Open| !tsc_read || o.rdtsc;
+        let holders = cands.iter().filter(|p| self.threads.get(p).is_some_and(|t| t.open.as_ref().is_some_and(fits))).count();
         for &pid in &cands {
             let Some(t) = self.threads.get(&pid) else { continue };
-            match t.open {
+            match t.open.filter(fits) {
                 Some(open) => {
                     inside_any = true;
                     *st.report.inside_by_thread.entry(pid).or_default() += 1;
@@ -315,9 +321,11 @@ impl Sink for CheckSink<'_> {
         if let Payload::Event(r) = ev.payload {
             if machine == 0 {
                 let vcpu = if r.name == "kvm_entry" { entry_vcpu(&r.body) } else { None };
-                self.host_event(r.pid, r.tgid, r.name, vcpu, ev.ts);
+                let rdtsc = r.name == "kvm_emulate_insn" && emulates_rdtsc(&r.body);
+                self.host_event(r.pid, r.tgid, r.name, vcpu, rdtsc, ev.ts);
             } else {
-                self.guest_event(machine, ev.cpu, ev.ts, ev.orig_ts, r.name);
+                let tsc_read = matches!(r.name, "tracing_mark_write" | "print") && is_tsc_read(&r.body, &mut self.scratch);
+                self.guest_event(machine, ev.cpu, ev.ts, ev.orig_ts, r.name, tsc_read);
             }
         }
         match self.inner.as_deref_mut() {
@@ -338,4 +346,32 @@ fn entry_vcpu(body: &crate::event::Body<'_>) -> Option<u32> {
             _ => None,
         },
     }
+}
+
+/// Whether a kvm_emulate_insn emulated `rdtsc` (0f 31): field `insn` of a
+/// binary record, or the hex bytes its print format puts after
+/// `csbase:rip:` in text (`0:1004:0f 31 (real)`).
+fn emulates_rdtsc(body: &crate::event::Body<'_>) -> bool {
+    match *body {
+        crate::event::Body::Text(s) => s.splitn(3, ':').nth(2).is_some_and(|b| b.starts_with("0f 31")),
+        crate::event::Body::Raw { format, data, .. } => {
+            format.field("insn").and_then(|f| f.raw(data)).is_some_and(|b| b.starts_with(&[0x0f, 0x31]))
+        }
+    }
+}
+
+/// Whether a guest marker reports a TSC read: the micro-VM monitor writes
+/// `rdtsc seq=N next=INSN` for each value its guest read
+/// (crates/microvm/src/guest_trace.rs). Such an event is checked against the
+/// emulation window of that rdtsc, not any window of its thread.
+fn is_tsc_read(body: &crate::event::Body<'_>, scratch: &mut Vec<u8>) -> bool {
+    scratch.clear();
+    body.render(ftrace::printfmt::Style::Kernel, scratch);
+    let text = scratch.as_slice();
+    // A print event renders as `ip: text`; tracefs text is the text itself.
+    let text = match text.windows(2).position(|w| w == b": ") {
+        Some(i) if !text.starts_with(b"rdtsc") => &text[i + 2..],
+        _ => text,
+    };
+    text.starts_with(b"rdtsc seq=")
 }
