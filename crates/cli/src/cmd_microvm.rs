@@ -59,6 +59,22 @@ fn run_one(a: &Args, index: usize) -> anyhow::Result<()> {
     microvm::write_guest_trace(vm, &mut f)?;
     drop(f);
     std::fs::rename(&tmp, &path)?;
+    // KVM debugfs as the VMM read it, in tscmerge's kvm_debugfs.txt lines
+    // (crates/record/src/kvm.rs): at vCPU creation and after the halt.
+    let mut snaps = String::new();
+    for v in &vm.vcpus {
+        let d = &v.debugfs;
+        let scaling = match (d.scaling_ratio, d.scaling_frac_bits) {
+            (Some(r), Some(f)) => format!("{r} {f}"),
+            _ => "- -".into(),
+        };
+        for (at, reason, off) in [(d.create_read_at_tsc, "new", d.offset_at_create), (d.end_read_at_tsc, "end", d.offset_at_end)] {
+            if let Some(off) = off {
+                snaps.push_str(&format!("{at} {reason} {}-{} {} {} {off} {scaling}\n", vm.creator_tid, vm.vm_fd, vm.creator_tid, v.vcpu));
+            }
+        }
+    }
+    std::fs::write(a.dir.join(format!("kvm_debugfs-vm{index}.txt")), snaps)?;
     let tids: Vec<String> = vm.vcpus.iter().map(|v| v.tid.to_string()).collect();
     let offs: Vec<String> = vm.vcpus.iter().map(|v| format!("{:?}", v.debugfs.offset_at_end)).collect();
     // One line per VM: how to find it on the host (pid = tgid of its threads).
@@ -91,6 +107,16 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         lines.push_str(&String::from_utf8_lossy(&out.stdout));
     }
     std::fs::write(a.dir.join("vms.txt"), &lines)?;
+    // One kvm_debugfs.txt for all VMs, for --kvm-debugfs.
+    let mut snaps = String::from("# tscmerge kvm_debugfs 1: taken_at_tsc reason vm_dir pid vcpu tsc_offset scaling_ratio frac_bits (read by the micro-VM monitor)\n");
+    for i in 0..a.vms {
+        let p = a.dir.join(format!("kvm_debugfs-vm{i}.txt"));
+        if let Ok(t) = std::fs::read_to_string(&p) {
+            snaps.push_str(&t);
+            std::fs::remove_file(&p)?;
+        }
+    }
+    std::fs::write(a.dir.join("kvm_debugfs.txt"), snaps)?;
     print!("{lines}");
     if failed {
         bail!("a micro-VM process failed (see its message above)");

@@ -143,6 +143,16 @@ pub struct DebugfsTsc {
     pub scaling_ratio: Option<u64>,
     /// `tsc-scaling-ratio-frac-bits`.
     pub scaling_frac_bits: Option<u32>,
+    /// Host TSC just before `offset_at_create` was read.
+    pub create_read_at_tsc: u64,
+    /// Host TSC just before `offset_at_end` was read.
+    pub end_read_at_tsc: u64,
+}
+
+/// The host TSC, to stamp debugfs reads on the traces' `x86-tsc` timeline.
+fn rdtsc() -> u64 {
+    // SAFETY: rdtsc has no preconditions on x86_64.
+    unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 /// One vCPU's run.
@@ -367,11 +377,14 @@ fn make_vm(
         vcpu.set_regs(&regs).map_err(kvm(ctx("KVM_SET_REGS")))?;
 
         let dir = format!("{DEBUGFS_KVM}/{creator_tid}-{vm_fd}/vcpu{id}");
+        let create_read_at_tsc = rdtsc();
         let debugfs = DebugfsTsc {
             offset_at_create: read_num(&dir, "tsc-offset"),
             offset_at_end: None,
             scaling_ratio: read_num(&dir, "tsc-scaling-ratio"),
             scaling_frac_bits: read_num(&dir, "tsc-scaling-ratio-frac-bits"),
+            create_read_at_tsc,
+            end_read_at_tsc: 0,
         };
         out.push((vcpu, debugfs));
     }
@@ -534,6 +547,7 @@ fn run_vcpu(mut vcpu: VcpuFd, mut debugfs: DebugfsTsc, ctx: VcpuCtx) -> Result<V
             ctx.reads
         )));
     }
+    debugfs.end_read_at_tsc = rdtsc();
     debugfs.offset_at_end = read_num(&ctx.debugfs_dir, "tsc-offset");
     Ok(VcpuReport {
         vcpu: id,

@@ -1,0 +1,111 @@
+//! The checked-in real recording (examples/microvm-pvm, see its README):
+//! runs anywhere, no KVM needed.
+
+use std::process::Command;
+
+const D: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/microvm-pvm");
+
+fn tscmerge(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tscmerge")).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn f(name: &str) -> String {
+    format!("{D}/{name}")
+}
+
+fn vmm_pids() -> Vec<String> {
+    std::fs::read_to_string(f("vms.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("pid=")).unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn auto_offsets_put_every_read_in_its_window_and_match_both_guests() {
+    let (code, out, err) = tscmerge(&[
+        "check",
+        &f("host.txt"),
+        &f("host-tsc_offset.txt"),
+        "--guest",
+        &format!("a={}", f("guest-vm0.txt")),
+        "--guest",
+        &format!("b={}", f("guest-vm1.txt")),
+        "--kvm-debugfs",
+        &f("kvm_debugfs.txt"),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("were not applied on this host"), "{out}");
+    assert!(out.contains("96 guest events, 96 inside run windows (100.000%)"), "{out}");
+    // Each guest is matched to the VM of its own VMM process.
+    let (_, offsets, _) = tscmerge(&["offsets", &f("host-tsc_offset.txt")]);
+    let pids = vmm_pids();
+    for (guest, pid) in ["a", "b"].iter().zip(&pids) {
+        let vm = offsets
+            .lines()
+            .find(|l| l.contains(&format!("(VMM pid {pid})")))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap()
+            .to_string();
+        assert!(out.contains(&format!("match: guest {guest} -> {vm} ")), "guest {guest} should be {vm}: {out}");
+    }
+}
+
+#[test]
+fn trusting_the_tracepoint_fails_with_a_diagnosis() {
+    let pids = vmm_pids();
+    let (code, out, err) = tscmerge(&[
+        "check",
+        &f("host.txt"),
+        &f("host-tsc_offset.txt"),
+        "--offsets",
+        "tracepoint",
+        "--guest",
+        &format!("a={},pid={}", f("guest-vm0.txt"), pids[0]),
+        "--guest",
+        &format!("b={},pid={}", f("guest-vm1.txt"), pids[1]),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("0 inside run windows"), "{out}");
+    assert!(out.contains("diagnosis:") && out.contains("PVM"), "{out}");
+}
+
+#[test]
+fn offsets_show_debugfs_disagreeing() {
+    let (code, out, _) = tscmerge(&["offsets", &f("host-tsc_offset.txt"), "--kvm-debugfs", &f("kvm_debugfs.txt")]);
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("DISAGREE").count(), 8, "{out}");
+    assert!(out.contains("BREAK: prev != previous next"), "{out}");
+}
+
+#[test]
+fn merge_output_is_chronological_and_complete() {
+    let (code, out, err) = tscmerge(&[
+        "merge",
+        &f("host.txt"),
+        &f("host-tsc_offset.txt"),
+        "--guest",
+        &format!("a={}", f("guest-vm0.txt")),
+        "--guest",
+        &format!("b={}", f("guest-vm1.txt")),
+        "--kvm-debugfs",
+        &f("kvm_debugfs.txt"),
+        "--json",
+        "--stats",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let mut last = 0u64;
+    let mut guests = 0;
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ts = v["ts"].as_u64().unwrap();
+        assert!(ts >= last);
+        last = ts;
+        if v["machine"] != "host" {
+            guests += 1;
+        }
+    }
+    assert_eq!(guests, 96);
+    assert!(err.contains("events out"), "{err}");
+}
