@@ -6,6 +6,7 @@
 
 pub mod dat;
 pub mod meta;
+pub mod raw;
 pub mod text;
 
 use std::path::{Path, PathBuf};
@@ -51,13 +52,14 @@ enum Data {
     Map(memmap2::Mmap),
     Empty,
     Dat { file: dat::DatFile, meta: meta::Meta },
+    Raw(raw::RawDir),
 }
 
 impl Data {
     fn bytes(&self) -> &[u8] {
         match self {
             Data::Map(m) => m,
-            Data::Empty => &[],
+            Data::Empty | Data::Raw(_) => &[],
             Data::Dat { file, .. } => file.borrow_owner(),
         }
     }
@@ -80,10 +82,7 @@ impl Input {
     pub fn open(path: &Path) -> Result<Input> {
         let meta = std::fs::metadata(path).map_err(io_err(path))?;
         if meta.is_dir() {
-            return Err(Error::Usage(format!(
-                "{}: is a directory; raw trace_pipe_raw directories are read once the raw source lands",
-                path.display()
-            )));
+            return Self::open_raw(path);
         }
         let file = std::fs::File::open(path).map_err(io_err(path))?;
         let data = if meta.len() == 0 {
@@ -145,6 +144,31 @@ impl Input {
         Ok(Input { path: path.to_path_buf(), kind: InputKind::TraceDat, data: Data::Dat { file, meta }, buffers, offset_writes })
     }
 
+    fn open_raw(path: &Path) -> Result<Input> {
+        let dir = raw::open(path)?;
+        let scan = raw::scan(&dir)?;
+        let buffers = dir
+            .buffers
+            .iter()
+            .zip(&scan.events)
+            .map(|(b, &n)| BufferDesc {
+                name: b.name.clone(),
+                clock: b.clock.clone().unwrap_or_else(|| "unknown (no trace_clock file)".into()),
+                cpus: b.cpus.iter().map(|c| c.cpu).collect(),
+                events: Some(n),
+            })
+            .collect();
+        Ok(Input { path: path.to_path_buf(), kind: InputKind::RawDir, data: Data::Raw(dir), buffers, offset_writes: scan.offset_writes })
+    }
+
+    /// The opened raw capture directory, for `info`.
+    pub fn rawdir(&self) -> Option<&raw::RawDir> {
+        match &self.data {
+            Data::Raw(r) => Some(r),
+            _ => None,
+        }
+    }
+
     /// The parsed trace.dat, for `info`.
     pub fn tracedat(&self) -> Option<&ftrace::tracedat::TraceDat<'_>> {
         match &self.data {
@@ -195,7 +219,11 @@ impl Input {
                     })
                     .collect()
             }
-            InputKind::RawDir => unreachable!("not constructed yet"),
+            InputKind::RawDir => {
+                let Data::Raw(dir) = &self.data else { unreachable!("a RawDir input holds Data::Raw") };
+                let b = dir.buffers.get(buffer).ok_or_else(|| Error::Usage(format!("{name}: no buffer #{buffer}")))?;
+                b.cpus.iter().map(|c| Ok((Some(c.cpu), Box::new(raw::RawCursor::new(dir, c)?) as Box<dyn Cursor>))).collect()
+            }
         }
     }
 }
