@@ -1,20 +1,27 @@
 //! `tscmerge merge HOST... --guest NAME=FILE[,FILE...][,pid=PID]`
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use tscmerge::clock::{parse_offset, Scaling};
-use tscmerge::merge::merge;
+use tscmerge::merge::{merge, Sink};
 use tscmerge::plan::{GuestSpec, MergeSpec, OffsetSource, Plan};
-use tscmerge::sink::{JsonSink, TextSink, TsFormat};
+use tscmerge::sink::{ChromeSink, DatSink, JsonSink, MachineProvenance, PerfettoSink, TextSink, TsFormat, VcpuThread};
+use tscmerge::EventView;
 
 use crate::output::Output;
 
 #[derive(clap::Args)]
 #[command(after_help = "Each guest CPU is taken to be the vCPU of the same number unless --vcpu-map says otherwise.\n\
-Example:\n  tscmerge merge host.txt host-tsc_offset.txt --guest vm0=guest-vm0.txt,pid=2000")]
+Formats: text (trace-cmd report layout with a machine column), json (one object per line),\n\
+perfetto (protobuf for ui.perfetto.dev; needs --tsc-khz), chrome (trace event JSON; needs --tsc-khz),\n\
+dat (trace.dat v7, zstd, one buffer per machine, for trace-cmd and KernelShark; needs -o).\n\
+Examples:\n  tscmerge merge host.txt host-tsc_offset.txt --guest vm0=guest-vm0.txt,pid=2000\n\
+  tscmerge merge host.dat --guest vm0=guest.dat --format perfetto --tsc-khz 2995200 -o merged.pftrace\n\
+  tscmerge merge host.dat --guest vm0=guest.dat --format dat -o merged.dat && kernelshark merged.dat")]
 pub struct Args {
     /// Host recordings (trace.dat, text of each tracefs buffer, raw capture directories).
     #[arg(required = true)]
@@ -44,7 +51,10 @@ pub struct Args {
     /// Show each guest event's own TSC next to its host time.
     #[arg(long)]
     pub show_guest_ts: bool,
-    /// One JSON object per line instead of text.
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Same as --format json: one JSON object per line.
     #[arg(long)]
     pub json: bool,
     /// Print events in and out per source on stderr.
@@ -60,6 +70,94 @@ pub enum Offsets {
     Tracepoint,
     Debugfs,
     Auto,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Perfetto,
+    Dat,
+    #[value(alias = "json-trace")]
+    Chrome,
+}
+
+/// Shows progress on stderr (only when it is a terminal) around another sink.
+struct Progress<'s> {
+    inner: &'s mut dyn Sink,
+    bar: indicatif::ProgressBar,
+    n: u64,
+}
+
+impl Sink for Progress<'_> {
+    fn event(&mut self, machine: usize, ev: &EventView<'_>) -> tscmerge::Result<()> {
+        self.n += 1;
+        if self.n % 8192 == 0 {
+            self.bar.set_position(self.n);
+        }
+        self.inner.event(machine, ev)
+    }
+    fn finish(&mut self) -> tscmerge::Result<()> {
+        self.bar.set_position(self.n);
+        let r = self.inner.finish();
+        self.bar.finish_and_clear();
+        r
+    }
+}
+
+/// Runs the merge, with a progress bar when stderr is a terminal.
+fn run_merge(cursors: Vec<tscmerge::merge::Input<'_>>, total: Option<u64>, sink: &mut dyn Sink) -> tscmerge::Result<tscmerge::merge::MergeStats> {
+    if !std::io::stderr().is_terminal() {
+        return merge(cursors, sink);
+    }
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} merging {pos}/{len} events [{bar:30}] {eta}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let mut p = Progress { inner: sink, bar, n: 0 };
+    merge(cursors, &mut p)
+}
+
+/// Host threads that run guest vCPUs, named after the guest (a VM with no
+/// guest trace gets its timeline name and a `?`).
+fn vcpu_threads(plan: &Plan) -> Vec<VcpuThread> {
+    let mut out = Vec::new();
+    for (vi, vm) in plan.timeline.vms.iter().enumerate() {
+        let guest = match plan.guests.iter().find(|g| g.vm == vi) {
+            Some(g) => g.spec.name.clone(),
+            None => format!("{}?", vm.name()),
+        };
+        for (vcpu, tl) in &vm.vcpus {
+            if let Some(pid) = tl.pid {
+                out.push(VcpuThread { pid, guest: guest.clone(), vcpu: vcpu.0 });
+            }
+        }
+    }
+    out
+}
+
+/// What the trace.dat records about where each guest's times came from.
+fn provenance(plan: &Plan) -> Vec<MachineProvenance> {
+    plan.guests
+        .iter()
+        .map(|g| {
+            let vm = &plan.timeline.vms[g.vm];
+            let json = serde_json::json!({
+                "guest": g.spec.name,
+                "files": g.spec.files,
+                "vm": vm.name(),
+                "vmm_pid": vm.tgid,
+                "why": g.reason,
+                "vcpu_map": g.spec.vcpu_map,
+                "vcpus": vm.vcpus,
+            });
+            MachineProvenance { name: g.spec.name.clone(), json: json.to_string() }
+        })
+        .collect()
 }
 
 fn parse_vcpu_map(s: &str) -> anyhow::Result<(String, BTreeMap<u32, u32>)> {
@@ -124,24 +222,56 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         eprintln!("tscmerge: guest {} is {} ({})", g.spec.name, plan.timeline.vms[g.vm].name(), g.reason);
     }
     let machines = plan.machines();
-    let out = Output::open(a.output.as_deref())?;
-    let name = out.name();
-    let ts = match a.tsc_khz {
+    let format = if a.json { Format::Json } else { a.format };
+    let khz = match (format, a.tsc_khz) {
+        (Format::Perfetto | Format::Chrome, None) => bail!(
+            "--format {}: timestamps there are nanoseconds, so the TSC frequency is needed: pass --tsc-khz KHZ \
+             (the kernel's 'tsc: Refined TSC clocksource calibration: N MHz' in dmesg, times 1000)",
+            if format == Format::Perfetto { "perfetto" } else { "chrome" }
+        ),
+        (_, Some(0)) => bail!("--tsc-khz 0: the frequency must be positive"),
+        (_, k) => k,
+    };
+    let ts = match khz {
         Some(khz) => TsFormat::Secs { khz },
         None => TsFormat::Cycles,
     };
+    let total = plan.hosts.iter().chain(plan.guests.iter().flat_map(|g| g.inputs.iter()))
+        .flat_map(|i| i.buffers().iter().map(|b| b.events))
+        .sum::<Option<u64>>();
     let cursors = plan.cursors()?;
     let labels: Vec<String> = cursors.iter().map(|c| machines[c.machine].clone()).collect();
-    let (stats, out) = if a.json {
-        let mut sink = JsonSink::new(out, machines, &name);
-        let stats = merge(cursors, &mut sink)?;
-        (stats, sink.into_inner())
+    let stats = if format == Format::Dat {
+        let Some(path) = a.output.as_deref() else { bail!("--format dat writes a binary file: give it with -o FILE.dat") };
+        let mut sink = DatSink::create(path, machines, provenance(&plan))?;
+        run_merge(cursors, total, &mut sink)?
     } else {
-        let mut sink = TextSink::new(out, machines, ts, a.show_guest_ts, &name);
-        let stats = merge(cursors, &mut sink)?;
-        (stats, sink.into_inner())
+        let out = Output::open(a.output.as_deref())?;
+        let name = out.name();
+        let (stats, out) = match format {
+            Format::Json => {
+                let mut sink = JsonSink::new(out, machines, &name);
+                (run_merge(cursors, total, &mut sink)?, sink.into_inner())
+            }
+            Format::Text => {
+                let mut sink = TextSink::new(out, machines, ts, a.show_guest_ts, &name);
+                (run_merge(cursors, total, &mut sink)?, sink.into_inner())
+            }
+            Format::Perfetto => {
+                let khz = khz.expect("checked above");
+                let mut sink = PerfettoSink::new(out, &machines, khz, vcpu_threads(&plan), &name)?;
+                (run_merge(cursors, total, &mut sink)?, sink.into_inner())
+            }
+            Format::Chrome => {
+                let khz = khz.expect("checked above");
+                let mut sink = ChromeSink::new(out, machines, khz, vcpu_threads(&plan), &name)?;
+                (run_merge(cursors, total, &mut sink)?, sink.into_inner())
+            }
+            Format::Dat => unreachable!("handled above"),
+        };
+        out.finish()?;
+        stats
     };
-    out.finish()?;
     if a.stats {
         for (i, n) in stats.per_input.iter().enumerate() {
             eprintln!("tscmerge: source #{i} ({}): {n} events", labels[i]);

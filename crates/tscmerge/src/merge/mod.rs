@@ -28,6 +28,11 @@ pub struct Input<'a> {
 /// Receives merged events in order.
 pub trait Sink {
     fn event(&mut self, machine: usize, ev: &EventView<'_>) -> Result<()>;
+    /// Called once after the last event: sinks that hold data back (open
+    /// bundles, spooled pages, a closing bracket) write it here.
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Counts per input of what went in and out (`--stats`).
@@ -58,6 +63,7 @@ pub fn merge(mut inputs: Vec<Input<'_>>, sink: &mut dyn Sink) -> Result<MergeSta
             heap.push(Reverse((ev.ts, i)));
         }
     }
+    sink.finish()?;
     Ok(stats)
 }
 

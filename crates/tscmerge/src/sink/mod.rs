@@ -1,8 +1,99 @@
 //! Where merged events go. Sinks know nothing of where events came from:
 //! they see a machine index, its name, and an [`EventView`].
+//!
+//! - [`text`], [`json`]: lines for people and scripts;
+//! - [`chrome`]: Chrome trace event JSON (chrome://tracing, Perfetto UI);
+//! - [`perfetto`]: Perfetto protobuf trace, one machine per host/guest;
+//! - [`dat`]: trace.dat v7 with one buffer per machine (trace-cmd, KernelShark).
 
+pub mod chrome;
+pub mod dat;
 pub mod json;
+pub mod perfetto;
+pub mod perfetto_proto;
 pub mod text;
 
+pub use chrome::ChromeSink;
+pub use dat::{DatSink, MachineProvenance};
 pub use json::JsonSink;
+pub use perfetto::{PerfettoSink, VcpuThread};
 pub use text::{TextSink, TsFormat};
+
+use crate::event::{Body, Record};
+use ftrace::format::FieldValue;
+
+/// One field of an event, as far as the source let us type it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FieldVal<'a> {
+    Int(i64),
+    Uint(u64),
+    Str(&'a str),
+    Bytes(&'a [u8]),
+}
+
+/// Calls `f` with each non-common field of `r`: from the format for binary
+/// records, from the `key=value` pairs of the text otherwise (decimal numbers
+/// become integers, anything else stays a string). Returns how many fields.
+pub fn for_each_field<'a>(r: &Record<'a>, mut f: impl FnMut(&'a str, FieldVal<'a>)) -> usize {
+    let mut n = 0;
+    match r.body {
+        Body::Text(body) => {
+            for (k, v) in ftrace::text::fields(body) {
+                let val = if let Ok(u) = v.parse::<u64>() {
+                    FieldVal::Uint(u)
+                } else if let Ok(i) = v.parse::<i64>() {
+                    FieldVal::Int(i)
+                } else {
+                    FieldVal::Str(v)
+                };
+                f(k, val);
+                n += 1;
+            }
+        }
+        Body::Raw { format, data, ctx } => {
+            for fl in format.fields.iter().filter(|fl| !fl.is_common()) {
+                let val = match fl.value(data, ctx.endian) {
+                    Some(FieldValue::Signed(i)) => FieldVal::Int(i),
+                    Some(FieldValue::Unsigned(u)) => FieldVal::Uint(u),
+                    Some(FieldValue::Str(s)) => match std::str::from_utf8(s) {
+                        Ok(s) => FieldVal::Str(s),
+                        Err(_) => FieldVal::Bytes(s),
+                    },
+                    Some(FieldValue::Bytes(b)) => FieldVal::Bytes(b),
+                    None => continue,
+                };
+                f(&fl.name, val);
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// The integer value of field `key` of `r` (any width, sign kept as two's complement).
+pub fn field_int(r: &Record<'_>, key: &str) -> Option<i64> {
+    match r.body {
+        Body::Text(body) => ftrace::text::field(body, key).and_then(|v| v.parse::<i64>().ok().or_else(|| v.parse::<u64>().ok().map(|u| u as i64))),
+        Body::Raw { format, data, ctx } => match format.field(key)?.value(data, ctx.endian)? {
+            FieldValue::Signed(i) => Some(i),
+            FieldValue::Unsigned(u) => Some(u as i64),
+            _ => None,
+        },
+    }
+}
+
+/// The string value of field `key` of `r` (binary: a char array; text: the value).
+pub fn field_str<'a>(r: &Record<'a>, key: &str) -> Option<&'a str> {
+    match r.body {
+        Body::Text(body) => ftrace::text::field(body, key),
+        Body::Raw { format, data, ctx } => match format.field(key)?.value(data, ctx.endian)? {
+            FieldValue::Str(s) => std::str::from_utf8(s).ok(),
+            _ => None,
+        },
+    }
+}
+
+/// Host TSC cycles to nanoseconds with the TSC frequency in kHz, in 128 bits.
+pub fn tsc_to_ns(ts: u64, khz: u64) -> u64 {
+    (ts as u128 * 1_000_000 / khz.max(1) as u128) as u64
+}
