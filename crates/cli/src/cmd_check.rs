@@ -114,7 +114,7 @@ pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
     }
     let mut sink = CheckSink::new(plan.check_config(), None);
     merge(plan.cursors()?, &mut sink)?;
-    let mut r = sink.finish();
+    let mut r = sink.report();
     let mut stdout = std::io::stdout().lock();
     print_report(&plan, &mut r, a.inputs.tsc_khz, &mut stdout)?;
     Ok(if r.violations() > a.tolerance && r.host_windows > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })

@@ -10,6 +10,7 @@ use tscmerge::clock::{parse_offset, Scaling};
 use tscmerge::merge::{merge, Sink};
 use tscmerge::plan::{GuestSpec, MergeSpec, OffsetSource, Plan};
 use tscmerge::sink::{ChromeSink, DatSink, JsonSink, MachineProvenance, PerfettoSink, TextSink, TsFormat, VcpuThread};
+use tscmerge::check::CheckSink;
 use tscmerge::EventView;
 
 use crate::output::Output;
@@ -57,6 +58,9 @@ pub struct Args {
     /// Same as --format json: one JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// Check the merge against the host's run windows as it goes (summary on stderr; exit 1 on violations).
+    #[arg(long)]
+    pub check: bool,
     /// Print events in and out per source on stderr.
     #[arg(long)]
     pub stats: bool,
@@ -105,8 +109,27 @@ impl Sink for Progress<'_> {
     }
 }
 
-/// Runs the merge, with a progress bar when stderr is a terminal.
-fn run_merge(cursors: Vec<tscmerge::merge::Input<'_>>, total: Option<u64>, sink: &mut dyn Sink) -> tscmerge::Result<tscmerge::merge::MergeStats> {
+/// What `--check` needs: the plan, and the frequency for printing distances.
+type CheckWith<'p> = Option<(&'p Plan, Option<u64>)>;
+
+/// Runs the merge, with a progress bar when stderr is a terminal, and with
+/// `--check`'s check around `sink` (its report goes to stderr). Returns the
+/// counts and whether the check failed.
+fn run_merge(
+    cursors: Vec<tscmerge::merge::Input<'_>>,
+    total: Option<u64>,
+    sink: &mut dyn Sink,
+    check: CheckWith<'_>,
+) -> tscmerge::Result<(tscmerge::merge::MergeStats, bool)> {
+    let Some((plan, khz)) = check else { return Ok((run_merge_plain(cursors, total, sink)?, false)) };
+    let mut cs = CheckSink::new(plan.check_config(), Some(sink));
+    let stats = run_merge_plain(cursors, total, &mut cs)?;
+    let mut r = cs.report();
+    let _ = crate::cmd_check::print_report(plan, &mut r, khz, &mut std::io::stderr().lock());
+    Ok((stats, r.host_windows > 0 && r.violations() > 0))
+}
+
+fn run_merge_plain(cursors: Vec<tscmerge::merge::Input<'_>>, total: Option<u64>, sink: &mut dyn Sink) -> tscmerge::Result<tscmerge::merge::MergeStats> {
     if !std::io::stderr().is_terminal() {
         return merge(cursors, sink);
     }
@@ -239,33 +262,34 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let total = plan.hosts.iter().chain(plan.guests.iter().flat_map(|g| g.inputs.iter()))
         .flat_map(|i| i.buffers().iter().map(|b| b.events))
         .sum::<Option<u64>>();
+    let check: CheckWith<'_> = a.check.then_some((&plan, khz));
     let cursors = plan.cursors()?;
     let labels: Vec<String> = cursors.iter().map(|c| machines[c.machine].clone()).collect();
-    let stats = if format == Format::Dat {
+    let (stats, check_failed) = if format == Format::Dat {
         let Some(path) = a.output.as_deref() else { bail!("--format dat writes a binary file: give it with -o FILE.dat") };
         let mut sink = DatSink::create(path, machines, provenance(&plan))?;
-        run_merge(cursors, total, &mut sink)?
+        run_merge(cursors, total, &mut sink, check)?
     } else {
         let out = Output::open(a.output.as_deref())?;
         let name = out.name();
         let (stats, out) = match format {
             Format::Json => {
                 let mut sink = JsonSink::new(out, machines, &name);
-                (run_merge(cursors, total, &mut sink)?, sink.into_inner())
+                (run_merge(cursors, total, &mut sink, check)?, sink.into_inner())
             }
             Format::Text => {
                 let mut sink = TextSink::new(out, machines, ts, a.show_guest_ts, &name);
-                (run_merge(cursors, total, &mut sink)?, sink.into_inner())
+                (run_merge(cursors, total, &mut sink, check)?, sink.into_inner())
             }
             Format::Perfetto => {
                 let khz = khz.expect("checked above");
                 let mut sink = PerfettoSink::new(out, &machines, khz, vcpu_threads(&plan), &name)?;
-                (run_merge(cursors, total, &mut sink)?, sink.into_inner())
+                (run_merge(cursors, total, &mut sink, check)?, sink.into_inner())
             }
             Format::Chrome => {
                 let khz = khz.expect("checked above");
                 let mut sink = ChromeSink::new(out, machines, khz, vcpu_threads(&plan), &name)?;
-                (run_merge(cursors, total, &mut sink)?, sink.into_inner())
+                (run_merge(cursors, total, &mut sink, check)?, sink.into_inner())
             }
             Format::Dat => unreachable!("handled above"),
         };
@@ -278,5 +302,5 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         eprintln!("tscmerge: {} events out", stats.total);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if check_failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

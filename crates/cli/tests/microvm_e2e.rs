@@ -108,7 +108,7 @@ fn check_shifted(rec: &Recording, offsets: OffsetSource, shift: i64) -> (Plan, C
     let plan = Plan::new(spec).unwrap();
     let mut sink = CheckSink::new(plan.check_config(), None);
     merge(plan.cursors().unwrap(), &mut sink).unwrap();
-    let r = sink.finish();
+    let r = sink.report();
     (plan, r)
 }
 

@@ -109,3 +109,22 @@ fn merge_output_is_chronological_and_complete() {
     assert_eq!(guests, 96);
     assert!(err.contains("events out"), "{err}");
 }
+
+#[test]
+fn merge_check_reports_on_stderr_and_sets_the_exit_code() {
+    let base = [f("host.txt"), f("host-tsc_offset.txt"), "--guest".into(), format!("a={}", f("guest-vm0.txt")), "--guest".into(), format!("b={}", f("guest-vm1.txt"))];
+    let mut args: Vec<&str> = vec!["merge"];
+    args.extend(base.iter().map(String::as_str));
+    let dbg = f("kvm_debugfs.txt");
+    let mut ok = args.clone();
+    ok.extend(["--kvm-debugfs", &dbg, "--check"]);
+    let (code, out, err) = tscmerge(&ok);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("96 inside run windows (100.000%)"), "{err}");
+    assert!(!out.contains("check:"), "the report stays off stdout");
+    let pins: Vec<String> = vmm_pids();
+    let a = format!("a={},pid={}", f("guest-vm0.txt"), pins[0]);
+    let (code, _, err) = tscmerge(&["merge", &f("host.txt"), &f("host-tsc_offset.txt"), "--guest", &a, "--offsets", "tracepoint", "--check"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("diagnosis:"), "{err}");
+}

@@ -210,7 +210,7 @@ impl Plan {
             let run = self.cursors_for(&[gi]).and_then(|c| merge::merge(c, &mut sink));
             match run {
                 Ok(_) => {
-                    let r = sink.finish();
+                    let r = sink.report();
                     tries.push(MatchTry { vm: vm_name, inside: r.inside, events: r.guest_events, error: None });
                 }
                 Err(e) => tries.push(MatchTry { vm: vm_name, inside: 0, events: 0, error: Some(e.to_string()) }),

@@ -54,7 +54,7 @@ fn check(dir: &Path, offsets: &Path, cfg: &SynthConfig, pin: bool) -> (Plan, tsc
     let plan = Plan::new(MergeSpec { hosts: vec![dir.join("host.txt"), offsets.to_path_buf()], guests, ..Default::default() }).unwrap();
     let mut sink = CheckSink::new(plan.check_config(), None);
     merge(plan.cursors().unwrap(), &mut sink).unwrap();
-    let r = sink.finish();
+    let r = sink.report();
     (plan, r)
 }
 

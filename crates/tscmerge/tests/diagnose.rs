@@ -84,7 +84,7 @@ fn tsc_scaling_not_given_is_named() {
     let r = match plan_without.cursors() {
         Ok(c) => {
             merge(c, &mut sink).unwrap();
-            Some(sink.finish())
+            Some(sink.report())
         }
         Err(_) => None,
     };
@@ -94,7 +94,7 @@ fn tsc_scaling_not_given_is_named() {
     let plan_with = plan(&dir, &dir.join("host-tsc_offset.txt"), &cfg, Some(scaling));
     let mut sink = CheckSink::new(plan_with.check_config(), None);
     merge(plan_with.cursors().unwrap(), &mut sink).unwrap();
-    let r = sink.finish();
+    let r = sink.report();
     assert_eq!(r.inside, r.guest_events);
     assert!(plan_with.diagnose(Some(&r)).is_empty(), "{:?}", plan_with.diagnose(Some(&r)));
 }

@@ -300,7 +300,7 @@ impl<'s> CheckSink<'s> {
     }
 
     /// Ends the check: infers threads where unknown and returns the report.
-    pub fn finish(mut self) -> CheckReport {
+    pub fn report(mut self) -> CheckReport {
         for (_, st) in std::mem::take(&mut self.cpus) {
             let mut r = st.report;
             if r.thread.is_none() {
@@ -330,6 +330,13 @@ impl Sink for CheckSink<'_> {
         }
         match self.inner.as_deref_mut() {
             Some(s) => s.event(machine, ev),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        match self.inner.as_deref_mut() {
+            Some(s) => s.finish(),
             None => Ok(()),
         }
     }
