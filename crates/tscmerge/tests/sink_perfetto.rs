@@ -5,6 +5,7 @@
 //! 2. our output decodes with the Python classes and with our prost structs,
 //!    with the events of the text merge per machine and CPU, in order, at
 //!    the same times, plus a named machine per guest and vCPU run slices.
+//!
 //! Skips loudly without python3 or the package.
 
 #[path = "sink_util.rs"]
