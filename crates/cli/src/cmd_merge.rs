@@ -96,7 +96,7 @@ struct Progress<'s> {
 impl Sink for Progress<'_> {
     fn event(&mut self, machine: usize, ev: &EventView<'_>) -> tscmerge::Result<()> {
         self.n += 1;
-        if self.n % 8192 == 0 {
+        if self.n & 8191 == 0 {
             self.bar.set_position(self.n);
         }
         self.inner.event(machine, ev)

@@ -55,9 +55,9 @@ impl<W: Write> ChromeSink<W> {
     /// `vcpus` names the vCPU threads the host ran (for run windows).
     pub fn new(mut out: W, machines: Vec<String>, khz: u64, vcpus: Vec<VcpuThread>, path: &str) -> Result<Self> {
         let io = |source| Error::Io { path: path.into(), source };
-        write!(
+        writeln!(
             out,
-            "{{\"displayTimeUnit\":\"ns\",\"otherData\":{{\"generator\":\"tscmerge\",\"clock\":\"host TSC\",\"tsc_khz\":{khz}}},\"traceEvents\":[\n"
+            "{{\"displayTimeUnit\":\"ns\",\"otherData\":{{\"generator\":\"tscmerge\",\"clock\":\"host TSC\",\"tsc_khz\":{khz}}},\"traceEvents\":["
         )
         .map_err(io)?;
         Ok(ChromeSink {

@@ -244,7 +244,7 @@ impl DatSink {
     }
 
     /// Builds a binary record for a text event of a known format.
-    fn from_known_text(&mut self, r: &Record<'_>, body: &str) -> Option<()> {
+    fn encode_known_text(&mut self, r: &Record<'_>, body: &str) -> Option<()> {
         use ftrace::text::field;
         let int = |k: &str| field(body, k).and_then(|v| v.parse::<i64>().ok());
         match r.name {
@@ -287,15 +287,17 @@ impl DatSink {
     }
 
     /// A record of our `tscmerge` text format carrying `self.text`.
-    fn from_text(&mut self, r: &Record<'_>) -> Result<()> {
+    fn encode_text(&mut self, r: &Record<'_>) -> Result<()> {
         let name = if r.name.is_empty() { "unknown" } else { r.name };
         let id = self
             .known("tscmerge", name, TEXT_FIELDS, TEXT_FMT)
             .ok_or_else(|| Error::Usage(format!("{}: more than 65000 event types", self.dest.display())))?;
-        let mut len = self.text.len().min(MAX_TEXT);
-        while len > 0 && !std::str::from_utf8(&self.text[..len]).is_ok() {
-            len -= 1;
-        }
+        let cut = self.text.len().min(MAX_TEXT);
+        // Cut on a character boundary.
+        let len = match std::str::from_utf8(&self.text[..cut]) {
+            Ok(_) => cut,
+            Err(e) => e.valid_up_to(),
+        };
         self.start_rec(id, r.pid);
         // __data_loc: (length << 16) | offset, the length counting the NUL.
         let loc = (((len + 1) as u32) << 16) | 12;
@@ -405,9 +407,7 @@ impl Sink for DatSink {
         };
         if !r.comm.is_empty() && r.comm != "<...>" {
             if let Some(c) = self.comms.get_mut(machine) {
-                if !c.contains_key(&r.pid) {
-                    c.insert(r.pid, r.comm.to_string());
-                }
+                c.entry(r.pid).or_insert_with(|| r.comm.to_string());
             }
         }
         let mut as_text = true;
@@ -427,7 +427,7 @@ impl Sink for DatSink {
                 }
             }
             Body::Text(t) => {
-                if self.from_known_text(&r, t).is_some() {
+                if self.encode_known_text(&r, t).is_some() {
                     as_text = false;
                 } else {
                     self.text.clear();
@@ -436,7 +436,7 @@ impl Sink for DatSink {
             }
         }
         if as_text {
-            self.from_text(&r)?;
+            self.encode_text(&r)?;
             self.counts.1 += 1;
         }
         self.counts.0 += 1;
