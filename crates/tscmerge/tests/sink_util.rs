@@ -31,7 +31,7 @@ pub fn plan(dir: &Path) -> Plan {
             ..Default::default()
         })
         .collect();
-    Plan::new(MergeSpec { hosts: vec![dir.join("host.txt"), dir.join("host-tsc_offset.txt")], guests, scaling: None }).unwrap()
+    Plan::new(MergeSpec { hosts: vec![dir.join("host.txt"), dir.join("host-tsc_offset.txt")], guests, ..Default::default() }).unwrap()
 }
 
 /// The text merge, one line per event, with the guest TSC column.
