@@ -50,7 +50,6 @@ impl BufferDesc {
 
 enum Data {
     Map(memmap2::Mmap),
-    Empty,
     Dat { file: dat::DatFile, meta: meta::Meta },
     Raw(raw::RawDir),
 }
@@ -59,7 +58,7 @@ impl Data {
     fn bytes(&self) -> &[u8] {
         match self {
             Data::Map(m) => m,
-            Data::Empty | Data::Raw(_) => &[],
+            Data::Raw(_) => &[],
             Data::Dat { file, .. } => file.borrow_owner(),
         }
     }
@@ -84,10 +83,14 @@ impl Input {
         if meta.is_dir() {
             return Self::open_raw(path);
         }
+        if meta.len() == 0 {
+            return Err(Error::Usage(format!(
+                "{}: empty file (0 bytes): neither a trace.dat nor ftrace text",
+                path.display()
+            )));
+        }
         let file = std::fs::File::open(path).map_err(io_err(path))?;
-        let data = if meta.len() == 0 {
-            Data::Empty
-        } else {
+        let data = {
             // SAFETY: the mapping is read-only; a file truncated underneath us
             // is the same hazard every mmap-based reader (trace-cmd included)
             // accepts, documented in README.

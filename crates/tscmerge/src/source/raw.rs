@@ -163,7 +163,18 @@ pub fn open(dir: &Path) -> Result<RawDir> {
             "{d}: no header_page file: a raw capture directory needs header_page (the page layout, from tracefs events/header_page) beside its cpuN.raw files"
         )));
     };
-    let mut layout = PageLayout::from_header_page(&header_page, endian).map_err(|e| e.in_file(hp_path.clone()))?;
+    let mut layout = match PageLayout::from_header_page(&header_page, endian) {
+        Ok(l) => l,
+        // A header_page cut short (tracefs returns nothing at a non-zero
+        // offset, so a reader whose first read is small keeps 32 bytes):
+        // with meta.txt's page size and long size, the layout every kernel
+        // since 2.6.31 uses, as `TraceDat::page_layout` falls back to.
+        Err(_) if get("page_size").is_some() => {
+            let long = get("long_size").and_then(|l| l.parse().ok()).unwrap_or(8);
+            PageLayout::new(endian, long, 4096)
+        }
+        Err(e) => return Err(Error::Parse(e.in_file(hp_path.clone()))),
+    };
     if let Some(ps) = get("page_size") {
         let ps: u64 = ps.parse().map_err(|_| Error::Usage(format!("{d}/meta.txt: page_size={ps}: not a number")))?;
         if !PAGE_SIZES.contains(&ps) || ps <= layout.data_offset as u64 {
