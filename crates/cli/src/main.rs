@@ -3,9 +3,11 @@
 //! Exit codes: 0 success; 1 a check failed (`check`, `merge --check`);
 //! 2 bad usage or unreadable input. A closed stdout (e.g. `| head`) exits 0.
 
+mod cmd_doctor;
 mod cmd_info;
 mod cmd_merge;
 mod cmd_offsets;
+mod cmd_record;
 mod cmd_report;
 mod cmd_synth;
 mod output;
@@ -34,6 +36,8 @@ enum Cmd {
     Info(cmd_info::Args),
     /// Write a synthetic KVM host recording with ground truth.
     Synth(cmd_synth::Args),
+    #[command(flatten)]
+    Live(cmd_record::LiveCmd),
 }
 
 fn run() -> anyhow::Result<ExitCode> {
@@ -44,6 +48,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Cmd::Report(a) => cmd_report::run(a),
         Cmd::Info(a) => cmd_info::run(a),
         Cmd::Synth(a) => cmd_synth::run(a),
+        Cmd::Live(c) => c.run(),
     }
 }
 
