@@ -4,10 +4,12 @@
 //! 2 bad usage or unreadable input. A closed stdout (e.g. `| head`) exits 0.
 
 mod cmd_check;
+mod cmd_doctor;
 mod cmd_info;
 mod cmd_merge;
 mod cmd_microvm;
 mod cmd_offsets;
+mod cmd_record;
 mod cmd_report;
 mod cmd_synth;
 mod output;
@@ -18,7 +20,7 @@ use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "tscmerge", version, about = "Put the ftrace traces of KVM guests and their host on one exact timeline")]
-#[command(after_help = "Examples:\n  tscmerge merge examples/synth/host.txt examples/synth/host-tsc_offset.txt \\\n      --guest vm0=examples/synth/guest-vm0.txt,pid=2000 --guest vm1=examples/synth/guest-vm1.txt,pid=2100\n  tscmerge offsets host.dat\n  tscmerge report trace.dat\n  tscmerge synth -o /tmp/synth")]
+#[command(after_help = "Examples:\n  tscmerge merge examples/synth/host.txt examples/synth/host-tsc_offset.txt \\\n      --guest vm0=examples/synth/guest-vm0.txt --guest vm1=examples/synth/guest-vm1.txt\n  tscmerge record --host -o host.dat -- qemu-system-x86_64 -enable-kvm ...\n  tscmerge check host.dat --guest vm=guest.dat\n  tscmerge doctor\n  tscmerge offsets host.dat\n  tscmerge report trace.dat\n  tscmerge synth -o /tmp/synth")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -40,6 +42,8 @@ enum Cmd {
     Microvm(cmd_microvm::Args),
     /// Write a synthetic KVM host recording with ground truth.
     Synth(cmd_synth::Args),
+    #[command(flatten)]
+    Live(cmd_record::LiveCmd),
 }
 
 fn run() -> anyhow::Result<ExitCode> {
@@ -52,6 +56,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Cmd::Info(a) => cmd_info::run(a),
         Cmd::Synth(a) => cmd_synth::run(a),
         Cmd::Microvm(a) => cmd_microvm::run(a),
+        Cmd::Live(c) => c.run(),
     }
 }
 

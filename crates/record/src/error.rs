@@ -103,6 +103,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Writing a trace.dat failed (`todat`).
+    #[error("writing trace.dat from {}: {source}", .path.display())]
+    Write {
+        /// The file being read or written.
+        path: PathBuf,
+        /// The writer's error.
+        #[source]
+        source: ftrace::Error,
+    },
     /// A file we read had unexpected content.
     #[error("{}: line {line}: {what}", .path.display())]
     Parse {

@@ -10,6 +10,7 @@
 //! - [`kvm`]: KVM debugfs tsc-offset snapshots and `processes.txt`.
 //! - [`tsc`]: TSC frequency (perf mmap page or /proc/cpuinfo).
 //! - [`lock`], [`signal`]: one recorder at a time; SIGINT/SIGTERM → flag.
+//! - [`todat`]: the raw directory → one trace.dat v7.
 //! - [`recorder`]: [`Recorder::start`] / [`Recorder::stop`] tying it together.
 
 pub mod capture;
@@ -21,6 +22,7 @@ pub mod rawdir;
 pub mod recorder;
 pub mod signal;
 pub mod sys;
+pub mod todat;
 pub mod tracefs;
 pub mod tsc;
 

@@ -86,16 +86,25 @@ pub fn write_ctl(path: &Path, value: &str) -> Result<()> {
 
 /// Read a whole (small, pseudo) file as text.
 pub fn read_text(path: &Path) -> Result<String> {
-    let mut s = String::new();
-    fs::File::open(path)
-        .and_then(|mut f| f.read_to_string(&mut s))
-        .map_err(|e| Error::io("reading", path, e))?;
-    Ok(s)
+    String::from_utf8(read_bytes(path)?).map_err(|e| {
+        Error::io(
+            "reading",
+            path,
+            io::Error::new(io::ErrorKind::InvalidData, e.utf8_error()),
+        )
+    })
 }
+
+/// First read size: some tracefs files answer only the first read(2) and
+/// return 0 for any later offset (kernel/trace/trace_events.c
+/// `show_header_page_file`, `show_header_event_file`: `if (*ppos) return 0`),
+/// so they must come in one read; std's `read_to_end` would probe with 32
+/// bytes first and truncate them.
+const FIRST_READ: usize = 64 * 1024;
 
 /// Read a whole file as bytes (pseudo files report size 0, so no `fs::read` size hint).
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    let mut v = Vec::new();
+    let mut v = Vec::with_capacity(FIRST_READ);
     fs::File::open(path)
         .and_then(|mut f| f.read_to_end(&mut v))
         .map_err(|e| Error::io("reading", path, e))?;

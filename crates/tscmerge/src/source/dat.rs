@@ -32,6 +32,11 @@ pub fn meta(dat: &TraceDat<'_>) -> Meta {
         m.add_format(system, text);
     }
     m.add_cmdlines(dat.cmdlines());
+    for o in dat.options() {
+        if let ftrace::tracedat::TraceOption::Unknown { id, data } = o {
+            m.add_record_option(*id, data);
+        }
+    }
     m.kallsyms = dat.kallsyms().map(ftrace::format::Kallsyms::parse);
     m.printk = dat.printk().map(ftrace::format::PrintkFormats::parse);
     m

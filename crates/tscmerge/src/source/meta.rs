@@ -20,6 +20,45 @@ pub struct Meta {
     pub long_size: u8,
     /// The id of kvm/kvm_write_tsc_offset in this input, when it has the format.
     pub write_tsc_offset: Option<u16>,
+    /// What `tscmerge record` stored beside the events (its private options).
+    pub recorded: Option<RecordedFacts>,
+}
+
+/// Private trace.dat option ids written by `tscmerge record`
+/// (crates/record/src/todat.rs documents them; trace-cmd skips them).
+pub mod record_opt {
+    pub const RECORD_META: u16 = 0x7f00;
+    pub const PROCESSES: u16 = 0x7f01;
+    pub const KVM_DEBUGFS: u16 = 0x7f02;
+    pub const TSC_HZ: u16 = 0x7f03;
+}
+
+/// Facts `tscmerge record` wrote into a trace.dat as private options.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordedFacts {
+    /// `kvm_debugfs.txt` lines (`taken_at_tsc reason vm_dir pid vcpu tsc_offset ratio|- frac|-`).
+    pub kvm_debugfs: Vec<String>,
+    /// TSC frequency in Hz, and where the recorder got it (`perf_mmap`, `cpuinfo_mhz`).
+    pub tsc_hz: Option<u64>,
+    pub tsc_hz_source: Option<String>,
+    /// The recording's `meta.txt` (`key=value`): date, uname, start/stop TSC, ...
+    pub meta: Vec<(String, String)>,
+}
+
+impl RecordedFacts {
+    /// The debugfs lines as one `kvm_debugfs.txt` text.
+    pub fn kvm_debugfs_text(&self) -> String {
+        self.kvm_debugfs.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.meta.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+fn option_text(data: &[u8]) -> std::borrow::Cow<'_, str> {
+    let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+    String::from_utf8_lossy(&data[..end])
 }
 
 impl Meta {
@@ -33,6 +72,53 @@ impl Meta {
             endian,
             long_size,
             write_tsc_offset: None,
+            recorded: None,
+        }
+    }
+
+    /// Reads one of `tscmerge record`'s private options; other ids are ignored.
+    /// `processes.txt` fills pid → tgid (so offsets group by VMM process) and
+    /// comms the cmdlines lack.
+    pub fn add_record_option(&mut self, id: u16, data: &[u8]) {
+        let text = option_text(data);
+        let facts = match id {
+            record_opt::RECORD_META..=record_opt::TSC_HZ => self.recorded.get_or_insert_with(RecordedFacts::default),
+            _ => return,
+        };
+        match id {
+            record_opt::RECORD_META => {
+                facts.meta = text
+                    .lines()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                    .collect();
+            }
+            record_opt::KVM_DEBUGFS => {
+                facts.kvm_debugfs = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string)
+                    .collect();
+            }
+            record_opt::TSC_HZ => {
+                let mut it = text.split_whitespace();
+                facts.tsc_hz = it.next().and_then(|v| v.parse::<f64>().ok()).filter(|v| *v >= 1.0 && *v < 1e13).map(|v| v as u64);
+                facts.tsc_hz_source = it.next().map(str::to_string);
+            }
+            _ => {
+                // PROCESSES: `pid tgid|- comm|-`.
+                for line in text.lines() {
+                    let mut it = line.split_whitespace();
+                    let Some(Ok(pid)) = it.next().map(str::parse::<i32>) else { continue };
+                    if let Some(Ok(tgid)) = it.next().map(str::parse::<i32>) {
+                        self.tgids.entry(pid).or_insert(tgid);
+                    }
+                    if let Some(comm) = it.next().filter(|c| *c != "-") {
+                        self.comms.entry(pid).or_insert_with(|| comm.to_string());
+                    }
+                }
+            }
         }
     }
 

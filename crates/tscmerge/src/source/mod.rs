@@ -180,6 +180,15 @@ impl Input {
         }
     }
 
+    /// What `tscmerge record` stored in this trace.dat beside the events
+    /// (debugfs snapshots, TSC frequency); None for other inputs.
+    pub fn recorded_facts(&self) -> Option<&meta::RecordedFacts> {
+        match &self.data {
+            Data::Dat { meta, .. } => meta.recorded.as_ref(),
+            _ => None,
+        }
+    }
+
     pub fn name(&self) -> String {
         self.path.display().to_string()
     }

@@ -1,0 +1,386 @@
+//! Raw recording directory ([`crate::rawdir`]) → one trace.dat (v7) through
+//! `ftrace::write`: the last step of `tscmerge record`.
+//!
+//! Every instance becomes a buffer, named as [`ToDat::names`] says (`""` is the
+//! top-level buffer, as `trace-cmd record -B` lays files out) or after the
+//! instance. Metadata: header_page/header_event, every copied format,
+//! printk formats, kallsyms (when recorded), saved_cmdlines; options TRACECLOCK,
+//! CPUCOUNT, UNAME, VERSION, CPUSTAT (trace-cmd's layout: the first buffer's
+//! CPUs, then a `Buffer: NAME` separator and the next buffer's), and our own
+//! options (ids from `ftrace::write::option_id::PRIVATE_FIRST`, which trace-cmd
+//! skips: see `ftrace/src/write/mod.rs`):
+//!
+//! | id | [`opt`] | content (UTF-8 text) |
+//! |---|---|---|
+//! | 0x7f00 | `RECORD_META` | `meta.txt` of the recording, `key=value` lines |
+//! | 0x7f01 | `PROCESSES`   | `processes.txt`: `pid tgid comm` lines (`-` when unknown) |
+//! | 0x7f02 | `KVM_DEBUGFS` | `kvm_debugfs.txt` lines (format in [`crate::kvm`]) |
+//! | 0x7f03 | `TSC_HZ`      | one line `<hz> <source>` (source `perf_mmap`/`cpuinfo_mhz`) |
+//!
+//! Deliberately absent: DATE and TSC2NSEC. trace-cmd adds DATE (µs) to every
+//! timestamp and converts timestamps to ns when TSC2NSEC is present
+//! (trace-input.c `handle_options`, `timestamp_calc`), which would hide the raw
+//! TSC counts tscmerge matches on; the date and the frequency are in our
+//! options instead.
+//!
+//! A directory whose capture did not end cleanly still converts: `cpuN.raw.part`
+//! is used when `cpuN.raw` is absent, and a trailing partial page is dropped.
+
+use crate::error::{Error, Result};
+use crate::rawdir::Meta;
+use crate::sys;
+use ftrace::write::{option_id, Compression, Header, OptionData, TraceDatWriter};
+use ftrace::Endian;
+use std::fs;
+use std::io::{BufWriter, Read};
+use std::path::{Path, PathBuf};
+
+/// Our private option ids.
+pub mod opt {
+    use ftrace::write::option_id::PRIVATE_FIRST;
+    /// `meta.txt` text.
+    pub const RECORD_META: u16 = PRIVATE_FIRST;
+    /// `processes.txt` text: pid → tgid, comm.
+    pub const PROCESSES: u16 = PRIVATE_FIRST + 1;
+    /// `kvm_debugfs.txt` text.
+    pub const KVM_DEBUGFS: u16 = PRIVATE_FIRST + 2;
+    /// `<hz> <source>`.
+    pub const TSC_HZ: u16 = PRIVATE_FIRST + 3;
+}
+
+/// How to convert.
+#[derive(Debug, Clone)]
+pub struct ToDat {
+    /// (instance, buffer name in the file); `""` makes it the top-level
+    /// buffer, written first. Instances not listed keep their name.
+    pub names: Vec<(String, String)>,
+    /// Codec (v7).
+    pub compression: Compression,
+}
+
+impl Default for ToDat {
+    fn default() -> Self {
+        ToDat {
+            names: Vec::new(),
+            compression: Compression::Zstd,
+        }
+    }
+}
+
+/// What was written, per buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToDatBuffer {
+    /// Name in the file (`""` for the top level).
+    pub name: String,
+    /// The instance it came from.
+    pub instance: String,
+    /// Pages written.
+    pub pages: u64,
+    /// Partial trailing bytes dropped (an unclean stop).
+    pub dropped_bytes: u64,
+}
+
+fn write_err(path: &Path) -> impl FnOnce(ftrace::Error) -> Error + '_ {
+    move |source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_opt(p: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(p) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("reading", p, e)),
+    }
+}
+
+fn parse_field<T: std::str::FromStr>(meta: &Meta, k: &str, path: &Path) -> Result<T> {
+    meta.get(k)
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| Error::Parse {
+            path: path.join("meta.txt"),
+            line: 0,
+            what: format!("missing or bad `{k}`"),
+        })
+}
+
+/// `events/<system>/<name>/format` files below `raw`, sorted: (system, bytes).
+fn formats(raw: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let ev = raw.join("events");
+    let mut out = Vec::new();
+    let Ok(systems) = fs::read_dir(&ev) else {
+        return Ok(out);
+    };
+    let mut systems: Vec<_> = systems.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    systems.sort();
+    for s in systems {
+        let sys = s
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut names: Vec<_> = fs::read_dir(&s)
+            .map_err(|e| Error::io("listing", &s, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("format"))
+            .filter(|p| p.is_file())
+            .collect();
+        names.sort();
+        for f in names {
+            out.push((
+                sys.clone(),
+                fs::read(&f).map_err(|e| Error::io("reading", &f, e))?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// `cpuN.raw` (or `.part`) files of an instance directory: (cpu, path).
+fn cpu_files(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
+    let mut v: Vec<(u32, PathBuf)> = Vec::new();
+    for e in fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))? {
+        let e = e.map_err(|e| Error::io("listing", dir, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("cpu") else {
+            continue;
+        };
+        let (num, part) = match (rest.strip_suffix(".raw"), rest.strip_suffix(".raw.part")) {
+            (Some(n), _) => (n, false),
+            (_, Some(n)) => (n, true),
+            _ => continue,
+        };
+        let Ok(cpu) = num.parse::<u32>() else {
+            continue;
+        };
+        match v.iter_mut().find(|(c, _)| *c == cpu) {
+            // A finished file wins over a partial one.
+            Some(slot) if !part => slot.1 = e.path(),
+            Some(_) => {}
+            None => v.push((cpu, e.path())),
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// `stats` of an instance (`cpuN key=value ...` lines) as trace-cmd's CPUSTAT
+/// text (`CPU: N` then the kernel's `per_cpu/cpuN/stats` names).
+fn cpustat_texts(stats: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in stats.lines() {
+        let mut it = line.split_whitespace();
+        let Some(cpu) = it.next().and_then(|c| c.strip_prefix("cpu")) else {
+            continue;
+        };
+        let mut s = format!("CPU: {cpu}\n");
+        for kv in it {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            let k = match k {
+                "entries" => "entries",
+                "overrun" => "overrun",
+                "commit_overrun" => "commit overrun",
+                "dropped_events" => "dropped events",
+                "read_events" => "read events",
+                _ => continue,
+            };
+            s.push_str(&format!("{k}: {v}\n"));
+        }
+        out.push(s);
+    }
+    out
+}
+
+/// Convert `raw` into `out` (written as `out.tmp<pid>`, renamed into place
+/// when complete; removed on error).
+pub fn convert(raw: &Path, out: &Path, cfg: &ToDat) -> Result<Vec<ToDatBuffer>> {
+    let mut tmp = out.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let r = convert_to(raw, &tmp, cfg);
+    match r {
+        Ok(v) => {
+            fs::rename(&tmp, out).map_err(|e| Error::io("renaming into place", out, e))?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn convert_to(raw: &Path, out: &Path, cfg: &ToDat) -> Result<Vec<ToDatBuffer>> {
+    let meta = Meta::read(raw)?;
+    let page_size: u32 = parse_field(&meta, "page_size", raw)?;
+    let long_size: u8 = parse_field(&meta, "long_size", raw)?;
+    let cpus: u32 = parse_field(&meta, "cpus", raw)?;
+    let endian = match meta.get("endian") {
+        Some("big") => Endian::Big,
+        _ => Endian::Little,
+    };
+    let instances: Vec<String> = meta
+        .get("instances")
+        .unwrap_or("")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let need = |name: &str| -> Result<Vec<u8>> {
+        let p = raw.join(name);
+        sys::read_bytes(&p)
+    };
+    let header_page = need("header_page")?;
+    let header_event = need("header_event")?;
+    let printk = read_opt(&raw.join("printk_formats"))?;
+    let kallsyms = read_opt(&raw.join("kallsyms"))?;
+    let cmdlines = read_opt(&raw.join("saved_cmdlines"))?.unwrap_or_default();
+    let formats = formats(raw)?;
+    let header = Header {
+        endian,
+        long_size,
+        page_size,
+        header_page: &header_page,
+        header_event: &header_event,
+        ftrace_formats: formats
+            .iter()
+            .filter(|(s, _)| s == "ftrace")
+            .map(|(_, f)| f.as_slice())
+            .collect(),
+        event_formats: formats
+            .iter()
+            .filter(|(s, _)| s != "ftrace")
+            .map(|(s, f)| (s.as_str(), f.as_slice()))
+            .collect(),
+        kallsyms: kallsyms.as_deref(),
+        printk: printk.as_deref(),
+        cmdlines: &cmdlines,
+    };
+    let file = fs::File::create(out).map_err(|e| Error::io("creating", out, e))?;
+    let mut w = TraceDatWriter::new(
+        BufWriter::with_capacity(1 << 20, file),
+        7,
+        cfg.compression,
+        &header,
+    )
+    .map_err(write_err(out))?;
+
+    let file_name = |inst: &str| -> String {
+        cfg.names
+            .iter()
+            .find(|(i, _)| i == inst)
+            .map_or_else(|| inst.to_string(), |(_, n)| n.clone())
+    };
+    // Top buffer first, then the others in recording order.
+    let mut order: Vec<&String> = instances.iter().collect();
+    order.sort_by_key(|n| !file_name(n).is_empty());
+
+    let first_clock = order
+        .first()
+        .map(|i| fs::read_to_string(raw.join(i).join("trace_clock")).unwrap_or_default())
+        .unwrap_or_default();
+    let first_clock = first_clock.trim();
+    let opts = [
+        OptionData::TraceClock(if first_clock.is_empty() {
+            "local".into()
+        } else {
+            first_clock.into()
+        }),
+        OptionData::CpuCount(cpus),
+        OptionData::Uname(meta.get("uname").unwrap_or("").into()),
+        OptionData::Version(format!("tscmerge record {}", env!("CARGO_PKG_VERSION"))),
+    ];
+    for o in opts {
+        w.add_option(o).map_err(write_err(out))?;
+    }
+    for (k, inst) in order.iter().enumerate() {
+        if k > 0 {
+            w.add_option(OptionData::CpuStat(format!("\nBuffer: {}\n\n", file_name(inst))))
+                .map_err(write_err(out))?;
+        }
+        let stats = fs::read_to_string(raw.join(inst).join("stats")).unwrap_or_default();
+        for s in cpustat_texts(&stats) {
+            w.add_option(OptionData::CpuStat(s))
+                .map_err(write_err(out))?;
+        }
+    }
+    let raw_opt = |id: u16, data: Vec<u8>| OptionData::Raw { id, data };
+    w.add_option(raw_opt(opt::RECORD_META, meta.to_text().into_bytes()))
+        .map_err(write_err(out))?;
+    if let Some(p) = read_opt(&raw.join("processes.txt"))? {
+        w.add_option(raw_opt(opt::PROCESSES, p))
+            .map_err(write_err(out))?;
+    }
+    if let Some(k) = read_opt(&raw.join("kvm_debugfs.txt"))? {
+        w.add_option(raw_opt(opt::KVM_DEBUGFS, k))
+            .map_err(write_err(out))?;
+    }
+    if let (Some(hz), Some(src)) = (meta.get("tsc_hz"), meta.get("tsc_hz_source")) {
+        w.add_option(raw_opt(opt::TSC_HZ, format!("{hz} {src}\n").into_bytes()))
+            .map_err(write_err(out))?;
+    }
+
+    let mut ids = Vec::new();
+    for inst in &order {
+        let clock = fs::read_to_string(raw.join(inst).join("trace_clock")).unwrap_or_default();
+        let clock = if clock.trim().is_empty() {
+            "local"
+        } else {
+            clock.trim()
+        };
+        ids.push(
+            w.add_buffer(&file_name(inst), clock, cpus)
+                .map_err(write_err(out))?,
+        );
+    }
+    let mut done = Vec::new();
+    for (inst, id) in order.iter().zip(ids) {
+        let mut pages = 0;
+        let mut dropped = 0;
+        for (cpu, path) in cpu_files(&raw.join(inst))? {
+            if cpu >= cpus {
+                continue;
+            }
+            let len = fs::metadata(&path)
+                .map_err(|e| Error::io("reading", &path, e))?
+                .len();
+            let whole = len - len % u64::from(page_size);
+            dropped += len - whole;
+            let f = fs::File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
+            pages += w
+                .write_cpu_data(id, cpu, std::io::BufReader::new(f).take(whole))
+                .map_err(write_err(&path))?;
+        }
+        done.push(ToDatBuffer {
+            name: file_name(inst),
+            instance: inst.to_string(),
+            pages,
+            dropped_bytes: dropped,
+        });
+    }
+    let bw = w.finish().map_err(write_err(out))?;
+    let f = bw
+        .into_inner()
+        .map_err(|e| Error::io("flushing", out, e.into_error()))?;
+    f.sync_all().map_err(|e| Error::io("syncing", out, e))?;
+    Ok(done)
+}
+
+/// The private option ids are in trace-cmd-ignored space.
+const _: () = assert!(opt::RECORD_META >= option_id::PRIVATE_FIRST);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpustat_text_matches_trace_cmd_names() {
+        let t = cpustat_texts("cpu1 bytes=8192 pages=2 entries=0 overrun=3 dropped_events=4 commit_overrun=5 read_events=77\n");
+        assert_eq!(
+            t,
+            ["CPU: 1\nentries: 0\noverrun: 3\ndropped events: 4\ncommit overrun: 5\nread events: 77\n"]
+        );
+    }
+}
