@@ -1,13 +1,33 @@
-//! `tscmerge synth -o DIR`: a modelled KVM host recording with ground truth.
+//! `tscmerge synth -o DIR`: a modelled KVM host recording with ground truth,
+//! as tracefs text, trace.dat, or both.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use tscmerge::clock::Scaling;
-use tscmerge::synth::{write_text, SynthConfig};
+use ftrace::write::Compression;
+use tscmerge::synth::{write_dat, write_text, SynthConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// host.txt, host-tsc_offset.txt, guest-vmN.txt (tracefs `trace` files).
+    Text,
+    /// host.dat (top level + instance tsc_offset), guest-vmN.dat (trace.dat v7).
+    Dat,
+    /// Both sets, side by side.
+    Both,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Codec {
+    Zstd,
+    Zlib,
+    None,
+}
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:\n  tscmerge synth -o /tmp/s                       # text, small\n  tscmerge synth -o /tmp/s --format dat --windows 2000000 --compression none   # ~1 GB host.dat")]
 pub struct Args {
     /// Output directory.
     #[arg(short = 'o', long = "output")]
@@ -29,6 +49,12 @@ pub struct Args {
     pub tsc_scaling: Option<String>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// What to write; truth.tsv is always written.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// trace.dat (v7) compression.
+    #[arg(long, value_enum, default_value_t = Codec::Zstd)]
+    pub compression: Codec,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -42,7 +68,20 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         scaling,
         ..Default::default()
     };
-    let sum = write_text(&cfg, &a.dir).with_context(|| format!("writing {}", a.dir.display()))?;
+    let compression = match a.compression {
+        Codec::Zstd => Compression::Zstd,
+        Codec::Zlib => Compression::Zlib,
+        Codec::None => Compression::None,
+    };
+    let ctx = || format!("writing {}", a.dir.display());
+    let sum = match a.format {
+        Format::Text => write_text(&cfg, &a.dir).with_context(ctx)?,
+        Format::Dat => write_dat(&cfg, &a.dir, compression).with_context(ctx)?,
+        Format::Both => {
+            write_text(&cfg, &a.dir).with_context(ctx)?;
+            write_dat(&cfg, &a.dir, compression).with_context(ctx)?
+        }
+    };
     eprintln!(
         "tscmerge: wrote {}: host {} events, {} offset writes, guests {:?} events; VMM pids {}",
         a.dir.display(),

@@ -7,7 +7,11 @@
 //! - `guest-vmN.txt`: each VM's guest trace (sched_switch and markers), stamped
 //!   with the guest TSC;
 //! - `truth.tsv`: for every guest event, in guest file order, its true host TSC.
+//!
+//! or, with [`write_dat`], the same events as `host.dat` (both buffers) and
+//! `guest-vmN.dat` (see [`dat`]).
 
+pub mod dat;
 mod model;
 mod text;
 
@@ -16,6 +20,7 @@ use std::cmp::Reverse;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
+pub use dat::write_dat;
 pub use model::{Happening, HostNoise, Rng, SynthConfig, SynthEvent, VcpuEntity};
 pub use text::{write_guest_line, write_header, write_host_line};
 

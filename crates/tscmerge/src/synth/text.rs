@@ -37,14 +37,14 @@ pub fn write_header(out: &mut impl Write, entries: u64, cpus: u32, tgid: bool, n
     out.write_all(if tgid { HEADER_TGID } else { HEADER }.as_bytes())
 }
 
-fn guest_comm(pid: i32) -> &'static str {
+pub(super) fn guest_comm(pid: i32) -> &'static str {
     ["swapper/0", "systemd", "kworker/0:1", "sshd", "bash", "stress-ng", "rcu_sched", "sleep"]
         .get(pid as usize)
         .copied()
         .unwrap_or("task")
 }
 
-fn host_comm(pid: i32) -> String {
+pub(super) fn host_comm(pid: i32) -> String {
     if pid == 0 {
         "<idle>".to_string()
     } else {
