@@ -246,7 +246,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     let machines = plan.machines();
     let format = if a.json { Format::Json } else { a.format };
-    let khz = match (format, a.tsc_khz) {
+    let tsc_khz = a.tsc_khz.or_else(|| plan.recorded_tsc_khz().filter(|_| matches!(a.format, Format::Perfetto | Format::Chrome)));
+    let khz = match (format, tsc_khz) {
         (Format::Perfetto | Format::Chrome, None) => bail!(
             "--format {}: timestamps there are nanoseconds, so the TSC frequency is needed: pass --tsc-khz KHZ \
              (the kernel's 'tsc: Refined TSC clocksource calibration: N MHz' in dmesg, times 1000)",

@@ -32,6 +32,10 @@ pub struct Args {
     /// Value written by the wrmsr.
     #[arg(long, default_value = "0x10000000000")]
     pub value: String,
+    /// Keep each VM this long before its vCPUs run and after they halt, so that a
+    /// recorder's KVM debugfs sampler (tscmerge record samples every 50 ms) sees it.
+    #[arg(long, default_value_t = 0)]
+    pub hold_ms: u64,
     /// Internal: run VM number N in this process.
     #[arg(long, hide = true)]
     pub child: Option<usize>,
@@ -49,7 +53,14 @@ fn run_one(a: &Args, index: usize) -> anyhow::Result<()> {
         Some(after) => Some(microvm::WrmsrPlan { after_read: after, msr: num(&a.msr)? as u32, value: num(&a.value)? }),
         None => None,
     };
-    let cfg = microvm::Config { vms: 1, vcpus: a.vcpus, reads: a.reads, wrmsr, ..Default::default() };
+    let cfg = microvm::Config {
+        vms: 1,
+        vcpus: a.vcpus,
+        reads: a.reads,
+        wrmsr,
+        hold: std::time::Duration::from_millis(a.hold_ms),
+        ..Default::default()
+    };
     let mut report = microvm::run(&cfg).context("running the micro-VM")?;
     let Some(vm) = report.vms.first_mut() else { bail!("the micro-VM run reported no VM") };
     vm.index = index;
@@ -96,7 +107,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if let Some(w) = a.wrmsr_after {
             c.args(["--wrmsr-after", &w.to_string(), "--msr", &a.msr, "--value", &a.value]);
         }
-        c.args(["--child", &i.to_string()]).stdout(std::process::Stdio::piped());
+        c.args(["--hold-ms", &a.hold_ms.to_string(), "--child", &i.to_string()]).stdout(std::process::Stdio::piped());
         children.push(c.spawn().context("starting a micro-VM process")?);
     }
     let mut lines = String::new();

@@ -241,7 +241,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     cfg.lock_path = a.lock.clone();
     cfg.kallsyms = !a.no_kallsyms;
     cfg.interrupt = Some(flag.clone());
-    cfg.kvm_debugfs_interval = a.host.then(|| Duration::from_millis(500));
+    // Frequent enough to see short-lived VMs (a few files per vCPU a sample).
+    cfg.kvm_debugfs_interval = a.host.then(|| Duration::from_millis(50));
     let mut main_inst = InstanceConfig::new(&main_name, &[]);
     main_inst.events = events;
     main_inst.buffer_size_kb = a.buffer_kb;

@@ -60,12 +60,28 @@ fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The error and its causes, each said once: library errors already
+/// include their cause in their own message.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&c);
+        }
+    }
+    text
+}
+
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tscmerge: {e:#}");
+            eprintln!("tscmerge: {}", error_text(&e));
             ExitCode::from(2)
         }
     }

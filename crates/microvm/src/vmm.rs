@@ -51,6 +51,9 @@ pub struct Config {
     pub wrmsr: Option<WrmsrPlan>,
     /// Leaf of the `cpuid` executed before every read (seen by the host as `kvm_cpuid`).
     pub cpuid_marker_leaf: u32,
+    /// How long the VMs exist before their vCPUs run and again after they
+    /// halt, so that an outside debugfs sampler sees them.
+    pub hold: std::time::Duration,
 }
 
 impl Default for Config {
@@ -61,6 +64,7 @@ impl Default for Config {
             reads: 16,
             wrmsr: None,
             cpuid_marker_leaf: DEFAULT_MARKER_LEAF,
+            hold: std::time::Duration::ZERO,
         }
     }
 }
@@ -280,6 +284,10 @@ pub fn run(cfg: &Config) -> Result<RunReport> {
         }
         pending.push((index, fd, mem, vm_fd));
     }
+    // Real VMs live long enough for a debugfs sampler to see them; these
+    // would be gone in about a millisecond, so they may wait before running
+    // and again after halting (their vCPUs stay halted meanwhile).
+    thread::sleep(cfg.hold);
     gate.open(true);
 
     let mut per_vm: Vec<Vec<VcpuReport>> = vec![Vec::new(); cfg.vms];
@@ -296,6 +304,7 @@ pub fn run(cfg: &Config) -> Result<RunReport> {
             }
         }
     }
+    thread::sleep(cfg.hold);
     if let Some(e) = first_err {
         return Err(e);
     }

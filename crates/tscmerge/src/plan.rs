@@ -126,7 +126,14 @@ impl Plan {
         let hosts = spec.hosts.iter().map(|p| Input::open(p)).collect::<Result<Vec<_>>>()?;
         let writes = hosts.iter().flat_map(|i| i.offset_writes().iter().cloned()).collect();
         let mut timeline = OffsetTimeline::build(writes);
-        let debugfs = spec.debugfs.clone();
+        // debugfs snapshots: the user's, and those `tscmerge record` stored.
+        let mut debugfs = spec.debugfs.clone();
+        for h in &hosts {
+            if let Some(facts) = h.recorded_facts() {
+                let text = facts.kvm_debugfs_text();
+                debugfs.extend(crate::clock::parse_kvm_debugfs(&text).map_err(|e| Error::Usage(format!("{}: recorded KVM debugfs snapshots: {e}", h.name())))?);
+            }
+        }
         let mut notes = Vec::new();
         let mut tracepoint_timeline = None;
         match spec.offsets {
@@ -282,6 +289,11 @@ impl Plan {
     }
 
     /// `host`, then each guest's name: the machine column.
+    /// The TSC frequency a host recording noted (`tscmerge record`), in kHz.
+    pub fn recorded_tsc_khz(&self) -> Option<u64> {
+        self.hosts.iter().find_map(|h| h.recorded_facts()?.tsc_hz).map(|hz| hz / 1000).filter(|&k| k > 0)
+    }
+
     pub fn machines(&self) -> Vec<String> {
         std::iter::once("host".to_string()).chain(self.guests.iter().map(|g| g.spec.name.clone())).collect()
     }
