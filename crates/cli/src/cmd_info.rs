@@ -152,7 +152,7 @@ pub fn write_info(input: &Input, w: &mut impl Write) -> anyhow::Result<()> {
 fn header(dat: &TraceDat<'_>, w: &mut impl Write) -> anyhow::Result<()> {
     writeln!(w, "format: trace.dat version {}", dat.version())?;
     match dat.compression() {
-        Some((name, version)) if version.is_empty() => writeln!(w, "compression: {name}")?,
+        Some((name, "")) => writeln!(w, "compression: {name}")?,
         Some((name, version)) => writeln!(w, "compression: {name} {version}")?,
         None => writeln!(w, "compression: none (v6)")?,
     }
