@@ -27,7 +27,7 @@ pub enum Codec {
 }
 
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  tscmerge synth -o /tmp/s                       # text, small\n  tscmerge synth -o /tmp/s --format dat --windows 2000000 --compression none   # ~1 GB host.dat")]
+#[command(after_help = "Examples:\n  tscmerge synth -o /tmp/s                       # text, small\n  tscmerge synth -o /tmp/s --format dat --windows 1900000 --compression none   # 1.0 GB host.dat, ~5 MB RSS")]
 pub struct Args {
     /// Output directory.
     #[arg(short = 'o', long = "output")]
