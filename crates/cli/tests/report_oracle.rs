@@ -22,13 +22,9 @@ fn check_against_trace_cmd(file: &Path, min_pct: f64) -> String {
     let f = file.to_str().unwrap();
     let ours = tscmerge(&["report", f]);
     let theirs = trace_cmd_report(file, &[]);
-    let (same, total) = identical_lines(&function_names_only(&ours), &function_names_only(&theirs));
+    let (same, total) = identical_lines(&ours, &theirs);
     let pct = 100.0 * same as f64 / total.max(1) as f64;
-    let (raw_same, _) = identical_lines(&ours, &theirs);
-    eprintln!(
-        "{}: {same}/{total} lines identical to trace-cmd report ({pct:.2}%; {raw_same} before the function-plugin allowance)",
-        file.display()
-    );
+    eprintln!("{}: {same}/{total} lines identical to trace-cmd report ({pct:.2}%)", file.display());
     assert!(pct >= min_pct, "{}: only {pct:.2}% identical lines\n{}", file.display(), first_diffs(&ours, &theirs, 5));
     let full = trace_cmd_report(file, &["-t"]);
     let (a, b) = (parse_report(&ours), parse_report(&full));
@@ -40,30 +36,6 @@ fn check_against_trace_cmd(file: &Path, min_pct: f64) -> String {
     ours
 }
 
-/// KNOWN GAP: trace-cmd 3.1.6 renders `ftrace:function` with
-/// libtraceevent's plugin_function.c: the parent only with the plugin's
-/// `parent` option (off by default) and an indent of 3 spaces per level of a
-/// per-CPU call stack rebuilt from parent names (`add_and_get_index`, on by
-/// default). Our renderer (ftrace printfmt/plugins.rs) prints
-/// `func <-- parent` without indent. Until it keeps that per-CPU state,
-/// function bodies are compared by function name only; every other byte of
-/// the line, and every other event, is compared exactly.
-fn function_names_only(report: &str) -> String {
-    let mut out = String::with_capacity(report.len());
-    for line in report.lines() {
-        match line.split_once(" function: ") {
-            Some((head, body)) => {
-                let name = body.trim().split(" <-- ").next().unwrap_or("");
-                out.push_str(&format!("{head} function: {name}\n"));
-            }
-            None => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn two_buffers_v7zstd_v7none_v6() {

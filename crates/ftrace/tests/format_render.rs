@@ -62,7 +62,7 @@ impl<'a> Rec<'a> {
 }
 
 fn render(ev: &EventFormat, rec: &[u8], style: Style, k: Option<&Kallsyms>, p: Option<&PrintkFormats>) -> String {
-    let ctx = RenderCtx { endian: Endian::Little, long_size: 8, cpu: 0, kallsyms: k, printk: p };
+    let ctx = RenderCtx { endian: Endian::Little, long_size: 8, cpu: 0, kallsyms: k, printk: p, func_stacks: None };
     let mut out = Vec::new();
     ev.render(rec, &ctx, style, &mut out);
     String::from_utf8(out).unwrap()

@@ -17,6 +17,7 @@ use crate::Endian;
 use cfmt::{split, w, Piece};
 use eval::Env;
 use parse::{lex, Expr, Parser, Tok};
+pub use plugins::FunctionStacks;
 use plugins::Plugin;
 
 /// What a renderer needs besides the record.
@@ -28,6 +29,9 @@ pub struct RenderCtx<'a> {
     pub cpu: u32,
     pub kallsyms: Option<&'a Kallsyms>,
     pub printk: Option<&'a PrintkFormats>,
+    /// trace-cmd's function-plugin state (indentation of function events);
+    /// without it function events print unindented.
+    pub func_stacks: Option<&'a FunctionStacks>,
 }
 
 /// Which program's output to reproduce.

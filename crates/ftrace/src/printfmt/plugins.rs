@@ -205,26 +205,77 @@ pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
             true
         }
         Plugin::Function => {
+            // plugin_function.c `function_handler`: indent by the parent's
+            // depth in this CPU's call stack (option "indent", on), then the
+            // function; the parent only with option "parent" (off by default).
             let Some(ip) = val(env, "ip") else {
                 missing(out, "ip");
                 out.push(b'!');
                 return true;
             };
             let k = env.ctx.kallsyms;
-            match k.and_then(|k| k.lookup_tep(ip)) {
-                Some((n, _)) => w(out, format_args!("{n} <-- ")),
-                None => w(out, format_args!("0x{ip:x}")),
-            }
+            let func = k.and_then(|k| k.lookup_tep(ip)).map(|(n, _)| n);
             let Some(pip) = val(env, "parent_ip") else {
                 missing(out, "parent_ip");
                 out.push(b'!');
                 return true;
             };
-            match k.and_then(|k| k.lookup_tep(pip)) {
-                Some((n, _)) => out.extend_from_slice(n.as_bytes()),
-                None => w(out, format_args!("0x{pip:x}")),
+            let parent = k.and_then(|k| k.lookup_tep(pip)).map(|(n, _)| n);
+            let index = match (parent, env.ctx.func_stacks) {
+                (Some(p), Some(stacks)) => stacks.add_and_get_index(env.ctx.cpu, p, func),
+                _ => 0,
+            };
+            out.extend(std::iter::repeat_n(b' ', index * 3));
+            match func {
+                Some(n) => out.extend_from_slice(n.as_bytes()),
+                None => w(out, format_args!("0x{ip:x}")),
             }
             true
+        }
+    }
+}
+
+/// The per-CPU call stacks of libtraceevent's plugin_function.c, which
+/// trace-cmd report uses to indent function-tracer events: a stack of
+/// function names per CPU, where an event's parent is looked up from the
+/// bottom and its function stored just above it; stale entries above stay,
+/// as in the C (`add_child` never clears). Rendering order matters: events of
+/// one CPU must be rendered in their order, as a report does.
+#[derive(Debug, Default)]
+pub struct FunctionStacks {
+    stacks: std::cell::RefCell<std::collections::HashMap<u32, Vec<Option<String>>>>,
+}
+
+/// A bound on a stack's depth, so a crafted trace cannot grow it without end.
+const MAX_FUNCTION_DEPTH: usize = 4096;
+
+impl FunctionStacks {
+    /// `add_and_get_index`: the parent's depth (0 when not on the stack, in
+    /// which case the stack restarts with the parent at the bottom).
+    pub fn add_and_get_index(&self, cpu: u32, parent: &str, child: Option<&str>) -> usize {
+        let mut all = self.stacks.borrow_mut();
+        let st = all.entry(cpu).or_default();
+        let add = |st: &mut Vec<Option<String>>, child: Option<&str>, pos: usize| {
+            let Some(child) = child else { return };
+            if pos >= MAX_FUNCTION_DEPTH {
+                return;
+            }
+            if pos >= st.len() {
+                st.resize(pos + 1, None);
+            }
+            st[pos] = Some(child.to_string());
+        };
+        let found = st.iter().take_while(|e| e.is_some()).position(|e| e.as_deref() == Some(parent));
+        match found {
+            Some(i) => {
+                add(st, child, i + 1);
+                i
+            }
+            None => {
+                add(st, Some(parent), 0);
+                add(st, child, 1);
+                0
+            }
         }
     }
 }
@@ -278,4 +329,26 @@ fn exit_reason(isa: u64, val: i32) -> Option<&'static str> {
         _ => return Some("UNKNOWN-ISA"),
     };
     table.iter().find(|e| e.0 == val).map(|e| e.1)
+}
+
+#[cfg(test)]
+mod function_stack_tests {
+    use super::FunctionStacks;
+
+    #[test]
+    fn indents_like_plugin_function() {
+        let s = FunctionStacks::default();
+        // a → b → c, then back to b's child d: depth by the parent's position.
+        assert_eq!(s.add_and_get_index(0, "a", Some("b")), 0);
+        assert_eq!(s.add_and_get_index(0, "b", Some("c")), 1);
+        assert_eq!(s.add_and_get_index(0, "c", Some("x")), 2);
+        assert_eq!(s.add_and_get_index(0, "a", Some("d")), 0);
+        // Stale entries above stay, as add_child never clears: c is still at 2.
+        assert_eq!(s.add_and_get_index(0, "c", Some("y")), 2);
+        // Unknown parent: the stack restarts from it.
+        assert_eq!(s.add_and_get_index(0, "z", Some("w")), 0);
+        assert_eq!(s.add_and_get_index(0, "w", None), 1);
+        // CPUs are independent.
+        assert_eq!(s.add_and_get_index(1, "w", Some("q")), 0);
+    }
 }

@@ -18,6 +18,8 @@ pub struct Meta {
     pub printk: Option<PrintkFormats>,
     pub endian: Endian,
     pub long_size: u8,
+    /// trace-cmd's function-plugin call stacks, per CPU, for rendering.
+    pub func_stacks: ftrace::printfmt::FunctionStacks,
     /// The id of kvm/kvm_write_tsc_offset in this input, when it has the format.
     pub write_tsc_offset: Option<u16>,
     /// What `tscmerge record` stored beside the events (its private options).
@@ -71,6 +73,7 @@ impl Meta {
             printk: None,
             endian,
             long_size,
+            func_stacks: Default::default(),
             write_tsc_offset: None,
             recorded: None,
         }
@@ -155,7 +158,14 @@ impl Meta {
     }
 
     pub fn ctx(&self, cpu: u32) -> RenderCtx<'_> {
-        RenderCtx { endian: self.endian, long_size: self.long_size, cpu, kallsyms: self.kallsyms.as_ref(), printk: self.printk.as_ref() }
+        RenderCtx {
+            endian: self.endian,
+            long_size: self.long_size,
+            cpu,
+            kallsyms: self.kallsyms.as_ref(),
+            printk: self.printk.as_ref(),
+            func_stacks: Some(&self.func_stacks),
+        }
     }
 
     /// `common_pid` of a record (offset 4 in every format since 2.6.x, but
