@@ -26,6 +26,19 @@ pub struct GuestSpec {
 }
 
 impl GuestSpec {
+    /// The guests `tscmerge synth` wrote into `dir` (`guest-vmN.EXT`, named
+    /// `vmN`), pinned to their VMM processes when `pin`.
+    pub fn from_synth(cfg: &crate::synth::SynthConfig, dir: &std::path::Path, ext: &str, pin: bool) -> Vec<GuestSpec> {
+        (0..cfg.vms.len())
+            .map(|vm| GuestSpec {
+                name: format!("vm{vm}"),
+                files: vec![dir.join(format!("guest-vm{vm}.{ext}"))],
+                pid: pin.then(|| cfg.vmm_pid(vm)),
+                ..Default::default()
+            })
+            .collect()
+    }
+
     /// Parses `NAME=FILE[,FILE...][,pid=PID]`.
     pub fn parse(s: &str) -> std::result::Result<GuestSpec, String> {
         let (name, rest) = s.split_once('=').ok_or_else(|| format!("--guest {s:?}: expected NAME=FILE[,FILE...][,pid=PID]"))?;

@@ -43,14 +43,7 @@ fn shift_offsets(src: &Path, dst: &Path, delta: i64) {
 }
 
 fn check(dir: &Path, offsets: &Path, cfg: &SynthConfig, pin: bool) -> (Plan, tscmerge::check::CheckReport) {
-    let guests = (0..cfg.vms.len())
-        .map(|vm| GuestSpec {
-            name: format!("vm{vm}"),
-            files: vec![dir.join(format!("guest-vm{vm}.txt"))],
-            pid: pin.then(|| cfg.vmm_pid(vm)),
-            ..Default::default()
-        })
-        .collect();
+    let guests = GuestSpec::from_synth(cfg, dir, "txt", pin);
     let plan = Plan::new(MergeSpec { hosts: vec![dir.join("host.txt"), offsets.to_path_buf()], guests, ..Default::default() }).unwrap();
     let mut sink = CheckSink::new(plan.check_config(), None);
     merge(plan.cursors().unwrap(), &mut sink).unwrap();

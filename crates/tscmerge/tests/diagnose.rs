@@ -37,14 +37,7 @@ fn filter_offsets(dir: &Path, keep: impl Fn(usize, &str) -> bool) -> PathBuf {
 }
 
 fn plan(dir: &Path, offsets: &Path, cfg: &SynthConfig, scaling: Option<Scaling>) -> Plan {
-    let guests = (0..cfg.vms.len())
-        .map(|vm| GuestSpec {
-            name: format!("vm{vm}"),
-            files: vec![dir.join(format!("guest-vm{vm}.txt"))],
-            pid: Some(cfg.vmm_pid(vm)),
-            ..Default::default()
-        })
-        .collect();
+    let guests = GuestSpec::from_synth(cfg, dir, "txt", true);
     Plan::new(MergeSpec { hosts: vec![dir.join("host.txt"), offsets.to_path_buf()], guests, scaling, ..Default::default() }).unwrap()
 }
 

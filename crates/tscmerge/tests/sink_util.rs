@@ -23,14 +23,7 @@ pub fn config() -> SynthConfig {
 pub fn plan(dir: &Path) -> Plan {
     let cfg = config();
     write_text(&cfg, dir).unwrap();
-    let guests = (0..cfg.vms.len())
-        .map(|vm| GuestSpec {
-            name: format!("vm{vm}"),
-            files: vec![dir.join(format!("guest-vm{vm}.txt"))],
-            pid: Some(cfg.vmm_pid(vm)),
-            ..Default::default()
-        })
-        .collect();
+    let guests = GuestSpec::from_synth(&cfg, dir, "txt", true);
     Plan::new(MergeSpec { hosts: vec![dir.join("host.txt"), dir.join("host-tsc_offset.txt")], guests, ..Default::default() }).unwrap()
 }
 

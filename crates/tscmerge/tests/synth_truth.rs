@@ -43,14 +43,7 @@ fn truth(dir: &Path) -> BTreeMap<(String, u32), Vec<u64>> {
 fn run(cfg: &SynthConfig, scaling: Option<Scaling>) {
     let dir = tempdir(&format!("truth-{}-{}", cfg.seed, scaling.is_some()));
     let sum = write_text(cfg, &dir).unwrap();
-    let guests = (0..cfg.vms.len())
-        .map(|vm| GuestSpec {
-            name: format!("vm{vm}"),
-            files: vec![dir.join(format!("guest-vm{vm}.txt"))],
-            pid: Some(cfg.vmm_pid(vm)),
-            ..Default::default()
-        })
-        .collect();
+    let guests = GuestSpec::from_synth(cfg, &dir, "txt", true);
     let spec = MergeSpec { hosts: vec![dir.join("host.txt"), dir.join("host-tsc_offset.txt")], guests, scaling, ..Default::default() };
     let plan = Plan::new(spec).unwrap();
     assert_eq!(plan.timeline.vms.len(), cfg.vms.len());
