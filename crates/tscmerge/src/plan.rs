@@ -424,7 +424,49 @@ impl Plan {
                 ));
             }
         }
+        for g in &self.guests {
+            let writes: usize = g.inputs.iter().map(|i| i.offset_writes().len()).sum();
+            if writes > 0 {
+                out.push(format!(
+                    "guest {} recorded {writes} kvm_write_tsc_offset events of its own: it runs nested (L2) guests, whose offsets only its trace holds (the host's tracepoint records L1 offsets); merge an L2 guest with this guest's trace as the host",
+                    g.spec.name
+                ));
+            }
+        }
         if let Some(r) = r {
+            // The vCPU a host thread runs: kvm_entry says so; else a thread
+            // that wrote one vCPU's offsets (several: a creator thread, unknown).
+            let mut vcpu_of: BTreeMap<(usize, i32), Option<u32>> = BTreeMap::new();
+            for (vi, vm) in self.timeline.vms.iter().enumerate() {
+                for (v, t) in &vm.vcpus {
+                    for pid in t.periods.iter().filter_map(|p| p.pid) {
+                        let e = vcpu_of.entry((vi, pid)).or_insert(Some(v.0));
+                        if *e != Some(v.0) {
+                            *e = None;
+                        }
+                    }
+                }
+            }
+            let thread_vcpu = |g: &PlannedGuest, machine: usize, pid: i32| match r.thread_vcpu.get(&pid) {
+                Some(&(m, v)) if m == machine => Some(v),
+                _ => vcpu_of.get(&(g.vm, pid)).copied().flatten(),
+            };
+            for c in &r.cpus {
+                let Some(gi) = self.guests.iter().position(|g| g.spec.name == c.machine) else { continue };
+                let g = &self.guests[gi];
+                let mapped = g.spec.vcpu_map.get(&c.cpu).copied().unwrap_or(c.cpu);
+                // Most events miss their vCPU's windows but fit another thread's.
+                let Some((&other, &n)) = c.fits_other.iter().max_by_key(|(_, n)| **n) else { continue };
+                if c.inside * 2 >= c.events || n * 2 < c.events {
+                    continue;
+                }
+                if let Some(v) = thread_vcpu(g, gi + 1, other).filter(|&v| v != mapped) {
+                    out.push(format!(
+                        "guest {} CPU {}: {n} of its {} events fit the run windows of vCPU {v} (thread {other}), not of vCPU {mapped}: the CPU-to-vCPU map is not the identity; pass --vcpu-map {}:{}={v}",
+                        c.machine, c.cpu, c.events, c.machine, c.cpu
+                    ));
+                }
+            }
             if r.host_windows > 0 && r.guest_events > 0 && r.fraction_inside() < 0.5 {
                 out.push(format!(
                     "most guest events ({:.1}%) fall outside their vCPU's run windows: the offsets do not match the guest's clock (a wrong VM; offsets not applied by this host; TSC scaling not given; or a nested (L2) guest, whose offsets are written by L1's KVM and need L1's trace as the host)",

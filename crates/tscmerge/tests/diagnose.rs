@@ -91,3 +91,43 @@ fn tsc_scaling_not_given_is_named() {
     assert_eq!(r.inside, r.guest_events);
     assert!(plan_with.diagnose(Some(&r)).is_empty(), "{:?}", plan_with.diagnose(Some(&r)));
 }
+
+#[test]
+fn nested_guest_is_named() {
+    let cfg = SynthConfig { seed: 8, vms: vec![1], windows: 20, ..Default::default() };
+    let dir = tempdir("nested");
+    write_text(&cfg, &dir).unwrap();
+    // The guest is itself a hypervisor: its trace holds an offset write of an L2 vCPU.
+    let mut g = std::fs::read_to_string(dir.join("guest-vm0.txt")).unwrap();
+    g.push_str("       CPU 0/KVM-900     [000] d..1. 999999999: kvm_write_tsc_offset: vcpu=0 prev=0 next=18446744073709000000\n");
+    std::fs::write(dir.join("guest-vm0.txt"), g).unwrap();
+    let d = plan(&dir, &dir.join("host-tsc_offset.txt"), &cfg, None).diagnose(None);
+    assert!(d.iter().any(|s| s.contains("nested (L2)") && s.contains("guest vm0")), "{d:?}");
+}
+
+#[test]
+fn swapped_vcpus_are_inferred() {
+    let cfg = SynthConfig { seed: 9, vms: vec![2], windows: 60, tsc_write_every: 0, ..Default::default() };
+    let dir = tempdir("swap");
+    write_text(&cfg, &dir).unwrap();
+    // The guest numbers its CPUs the other way round from KVM's vCPUs.
+    let g = std::fs::read_to_string(dir.join("guest-vm0.txt")).unwrap();
+    let swapped = g.replace("[000]", "[@@@]").replace("[001]", "[000]").replace("[@@@]", "[001]");
+    std::fs::write(dir.join("guest-vm0.txt"), swapped).unwrap();
+    let plan = plan(&dir, &dir.join("host-tsc_offset.txt"), &cfg, None);
+    let mut sink = CheckSink::new(plan.check_config(), None);
+    merge(plan.cursors().unwrap(), &mut sink).unwrap();
+    let r = sink.report();
+    assert!(r.violations() > 0);
+    let d = plan.diagnose(Some(&r));
+    assert!(d.iter().any(|s| s.contains("--vcpu-map vm0:0=1")), "{d:?}");
+    assert!(d.iter().any(|s| s.contains("--vcpu-map vm0:1=0")), "{d:?}");
+    // With the map, the merge is exact again.
+    let mut spec_guests = tscmerge::plan::GuestSpec::from_synth(&cfg, &dir, "txt", true);
+    spec_guests[0].vcpu_map = [(0, 1), (1, 0)].into_iter().collect();
+    let fixed = Plan::new(MergeSpec { hosts: vec![dir.join("host.txt"), dir.join("host-tsc_offset.txt")], guests: spec_guests, ..Default::default() }).unwrap();
+    let mut sink = CheckSink::new(fixed.check_config(), None);
+    merge(fixed.cursors().unwrap(), &mut sink).unwrap();
+    let r = sink.report();
+    assert_eq!(r.inside, r.guest_events);
+}

@@ -85,6 +85,9 @@ pub struct GuestCpuReport {
     pub inside: u64,
     /// Per candidate thread, how many events its windows held.
     pub inside_by_thread: BTreeMap<i32, u64>,
+    /// Events outside their known thread's windows, by the other thread of
+    /// the VM whose window held them (evidence of a wrong CPU-to-vCPU map).
+    pub fits_other: BTreeMap<i32, u64>,
     /// Margins of inside events: (event − window start), cycles.
     pub after_start: Vec<u64>,
     /// (window end − event), cycles, filled as windows close.
@@ -104,6 +107,8 @@ pub struct CheckReport {
     pub max_distance: u64,
     /// Guest events whose converted time went backward on their CPU.
     pub non_monotonic: u64,
+    /// Host thread → (machine, vCPU), from kvm_entry's vcpu field.
+    pub thread_vcpu: BTreeMap<i32, (usize, u32)>,
 }
 
 impl CheckReport {
@@ -276,6 +281,13 @@ impl<'s> CheckSink<'s> {
             self.report.inside += 1;
             return;
         }
+        if known.is_some() {
+            for &pid in self.candidates.get(&machine).map(Vec::as_slice).unwrap_or(&[]) {
+                if self.threads.get(&pid).is_some_and(|t| t.open.as_ref().is_some_and(fits)) {
+                    *st.report.fits_other.entry(pid).or_default() += 1;
+                }
+            }
+        }
         let d = nearest.unwrap_or(u64::MAX);
         st.report.outside_max = st.report.outside_max.max(d);
         if d != u64::MAX {
@@ -301,6 +313,9 @@ impl<'s> CheckSink<'s> {
 
     /// Ends the check: infers threads where unknown and returns the report.
     pub fn report(mut self) -> CheckReport {
+        for (&(m, v), &pid) in &self.vcpu_thread {
+            self.report.thread_vcpu.insert(pid, (m, v));
+        }
         for (_, st) in std::mem::take(&mut self.cpus) {
             let mut r = st.report;
             if r.thread.is_none() {
