@@ -23,6 +23,7 @@ fn config() -> Config {
             value: WRMSR_VALUE,
         }),
         cpuid_marker_leaf: DEFAULT_MARKER_LEAF,
+        ..Config::default()
     }
 }
 

@@ -17,7 +17,7 @@ use crate::Endian;
 use cfmt::{split, w, Piece};
 use eval::Env;
 use parse::{lex, Expr, Parser, Tok};
-pub use plugins::FunctionStacks;
+pub use plugins::{FunctionStacks, TraceCmdState};
 use plugins::Plugin;
 
 /// What a renderer needs besides the record.
@@ -29,9 +29,9 @@ pub struct RenderCtx<'a> {
     pub cpu: u32,
     pub kallsyms: Option<&'a Kallsyms>,
     pub printk: Option<&'a PrintkFormats>,
-    /// trace-cmd's function-plugin state (indentation of function events);
-    /// without it function events print unindented.
-    pub func_stacks: Option<&'a FunctionStacks>,
+    /// What trace-cmd's plugins remember between events (function indents,
+    /// learned comms); without it each event renders on its own.
+    pub state: Option<&'a TraceCmdState>,
 }
 
 /// Which program's output to reproduce.

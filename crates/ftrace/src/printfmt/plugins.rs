@@ -48,11 +48,18 @@ fn missing(out: &mut Vec<u8>, name: &str) {
     w(out, format_args!("CAN'T FIND FIELD \"{name}\""));
 }
 
-fn comm(env: &Env, out: &mut Vec<u8>, name: &str) -> bool {
+/// plugin_sched_switch.c `write_and_save_comm`: prints the comm and
+/// registers it for `pid`, so later lines of that pid show it when the
+/// cmdline table does not (`tep_register_comm` never overrides a known pid).
+fn comm(env: &Env, out: &mut Vec<u8>, name: &str, pid: u64) -> bool {
     let Some(f) = env.fields.iter().find(|f| f.name == name) else { return false };
     let start = (f.offset as usize).min(env.rec.len());
     let end = (start + f.size as usize).min(env.rec.len());
-    out.extend_from_slice(until_nul(&env.rec[start..end]));
+    let c = until_nul(&env.rec[start..end]);
+    out.extend_from_slice(c);
+    if let Some(state) = env.ctx.state {
+        state.register_comm(pid as i32, c);
+    }
     true
 }
 
@@ -100,7 +107,7 @@ pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
                 out.push(b'!');
                 return true;
             };
-            if comm(env, out, "prev_comm") {
+            if comm(env, out, "prev_comm", pid) {
                 out.push(b':');
             }
             w(out, format_args!("{} ", pid as i64));
@@ -115,7 +122,7 @@ pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
                 out.push(b'!');
                 return true;
             };
-            if comm(env, out, "next_comm") {
+            if comm(env, out, "next_comm", pid) {
                 out.push(b':');
             }
             w(out, format_args!("{}", pid as i64));
@@ -129,7 +136,7 @@ pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
                 out.push(b'!');
                 return true;
             };
-            if comm(env, out, "comm") {
+            if comm(env, out, "comm", pid) {
                 out.push(b':');
             }
             w(out, format_args!("{}", pid as i64));
@@ -221,8 +228,8 @@ pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
                 return true;
             };
             let parent = k.and_then(|k| k.lookup_tep(pip)).map(|(n, _)| n);
-            let index = match (parent, env.ctx.func_stacks) {
-                (Some(p), Some(stacks)) => stacks.add_and_get_index(env.ctx.cpu, p, func),
+            let index = match (parent, env.ctx.state) {
+                (Some(p), Some(state)) => state.functions.add_and_get_index(env.ctx.cpu, p, func),
                 _ => 0,
             };
             out.extend(std::iter::repeat_n(b' ', index * 3));
@@ -244,6 +251,39 @@ pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
 #[derive(Debug, Default)]
 pub struct FunctionStacks {
     stacks: std::cell::RefCell<std::collections::HashMap<u32, Vec<Option<String>>>>,
+}
+
+/// What trace-cmd report's plugins remember between events of one input:
+/// the function plugin's call stacks and the comms sched events taught it.
+/// Output depends on rendering events in report order, as trace-cmd does.
+#[derive(Default)]
+pub struct TraceCmdState {
+    pub functions: FunctionStacks,
+    /// Append-only, so a looked-up comm stays valid while the state lives.
+    comms: elsa::FrozenMap<i32, Box<str>>,
+}
+
+/// A bound on learned comms, so a crafted trace cannot grow the table without end.
+const MAX_LEARNED_COMMS: usize = 1 << 20;
+
+impl std::fmt::Debug for TraceCmdState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceCmdState").field("functions", &self.functions).field("comms", &self.comms.len()).finish()
+    }
+}
+
+impl TraceCmdState {
+    /// `tep_register_comm`: the first comm seen for a pid sticks.
+    pub fn register_comm(&self, pid: i32, comm: &[u8]) {
+        if self.comms.get(&pid).is_none() && self.comms.len() < MAX_LEARNED_COMMS {
+            self.comms.insert(pid, String::from_utf8_lossy(comm).into());
+        }
+    }
+
+    /// A comm learned from the events rendered so far.
+    pub fn comm(&self, pid: i32) -> Option<&str> {
+        self.comms.get(&pid)
+    }
 }
 
 /// A bound on a stack's depth, so a crafted trace cannot grow it without end.

@@ -18,8 +18,8 @@ pub struct Meta {
     pub printk: Option<PrintkFormats>,
     pub endian: Endian,
     pub long_size: u8,
-    /// trace-cmd's function-plugin call stacks, per CPU, for rendering.
-    pub func_stacks: ftrace::printfmt::FunctionStacks,
+    /// What trace-cmd's plugins learn while rendering (function indents, comms).
+    pub tracecmd: ftrace::printfmt::TraceCmdState,
     /// The id of kvm/kvm_write_tsc_offset in this input, when it has the format.
     pub write_tsc_offset: Option<u16>,
     /// What `tscmerge record` stored beside the events (its private options).
@@ -73,7 +73,7 @@ impl Meta {
             printk: None,
             endian,
             long_size,
-            func_stacks: Default::default(),
+            tracecmd: Default::default(),
             write_tsc_offset: None,
             recorded: None,
         }
@@ -164,7 +164,7 @@ impl Meta {
             cpu,
             kallsyms: self.kallsyms.as_ref(),
             printk: self.printk.as_ref(),
-            func_stacks: Some(&self.func_stacks),
+            state: Some(&self.tracecmd),
         }
     }
 
@@ -182,7 +182,10 @@ impl Meta {
         if pid == 0 {
             return "<idle>";
         }
-        self.comms.get(&pid).map(String::as_str).unwrap_or("<...>")
+        match self.comms.get(&pid) {
+            Some(c) => c,
+            None => self.tracecmd.comm(pid).unwrap_or("<...>"),
+        }
     }
 
     fn uint(&self, format: &EventFormat, rec: &[u8], name: &str) -> Option<u64> {
