@@ -242,7 +242,12 @@ fn parse_field_line(line: &str) -> Option<Field> {
         Some(b) if decl.ends_with(']') => (decl[..b].trim_end(), Some(&decl[b + 1..decl.len() - 1])),
         _ => (decl, None),
     };
-    let name_start = head.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
+    // Past the last non-identifier char, which may be multi-byte (fuzz: tracedat).
+    let name_start = head
+        .char_indices()
+        .rev()
+        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     let name = &head[name_start..];
     if name.is_empty() {
         return None;
@@ -410,5 +415,23 @@ impl HeaderEvent {
         }
         h.text = s;
         Ok(h)
+    }
+}
+
+/// Inputs found by fuzz/ (cargo fuzz); each once panicked.
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    #[test]
+    fn field_name_after_multibyte_char() {
+        // A non-ASCII byte right before the name: the name starts after the
+        // whole UTF-8 char, not one byte after its start.
+        let f = parse_field_line("field:unsigned shor\u{fffd}common_type;\toffset:0;\tsize:2;\tsigned:0;").unwrap();
+        assert_eq!(f.name, "common_type");
+        assert_eq!(f.type_name, "unsigned shor\u{fffd}");
+        let f = parse_field_line("field:\u{e9}x;\toffset:0;\tsize:2;\tsigned:0;").unwrap();
+        assert_eq!(f.name, "x");
+        assert!(parse_field_line("field:\u{e9};\toffset:0;\tsize:2;").is_none());
     }
 }
