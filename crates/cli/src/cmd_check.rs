@@ -11,7 +11,7 @@ use tscmerge::plan::Plan;
 #[command(after_help = "Exit status: 0 when violations <= --tolerance, 1 otherwise, 2 on bad input.")]
 pub struct CheckArgs {
     #[command(flatten)]
-    pub inputs: crate::cmd_merge::Args,
+    pub inputs: crate::inputs::InputArgs,
     /// Violations allowed before the check fails.
     #[arg(long, default_value_t = 0)]
     pub tolerance: u64,
@@ -107,7 +107,7 @@ pub fn print_report(plan: &Plan, r: &mut CheckReport, khz: Option<u64>, out: &mu
 }
 
 pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
-    let spec = crate::cmd_merge::spec(&a.inputs)?;
+    let spec = crate::inputs::spec(&a.inputs)?;
     let plan = Plan::new(spec)?;
     for n in &plan.notes {
         println!("note: {n}");

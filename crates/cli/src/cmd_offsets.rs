@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tscmerge::clock::Anomaly;
-use anyhow::Context;
 use tscmerge::plan::{MergeSpec, OffsetSource, Plan};
 
 #[derive(clap::Args)]
@@ -21,11 +20,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let mut debugfs = Vec::new();
-    for f in &a.kvm_debugfs {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        debugfs.extend(tscmerge::clock::parse_kvm_debugfs(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?);
-    }
+    let debugfs = crate::inputs::load_debugfs(&a.kvm_debugfs)?;
     let plan = Plan::new(MergeSpec { hosts: a.hosts, offsets: OffsetSource::Tracepoint, debugfs, ..Default::default() })?;
     let tl = &plan.timeline;
     if a.json {

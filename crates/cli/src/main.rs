@@ -12,6 +12,7 @@ mod cmd_offsets;
 mod cmd_record;
 mod cmd_report;
 mod cmd_synth;
+mod inputs;
 mod output;
 
 use std::process::ExitCode;
