@@ -55,6 +55,12 @@ pub struct EventView<'a> {
 pub trait Cursor {
     /// The current event; `None` once the stream is exhausted.
     fn current(&self) -> Option<EventView<'_>>;
+    /// The current event's timestamp alone: what the merge orders by. Cursors
+    /// override it when building the whole view costs more (lookups of
+    /// format, pid, comm).
+    fn ts(&self) -> Option<u64> {
+        self.current().map(|e| e.ts)
+    }
     /// Moves to the next event.
     fn advance(&mut self) -> crate::Result<()>;
 }

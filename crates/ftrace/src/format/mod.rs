@@ -280,7 +280,9 @@ fn parse_field_line(line: &str) -> Option<Field> {
 #[derive(Clone, Debug, Default)]
 pub struct Events {
     list: Vec<EventFormat>,
-    by_id: HashMap<u16, usize>,
+    /// Dense by id (ids are u16, so at most 256 KiB): index + 1, 0 for none.
+    /// A lookup per record, so no hashing.
+    by_id: Vec<u32>,
     by_name: HashMap<(String, String), usize>,
 }
 
@@ -292,22 +294,28 @@ impl Events {
     /// Adds a format; a later one with the same id or name replaces the earlier.
     pub fn add(&mut self, ev: EventFormat) {
         let key = (ev.system.clone(), ev.name.clone());
-        if let Some(&i) = self.by_id.get(&ev.id).or_else(|| self.by_name.get(&key)) {
+        let id = ev.id as usize;
+        if self.by_id.len() <= id {
+            self.by_id.resize(id + 1, 0);
+        }
+        let same_id = self.by_id[id].checked_sub(1).map(|i| i as usize);
+        if let Some(i) = same_id.or_else(|| self.by_name.get(&key).copied()) {
             let old = &self.list[i];
             self.by_name.remove(&(old.system.clone(), old.name.clone()));
-            self.by_id.remove(&old.id);
-            self.by_id.insert(ev.id, i);
+            self.by_id[old.id as usize] = 0;
+            self.by_id[id] = i as u32 + 1;
             self.by_name.insert(key, i);
             self.list[i] = ev;
             return;
         }
-        self.by_id.insert(ev.id, self.list.len());
+        self.by_id[id] = self.list.len() as u32 + 1;
         self.by_name.insert(key, self.list.len());
         self.list.push(ev);
     }
 
     pub fn by_id(&self, id: u16) -> Option<&EventFormat> {
-        self.by_id.get(&id).map(|&i| &self.list[i])
+        let i = self.by_id.get(id as usize)?.checked_sub(1)?;
+        self.list.get(i as usize)
     }
 
     pub fn by_name(&self, system: &str, name: &str) -> Option<&EventFormat> {

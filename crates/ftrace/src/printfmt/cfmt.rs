@@ -343,6 +343,25 @@ pub(crate) fn put_int(out: &mut Vec<u8>, spec: &Spec, star: Option<i64>, value: 
     }
 }
 
+/// `{v}` for a signed value, without the fmt machinery (per event in plugins).
+pub(crate) fn dec(out: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    let mut m = v.unsigned_abs();
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 /// `write!` into a Vec cannot fail.
 pub(crate) fn w(out: &mut Vec<u8>, args: std::fmt::Arguments<'_>) {
     let _ = out.write_fmt(args);

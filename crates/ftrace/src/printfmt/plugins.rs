@@ -6,7 +6,31 @@
 //! handler would return non-zero, in which case the print format is
 //! rendered after what the handler wrote.
 
-use super::cfmt::w;
+use super::cfmt::{dec, w};
+
+/// `{v:x}`.
+fn hex(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 16];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[(v & 15) as usize];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// `{v}` for an unsigned value.
+fn dec_u(out: &mut Vec<u8>, v: u64) {
+    if v > i64::MAX as u64 {
+        w(out, format_args!("{v}"));
+    } else {
+        dec(out, v as i64);
+    }
+}
 use super::eval::Env;
 use crate::format::until_nul;
 
@@ -91,10 +115,13 @@ fn func_field(env: &Env, out: &mut Vec<u8>, name: &str) {
     }
 }
 
-fn num_field(env: &Env, out: &mut Vec<u8>, name: &str, hex: bool) -> bool {
+fn num_field(env: &Env, out: &mut Vec<u8>, name: &str, hex_: bool) -> bool {
     match val(env, name) {
-        Some(v) if hex => w(out, format_args!("0x{v:x}")),
-        Some(v) => w(out, format_args!("{v}")),
+        Some(v) if hex_ => {
+            out.extend_from_slice(b"0x");
+            hex(out, v);
+        }
+        Some(v) => dec_u(out, v),
         None => return false,
     }
     true
@@ -110,9 +137,12 @@ pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
             if comm(env, out, "prev_comm", pid) {
                 out.push(b':');
             }
-            w(out, format_args!("{} ", pid as i64));
+            dec(out, pid as i64);
+            out.push(b' ');
             if let Some(p) = val(env, "prev_prio") {
-                w(out, format_args!("[{}] ", p as i32));
+                out.push(b'[');
+                dec(out, p as i32 as i64);
+                out.extend_from_slice(b"] ");
             }
             if let Some(s) = val(env, "prev_state") {
                 write_state(out, s as i32);
@@ -125,9 +155,11 @@ pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
             if comm(env, out, "next_comm", pid) {
                 out.push(b':');
             }
-            w(out, format_args!("{}", pid as i64));
+            dec(out, pid as i64);
             if let Some(p) = val(env, "next_prio") {
-                w(out, format_args!(" [{}]", p as i32));
+                out.extend_from_slice(b" [");
+                dec(out, p as i32 as i64);
+                out.push(b']');
             }
             true
         }
@@ -139,12 +171,15 @@ pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
             if comm(env, out, "comm", pid) {
                 out.push(b':');
             }
-            w(out, format_args!("{}", pid as i64));
+            dec(out, pid as i64);
             if let Some(p) = val(env, "prio") {
-                w(out, format_args!(" [{}]", p as i64));
+                out.extend_from_slice(b" [");
+                dec(out, p as i64);
+                out.push(b']');
             }
             if let Some(s) = val(env, "success") {
-                w(out, format_args!(" success={}", s as i64));
+                out.extend_from_slice(b" success=");
+                dec(out, s as i64);
             }
             if let Some(c) = val(env, "target_cpu") {
                 w(out, format_args!(" CPU:{c:03}"));
@@ -193,22 +228,30 @@ pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
                 missing(out, "guest_rip");
                 return false;
             };
-            w(out, format_args!(" rip 0x{rip:x}"));
+            out.extend_from_slice(b" rip 0x");
+            hex(out, rip);
             if let (Some(a), Some(b)) = (val(env, "info1"), val(env, "info2")) {
-                w(out, format_args!(" info {a:x} {b:x}"));
+                out.extend_from_slice(b" info ");
+                hex(out, a);
+                out.push(b' ');
+                hex(out, b);
             }
             true
         }
         Plugin::KvmEntry => {
             match val(env, "vcpu_id") {
-                Some(v) => w(out, format_args!(" vcpu {}", v as u32)),
+                Some(v) => {
+                    out.extend_from_slice(b" vcpu ");
+                    dec(out, v as u32 as i64);
+                }
                 None => missing(out, "vcpu_id"),
             }
             let Some(rip) = val(env, "rip") else {
                 missing(out, "rip");
                 return false;
             };
-            w(out, format_args!(" rip 0x{rip:x}"));
+            out.extend_from_slice(b" rip 0x");
+            hex(out, rip);
             true
         }
         Plugin::Function => {
@@ -235,7 +278,10 @@ pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
             out.extend(std::iter::repeat_n(b' ', index * 3));
             match func {
                 Some(n) => out.extend_from_slice(n.as_bytes()),
-                None => w(out, format_args!("0x{ip:x}")),
+                None => {
+                    out.extend_from_slice(b"0x");
+                    hex(out, ip);
+                }
             }
             true
         }

@@ -127,8 +127,11 @@ pub struct CpuEvents<'d> {
     layout: PageLayout,
     /// The walk over the current page: its data range in the page and state.
     walk: Option<(Range<usize>, WalkState)>,
+    /// The record last found, for [`current`](CpuEvents::current).
+    cur: Option<Found>,
 }
 
+#[derive(Clone, Debug)]
 enum Found {
     Event(u64, Range<usize>),
     Lost(Option<u64>),
@@ -149,7 +152,7 @@ fn step<O: ByteOrder>(data: &[u8], st: &mut WalkState) -> Option<Result<Found>> 
 
 impl<'d> CpuEvents<'d> {
     pub fn new(stream: PageStream<'d>, layout: PageLayout) -> CpuEvents<'d> {
-        CpuEvents { stream, layout, walk: None }
+        CpuEvents { stream, layout, walk: None, cur: None }
     }
 
     pub fn cpu(&self) -> u32 {
@@ -163,6 +166,15 @@ impl<'d> CpuEvents<'d> {
 
     /// The next event or lost-events record, with absolute timestamps.
     pub fn next_event(&mut self) -> Result<Option<RingEvent<'_>>> {
+        self.advance()?;
+        Ok(self.current())
+    }
+
+    /// Moves to the next record without handing it out; [`current`]
+    /// (Self::current) then shows it, as often as asked, borrowed from the
+    /// page in place (no copy).
+    pub fn advance(&mut self) -> Result<()> {
+        self.cur = None;
         let found = loop {
             if let Some((range, st)) = self.walk.as_mut() {
                 let data = self.stream.current().get(range.clone()).unwrap_or(&[]);
@@ -179,19 +191,25 @@ impl<'d> CpuEvents<'d> {
                     None => self.walk = None,
                 }
             }
-            let Some((off, page)) = self.stream.next_page()? else { return Ok(None) };
+            let Some((off, page)) = self.stream.next_page()? else { return Ok(()) };
             let p = Page::parse(&self.layout, page, off.0)?;
             let s = p.data().as_ptr() as usize - page.as_ptr() as usize;
             let st = WalkState { pos: 0, ts: p.timestamp(), base: p.data_file_offset(), lost: p.lost() };
             self.walk = Some((s..s + p.data().len(), st));
         };
-        Ok(Some(match found {
-            Found::Lost(count) => RingEvent::Lost { count },
+        self.cur = Some(found);
+        Ok(())
+    }
+
+    /// The record [`advance`](Self::advance) moved to; `None` at the end.
+    pub fn current(&self) -> Option<RingEvent<'_>> {
+        Some(match self.cur.as_ref()? {
+            Found::Lost(count) => RingEvent::Lost { count: *count },
             Found::Event(ts, r) => {
                 let base = self.walk.as_ref().map_or(0, |(w, _)| w.start);
                 let data = self.stream.current().get(base + r.start..base + r.end).unwrap_or(&[]);
-                RingEvent::Event { ts, data }
+                RingEvent::Event { ts: *ts, data }
             }
-        }))
+        })
     }
 }

@@ -35,7 +35,8 @@ impl<'a> GuestCursor<'a> {
         if let Payload::Lost { .. } = ev.payload {
             return Ok(());
         }
-        match self.clock.place(GuestTsc(ev.ts)) {
+        let ts = ev.ts;
+        match self.clock.place(GuestTsc(ts)) {
             Ok(p) => {
                 self.host = p.host.0;
                 self.period = p.period;
@@ -57,6 +58,10 @@ impl Cursor for GuestCursor<'_> {
     fn current(&self) -> Option<EventView<'_>> {
         let ev = self.inner.current()?;
         Some(EventView { ts: self.host, orig_ts: Some(ev.ts), ..ev })
+    }
+
+    fn ts(&self) -> Option<u64> {
+        self.inner.ts().map(|_| self.host)
     }
 
     fn advance(&mut self) -> Result<()> {

@@ -22,16 +22,55 @@ pub enum TsFormat {
 impl TsFormat {
     pub fn write(&self, out: &mut Vec<u8>, ts: u64) {
         match *self {
-            TsFormat::Cycles => {
-                let _ = write!(out, "{ts:>12}");
-            }
+            TsFormat::Cycles => put_u64(out, ts, 12, b' '),
             TsFormat::Secs { khz } => {
                 // ns = cycles * 1e6 / kHz, in 128 bits so nothing overflows.
                 let ns = (ts as u128 * 1_000_000 / khz.max(1) as u128) as u64;
-                let _ = write!(out, "{:>6}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000);
+                put_u64(out, ns / 1_000_000_000, 6, b' ');
+                out.push(b'.');
+                put_u64(out, ns % 1_000_000_000, 9, b'0');
             }
         }
     }
+}
+
+// Per-event formatting without `write!`: the fmt machinery costs more than
+// the rest of the line (callgrind, bench/README.md). Each helper does what
+// the `format!` spec in its comment does, byte for byte.
+
+/// `{v:>width$}` (pad b' ') or `{v:0width$}` (pad b'0').
+pub(crate) fn put_u64(out: &mut Vec<u8>, mut v: u64, width: usize, pad: u8) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let digits = &buf[i..];
+    out.extend(std::iter::repeat_n(pad, width.saturating_sub(digits.len())));
+    out.extend_from_slice(digits);
+}
+
+/// `{v:<width$}` for a signed value.
+fn put_i32_left(out: &mut Vec<u8>, v: i32, width: usize) {
+    let start = out.len();
+    if v < 0 {
+        out.push(b'-');
+    }
+    put_u64(out, v.unsigned_abs() as u64, 0, b' ');
+    let n = out.len() - start;
+    out.extend(std::iter::repeat_n(b' ', width.saturating_sub(n)));
+}
+
+/// `{s:>width$}`: std pads by characters, not bytes.
+fn put_str_right(out: &mut Vec<u8>, s: &str, width: usize) {
+    let n = if s.is_ascii() { s.len() } else { s.chars().count() };
+    out.extend(std::iter::repeat_n(b' ', width.saturating_sub(n)));
+    out.extend_from_slice(s.as_bytes());
 }
 
 pub struct TextSink<W: Write> {
@@ -73,29 +112,43 @@ impl<W: Write> TextSink<W> {
             if m.is_empty() {
                 l.extend(std::iter::repeat_n(b' ', self.width + 2));
             } else {
-                let _ = write!(l, "{m:>w$}: ", w = self.width);
+                put_str_right(l, m, self.width);
+                l.extend_from_slice(b": ");
             }
         }
         match ev.payload {
             Payload::Lost { count } => {
-                let _ = match count {
-                    Some(n) => write!(l, "CPU:{} [{n} EVENTS DROPPED]", ev.cpu),
-                    None => write!(l, "CPU:{} [EVENTS DROPPED]", ev.cpu),
-                };
+                l.extend_from_slice(b"CPU:");
+                put_u64(l, ev.cpu as u64, 0, b' ');
+                l.extend_from_slice(b" [");
+                if let Some(n) = count {
+                    put_u64(l, n, 0, b' ');
+                    l.push(b' ');
+                }
+                l.extend_from_slice(b"EVENTS DROPPED]");
             }
             Payload::Event(r) => {
-                let _ = write!(l, "{:>16}-{:<5} [{:03}]", r.comm, r.pid, ev.cpu);
+                put_str_right(l, r.comm, 16);
+                l.push(b'-');
+                put_i32_left(l, r.pid, 5);
+                l.extend_from_slice(b" [");
+                put_u64(l, ev.cpu as u64, 3, b'0');
+                l.push(b']');
                 self.ts.write(l, ev.ts);
                 if self.show_guest_ts {
                     match ev.orig_ts {
                         Some(g) => {
-                            let _ = write!(l, " (guest {g:>12})");
+                            l.extend_from_slice(b" (guest ");
+                            put_u64(l, g, 12, b' ');
+                            l.push(b')');
                         }
                         None => l.extend_from_slice(b"               "),
                     }
                 }
                 let start = l.len();
-                let _ = write!(l, ": {}:", r.name);
+                l.extend_from_slice(b": ");
+                l.extend_from_slice(r.name.as_bytes());
+                l.push(b':');
                 let used = l.len() - start - 2;
                 l.extend(std::iter::repeat_n(b' ', 21usize.saturating_sub(used) + 1));
                 r.body.render(ftrace::printfmt::Style::TraceCmd, l);

@@ -1,12 +1,10 @@
 //! trace.dat inputs: one cursor per buffer and CPU, records decoded lazily.
 
-use ftrace::format::EventFormat;
-use ftrace::format::Events;
 use ftrace::ring::RingEvent;
 use ftrace::tracedat::{CpuEvents, TraceDat};
 
 use super::meta::Meta;
-use crate::event::{Body, Cursor, EventView, Payload, Record};
+use crate::event::{Cursor, EventView, Payload};
 use crate::{Error, Result};
 
 self_cell::self_cell!(
@@ -42,79 +40,47 @@ pub fn meta(dat: &TraceDat<'_>) -> Meta {
     m
 }
 
-/// Cursor over one CPU of one buffer.
+/// Cursor over one CPU of one buffer. The current record is a view into
+/// the page the walk is on: nothing is copied.
 pub struct DatCursor<'d> {
     events: CpuEvents<'d>,
     meta: &'d Meta,
     ctx: ftrace::printfmt::RenderCtx<'d>,
     cpu: u32,
+    /// The last event's time: a lost-events marker sorts right after it.
     ts: u64,
-    data: Vec<u8>,
-    lost: Option<Option<u64>>,
-    valid: bool,
+    release: super::ReleaseBehind<'d>,
     path: &'d str,
 }
 
 impl<'d> DatCursor<'d> {
-    pub fn new(events: CpuEvents<'d>, meta: &'d Meta, path: &'d str) -> Result<Self> {
+    pub(crate) fn new(events: CpuEvents<'d>, meta: &'d Meta, release: super::ReleaseBehind<'d>, path: &'d str) -> Result<Self> {
         let cpu = events.cpu();
-        let mut c = DatCursor { events, meta, ctx: meta.ctx(cpu), cpu, ts: 0, data: Vec::with_capacity(256), lost: None, valid: false, path };
+        let mut c = DatCursor { events, meta, ctx: meta.ctx(cpu), cpu, ts: 0, release, path };
         c.advance()?;
         Ok(c)
     }
 }
 
-/// The format for a record, or `None` for a record of an unknown type.
-fn format_of<'m>(meta: &'m Meta, rec: &[u8]) -> Option<&'m EventFormat> {
-    meta.events.by_id(Events::common_type(rec, meta.endian)?)
-}
-
 impl Cursor for DatCursor<'_> {
     fn current(&self) -> Option<EventView<'_>> {
-        if !self.valid {
-            return None;
-        }
-        let payload = match self.lost {
-            Some(count) => Payload::Lost { count },
-            None => match format_of(self.meta, &self.data) {
-                Some(f) => {
-                    let pid = self.meta.pid(f, &self.data);
-                    Payload::Event(Record {
-                        pid,
-                        tgid: self.meta.tgids.get(&pid).copied(),
-                        comm: self.meta.comm(pid),
-                        system: &f.system,
-                        name: &f.name,
-                        body: Body::Raw { format: f, data: &self.data, ctx: &self.ctx },
-                    })
-                }
-                None => Payload::Event(Record {
-                    pid: -1,
-                    tgid: None,
-                    comm: "<...>",
-                    system: "",
-                    name: "unknown",
-                    body: Body::Text("[record of unknown type]"),
-                }),
-            },
+        let payload = match self.events.current()? {
+            RingEvent::Lost { count } => Payload::Lost { count },
+            RingEvent::Event { data, .. } => Payload::Event(self.meta.record(data, &self.ctx)),
         };
         Some(EventView { ts: self.ts, orig_ts: None, cpu: self.cpu, payload })
     }
 
+    fn ts(&self) -> Option<u64> {
+        self.events.current().map(|_| self.ts)
+    }
+
     fn advance(&mut self) -> Result<()> {
-        match self.events.next_event().map_err(|e| Error::Parse(e.in_file(self.path)))? {
-            None => self.valid = false,
-            Some(RingEvent::Lost { count }) => {
-                self.lost = Some(count);
-                self.valid = true;
-            }
-            Some(RingEvent::Event { ts, data }) => {
-                self.ts = ts;
-                self.data.clear();
-                self.data.extend_from_slice(data);
-                self.lost = None;
-                self.valid = true;
-            }
+        // The page being left is read: only the pages before it are released.
+        self.release.reached(self.events.page_offset().0);
+        self.events.advance().map_err(|e| Error::Parse(e.in_file(self.path)))?;
+        if let Some(RingEvent::Event { ts, .. }) = self.events.current() {
+            self.ts = ts;
         }
         Ok(())
     }

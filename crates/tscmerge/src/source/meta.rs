@@ -2,18 +2,50 @@
 //! pid → comm table, kallsyms and the printk format table.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
-use ftrace::format::{EventFormat, Events, FieldValue, Kallsyms, PrintkFormats};
+use ftrace::format::{EventFormat, Events, FieldKind, FieldValue, Kallsyms, PrintkFormats};
 use ftrace::printfmt::RenderCtx;
 use ftrace::Endian;
 
 use crate::clock::OffsetWrite;
+use crate::event::{Body, Record};
 use crate::time::{HostTsc, VcpuId};
+
+/// pid lookups happen once per event: a multiplicative hash (Fibonacci
+/// hashing) instead of SipHash. Crafted pids can only slow it down.
+#[derive(Clone, Copy, Default)]
+pub struct PidHasher(u64);
+
+impl Hasher for PidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_i32(&mut self, v: i32) {
+        self.0 = (v as u32 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// pid → value, hashed with [`PidHasher`].
+pub type PidMap<V> = HashMap<i32, V, BuildHasherDefault<PidHasher>>;
+
+/// Where `common_pid` sits in the records of one event id.
+#[derive(Clone, Copy)]
+struct PidField {
+    offset: u32,
+    size: u8,
+    signed: bool,
+}
 
 pub struct Meta {
     pub events: Events,
-    pub comms: HashMap<i32, String>,
-    pub tgids: HashMap<i32, i32>,
+    pub comms: PidMap<String>,
+    pub tgids: PidMap<i32>,
     pub kallsyms: Option<Kallsyms>,
     pub printk: Option<PrintkFormats>,
     pub endian: Endian,
@@ -24,6 +56,8 @@ pub struct Meta {
     pub write_tsc_offset: Option<u16>,
     /// What `tscmerge record` stored beside the events (its private options).
     pub recorded: Option<RecordedFacts>,
+    /// `common_pid` per event id (dense), filled by `add_format`.
+    pid_fields: Vec<Option<PidField>>,
 }
 
 /// Private trace.dat option ids written by `tscmerge record`
@@ -67,8 +101,8 @@ impl Meta {
     pub fn new(endian: Endian, long_size: u8) -> Meta {
         Meta {
             events: Events::new(),
-            comms: HashMap::new(),
-            tgids: HashMap::new(),
+            comms: PidMap::default(),
+            tgids: PidMap::default(),
             kallsyms: None,
             printk: None,
             endian,
@@ -76,6 +110,7 @@ impl Meta {
             tracecmd: Default::default(),
             write_tsc_offset: None,
             recorded: None,
+            pid_fields: Vec::new(),
         }
     }
 
@@ -132,6 +167,15 @@ impl Meta {
             if f.system == "kvm" && f.name == "kvm_write_tsc_offset" {
                 self.write_tsc_offset = Some(f.id);
             }
+            let id = f.id as usize;
+            if self.pid_fields.len() <= id {
+                self.pid_fields.resize(id + 1, None);
+            }
+            self.pid_fields[id] = f.field("common_pid").filter(|p| p.kind == FieldKind::Int && matches!(p.size, 1 | 2 | 4 | 8)).map(|p| PidField {
+                offset: p.offset,
+                size: p.size as u8,
+                signed: p.signed,
+            });
             self.events.add(f);
         }
     }
@@ -171,6 +215,14 @@ impl Meta {
     /// `common_pid` of a record (offset 4 in every format since 2.6.x, but
     /// read through the format to stay honest).
     pub fn pid(&self, format: &EventFormat, rec: &[u8]) -> i32 {
+        if let Some(Some(p)) = self.pid_fields.get(format.id as usize) {
+            let at = p.offset as usize;
+            let Some(b) = rec.get(at..at + p.size as usize) else { return -1 };
+            let Some(v) = self.endian.uint(b) else { return -1 };
+            let bits = 8 * p.size as u32;
+            // As FieldValue: sign-extended when signed, else zero-extended; then `as i32`.
+            return if p.signed && bits < 64 { (((v << (64 - bits)) as i64) >> (64 - bits)) as i32 } else { v as i32 };
+        }
         match format.field("common_pid").and_then(|f| f.value(rec, self.endian)) {
             Some(FieldValue::Signed(v)) => v as i32,
             Some(FieldValue::Unsigned(v)) => v as i32,
@@ -185,6 +237,25 @@ impl Meta {
         match self.comms.get(&pid) {
             Some(c) => c,
             None => self.tracecmd.comm(pid).unwrap_or("<...>"),
+        }
+    }
+
+    /// The record of one event as sinks see it: format, pid, tgid, comm and
+    /// the undecoded body; a record of an unknown type prints as such.
+    pub fn record<'a>(&'a self, data: &'a [u8], ctx: &'a RenderCtx<'a>) -> Record<'a> {
+        match Events::common_type(data, self.endian).and_then(|id| self.events.by_id(id)) {
+            Some(f) => {
+                let pid = self.pid(f, data);
+                Record {
+                    pid,
+                    tgid: self.tgids.get(&pid).copied(),
+                    comm: self.comm(pid),
+                    system: &f.system,
+                    name: &f.name,
+                    body: Body::Raw { format: f, data, ctx },
+                }
+            }
+            None => Record { pid: -1, tgid: None, comm: "<...>", system: "", name: "unknown", body: Body::Text("[record of unknown type]") },
         }
     }
 

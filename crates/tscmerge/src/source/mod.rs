@@ -48,6 +48,55 @@ impl BufferDesc {
     }
 }
 
+/// Releases the pages of a read-only file mapping behind a reader that moves
+/// forward through one region of it, so that peak RSS stays at a few MiB per
+/// cursor instead of the whole file (mapped pages count in RSS once touched).
+/// `MADV_DONTNEED` on a shared file mapping only unmaps: a later read of the
+/// range faults the same bytes in again from the page cache, so slices
+/// handed out earlier stay valid (madvise(2)); it is never used on anything
+/// but these read-only `Mmap`s.
+pub(crate) struct ReleaseBehind<'d> {
+    map: Option<&'d memmap2::Mmap>,
+    /// Released up to this offset (OS-page aligned); `None` until the first
+    /// position is seen, which is where the region starts.
+    done: Option<usize>,
+}
+
+/// Release in steps of this many bytes: one madvise per 4 MiB read.
+const RELEASE_STEP: usize = 4 << 20;
+const OS_PAGE: usize = 4096;
+
+impl<'d> ReleaseBehind<'d> {
+    pub(crate) fn new(map: Option<&'d memmap2::Mmap>) -> Self {
+        if let Some(m) = map {
+            // Readahead tuned for a forward scan; advice only, errors do not matter.
+            let _ = m.advise(memmap2::Advice::Sequential);
+        }
+        ReleaseBehind { map, done: None }
+    }
+
+    /// The reader is now at file offset `pos`: everything of its region
+    /// before `pos` has been read.
+    #[inline]
+    pub(crate) fn reached(&mut self, pos: u64) {
+        let Some(map) = self.map else { return };
+        if pos == 0 {
+            return; // no page yet (offset 0 is the file header, never event data)
+        }
+        let pos = (pos as usize).min(map.len());
+        let done = *self.done.get_or_insert(pos.next_multiple_of(OS_PAGE));
+        if pos < done.saturating_add(RELEASE_STEP) {
+            return;
+        }
+        let end = pos / OS_PAGE * OS_PAGE;
+        // SAFETY: `map` is a read-only MAP_SHARED file mapping (memmap2
+        // `Mmap::map`); DONTNEED drops its pages, which fault back in from
+        // the file if read again: no data changes under any borrower.
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, done, end - done) };
+        self.done = Some(end);
+    }
+}
+
 enum Data {
     Map(memmap2::Mmap),
     Dat { file: dat::DatFile, meta: meta::Meta },
@@ -130,7 +179,10 @@ impl Input {
             for ci in 0..b.cpus.len() {
                 let mut ev = dat.cpu_events(bi, ci).map_err(|e| e.in_file(&name))?;
                 let cpu = ev.cpu();
-                while let Some(r) = ev.next_event().map_err(|e| e.in_file(&name))? {
+                let mut release = ReleaseBehind::new(Some(file.borrow_owner()));
+                loop {
+                    release.reached(ev.page_offset().0);
+                    let Some(r) = ev.next_event().map_err(|e| e.in_file(&name))? else { break };
                     if let ftrace::ring::RingEvent::Event { ts, data } = r {
                         events += 1;
                         offset_writes.extend(meta.offset_write(data, ts, cpu));
@@ -227,7 +279,8 @@ impl Input {
                     .map(|ci| {
                         let ev = dat.cpu_events(buffer, ci).map_err(|e| e.in_file(path))?;
                         let cpu = ev.cpu();
-                        Ok((Some(cpu), Box::new(dat::DatCursor::new(ev, meta, path)?) as Box<dyn Cursor>))
+                        let release = ReleaseBehind::new(Some(file.borrow_owner()));
+                        Ok((Some(cpu), Box::new(dat::DatCursor::new(ev, meta, release, path)?) as Box<dyn Cursor>))
                     })
                     .collect()
             }

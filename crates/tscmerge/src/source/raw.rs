@@ -20,13 +20,13 @@
 
 use std::path::{Path, PathBuf};
 
-use ftrace::format::{EventFormat, Events, Kallsyms, PrintkFormats};
+use ftrace::format::{Kallsyms, PrintkFormats};
 use ftrace::ring::{Page, PageEvents, PageLayout, RingEvent};
 use ftrace::Endian;
 
 use super::meta::Meta;
 use crate::clock::OffsetWrite;
-use crate::event::{Body, Cursor, EventView, Payload, Record};
+use crate::event::{Cursor, EventView, Payload};
 use crate::{Error, Result};
 
 /// Caps on metadata files read whole: a format file is a few KiB, kallsyms
@@ -263,12 +263,13 @@ pub struct RawPages<'d> {
     layout: PageLayout,
     next: usize,
     walk: Option<PageEvents<'d>>,
+    release: super::ReleaseBehind<'d>,
     path: &'d str,
 }
 
 impl<'d> RawPages<'d> {
     pub fn new(cpu: &'d RawCpu, layout: PageLayout) -> Self {
-        RawPages { file: cpu.bytes(), layout, next: 0, walk: None, path: &cpu.name }
+        RawPages { file: cpu.bytes(), layout, next: 0, walk: None, release: super::ReleaseBehind::new(cpu.map.as_ref()), path: &cpu.name }
     }
 
     /// The next record; errors name the file and the byte offset in it.
@@ -289,6 +290,7 @@ impl<'d> RawPages<'d> {
                 return Ok(None);
             }
             let start = self.next;
+            self.release.reached(start as u64);
             let end = start.saturating_add(self.layout.page_size as usize).min(self.file.len());
             self.next = end;
             let page = self.file.get(start..end).unwrap_or(&[]);
@@ -346,10 +348,6 @@ impl<'d> RawCursor<'d> {
     }
 }
 
-fn format_of<'m>(meta: &'m Meta, rec: &[u8]) -> Option<&'m EventFormat> {
-    meta.events.by_id(Events::common_type(rec, meta.endian)?)
-}
-
 impl Cursor for RawCursor<'_> {
     fn current(&self) -> Option<EventView<'_>> {
         let (ts, payload) = match self.cur? {
@@ -357,23 +355,17 @@ impl Cursor for RawCursor<'_> {
             RingEvent::Lost { count } => (None, Payload::Lost { count }),
             RingEvent::Event { ts, data } => (
                 Some(ts),
-                Payload::Event(match format_of(self.meta, data) {
-                    Some(f) => {
-                        let pid = self.meta.pid(f, data);
-                        Record {
-                            pid,
-                            tgid: self.meta.tgids.get(&pid).copied(),
-                            comm: self.meta.comm(pid),
-                            system: &f.system,
-                            name: &f.name,
-                            body: Body::Raw { format: f, data, ctx: &self.ctx },
-                        }
-                    }
-                    None => Record { pid: -1, tgid: None, comm: "<...>", system: "", name: "unknown", body: Body::Text("[record of unknown type]") },
-                }),
+                Payload::Event(self.meta.record(data, &self.ctx)),
             ),
         };
         Some(EventView { ts: ts.unwrap_or(self.last_ts()), orig_ts: None, cpu: self.cpu, payload })
+    }
+
+    fn ts(&self) -> Option<u64> {
+        Some(match self.cur? {
+            RingEvent::Lost { .. } => self.last_ts(),
+            RingEvent::Event { ts, .. } => ts,
+        })
     }
 
     fn advance(&mut self) -> Result<()> {
