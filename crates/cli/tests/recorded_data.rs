@@ -14,6 +14,15 @@ fn f(name: &str) -> String {
     format!("{D}/{name}")
 }
 
+/// `SUBCOMMAND` on the whole recording, guests unpinned, debugfs given, then `extra`.
+fn on_recording(sub: &str, extra: &[&str]) -> (i32, String, String) {
+    let (host, offs, a, b, dbg) =
+        (f("host.txt"), f("host-tsc_offset.txt"), format!("a={}", f("guest-vm0.txt")), format!("b={}", f("guest-vm1.txt")), f("kvm_debugfs.txt"));
+    let mut args = vec![sub, &host, &offs, "--guest", &a, "--guest", &b, "--kvm-debugfs", &dbg];
+    args.extend_from_slice(extra);
+    tscmerge(&args)
+}
+
 fn vmm_pids() -> Vec<String> {
     std::fs::read_to_string(f("vms.txt"))
         .unwrap()
@@ -24,17 +33,7 @@ fn vmm_pids() -> Vec<String> {
 
 #[test]
 fn auto_offsets_put_every_read_in_its_window_and_match_both_guests() {
-    let (code, out, err) = tscmerge(&[
-        "check",
-        &f("host.txt"),
-        &f("host-tsc_offset.txt"),
-        "--guest",
-        &format!("a={}", f("guest-vm0.txt")),
-        "--guest",
-        &format!("b={}", f("guest-vm1.txt")),
-        "--kvm-debugfs",
-        &f("kvm_debugfs.txt"),
-    ]);
+    let (code, out, err) = on_recording("check", &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("were not applied on this host"), "{out}");
     assert!(out.contains("96 guest events, 96 inside run windows (100.000%)"), "{out}");
@@ -81,19 +80,7 @@ fn offsets_show_debugfs_disagreeing() {
 
 #[test]
 fn merge_output_is_chronological_and_complete() {
-    let (code, out, err) = tscmerge(&[
-        "merge",
-        &f("host.txt"),
-        &f("host-tsc_offset.txt"),
-        "--guest",
-        &format!("a={}", f("guest-vm0.txt")),
-        "--guest",
-        &format!("b={}", f("guest-vm1.txt")),
-        "--kvm-debugfs",
-        &f("kvm_debugfs.txt"),
-        "--json",
-        "--stats",
-    ]);
+    let (code, out, err) = on_recording("merge", &["--json", "--stats"]);
     assert_eq!(code, 0, "{err}");
     let mut last = 0u64;
     let mut guests = 0;
@@ -112,13 +99,7 @@ fn merge_output_is_chronological_and_complete() {
 
 #[test]
 fn merge_check_reports_on_stderr_and_sets_the_exit_code() {
-    let base = [f("host.txt"), f("host-tsc_offset.txt"), "--guest".into(), format!("a={}", f("guest-vm0.txt")), "--guest".into(), format!("b={}", f("guest-vm1.txt"))];
-    let mut args: Vec<&str> = vec!["merge"];
-    args.extend(base.iter().map(String::as_str));
-    let dbg = f("kvm_debugfs.txt");
-    let mut ok = args.clone();
-    ok.extend(["--kvm-debugfs", &dbg, "--check"]);
-    let (code, out, err) = tscmerge(&ok);
+    let (code, out, err) = on_recording("merge", &["--check"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("96 inside run windows (100.000%)"), "{err}");
     assert!(!out.contains("check:"), "the report stays off stdout");
