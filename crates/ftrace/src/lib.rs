@@ -15,6 +15,7 @@
 pub mod bytes;
 mod error;
 pub mod format;
+pub mod pidmap;
 pub mod printfmt;
 pub mod ring;
 pub mod text;

@@ -276,6 +276,13 @@ pub(crate) fn put_int(out: &mut Vec<u8>, spec: &Spec, star: Option<i64>, value: 
     let mut digits = [0u8; 24];
     let mut n = 0;
     let mut write_digits = |mut m: u64, radix: u64, upper: bool| {
+        if radix == 10 {
+            let mut b = itoa::Buffer::new();
+            let d = b.format(m).as_bytes();
+            digits[..d.len()].copy_from_slice(d);
+            n = d.len();
+            return;
+        }
         if m == 0 {
             digits[0] = b'0';
             n = 1;
@@ -345,21 +352,7 @@ pub(crate) fn put_int(out: &mut Vec<u8>, spec: &Spec, star: Option<i64>, value: 
 
 /// `{v}` for a signed value, without the fmt machinery (per event in plugins).
 pub(crate) fn dec(out: &mut Vec<u8>, v: i64) {
-    if v < 0 {
-        out.push(b'-');
-    }
-    let mut m = v.unsigned_abs();
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (m % 10) as u8;
-        m /= 10;
-        if m == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 /// `write!` into a Vec cannot fail.

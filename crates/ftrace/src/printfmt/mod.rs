@@ -18,7 +18,7 @@ use cfmt::{split, w, Piece};
 use eval::Env;
 use parse::{lex, Expr, Parser, Tok};
 pub use plugins::{FunctionStacks, TraceCmdState};
-use plugins::Plugin;
+use plugins::{Plugin, PluginFields};
 
 /// What a renderer needs besides the record.
 #[derive(Clone, Copy, Debug)]
@@ -58,7 +58,7 @@ pub(crate) struct Compiled {
     tep: Option<Program>,
     kernel: Option<Program>,
     bprint: bool,
-    plugin: Option<Plugin>,
+    plugin: Option<(Plugin, PluginFields)>,
 }
 
 fn compile_one(fmt: &[u8], rest: &[Tok], fields: &[Field], kernel: bool) -> Option<Program> {
@@ -88,7 +88,7 @@ impl Compiled {
             tep,
             kernel,
             bprint: system == "ftrace" && name == "bprint",
-            plugin: Plugin::find(system, name),
+            plugin: Plugin::find(system, name).map(|p| (p, PluginFields::resolve(fields))),
         }
     }
 }
@@ -104,8 +104,8 @@ impl EventFormat {
         let c = &self.compiled;
         let mut pretty = true;
         if !kernel {
-            if let Some(p) = c.plugin {
-                pretty = !plugins::run(p, &env, out);
+            if let Some((p, pf)) = &c.plugin {
+                pretty = !plugins::run(*p, pf, &env, out);
             }
         }
         if pretty {

@@ -60,28 +60,96 @@ impl Plugin {
     }
 }
 
+/// Every field a plugin reads, found in the event's fields once when the
+/// format compiles ([`PluginFields::resolve`]): the per-event path indexes
+/// instead of comparing names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum F {
+    PrevComm,
+    PrevPid,
+    PrevPrio,
+    PrevState,
+    NextComm,
+    NextPid,
+    NextPrio,
+    Pid,
+    Comm,
+    Prio,
+    Success,
+    TargetCpu,
+    Timer,
+    Hrtimer,
+    Now,
+    Function,
+    Expires,
+    Softexpires,
+    ExitReason,
+    Isa,
+    GuestRip,
+    Info1,
+    Info2,
+    VcpuId,
+    Rip,
+    Ip,
+    ParentIp,
+}
+
+const NAMES: [&str; 27] = ["prev_comm", "prev_pid", "prev_prio", "prev_state", "next_comm", "next_pid", "next_prio", "pid", "comm", "prio", "success", "target_cpu", "timer", "hrtimer", "now", "function", "expires", "softexpires", "exit_reason", "isa", "guest_rip", "info1", "info2", "vcpu_id", "rip", "ip", "parent_ip"];
+
+impl F {
+    fn name(self) -> &'static str {
+        NAMES[self as usize]
+    }
+}
+
+/// Index into the format's fields of each [`F`], when present.
+#[derive(Clone, Debug)]
+pub(crate) struct PluginFields([Option<u16>; 27]);
+
+impl PluginFields {
+    pub(crate) fn resolve(fields: &[crate::format::Field]) -> PluginFields {
+        let mut at = [None; 27];
+        for (slot, name) in at.iter_mut().zip(NAMES) {
+            *slot = fields.iter().position(|f| f.name == name).and_then(|i| u16::try_from(i).ok());
+        }
+        PluginFields(at)
+    }
+}
+
+/// The plugin's view of one record: the record and its resolved fields.
+pub(crate) struct PEnv<'e, 'a> {
+    pub env: &'e Env<'a>,
+    pub pf: &'e PluginFields,
+}
+
+impl<'a> PEnv<'_, 'a> {
+    fn field(&self, f: F) -> Option<&'a crate::format::Field> {
+        self.env.fields.get(usize::from(self.pf.0[f as usize]?))
+    }
+}
+
 /// `tep_get_field_val`: an integer field read unsigned (no sign extension).
-fn val(env: &Env, name: &str) -> Option<u64> {
-    let f = env.fields.iter().find(|f| f.name == name)?;
-    let b = f.raw(env.rec)?;
-    env.ctx.endian.uint(b)
+fn val(env: &PEnv, f: F) -> Option<u64> {
+    let b = env.field(f)?.raw(env.env.rec)?;
+    env.env.ctx.endian.uint(b)
 }
 
 /// `tep_get_field_val(..., err=1)` writes this when the field is missing.
-fn missing(out: &mut Vec<u8>, name: &str) {
-    w(out, format_args!("CAN'T FIND FIELD \"{name}\""));
+fn missing(out: &mut Vec<u8>, name: F) {
+    w(out, format_args!("CAN'T FIND FIELD \"{}\"", name.name()));
 }
 
 /// plugin_sched_switch.c `write_and_save_comm`: prints the comm and
 /// registers it for `pid`, so later lines of that pid show it when the
 /// cmdline table does not (`tep_register_comm` never overrides a known pid).
-fn comm(env: &Env, out: &mut Vec<u8>, name: &str, pid: u64) -> bool {
-    let Some(f) = env.fields.iter().find(|f| f.name == name) else { return false };
-    let start = (f.offset as usize).min(env.rec.len());
-    let end = (start + f.size as usize).min(env.rec.len());
-    let c = until_nul(&env.rec[start..end]);
+fn comm(env: &PEnv, out: &mut Vec<u8>, name: F, pid: u64) -> bool {
+    let Some(f) = env.field(name) else { return false };
+    let rec = env.env.rec;
+    let start = (f.offset as usize).min(rec.len());
+    let end = (start + f.size as usize).min(rec.len());
+    let c = until_nul(&rec[start..end]);
     out.extend_from_slice(c);
-    if let Some(state) = env.ctx.state {
+    if let Some(state) = env.env.ctx.state {
         state.register_comm(pid as i32, c);
     }
     true
@@ -106,16 +174,16 @@ fn write_state(out: &mut Vec<u8>, v: i32) {
     }
 }
 
-fn func_field(env: &Env, out: &mut Vec<u8>, name: &str) {
+fn func_field(env: &PEnv, out: &mut Vec<u8>, name: F) {
     // tep_print_func_field: `name/0x(start - value)` (sic: start minus value).
     let Some(v) = val(env, name) else { return };
-    match env.ctx.kallsyms.and_then(|k| k.lookup_tep(v)) {
+    match env.env.ctx.kallsyms.and_then(|k| k.lookup_tep(v)) {
         Some((n, addr)) => w(out, format_args!("{n}/0x{:x}", addr.wrapping_sub(v))),
         None => w(out, format_args!("0x{v:08x}")),
     }
 }
 
-fn num_field(env: &Env, out: &mut Vec<u8>, name: &str, hex_: bool) -> bool {
+fn num_field(env: &PEnv, out: &mut Vec<u8>, name: F, hex_: bool) -> bool {
     match val(env, name) {
         Some(v) if hex_ => {
             out.extend_from_slice(b"0x");
@@ -127,36 +195,37 @@ fn num_field(env: &Env, out: &mut Vec<u8>, name: &str, hex_: bool) -> bool {
     true
 }
 
-pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
+pub(crate) fn run(p: Plugin, pf: &PluginFields, env: &Env, out: &mut Vec<u8>) -> bool {
+    let env = &PEnv { env, pf };
     match p {
         Plugin::SchedSwitch => {
-            let Some(pid) = val(env, "prev_pid") else {
+            let Some(pid) = val(env, F::PrevPid) else {
                 out.push(b'!');
                 return true;
             };
-            if comm(env, out, "prev_comm", pid) {
+            if comm(env, out, F::PrevComm, pid) {
                 out.push(b':');
             }
             dec(out, pid as i64);
             out.push(b' ');
-            if let Some(p) = val(env, "prev_prio") {
+            if let Some(p) = val(env, F::PrevPrio) {
                 out.push(b'[');
                 dec(out, p as i32 as i64);
                 out.extend_from_slice(b"] ");
             }
-            if let Some(s) = val(env, "prev_state") {
+            if let Some(s) = val(env, F::PrevState) {
                 write_state(out, s as i32);
             }
             out.extend_from_slice(b" ==> ");
-            let Some(pid) = val(env, "next_pid") else {
+            let Some(pid) = val(env, F::NextPid) else {
                 out.push(b'!');
                 return true;
             };
-            if comm(env, out, "next_comm", pid) {
+            if comm(env, out, F::NextComm, pid) {
                 out.push(b':');
             }
             dec(out, pid as i64);
-            if let Some(p) = val(env, "next_prio") {
+            if let Some(p) = val(env, F::NextPrio) {
                 out.extend_from_slice(b" [");
                 dec(out, p as i32 as i64);
                 out.push(b']');
@@ -164,49 +233,49 @@ pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
             true
         }
         Plugin::SchedWakeup => {
-            let Some(pid) = val(env, "pid") else {
+            let Some(pid) = val(env, F::Pid) else {
                 out.push(b'!');
                 return true;
             };
-            if comm(env, out, "comm", pid) {
+            if comm(env, out, F::Comm, pid) {
                 out.push(b':');
             }
             dec(out, pid as i64);
-            if let Some(p) = val(env, "prio") {
+            if let Some(p) = val(env, F::Prio) {
                 out.extend_from_slice(b" [");
                 dec(out, p as i64);
                 out.push(b']');
             }
-            if let Some(s) = val(env, "success") {
+            if let Some(s) = val(env, F::Success) {
                 out.extend_from_slice(b" success=");
                 dec(out, s as i64);
             }
-            if let Some(c) = val(env, "target_cpu") {
+            if let Some(c) = val(env, F::TargetCpu) {
                 w(out, format_args!(" CPU:{c:03}"));
             }
             true
         }
         Plugin::HrtimerExpireEntry | Plugin::HrtimerStart => {
             out.extend_from_slice(b"hrtimer=");
-            if !num_field(env, out, "timer", true) && !num_field(env, out, "hrtimer", true) {
-                missing(out, "hrtimer");
+            if !num_field(env, out, F::Timer, true) && !num_field(env, out, F::Hrtimer, true) {
+                missing(out, F::Hrtimer);
             }
             if p == Plugin::HrtimerExpireEntry {
                 out.extend_from_slice(b" now=");
-                if !num_field(env, out, "now", false) {
-                    missing(out, "now");
+                if !num_field(env, out, F::Now, false) {
+                    missing(out, F::Now);
                 }
-                if val(env, "function").is_some() {
+                if val(env, F::Function).is_some() {
                     out.extend_from_slice(b" function=");
-                    func_field(env, out, "function");
+                    func_field(env, out, F::Function);
                 }
             } else {
-                if val(env, "function").is_some() {
+                if val(env, F::Function).is_some() {
                     out.extend_from_slice(b" function=");
-                    func_field(env, out, "function");
+                    func_field(env, out, F::Function);
                 }
-                for f in ["expires", "softexpires"] {
-                    w(out, format_args!(" {f}="));
+                for f in [F::Expires, F::Softexpires] {
+                    w(out, format_args!(" {}=", f.name()));
                     if !num_field(env, out, f, false) {
                         missing(out, f);
                     }
@@ -215,22 +284,22 @@ pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
             true
         }
         Plugin::KvmExit => {
-            let Some(reason) = val(env, "exit_reason") else {
-                missing(out, "exit_reason");
+            let Some(reason) = val(env, F::ExitReason) else {
+                missing(out, F::ExitReason);
                 return false;
             };
-            let isa = val(env, "isa").unwrap_or(1);
+            let isa = val(env, F::Isa).unwrap_or(1);
             match exit_reason(isa, reason as i32) {
                 Some(r) => w(out, format_args!("reason {r}")),
                 None => w(out, format_args!("reason UNKNOWN ({reason})")),
             }
-            let Some(rip) = val(env, "guest_rip") else {
-                missing(out, "guest_rip");
+            let Some(rip) = val(env, F::GuestRip) else {
+                missing(out, F::GuestRip);
                 return false;
             };
             out.extend_from_slice(b" rip 0x");
             hex(out, rip);
-            if let (Some(a), Some(b)) = (val(env, "info1"), val(env, "info2")) {
+            if let (Some(a), Some(b)) = (val(env, F::Info1), val(env, F::Info2)) {
                 out.extend_from_slice(b" info ");
                 hex(out, a);
                 out.push(b' ');
@@ -239,15 +308,15 @@ pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
             true
         }
         Plugin::KvmEntry => {
-            match val(env, "vcpu_id") {
+            match val(env, F::VcpuId) {
                 Some(v) => {
                     out.extend_from_slice(b" vcpu ");
                     dec(out, v as u32 as i64);
                 }
-                None => missing(out, "vcpu_id"),
+                None => missing(out, F::VcpuId),
             }
-            let Some(rip) = val(env, "rip") else {
-                missing(out, "rip");
+            let Some(rip) = val(env, F::Rip) else {
+                missing(out, F::Rip);
                 return false;
             };
             out.extend_from_slice(b" rip 0x");
@@ -258,21 +327,21 @@ pub(crate) fn run(p: Plugin, env: &Env, out: &mut Vec<u8>) -> bool {
             // plugin_function.c `function_handler`: indent by the parent's
             // depth in this CPU's call stack (option "indent", on), then the
             // function; the parent only with option "parent" (off by default).
-            let Some(ip) = val(env, "ip") else {
-                missing(out, "ip");
+            let Some(ip) = val(env, F::Ip) else {
+                missing(out, F::Ip);
                 out.push(b'!');
                 return true;
             };
-            let k = env.ctx.kallsyms;
+            let k = env.env.ctx.kallsyms;
             let func = k.and_then(|k| k.lookup_tep(ip)).map(|(n, _)| n);
-            let Some(pip) = val(env, "parent_ip") else {
-                missing(out, "parent_ip");
+            let Some(pip) = val(env, F::ParentIp) else {
+                missing(out, F::ParentIp);
                 out.push(b'!');
                 return true;
             };
             let parent = k.and_then(|k| k.lookup_tep(pip)).map(|(n, _)| n);
-            let index = match (parent, env.ctx.state) {
-                (Some(p), Some(state)) => state.functions.add_and_get_index(env.ctx.cpu, p, func),
+            let index = match (parent, env.env.ctx.state) {
+                (Some(p), Some(state)) => state.functions.add_and_get_index(env.env.ctx.cpu, p, func),
                 _ => 0,
             };
             out.extend(std::iter::repeat_n(b' ', index * 3));
@@ -306,7 +375,8 @@ pub struct FunctionStacks {
 pub struct TraceCmdState {
     pub functions: FunctionStacks,
     /// Append-only, so a looked-up comm stays valid while the state lives.
-    comms: elsa::FrozenMap<i32, Box<str>>,
+    comms: elsa::FrozenMap<i32, Box<str>, crate::pidmap::PidBuildHasher>,
+    learned: std::cell::Cell<usize>,
 }
 
 /// A bound on learned comms, so a crafted trace cannot grow the table without end.
@@ -314,15 +384,16 @@ const MAX_LEARNED_COMMS: usize = 1 << 20;
 
 impl std::fmt::Debug for TraceCmdState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TraceCmdState").field("functions", &self.functions).field("comms", &self.comms.len()).finish()
+        f.debug_struct("TraceCmdState").field("functions", &self.functions).field("comms", &self.learned.get()).finish()
     }
 }
 
 impl TraceCmdState {
     /// `tep_register_comm`: the first comm seen for a pid sticks.
     pub fn register_comm(&self, pid: i32, comm: &[u8]) {
-        if self.comms.get(&pid).is_none() && self.comms.len() < MAX_LEARNED_COMMS {
+        if self.comms.get(&pid).is_none() && self.learned.get() < MAX_LEARNED_COMMS {
             self.comms.insert(pid, String::from_utf8_lossy(comm).into());
+            self.learned.set(self.learned.get() + 1);
         }
     }
 

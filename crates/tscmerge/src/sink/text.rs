@@ -39,19 +39,10 @@ impl TsFormat {
 // the `format!` spec in its comment does, byte for byte.
 
 /// `{v:>width$}` (pad b' ') or `{v:0width$}` (pad b'0').
-pub(crate) fn put_u64(out: &mut Vec<u8>, mut v: u64, width: usize, pad: u8) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let digits = &buf[i..];
-    out.extend(std::iter::repeat_n(pad, width.saturating_sub(digits.len())));
+pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64, width: usize, pad: u8) {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(v).as_bytes();
+    out.resize(out.len() + width.saturating_sub(digits.len()), pad);
     out.extend_from_slice(digits);
 }
 
@@ -63,13 +54,13 @@ fn put_i32_left(out: &mut Vec<u8>, v: i32, width: usize) {
     }
     put_u64(out, v.unsigned_abs() as u64, 0, b' ');
     let n = out.len() - start;
-    out.extend(std::iter::repeat_n(b' ', width.saturating_sub(n)));
+    out.resize(out.len() + width.saturating_sub(n), b' ');
 }
 
 /// `{s:>width$}`: std pads by characters, not bytes.
 fn put_str_right(out: &mut Vec<u8>, s: &str, width: usize) {
     let n = if s.is_ascii() { s.len() } else { s.chars().count() };
-    out.extend(std::iter::repeat_n(b' ', width.saturating_sub(n)));
+    out.resize(out.len() + width.saturating_sub(n), b' ');
     out.extend_from_slice(s.as_bytes());
 }
 
@@ -79,9 +70,14 @@ pub struct TextSink<W: Write> {
     width: usize,
     ts: TsFormat,
     show_guest_ts: bool,
+    /// Lines are formatted straight into this buffer, which goes to `out`
+    /// in [`FLUSH_AT`]-sized writes: no per-line copy into a writer.
     line: Vec<u8>,
     path: String,
 }
+
+/// Output buffer size: large writes, few syscalls.
+const FLUSH_AT: usize = 1 << 20;
 
 impl<W: Write> TextSink<W> {
     /// `machines[i]` names machine `i` (`host`, then the guests' names).
@@ -91,26 +87,36 @@ impl<W: Write> TextSink<W> {
     /// label is empty there is no column at all.
     pub fn new(out: W, machines: Vec<String>, ts: TsFormat, show_guest_ts: bool, path: &str) -> Self {
         let width = machines.iter().map(String::len).max().unwrap_or(0);
-        TextSink { out, machines, width, ts, show_guest_ts, line: Vec::with_capacity(256), path: path.to_string() }
+        TextSink { out, machines, width, ts, show_guest_ts, line: Vec::with_capacity(FLUSH_AT + 4096), path: path.to_string() }
     }
 
-    pub fn into_inner(self) -> W {
+    /// The writer, after the buffered lines went to it; a write error there
+    /// shows again when the caller flushes.
+    pub fn into_inner(mut self) -> W {
+        let _ = self.flush_buf();
         self.out
+    }
+
+    fn flush_buf(&mut self) -> Result<()> {
+        let r = self.out.write_all(&self.line);
+        self.line.clear();
+        r.map_err(|source| Error::Io { path: self.path.clone().into(), source })
     }
 
     /// Writes a line as is (headers such as trace-cmd's `cpus=N`).
     pub fn raw_line(&mut self, line: &str) -> Result<()> {
-        writeln!(self.out, "{line}").map_err(|source| Error::Io { path: self.path.clone().into(), source })
+        self.line.extend_from_slice(line.as_bytes());
+        self.line.push(b'\n');
+        Ok(())
     }
 
-    /// Formats one event into `line` (without the newline).
-    pub fn format(&mut self, machine: usize, ev: &EventView<'_>) {
+    /// Appends one event's line (without the newline) to the buffer.
+    fn format(&mut self, machine: usize, ev: &EventView<'_>) {
         let l = &mut self.line;
-        l.clear();
         let m = self.machines.get(machine).map(String::as_str).unwrap_or("");
         if self.width > 0 {
             if m.is_empty() {
-                l.extend(std::iter::repeat_n(b' ', self.width + 2));
+                l.resize(l.len() + self.width + 2, b' ');
             } else {
                 put_str_right(l, m, self.width);
                 l.extend_from_slice(b": ");
@@ -150,7 +156,7 @@ impl<W: Write> TextSink<W> {
                 l.extend_from_slice(r.name.as_bytes());
                 l.push(b':');
                 let used = l.len() - start - 2;
-                l.extend(std::iter::repeat_n(b' ', 21usize.saturating_sub(used) + 1));
+                l.resize(l.len() + 21usize.saturating_sub(used) + 1, b' ');
                 r.body.render(ftrace::printfmt::Style::TraceCmd, l);
             }
         }
@@ -161,8 +167,13 @@ impl<W: Write> Sink for TextSink<W> {
     fn event(&mut self, machine: usize, ev: &EventView<'_>) -> Result<()> {
         self.format(machine, ev);
         self.line.push(b'\n');
-        self.out
-            .write_all(&self.line)
-            .map_err(|source| Error::Io { path: self.path.clone().into(), source })
+        if self.line.len() >= FLUSH_AT {
+            self.flush_buf()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.flush_buf()
     }
 }

@@ -1,8 +1,8 @@
 //! What decoding binary records needs, owned per input: event formats, the
 //! pid → comm table, kallsyms and the printk format table.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+
+use std::cell::Cell;
 
 use ftrace::format::{EventFormat, Events, FieldKind, FieldValue, Kallsyms, PrintkFormats};
 use ftrace::printfmt::RenderCtx;
@@ -12,27 +12,16 @@ use crate::clock::OffsetWrite;
 use crate::event::{Body, Record};
 use crate::time::{HostTsc, VcpuId};
 
-/// pid lookups happen once per event: a multiplicative hash (Fibonacci
-/// hashing) instead of SipHash. Crafted pids can only slow it down.
-#[derive(Clone, Copy, Default)]
-pub struct PidHasher(u64);
+pub use ftrace::pidmap::{PidHasher, PidMap};
 
-impl Hasher for PidHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_i32(&mut self, v: i32) {
-        self.0 = (v as u32 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
+/// What [`Meta::record`] found for the last pid of a cursor.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PidInfo<'a> {
+    pid: i32,
+    tgid: Option<i32>,
+    /// `None` until the comm is known: then it is looked up again.
+    comm: Option<&'a str>,
 }
-
-/// pid → value, hashed with [`PidHasher`].
-pub type PidMap<V> = HashMap<i32, V, BuildHasherDefault<PidHasher>>;
 
 /// Where `common_pid` sits in the records of one event id.
 #[derive(Clone, Copy)]
@@ -231,25 +220,39 @@ impl Meta {
     }
 
     pub fn comm(&self, pid: i32) -> &str {
+        self.known_comm(pid).unwrap_or("<...>")
+    }
+
+    /// The comm of `pid` when known. Once known it never changes: cmdlines
+    /// are fixed and learned comms are never overwritten.
+    fn known_comm(&self, pid: i32) -> Option<&str> {
         if pid == 0 {
-            return "<idle>";
+            return Some("<idle>");
         }
         match self.comms.get(&pid) {
-            Some(c) => c,
-            None => self.tracecmd.comm(pid).unwrap_or("<...>"),
+            Some(c) => Some(c),
+            None => self.tracecmd.comm(pid),
         }
     }
 
     /// The record of one event as sinks see it: format, pid, tgid, comm and
     /// the undecoded body; a record of an unknown type prints as such.
-    pub fn record<'a>(&'a self, data: &'a [u8], ctx: &'a RenderCtx<'a>) -> Record<'a> {
+    /// `last` remembers the previous record's pid of the same cursor: a CPU
+    /// runs one task for many events, so tgid and comm are looked up once
+    /// per run of a pid.
+    pub fn record<'a, 'm: 'a>(&'m self, data: &'a [u8], ctx: &'a RenderCtx<'a>, last: &Cell<PidInfo<'m>>) -> Record<'a> {
         match Events::common_type(data, self.endian).and_then(|id| self.events.by_id(id)) {
             Some(f) => {
                 let pid = self.pid(f, data);
+                let mut info = last.get();
+                if info.comm.is_none() || info.pid != pid {
+                    info = PidInfo { pid, tgid: self.tgids.get(&pid).copied(), comm: self.known_comm(pid) };
+                    last.set(info);
+                }
                 Record {
                     pid,
-                    tgid: self.tgids.get(&pid).copied(),
-                    comm: self.comm(pid),
+                    tgid: info.tgid,
+                    comm: info.comm.unwrap_or("<...>"),
                     system: &f.system,
                     name: &f.name,
                     body: Body::Raw { format: f, data, ctx },
