@@ -6,11 +6,35 @@
 //! Each guest trace is written by the micro-VM monitor, not by a guest
 //! kernel: tracefs text whose CPU column is the vCPU and whose timestamps are
 //! the TSC values the guest read (crates/microvm/src/guest_trace.rs).
+//!
+//! `--read rdmsr` (the default) reads with `rdmsr IA32_TSC`: KVM's emulator
+//! fires `kvm_msr` right after the read, which closes the read's truth
+//! window ~200 cycles later; `rdtsc`'s window runs to the next instruction
+//! (~1,300 cycles or more), too loose to catch a −1,000-cycle offset error.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context};
+
+/// The guest instruction that reads the TSC.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    Rdtsc,
+    Rdmsr,
+}
+
+impl Read {
+    fn insn(self) -> microvm::ReadInsn {
+        match self {
+            Read::Rdtsc => microvm::ReadInsn::Rdtsc,
+            Read::Rdmsr => microvm::ReadInsn::Rdmsr,
+        }
+    }
+    fn name(self) -> &'static str {
+        self.insn().mnemonic()
+    }
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,9 +45,13 @@ pub struct Args {
     pub vms: usize,
     #[arg(long, default_value_t = 2)]
     pub vcpus: usize,
-    /// rdtsc reads per vCPU.
+    /// TSC reads per vCPU.
     #[arg(long, default_value_t = 24)]
     pub reads: usize,
+    /// How the guest reads the TSC: `rdmsr` of IA32_TSC (tightest truth
+    /// window: it ends at the host's kvm_msr) or `rdtsc`.
+    #[arg(long, value_enum, default_value = "rdmsr")]
+    pub read: Read,
     /// After this many reads each vCPU writes IA32_TSC (--msr 0x10) or IA32_TSC_ADJUST (0x3b).
     #[arg(long)]
     pub wrmsr_after: Option<usize>,
@@ -57,6 +85,7 @@ fn run_one(a: &Args, index: usize) -> anyhow::Result<()> {
         vms: 1,
         vcpus: a.vcpus,
         reads: a.reads,
+        read: a.read.insn(),
         wrmsr,
         hold: std::time::Duration::from_millis(a.hold_ms),
         ..Default::default()
@@ -103,7 +132,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut children = Vec::new();
     for i in 0..a.vms {
         let mut c = Command::new(&exe);
-        c.arg("microvm").arg("-o").arg(&a.dir).args(["--vcpus", &a.vcpus.to_string(), "--reads", &a.reads.to_string()]);
+        c.arg("microvm").arg("-o").arg(&a.dir).args(["--vcpus", &a.vcpus.to_string(), "--reads", &a.reads.to_string(), "--read", a.read.name()]);
         if let Some(w) = a.wrmsr_after {
             c.args(["--wrmsr-after", &w.to_string(), "--msr", &a.msr, "--value", &a.value]);
         }

@@ -8,6 +8,12 @@
 //! Then: with `--offsets tracepoint` the check fails and says why (this host
 //! does not apply the tracepoint's offsets); with `auto` every guest read falls
 //! inside its truth window; matching assigns both guests with no pins.
+//!
+//! That run reads with `rdtsc`, whose window ends at the next instruction
+//! (≥1,270 cycles later): an offset 1,000 cycles too small goes unnoticed.
+//! The second run reads with `rdmsr IA32_TSC`, whose window ends at the
+//! `kvm_msr` the emulator fires right after the read (~200 cycles): there
+//! ±1,000 cycles are caught in both directions.
 //! Skipped, loudly, where /dev/kvm or tracefs is missing.
 
 use std::path::{Path, PathBuf};
@@ -27,7 +33,9 @@ struct Recording {
     debugfs: PathBuf,
 }
 
-fn record(dir: &Path) -> Option<Recording> {
+/// Records one `tscmerge microvm` run reading with `read` (rdtsc or rdmsr);
+/// `tag` keeps the tracefs instances of tests running at once apart.
+fn record(dir: &Path, read: &str, tag: &str) -> Option<Recording> {
     if !Path::new("/dev/kvm").exists() {
         skip("no /dev/kvm");
         return None;
@@ -41,11 +49,11 @@ fn record(dir: &Path) -> Option<Recording> {
         return None;
     }
     let pid = std::process::id();
-    let mut offs = record::Instance::create(&tfs, &format!("e2e_tsc_offset_{pid}")).unwrap();
+    let mut offs = record::Instance::create(&tfs, &format!("e2e_tsc_offset_{tag}_{pid}")).unwrap();
     offs.set_clock("x86-tsc").unwrap();
     offs.set_option("record-tgid", true).unwrap();
     offs.enable_event("kvm:kvm_write_tsc_offset").unwrap();
-    let mut main = record::Instance::create(&tfs, &format!("e2e_main_{pid}")).unwrap();
+    let mut main = record::Instance::create(&tfs, &format!("e2e_main_{tag}_{pid}")).unwrap();
     main.set_clock("x86-tsc").unwrap();
     main.set_option("record-tgid", true).unwrap();
     main.set_buffer_size_kb(8192).unwrap();
@@ -61,7 +69,7 @@ fn record(dir: &Path) -> Option<Recording> {
     // Two VMM processes, each running one VM of two vCPUs; every vCPU
     // writes IA32_TSC after its 11th read.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tscmerge"))
-        .args(["microvm", "--vms", "2", "--vcpus", "2", "--reads", "24", "--wrmsr-after", "11", "-o"])
+        .args(["microvm", "--vms", "2", "--vcpus", "2", "--reads", "24", "--wrmsr-after", "11", "--read", read, "-o"])
         .arg(dir)
         .output()
         .unwrap();
@@ -123,7 +131,7 @@ fn pct(v: &mut [u64]) -> String {
 fn microvm_guests_on_the_host_timeline() {
     let dir = std::env::temp_dir().join(format!("tscmerge-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let Some(rec) = record(&dir) else { return };
+    let Some(rec) = record(&dir, "rdtsc", "rdtsc") else { return };
     let keep = std::env::var_os("TSCMERGE_KEEP").is_some();
 
     // Auto: debugfs says 0 where the tracepoint says -T: debugfs is used,
@@ -172,6 +180,58 @@ fn microvm_guests_on_the_host_timeline() {
     let d = plan.diagnose(Some(&r));
     assert!(d.iter().any(|s| s.contains("prev=0") && s.contains("PVM")), "the diagnosis names the unapplied offsets: {d:?}");
     assert!(d.iter().any(|s| s.contains("fall outside their vCPU's run windows")), "{d:?}");
+    if keep {
+        eprintln!("recording kept in {}", dir.display());
+    } else {
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// All CPUs' margins as "min/median/max".
+fn margins(r: &CheckReport, f: impl Fn(&tscmerge::check::GuestCpuReport) -> &Vec<u64>) -> String {
+    let mut all: Vec<u64> = r.cpus.iter().flat_map(|c| f(c).iter().copied()).collect();
+    all.sort_unstable();
+    match all.len() {
+        0 => "-".into(),
+        n => format!("{}/{}/{}", all[0], all[n / 2], all[n - 1]),
+    }
+}
+
+#[test]
+fn rdmsr_reads_catch_a_thousand_cycles_both_ways() {
+    let dir = std::env::temp_dir().join(format!("tscmerge-e2e-rdmsr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let Some(rec) = record(&dir, "rdmsr", "rdmsr") else { return };
+    let keep = std::env::var_os("TSCMERGE_KEEP").is_some();
+    let guest = std::fs::read_to_string(dir.join("guest-vm0.txt")).unwrap();
+    assert!(guest.contains("tracing_mark_write: rdmsr seq=0 next=out"), "guest trace names the rdmsr reads");
+    let host = std::fs::read_to_string(dir.join("host.txt")).unwrap();
+    assert!(host.contains(":0f 32 (real)") && host.contains("kvm_msr: msr_read 10 = 0x"), "the host saw the rdmsr emulations and their kvm_msr");
+
+    let (plan, r) = check(&rec, OffsetSource::Auto);
+    assert!(plan.notes.iter().any(|n| n.contains("were not applied")), "{:?}", plan.notes);
+    assert_eq!(r.guest_events, 2 * 2 * 24);
+    assert_eq!(r.inside, r.guest_events, "every rdmsr read inside its window: {:#?}", r.worst);
+    // Each read's window is [kvm_emulate_insn 0f 32, kvm_msr]: read - start
+    // and end - read, min/median/max over all reads, in cycles.
+    eprintln!(
+        "rdmsr margins: read - window start {}; window end - read {}",
+        margins(&r, |c| &c.after_start),
+        margins(&r, |c| &c.before_end)
+    );
+
+    // +1000 moves reads 1000 cycles before where they were (before their
+    // window's start, ≥650 cycles back), -1000 after (past their kvm_msr,
+    // ≥180 cycles on): both must be caught. ±1 stays inside.
+    for shift in [1000i64, -1000, 1, -1] {
+        let (_, r) = check_shifted(&rec, OffsetSource::Debugfs, shift);
+        eprintln!("rdmsr, offsets shifted by {shift:+}: {} of {} reads outside their window, max {} cycles", r.violations(), r.guest_events, r.max_distance);
+        if shift.abs() == 1000 {
+            assert!(r.violations() > 0, "{shift:+} cycles must be caught");
+        } else {
+            assert_eq!(r.violations(), 0, "±1 cycle is below the windows' resolution");
+        }
+    }
     if keep {
         eprintln!("recording kept in {}", dir.display());
     } else {

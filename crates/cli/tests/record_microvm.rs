@@ -56,7 +56,7 @@ fn record_microvm_guests_then_merge_and_check() {
     assert_eq!(code, 0, "record failed: {out}{err}");
 
     // Merge and check straight from the recorded file: matched without pins,
-    // debugfs offsets chosen, every read inside its rdtsc's window.
+    // debugfs offsets chosen, every read inside its read instruction's window (rdmsr, the CLI default).
     let (code, out, err) = tscmerge(&["check", &host, "--guest", &format!("a={}", d("guest-vm0.txt")), "--guest", &format!("b={}", d("guest-vm1.txt"))]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("were not applied on this host"), "{out}");

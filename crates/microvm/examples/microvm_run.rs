@@ -2,13 +2,13 @@
 //!
 //! ```text
 //! microvm_run OUT_DIR [--vms N] [--vcpus M] [--reads R] [--wrmsr AFTER:MSR:VALUE]
-//!                     [--leaf LEAF] [--host-trace]
+//!                     [--leaf LEAF] [--read rdtsc|rdmsr] [--host-trace [--instance NAME]]
 //! cargo run -p microvm --example microvm_run -- /tmp/mv --vms 2 --vcpus 2 --reads 24 \
 //!     --wrmsr 11:0x10:0x10000000000 --host-trace
 //! ```
 //! Writes `OUT_DIR/vm<i>.trace.txt` (guest side, tracefs text, timestamps = guest TSC) and
 //! `OUT_DIR/summary.json`. With `--host-trace` it also records the host side in tracefs
-//! instance `microvm_run` (x86-tsc; the events of `microvm::host::HOST_EVENTS`), writes its
+//! instance `microvm_run` (or `--instance NAME`; x86-tsc; the events of `microvm::host::HOST_EVENTS`), writes its
 //! `cat trace` to `OUT_DIR/host.trace.txt` and adds the ground-truth check to the summary.
 //! Numbers take decimal or 0x-hex. Exit status: 0 ok, 1 run failed or a read fell outside
 //! its host window, 2 bad arguments.
@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use microvm::host::{self, TraceInstance, HOST_EVENTS};
-use microvm::{Config, RunReport, WrmsrPlan};
+use microvm::{Config, ReadInsn, RunReport, WrmsrPlan};
 
 fn num(s: &str) -> Result<u64, String> {
     let r = match s.strip_prefix("0x") {
@@ -32,6 +32,7 @@ struct Args {
     out: PathBuf,
     cfg: Config,
     host_trace: bool,
+    instance: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -39,6 +40,7 @@ fn parse_args() -> Result<Args, String> {
     let mut out = None;
     let mut cfg = Config::default();
     let mut host_trace = false;
+    let mut instance = "microvm_run".to_string();
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -59,6 +61,14 @@ fn parse_args() -> Result<Args, String> {
                 });
             }
             "--host-trace" => host_trace = true,
+            "--instance" => instance = val()?,
+            "--read" => {
+                cfg.read = match val()?.as_str() {
+                    "rdtsc" => ReadInsn::Rdtsc,
+                    "rdmsr" => ReadInsn::Rdmsr,
+                    v => return Err(format!("--read wants rdtsc or rdmsr, got {v:?}")),
+                }
+            }
             "-h" | "--help" => return Err(String::new()),
             s if !s.starts_with('-') && out.is_none() => out = Some(PathBuf::from(s)),
             s => return Err(format!("unknown argument {s:?}")),
@@ -69,6 +79,7 @@ fn parse_args() -> Result<Args, String> {
         out,
         cfg,
         host_trace,
+        instance,
     })
 }
 
@@ -81,7 +92,8 @@ fn main() -> ExitCode {
             }
             eprintln!(
                 "usage: microvm_run OUT_DIR [--vms N] [--vcpus M] [--reads R] \
-                 [--wrmsr AFTER:MSR:VALUE] [--leaf LEAF] [--host-trace]"
+                 [--wrmsr AFTER:MSR:VALUE] [--leaf LEAF] [--read rdtsc|rdmsr] \
+                 [--host-trace [--instance NAME]]"
             );
             return ExitCode::from(2);
         }
@@ -99,7 +111,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&args.out)?;
     let inst = if args.host_trace {
-        Some(TraceInstance::create("microvm_run", HOST_EVENTS, 16384)?)
+        Some(TraceInstance::create(&args.instance, HOST_EVENTS, 16384)?)
     } else {
         None
     };

@@ -19,9 +19,10 @@ pub fn vcpu_comm(n: u32) -> String {
     format!("microvm-vcpu{n}")
 }
 
-/// The `trace_marker` text for one read, as in `tracing_mark_write: rdtsc seq=3 next=out`.
+/// The `trace_marker` text for one read, as in `tracing_mark_write: rdtsc seq=3 next=out`
+/// (`rdmsr seq=3 next=out` for a `rdmsr` of IA32_TSC).
 pub fn marker_text(r: &GuestRead) -> String {
-    format!("rdtsc seq={} next={}", r.seq, r.before.mnemonic())
+    format!("{} seq={} next={}", r.insn.mnemonic(), r.seq, r.before.mnemonic())
 }
 
 /// Writes `vm`'s guest trace: CPU = vCPU id, timestamp = the guest TSC, pid = the vCPU thread's
@@ -122,6 +123,7 @@ mod tests {
     fn vm() -> VmReport {
         let read = |seq, guest_tsc, before| GuestRead {
             seq,
+            insn: crate::ReadInsn::Rdtsc,
             guest_tsc,
             before,
         };
@@ -133,6 +135,7 @@ mod tests {
             wrmsr: None,
             loop_rdtsc_rip: 0,
             last_rdtsc_rip: 0,
+            read: crate::ReadInsn::Rdtsc,
             vcpus: vec![
                 VcpuReport {
                     vcpu: 0,

@@ -16,6 +16,7 @@ pub mod vmm;
 
 pub use error::{Error, Result};
 pub use guest_trace::write_guest_trace;
+pub use program::ReadInsn;
 pub use vmm::{
     current_tid, run, Config, DebugfsTsc, GuestRead, Insn, RunReport, VcpuReport, VmReport,
     WrmsrPlan, DEFAULT_MARKER_LEAF, MSR_IA32_TSC, MSR_IA32_TSC_ADJUST,

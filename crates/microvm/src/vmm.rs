@@ -1,7 +1,8 @@
 //! The monitor: N VMs × M vCPUs, one host thread per vCPU, each running the program of
 //! [`crate::program`] and recording every guest TSC read.
 //!
-//! Where each value comes from: the instruction after every `rdtsc` exits to us (`out` or
+//! Where each value comes from: the instruction after every read (`rdtsc`, or `rdmsr` of
+//! IA32_TSC with [`ReadInsn::Rdmsr`]) exits to us (`out` or
 //! `hlt`), and `out`/`hlt` leave eax and edx alone, so `KVM_GET_REGS` at that exit gives the
 //! exact edx:eax the read returned. That is the reported value. It is cross-checked against
 //! the `out` data (low 32 bits), the guest's own store in its memory (all reads but the last),
@@ -16,7 +17,7 @@ use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::error::{kvm, Error, Result};
-use crate::program::{self, Program};
+use crate::program::{self, Program, ReadInsn};
 
 /// Default marker leaf: "MVM1", outside every leaf range CPUs define.
 pub const DEFAULT_MARKER_LEAF: u32 = 0x4d56_4d31;
@@ -45,8 +46,10 @@ pub struct Config {
     pub vms: usize,
     /// vCPUs per VM (1 ..= [`program::MAX_VCPUS`]).
     pub vcpus: usize,
-    /// `rdtsc` reads per vCPU (1 ..= [`program::MAX_READS`]).
+    /// TSC reads per vCPU (1 ..= [`program::MAX_READS`]).
     pub reads: usize,
+    /// The instruction that reads the TSC.
+    pub read: ReadInsn,
     /// Optional MSR write midway.
     pub wrmsr: Option<WrmsrPlan>,
     /// Leaf of the `cpuid` executed before every read (seen by the host as `kvm_cpuid`).
@@ -62,6 +65,7 @@ impl Default for Config {
             vms: 1,
             vcpus: 1,
             reads: 16,
+            read: ReadInsn::Rdtsc,
             wrmsr: None,
             cpuid_marker_leaf: DEFAULT_MARKER_LEAF,
             hold: std::time::Duration::ZERO,
@@ -125,12 +129,14 @@ impl Insn {
     }
 }
 
-/// One guest `rdtsc`.
+/// One guest TSC read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestRead {
     /// Read index on this vCPU, from 0.
     pub seq: u32,
-    /// edx:eax returned by `rdtsc`.
+    /// The reading instruction.
+    pub insn: ReadInsn,
+    /// edx:eax returned by the read.
     pub guest_tsc: u64,
     /// The instruction right after the read.
     pub before: Insn,
@@ -192,6 +198,8 @@ pub struct VmReport {
     pub loop_rdtsc_rip: u64,
     /// See `loop_rdtsc_rip`.
     pub last_rdtsc_rip: u64,
+    /// The instruction at those rips.
+    pub read: ReadInsn,
     /// Per vCPU, by id.
     pub vcpus: Vec<VcpuReport>,
 }
@@ -229,7 +237,7 @@ pub fn run(cfg: &Config) -> Result<RunReport> {
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm("KVM_GET_SUPPORTED_CPUID"))?;
     let wr = cfg.wrmsr.map(|w| (w.after_read, w.msr, w.value));
-    let prog = program::assemble(cfg.reads, cfg.cpuid_marker_leaf, wr);
+    let prog = program::assemble(cfg.reads, cfg.cpuid_marker_leaf, wr, cfg.read);
     let pid = std::process::id();
     let creator_tid = current_tid()?;
 
@@ -263,6 +271,7 @@ pub fn run(cfg: &Config) -> Result<RunReport> {
                 vm: index,
                 vcpu: id as u32,
                 reads: cfg.reads,
+                read: cfg.read,
                 debugfs_dir: format!("{DEBUGFS_KVM}/{creator_tid}-{vm_fd}/vcpu{id}"),
                 gate: Arc::clone(&gate),
             };
@@ -322,6 +331,7 @@ pub fn run(cfg: &Config) -> Result<RunReport> {
             wrmsr: cfg.wrmsr,
             loop_rdtsc_rip: prog.loop_rdtsc,
             last_rdtsc_rip: prog.last_rdtsc,
+            read: prog.read,
             vcpus,
         });
     }
@@ -435,6 +445,7 @@ struct VcpuCtx {
     vm: usize,
     vcpu: u32,
     reads: usize,
+    read: ReadInsn,
     debugfs_dir: String,
     gate: Arc<Gate>,
 }
@@ -514,14 +525,14 @@ fn run_vcpu(mut vcpu: VcpuFd, mut debugfs: DebugfsTsc, ctx: VcpuCtx) -> Result<V
                 announced += 1;
             }
             Exit::Out(program::TSC_PORT, 4, low) => {
-                let r = read_after(&vcpu, vm, id, reads.len(), Insn::Out)?;
+                let r = read_after(&vcpu, vm, id, reads.len(), ctx.read, Insn::Out)?;
                 if r.guest_tsc as u32 != low {
                     return Err(guest(format!("out data {low:#x} != eax of read {}", r.seq)));
                 }
                 reads.push(r);
             }
             Exit::Hlt => {
-                let r = read_after(&vcpu, vm, id, reads.len(), Insn::Hlt)?;
+                let r = read_after(&vcpu, vm, id, reads.len(), ctx.read, Insn::Hlt)?;
                 reads.push(r);
                 break;
             }
@@ -573,7 +584,14 @@ enum Exit {
 }
 
 /// The read whose result is in edx:eax now; SI must be its index.
-fn read_after(vcpu: &VcpuFd, vm: usize, id: u32, seq: usize, before: Insn) -> Result<GuestRead> {
+fn read_after(
+    vcpu: &VcpuFd,
+    vm: usize,
+    id: u32,
+    seq: usize,
+    insn: ReadInsn,
+    before: Insn,
+) -> Result<GuestRead> {
     let regs = vcpu
         .get_regs()
         .map_err(kvm(format!("vm{vm} vcpu{id}: KVM_GET_REGS")))?;
@@ -586,6 +604,7 @@ fn read_after(vcpu: &VcpuFd, vm: usize, id: u32, seq: usize, before: Insn) -> Re
     }
     Ok(GuestRead {
         seq: seq as u32,
+        insn,
         guest_tsc: (regs.rdx & 0xffff_ffff) << 32 | (regs.rax & 0xffff_ffff),
         before,
     })

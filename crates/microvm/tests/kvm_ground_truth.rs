@@ -193,3 +193,51 @@ fn two_vms_two_vcpus_wrmsr_against_host_trace() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(windows.len(), 4 * READS);
 }
+
+/// The same run reading with `rdmsr IA32_TSC`: each read's window must end at the `kvm_msr`
+/// of that read, whose value is exactly what the guest got (checked by `host::verify`).
+#[test]
+fn rdmsr_reads_end_at_their_kvm_msr() {
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("SKIPPED: /dev/kvm is absent");
+        return;
+    }
+    if !Path::new(host::TRACEFS).join("instances").exists() {
+        eprintln!("SKIPPED: tracefs is not mounted at {}", host::TRACEFS);
+        return;
+    }
+    let inst = match TraceInstance::create("microvm_test_rdmsr", HOST_EVENTS, 8192) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("SKIPPED: cannot create tracefs instance: {e}");
+            return;
+        }
+    };
+    let cfg = Config {
+        read: microvm::ReadInsn::Rdmsr,
+        ..config()
+    };
+    let report = match run(&cfg) {
+        Ok(r) => r,
+        Err(microvm::Error::NoKvm(e)) => {
+            eprintln!("SKIPPED: cannot open /dev/kvm: {e}");
+            return;
+        }
+        Err(e) => panic!("run failed: {e}"),
+    };
+    inst.stop().unwrap();
+    let text = inst.read_trace().unwrap();
+    drop(inst);
+    let (events, bad) = host::parse_trace_text(&text);
+    assert!(bad.is_empty(), "unparsed host lines {bad:?}");
+    let mut windows = Vec::new();
+    for vm in &report.vms {
+        let v = host::verify(vm, &events);
+        assert!(v.failures.is_empty(), "{}", v.failures.join("\n"));
+        windows.extend(v.windows);
+    }
+    assert_eq!(windows.len(), 4 * READS);
+    assert!(windows.iter().all(|w| w.end_event == "kvm_msr"));
+    let (lo, med, hi) = host::min_median_max(windows.iter().map(|w| w.before_end())).unwrap();
+    eprintln!("rdmsr: window end (kvm_msr) - guest_tsc: min {lo} median {med} max {hi} cycles");
+}

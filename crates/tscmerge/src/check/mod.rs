@@ -8,6 +8,10 @@
 //! - `kvm_emulate_insn` opens a window until the thread's next host event:
 //!   on hosts that emulate guest code (PVM here, real-mode guests) a guest
 //!   instruction such as `rdtsc` executes between the two ("truth windows").
+//!   A guest marker that reports a TSC read (`rdtsc seq=N` / `rdmsr seq=N`,
+//!   written by the micro-VM monitor) fits only the emulation of that same
+//!   instruction; an `rdmsr` of IA32_TSC's window ends at the `kvm_msr` the
+//!   emulator fires right after reading the TSC, ~200 cycles after the read.
 //!
 //! The merge is time-ordered and host events win ties, so a guest event is
 //! inside iff its thread's window is open when the event arrives. The check

@@ -15,11 +15,24 @@ pub enum WindowKind {
     Emulation,
 }
 
+/// An instruction that reads the TSC, as emulated on the host and as named
+/// by the guest's marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TscRead {
+    /// `rdtsc` (0f 31).
+    Rdtsc,
+    /// `rdmsr` (0f 32) of IA32_TSC: KVM's emulator fires `kvm_msr` right
+    /// after reading the TSC (arch/x86/kvm/x86.c
+    /// `emulator_get_msr_with_filter`), so that event closes the window a
+    /// few hundred cycles after the read instead of at the next instruction.
+    Rdmsr,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Open {
     start: u64,
-    /// The window is the emulation of an `rdtsc` (bytes 0f 31).
-    rdtsc: bool,
+    /// The window is the emulation of an instruction that reads the TSC.
+    reads: Option<TscRead>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -183,7 +196,7 @@ impl<'s> CheckSink<'s> {
         m
     }
 
-    fn host_event(&mut self, pid: i32, tgid: Option<i32>, name: &str, vcpu: Option<u32>, rdtsc: bool, ts: u64) {
+    fn host_event(&mut self, pid: i32, tgid: Option<i32>, name: &str, vcpu: Option<u32>, reads: Option<TscRead>, ts: u64) {
         let machine = self.machine_of(pid, tgid);
         if let (Some(m), Some(v)) = (machine, vcpu) {
             self.vcpu_thread.insert((m, v), pid);
@@ -211,7 +224,7 @@ impl<'s> CheckSink<'s> {
             _ => None,
         };
         if let Some(kind) = kind {
-            t.open = Some(Open { start: ts, rdtsc });
+            t.open = Some(Open { start: ts, reads });
             t.windows += 1;
             self.report.host_windows += 1;
             if !self.report.window_kinds.contains(&kind) {
@@ -226,7 +239,7 @@ impl<'s> CheckSink<'s> {
         }
     }
 
-    fn guest_event(&mut self, machine: usize, cpu: u32, ts: u64, guest_ts: Option<u64>, name: &str, tsc_read: bool) {
+    fn guest_event(&mut self, machine: usize, cpu: u32, ts: u64, guest_ts: Option<u64>, name: &str, tsc_read: Option<TscRead>) {
         let vcpu = self.cfg.vms.get(&machine).and_then(|vm| vm.vcpu_of_cpu.get(&cpu).copied()).unwrap_or(cpu);
         let known = self.cfg.threads.get(&(machine, cpu)).or_else(|| self.vcpu_thread.get(&(machine, vcpu))).copied();
         let cands: Vec<i32> = match known {
@@ -252,8 +265,9 @@ impl<'s> CheckSink<'s> {
         let mut nearest: Option<u64> = None;
         // Margins are measured when exactly one candidate's window holds the
         // event (always so when the thread is known).
-        // A TSC read fits only the emulation of an rdtsc on its thread.
-        let fits = |o: &Open| !tsc_read || o.rdtsc;
+        // A TSC read fits only the emulation of the same reading
+        // instruction on its thread.
+        let fits = |o: &Open| tsc_read.is_none() || o.reads == tsc_read;
         let holders = cands.iter().filter(|p| self.threads.get(p).is_some_and(|t| t.open.as_ref().is_some_and(fits))).count();
         for &pid in &cands {
             let Some(t) = self.threads.get(&pid) else { continue };
@@ -336,10 +350,10 @@ impl Sink for CheckSink<'_> {
         if let Payload::Event(r) = ev.payload {
             if machine == 0 {
                 let vcpu = if r.name == "kvm_entry" { entry_vcpu(&r.body) } else { None };
-                let rdtsc = r.name == "kvm_emulate_insn" && emulates_rdtsc(&r.body);
-                self.host_event(r.pid, r.tgid, r.name, vcpu, rdtsc, ev.ts);
+                let reads = if r.name == "kvm_emulate_insn" { emulated_tsc_read(&r.body) } else { None };
+                self.host_event(r.pid, r.tgid, r.name, vcpu, reads, ev.ts);
             } else {
-                let tsc_read = matches!(r.name, "tracing_mark_write" | "print") && is_tsc_read(&r.body, &mut self.scratch);
+                let tsc_read = if matches!(r.name, "tracing_mark_write" | "print") { tsc_read_of(&r.body, &mut self.scratch) } else { None };
                 self.guest_event(machine, ev.cpu, ev.ts, ev.orig_ts, r.name, tsc_read);
             }
         }
@@ -370,30 +384,107 @@ fn entry_vcpu(body: &crate::event::Body<'_>) -> Option<u32> {
     }
 }
 
-/// Whether a kvm_emulate_insn emulated `rdtsc` (0f 31): field `insn` of a
-/// binary record, or the hex bytes its print format puts after
-/// `csbase:rip:` in text (`0:1004:0f 31 (real)`).
-fn emulates_rdtsc(body: &crate::event::Body<'_>) -> bool {
-    match *body {
-        crate::event::Body::Text(s) => s.splitn(3, ':').nth(2).is_some_and(|b| b.starts_with("0f 31")),
-        crate::event::Body::Raw { format, data, .. } => {
-            format.field("insn").and_then(|f| f.raw(data)).is_some_and(|b| b.starts_with(&[0x0f, 0x31]))
+/// Which TSC-reading instruction a kvm_emulate_insn emulated, if any:
+/// `rdtsc` (0f 31) or `rdmsr` (0f 32; the micro-VM's only `rdmsr` reads
+/// IA32_TSC). Field `insn` of a binary record, or the hex bytes its print
+/// format puts after `csbase:rip:` in text (`0:1004:0f 31 (real)`).
+fn emulated_tsc_read(body: &crate::event::Body<'_>) -> Option<TscRead> {
+    let (rdtsc, rdmsr) = match *body {
+        crate::event::Body::Text(s) => {
+            let b = s.splitn(3, ':').nth(2)?;
+            (b.starts_with("0f 31"), b.starts_with("0f 32"))
         }
+        crate::event::Body::Raw { format, data, .. } => {
+            let b = format.field("insn").and_then(|f| f.raw(data))?;
+            (b.starts_with(&[0x0f, 0x31]), b.starts_with(&[0x0f, 0x32]))
+        }
+    };
+    match (rdtsc, rdmsr) {
+        (true, _) => Some(TscRead::Rdtsc),
+        (_, true) => Some(TscRead::Rdmsr),
+        _ => None,
     }
 }
 
-/// Whether a guest marker reports a TSC read: the micro-VM monitor writes
-/// `rdtsc seq=N next=INSN` for each value its guest read
+/// Whether a guest marker reports a TSC read, and by which instruction: the
+/// micro-VM monitor writes `rdtsc seq=N next=INSN` (or `rdmsr seq=N …` for
+/// `rdmsr` of IA32_TSC) for each value its guest read
 /// (crates/microvm/src/guest_trace.rs). Such an event is checked against the
-/// emulation window of that rdtsc, not any window of its thread.
-fn is_tsc_read(body: &crate::event::Body<'_>, scratch: &mut Vec<u8>) -> bool {
+/// emulation window of that same instruction, not any window of its thread.
+fn tsc_read_of(body: &crate::event::Body<'_>, scratch: &mut Vec<u8>) -> Option<TscRead> {
     scratch.clear();
     body.render(ftrace::printfmt::Style::Kernel, scratch);
     let text = scratch.as_slice();
-    // A print event renders as `ip: text`; tracefs text is the text itself.
-    let text = match text.windows(2).position(|w| w == b": ") {
-        Some(i) if !text.starts_with(b"rdtsc") => &text[i + 2..],
-        _ => text,
+    let kind = |t: &[u8]| {
+        if t.starts_with(b"rdtsc seq=") {
+            Some(TscRead::Rdtsc)
+        } else if t.starts_with(b"rdmsr seq=") {
+            Some(TscRead::Rdmsr)
+        } else {
+            None
+        }
     };
-    text.starts_with(b"rdtsc seq=")
+    // tracefs text is the marker text itself; a print event renders as `ip: text`.
+    kind(text).or_else(|| {
+        let i = text.windows(2).position(|w| w == b": ")?;
+        kind(&text[i + 2..])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Body, Record};
+
+    fn ev<'a>(ts: u64, pid: i32, name: &'a str, text: &'a str) -> EventView<'a> {
+        let payload = Payload::Event(Record { pid, tgid: None, comm: "x", system: "kvm", name, body: Body::Text(text) });
+        EventView { ts, orig_ts: None, cpu: 0, payload }
+    }
+
+    /// Host thread 9 emulates rdtsc at 100, rdmsr at 200 (kvm_msr at 210),
+    /// then an out at 300; the guest (machine 1, CPU 0 pinned to 9) reports
+    /// `reads` as (host ts, marker).
+    fn run(reads: &[(u64, &str)]) -> CheckReport {
+        let cfg = CheckConfig { threads: HashMap::from([((1, 0), 9)]), machines: vec!["host".into(), "g".into()], ..Default::default() };
+        let mut sink = CheckSink::new(cfg, None);
+        let host = [
+            (100, "kvm_emulate_insn", "0:1018:0f 31 (real)"),
+            (150, "kvm_emulate_insn", "0:101a:66 e7 e4 (real)"),
+            (200, "kvm_emulate_insn", "0:1018:0f 32 (real)"),
+            (210, "kvm_msr", "msr_read 10 = 0xcd"),
+            (300, "kvm_emulate_insn", "0:101a:66 e7 e4 (real)"),
+        ];
+        let mut all: Vec<(u64, usize, &str, &str)> = host.iter().map(|&(t, n, b)| (t, 0, n, b)).collect();
+        all.extend(reads.iter().map(|&(t, m)| (t, 1, "tracing_mark_write", m)));
+        all.sort_by_key(|e| (e.0, e.1)); // host events win ties, as in the merge
+        for (t, m, n, b) in all {
+            sink.event(m, &ev(t, if m == 0 { 9 } else { 1 }, n, b)).unwrap();
+        }
+        sink.report()
+    }
+
+    #[test]
+    fn a_read_fits_only_its_own_instruction() {
+        let r = run(&[(120, "rdtsc seq=0 next=out"), (205, "rdmsr seq=1 next=out")]);
+        assert_eq!((r.guest_events, r.inside), (2, 2));
+        assert_eq!(r.cpus[0].after_start, vec![20, 5]);
+        assert_eq!(r.cpus[0].before_end, vec![30, 5], "the rdmsr window ends at kvm_msr");
+        // An rdmsr read in the rdtsc window, an rdtsc read in the rdmsr
+        // window, an rdmsr read after its kvm_msr: all outside.
+        let r = run(&[(120, "rdmsr seq=0 next=out"), (205, "rdtsc seq=1 next=out"), (211, "rdmsr seq=2 next=out")]);
+        assert_eq!(r.inside, 0);
+        // Other guest events fit any window of the thread; kvm_msr opens none.
+        let r = run(&[(120, "x"), (160, "y"), (250, "z"), (305, "w")]);
+        assert_eq!(r.inside, 3);
+    }
+
+    #[test]
+    fn recognises_reads() {
+        let mut s = Vec::new();
+        assert_eq!(tsc_read_of(&Body::Text("rdmsr seq=3 next=hlt"), &mut s), Some(TscRead::Rdmsr));
+        assert_eq!(tsc_read_of(&Body::Text("tracing_mark_write: rdtsc seq=3 next=out"), &mut s), Some(TscRead::Rdtsc));
+        assert_eq!(tsc_read_of(&Body::Text("rdmsrseq=3"), &mut s), None);
+        assert_eq!(emulated_tsc_read(&Body::Text("0:1018:0f 32 (real)")), Some(TscRead::Rdmsr));
+        assert_eq!(emulated_tsc_read(&Body::Text("0:1018:0f 30 (real)")), None);
+    }
 }
