@@ -3,7 +3,9 @@
 # inputs, on a synthetic host + two guests written by `tscmerge synth --format
 # dat` (v7, uncompressed). Each command runs twice, alternating, on one core
 # (`taskset -c 0`) and unpinned; wall, user, peak RSS from /usr/bin/time -v,
-# events/s, and the ratio trace-cmd / tscmerge per mode.
+# events/s, and the ratio trace-cmd / tscmerge per mode. The real recording
+# (bench/record_busy.sh) has its own script, bench/merge_real.sh; both share
+# bench/lib.sh.
 #
 # trace-cmd 3.1.6 merges several `-i FILE` inputs by timestamp
 # (tracecmd_peek_next_data over all files) but, without tsync data in the
@@ -11,18 +13,49 @@
 # render. tscmerge does more (per-vCPU offset conversion), so the comparison
 # favours trace-cmd.
 #
-# Usage: bench/merge_vs_tracecmd.sh [WINDOWS] [WORKDIR]
-#   WINDOWS 190000 (default) -> host.dat ~100 MB, 3.9 M events in all;
-#   WINDOWS 1900000          -> host.dat ~1 GB, 39 M events.
-# Data are written to WORKDIR (default $TMPDIR/tscmerge-merge-bench), never committed.
+# Usage: bench/merge_vs_tracecmd.sh [WINDOWS|1g|10g] [WORKDIR]
+#   WINDOWS 190000 (default) -> host.dat ~100 MB, 306 MB in all, 3.9 M events;
+#   1g = WINDOWS 1900000     -> host.dat ~1 GB, 3.0 GB in all, 39 M events;
+#   10g = WINDOWS 6200000    -> 10 GB of inputs in all (~127 M events): the peak
+#     RSS mode. One run of each command, unpinned (the figure that matters is
+#     peak RSS, against the 200 MB bound of issue 7; the wall times are
+#     disk-bound), perfetto to /dev/null, and the dat output deleted right after
+#     its run.
+# Data are written to WORKDIR (default $TMPDIR/tscmerge-merge-bench), never
+# committed. Before writing anything the script checks, with df, that WORKDIR
+# has 2.5x the input size free (input + outputs) and refuses otherwise.
+# Environment: TSCMERGE=path (use this binary, no cargo build), ROUNDS=n
+# (runs per command, default 2; 10g: 1), PINS="1 0" (1 = one core, 0 =
+# unpinned; 10g: "0"), RSSMODE=1 (the 10g mode's runs at any size).
 set -eu
 cd "$(dirname "$0")/.."
-windows=${1:-190000}
+. bench/lib.sh
+rounds=${ROUNDS:-2}
+pins=${PINS:-"1 0"}
+rssmode=${RSSMODE:-0}
+case ${1:-190000} in
+    1g) windows=1900000 ;;
+    10g) windows=6200000; rssmode=1 ;;
+    *[!0-9]*|'') echo "usage: $0 [WINDOWS|1g|10g] [WORKDIR]" >&2; exit 2 ;;
+    *) windows=$1 ;;
+esac
+if [ "$rssmode" = 1 ]; then rounds=${ROUNDS:-1}; pins=${PINS:-0}; fi
 work=${2:-${TMPDIR:-/tmp}/tscmerge-merge-bench}
 dir=$work/w$windows
 mkdir -p "$work"
-cargo build -q --release -p tscmerge-cli
-bin=$(pwd)/${CARGO_TARGET_DIR:-target}/release/tscmerge
+
+# Free space: synth writes ~1611 bytes of input per window (190000 -> 306 MB);
+# the outputs (dat, perfetto) need up to about as much again.
+have=0
+[ -f "$dir/host.dat" ] && have=$(stat -c %s "$dir"/*.dat | awk '{ s += $1 } END { print s }')
+want=$(awk -v w="$windows" -v h="$have" 'BEGIN { n = (h > 0 ? h : w * 1611); printf "%.0f", 2.5 * n - h }')
+free=$(df -P -B1 "$work" | awk 'NR == 2 { print $4 }')
+if [ "$free" -lt "$want" ]; then
+    echo "refusing: $work has $free bytes free, needs $want (2.5x the ~$(awk -v w="$windows" 'BEGIN { printf "%.0f", w * 1611 / 1e6 }') MB input, less what is already there)" >&2
+    exit 1
+fi
+
+bench_bin
 if [ ! -f "$dir/host.dat" ]; then
     "$bin" synth --format dat --compression none --windows "$windows" -o "$dir" 2> "$work/synth.log"
     cat "$work/synth.log"
@@ -36,47 +69,35 @@ pid1=2101
 guests="--guest vm0=$dir/guest-vm0.dat,pid=$pid0 --guest vm1=$dir/guest-vm1.dat,pid=$pid1"
 events=$("$bin" merge "$dir/host.dat" $guests --stats 2>&1 >/dev/null | sed -n 's/.*: \([0-9]*\) events out/\1/p')
 printf 'input: %s  (%s bytes host.dat, %s bytes in all, %s events)\n' "$dir" \
-    "$(stat -c %s "$dir/host.dat")" "$(cat "$dir"/*.dat | wc -c)" "$events"
+    "$(stat -c %s "$dir/host.dat")" "$(stat -c %s "$dir"/*.dat | awk '{ s += $1 } END { print s }')" "$events"
 
 # Each is one shell command line, run by `sh -c` under /usr/bin/time -v.
 tc="trace-cmd report -i $dir/host.dat -i $dir/guest-vm0.dat -i $dir/guest-vm1.dat > /dev/null"
 tm_text="$bin merge $dir/host.dat $guests > /dev/null"
 tm_dat="$bin merge $dir/host.dat $guests --format dat -o $work/x.dat"
-tm_pf="$bin merge $dir/host.dat $guests --format perfetto --tsc-khz 2000000 -o $work/x.pftrace"
-
-# run LABEL PIN COMMAND: one timed run; prints a row and appends "label wall" to $work/walls.
-run() {
-    label=$1; pin=$2; cmd=$3
-    if [ "$pin" = 1 ]; then pre="taskset -c 0"; else pre=""; fi
-    $pre /usr/bin/time -v sh -c "$cmd" 2> "$work/t.time" || { cat "$work/t.time"; exit 1; }
-    wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$work/t.time")
-    secs=$(echo "$wall" | awk -F: '{ if (NF == 3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
-    user=$(sed -n 's/.*User time (seconds): //p' "$work/t.time")
-    rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/t.time")
-    rate=$(awk -v n="$events" -v s="$secs" 'BEGIN { printf "%.2f", (s > 0 ? n / s / 1e6 : 0) }')
-    printf '%-9s %-16s wall %7.2f s  user %6s s  %6s M ev/s  peak RSS %8s KiB\n' "$( [ "$pin" = 1 ] && echo 1-core || echo 2-core )" "$label" "$secs" "$user" "$rate" "$rss"
-    echo "$pin $label $secs" >> "$work/walls"
-}
+if [ "$rssmode" = 1 ]; then
+    tm_pf="$bin merge $dir/host.dat $guests --format perfetto --tsc-khz 2000000 > /dev/null"
+else
+    tm_pf="$bin merge $dir/host.dat $guests --format perfetto --tsc-khz 2000000 -o $work/x.pftrace"
+fi
 
 : > "$work/walls"
-for pin in 1 0; do
-    for round in 1 2; do
-        run trace-cmd "$pin" "$tc"
-        run tscmerge-text "$pin" "$tm_text"
-        run tscmerge-dat "$pin" "$tm_dat"
-        run tscmerge-perfetto "$pin" "$tm_pf"
+for pin in $pins; do
+    round=0
+    while [ "$round" -lt "$rounds" ]; do
+        round=$((round + 1))
+        bench_run trace-cmd "$pin" "$events" "$tc"
+        bench_run tscmerge-text "$pin" "$events" "$tm_text"
+        bench_run tscmerge-dat "$pin" "$events" "$tm_dat"
+        rm -f "$work/x.dat"
+        bench_run tscmerge-perfetto "$pin" "$events" "$tm_pf"
+        rm -f "$work/x.pftrace"
     done
 done
-rm -f "$work/x.dat" "$work/x.pftrace"
 
-echo "best of two; ratio = trace-cmd wall / tscmerge wall:"
-awk '{ k = $1 " " $2; if (!(k in best) || $3 < best[k]) best[k] = $3 }
-     END {
-       for (p = 1; p >= 0; p--) {
-         t = best[p " trace-cmd"]
-         printf "%s: trace-cmd %.2f s", (p ? "1-core" : "2-core"), t
-         n = split("tscmerge-text tscmerge-dat tscmerge-perfetto", l, " ")
-         for (i = 1; i <= n; i++) printf "  %s %.2f s (x%.1f)", l[i], best[p " " l[i]], t / best[p " " l[i]]
-         printf "\n"
-       }
-     }' "$work/walls"
+bench_summary trace-cmd tscmerge-text tscmerge-dat tscmerge-perfetto
+if [ "$rssmode" = 1 ]; then
+    echo "issue 7 bound: peak RSS under 200 MB (204800 KiB) for 1 GB and 10 GB inputs:"
+    awk '$2 ~ /^tscmerge/ { if ($4 > r[$2]) r[$2] = $4 }
+         END { for (k in r) printf "  %-18s %9d KiB  %s\n", k, r[k], (r[k] < 204800 ? "ok" : "OVER") }' "$work/walls" | sort
+fi
