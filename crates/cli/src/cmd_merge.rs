@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use tscmerge::merge::{merge, Sink};
+use tscmerge::merge::{merge_threads, Sink};
 use tscmerge::plan::Plan;
 use tscmerge::sink::{ChromeSink, DatSink, JsonSink, MachineProvenance, PerfettoSink, TextSink, TsFormat, VcpuThread};
 use tscmerge::check::CheckSink;
@@ -42,6 +42,10 @@ pub struct Args {
     /// Write to FILE (complete or not at all) instead of stdout.
     #[arg(short = 'o', long = "output")]
     pub output: Option<PathBuf>,
+    /// Threads: 1 runs everything on one; 2 renders and writes on a second
+    /// thread. Default: 2 when this process may use two CPUs, else 1.
+    #[arg(short = 'j', long)]
+    pub threads: Option<usize>,
 }
 
 
@@ -89,18 +93,19 @@ fn run_merge(
     total: Option<u64>,
     sink: &mut dyn Sink,
     check: CheckWith<'_>,
+    threads: usize,
 ) -> tscmerge::Result<(tscmerge::merge::MergeStats, bool)> {
-    let Some((plan, khz)) = check else { return Ok((run_merge_plain(cursors, total, sink)?, false)) };
+    let Some((plan, khz)) = check else { return Ok((run_merge_plain(cursors, total, sink, threads)?, false)) };
     let mut cs = CheckSink::new(plan.check_config(), Some(sink));
-    let stats = run_merge_plain(cursors, total, &mut cs)?;
+    let stats = run_merge_plain(cursors, total, &mut cs, threads)?;
     let mut r = cs.report();
     let _ = crate::cmd_check::print_report(plan, &mut r, khz, &mut std::io::stderr().lock());
     Ok((stats, r.host_windows > 0 && r.violations() > 0))
 }
 
-fn run_merge_plain(cursors: Vec<tscmerge::merge::Input<'_>>, total: Option<u64>, sink: &mut dyn Sink) -> tscmerge::Result<tscmerge::merge::MergeStats> {
+fn run_merge_plain(cursors: Vec<tscmerge::merge::Input<'_>>, total: Option<u64>, sink: &mut dyn Sink, threads: usize) -> tscmerge::Result<tscmerge::merge::MergeStats> {
     if !std::io::stderr().is_terminal() {
-        return merge(cursors, sink);
+        return merge_threads(cursors, sink, threads);
     }
     let bar = match total {
         Some(n) => indicatif::ProgressBar::new(n),
@@ -111,7 +116,7 @@ fn run_merge_plain(cursors: Vec<tscmerge::merge::Input<'_>>, total: Option<u64>,
         bar.set_style(style.progress_chars("=> "));
     }
     let mut p = Progress { inner: sink, bar, n: 0 };
-    merge(cursors, &mut p)
+    merge_threads(cursors, &mut p, threads)
 }
 
 /// Host threads that run guest vCPUs, named after the guest (a VM with no
@@ -155,6 +160,7 @@ fn provenance(plan: &Plan) -> Vec<MachineProvenance> {
 
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let threads = crate::inputs::threads(a.threads);
     let plan = Plan::new(crate::inputs::spec(&a.inputs)?)?;
     for n in &plan.notes {
         eprintln!("tscmerge: {n}");
@@ -187,28 +193,28 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let (stats, check_failed) = if format == Format::Dat {
         let Some(path) = a.output.as_deref() else { bail!("--format dat writes a binary file: give it with -o FILE.dat") };
         let mut sink = DatSink::create(path, machines, provenance(&plan))?;
-        run_merge(cursors, total, &mut sink, check)?
+        run_merge(cursors, total, &mut sink, check, threads)?
     } else {
         let out = Output::open(a.output.as_deref())?;
         let name = out.name();
         let (stats, out) = match format {
             Format::Json => {
                 let mut sink = JsonSink::new(out, machines, &name);
-                (run_merge(cursors, total, &mut sink, check)?, sink.into_inner())
+                (run_merge(cursors, total, &mut sink, check, threads)?, sink.into_inner())
             }
             Format::Text => {
                 let mut sink = TextSink::new(out, machines, ts, a.show_guest_ts, &name);
-                (run_merge(cursors, total, &mut sink, check)?, sink.into_inner())
+                (run_merge(cursors, total, &mut sink, check, threads)?, sink.into_inner())
             }
             Format::Perfetto => {
                 let khz = khz.expect("checked above");
                 let mut sink = PerfettoSink::new(out, &machines, khz, vcpu_threads(&plan), &name)?;
-                (run_merge(cursors, total, &mut sink, check)?, sink.into_inner())
+                (run_merge(cursors, total, &mut sink, check, threads)?, sink.into_inner())
             }
             Format::Chrome => {
                 let khz = khz.expect("checked above");
                 let mut sink = ChromeSink::new(out, machines, khz, vcpu_threads(&plan), &name)?;
-                (run_merge(cursors, total, &mut sink, check)?, sink.into_inner())
+                (run_merge(cursors, total, &mut sink, check, threads)?, sink.into_inner())
             }
             Format::Dat => unreachable!("handled above"),
         };

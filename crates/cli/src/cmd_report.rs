@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tscmerge::merge::{self, merge};
+use tscmerge::merge;
 use tscmerge::sink::{JsonSink, TextSink, TsFormat};
 use tscmerge::source::Input;
 
@@ -19,9 +19,14 @@ pub struct Args {
     pub json: bool,
     #[arg(short = 'o', long = "output")]
     pub output: Option<PathBuf>,
+    /// Threads: 1 runs everything on one; 2 renders and writes on a second
+    /// thread. Default: 2 when this process may use two CPUs, else 1.
+    #[arg(short = 'j', long)]
+    pub threads: Option<usize>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let threads = crate::inputs::threads(a.threads);
     let inputs = a.files.iter().map(|p| Input::open(p)).collect::<Result<Vec<_>, _>>()?;
     // Every (file, buffer) is a source labelled in a column, as trace-cmd
     // labels instance buffers: `tsc_offset: ...`, the top level blank. With
@@ -37,7 +42,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             };
             labels.push(label);
             for (_, cursor) in input.cursors(b, false)? {
-                cursors.push(merge::Input { machine: labels.len() - 1, cursor });
+                cursors.push(merge::Input { machine: labels.len() - 1, cursor, meta: input.meta() });
             }
         }
     }
@@ -46,7 +51,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let out = if a.json {
         let names = labels.iter().map(|l| if l.is_empty() { "top".to_string() } else { l.clone() }).collect();
         let mut sink = JsonSink::new(out, names, &name);
-        merge(cursors, &mut sink)?;
+        merge::merge_threads(cursors, &mut sink, threads)?;
         sink.into_inner()
     } else {
         let mut sink = TextSink::new(out, labels, TsFormat::Cycles, false, &name);
@@ -57,7 +62,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 sink.raw_line(&format!("cpus={cpus}"))?;
             }
         }
-        merge(cursors, &mut sink)?;
+        merge::merge_threads(cursors, &mut sink, threads)?;
         sink.into_inner()
     };
     out.finish()?;

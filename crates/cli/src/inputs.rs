@@ -102,3 +102,9 @@ pub fn spec(a: &InputArgs) -> anyhow::Result<MergeSpec> {
     };
     Ok(MergeSpec { hosts: a.hosts.clone(), guests, scaling, offsets, debugfs })
 }
+
+/// Threads for the merge: as asked, else 2 when this process may run on
+/// two CPUs (`taskset` and cgroup limits count), else 1.
+pub fn threads(asked: Option<usize>) -> usize {
+    asked.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2))).max(1)
+}

@@ -35,7 +35,12 @@ struct Recording {
 
 /// Records one `tscmerge microvm` run reading with `read` (rdtsc or rdmsr);
 /// `tag` keeps the tracefs instances of tests running at once apart.
+/// The tests' VMs must not compete for the two CPUs: a read's position in
+/// its window depends on how fast KVM emulates, which load slows.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn record(dir: &Path, read: &str, tag: &str) -> Option<Recording> {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     if !Path::new("/dev/kvm").exists() {
         skip("no /dev/kvm");
         return None;
@@ -161,11 +166,17 @@ fn microvm_guests_on_the_host_timeline() {
     // time: +1000 pushes reads before their window's start (they sit ~550 to
     // ~2500 cycles after it); -1000 pushes them later, but the window's end is
     // ≥1270 cycles away, so that direction stays inside. ±1 is invisible.
+    // A read less than 1000 cycles after its window's start must leave it
+    // when moved 1000 earlier; a loaded machine can stretch every margin past
+    // that, and then nothing is asserted (the rdmsr test below is the tight one).
+    let min_start = r.cpus.iter().flat_map(|c| c.after_start.iter().copied()).min().unwrap_or(u64::MAX);
     for shift in [1000i64, -1000, 1, -1] {
         let (_, r) = check_shifted(&rec, OffsetSource::Debugfs, shift);
         eprintln!("offsets shifted by {shift:+}: {} of {} reads outside their window, max {} cycles", r.violations(), r.guest_events, r.max_distance);
-        if shift == 1000 {
-            assert!(r.violations() > 0, "+1000 cycles must be caught");
+        if shift == 1000 && min_start < 1000 {
+            assert!(r.violations() > 0, "+1000 cycles must be caught (closest read {min_start} cycles after its window's start)");
+        } else if shift == 1000 {
+            eprintln!("NOT ASSERTED: +1000 on rdtsc windows: every read sits >= {min_start} cycles after its window's start on this loaded run");
         }
         if shift.abs() == 1 {
             assert_eq!(r.violations(), 0, "±1 cycle is below the windows' resolution here");

@@ -21,6 +21,9 @@ pub enum Error {
     /// The inputs cannot be merged as asked (unknown guest, ambiguous VM, no offsets...).
     #[error("{0}")]
     Usage(String),
+    /// The sink's thread stopped early; its own error is the one reported.
+    #[error("the output stage stopped")]
+    SinkStopped,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -63,4 +63,20 @@ pub trait Cursor {
     }
     /// Moves to the next event.
     fn advance(&mut self) -> crate::Result<()>;
+    /// The current event for the two-thread merge ([`crate::merge`]): a
+    /// binary record is handed over undecoded, to be resolved on the sink's
+    /// thread in output order. Cursors without binary records show the view.
+    fn detached(&self) -> Option<Detached<'_>> {
+        self.current().map(Detached::View)
+    }
+}
+
+/// An event on its way to the sink's thread. A binary record's comm is
+/// resolved there, in order: trace-cmd learns comms from the sched events
+/// rendered before it (plugin_sched_switch.c), so resolving ahead of the
+/// sink would print different comms.
+#[derive(Clone, Copy)]
+pub enum Detached<'a> {
+    View(EventView<'a>),
+    Raw { ts: u64, orig_ts: Option<u64>, cpu: u32, data: &'a [u8] },
 }

@@ -324,7 +324,7 @@ impl Plan {
         for h in &self.hosts {
             for b in 0..h.buffers().len() {
                 for (_, cursor) in h.cursors(b, false)? {
-                    out.push(merge::Input { machine: 0, cursor });
+                    out.push(merge::Input { machine: 0, cursor, meta: h.meta() });
                 }
             }
         }
@@ -338,7 +338,7 @@ impl Plan {
                         let vcpu = g.spec.vcpu_map.get(&cpu).copied().unwrap_or(cpu);
                         let tl = vm.vcpus.get(&VcpuId(vcpu)).unwrap_or(&NO_TIMELINE);
                         let cursor = GuestCursor::new(cursor, VcpuClock::new(tl), &g.spec.name, vcpu)?;
-                        out.push(merge::Input { machine: gi + 1, cursor: Box::new(cursor) });
+                        out.push(merge::Input { machine: gi + 1, cursor: Box::new(cursor), meta: input.meta() });
                     }
                 }
             }

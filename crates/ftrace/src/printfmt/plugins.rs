@@ -365,7 +365,7 @@ pub(crate) fn run(p: Plugin, pf: &PluginFields, env: &Env, out: &mut Vec<u8>) ->
 /// one CPU must be rendered in their order, as a report does.
 #[derive(Debug, Default)]
 pub struct FunctionStacks {
-    stacks: std::cell::RefCell<std::collections::HashMap<u32, Vec<Option<String>>>>,
+    stacks: std::sync::Mutex<std::collections::HashMap<u32, Vec<Option<String>>>>,
 }
 
 /// What trace-cmd report's plugins remember between events of one input:
@@ -375,8 +375,8 @@ pub struct FunctionStacks {
 pub struct TraceCmdState {
     pub functions: FunctionStacks,
     /// Append-only, so a looked-up comm stays valid while the state lives.
-    comms: elsa::FrozenMap<i32, Box<str>, crate::pidmap::PidBuildHasher>,
-    learned: std::cell::Cell<usize>,
+    comms: elsa::sync::FrozenMap<i32, Box<str>>,
+    learned: std::sync::atomic::AtomicUsize,
 }
 
 /// A bound on learned comms, so a crafted trace cannot grow the table without end.
@@ -384,16 +384,17 @@ const MAX_LEARNED_COMMS: usize = 1 << 20;
 
 impl std::fmt::Debug for TraceCmdState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TraceCmdState").field("functions", &self.functions).field("comms", &self.learned.get()).finish()
+        f.debug_struct("TraceCmdState").field("functions", &self.functions).field("comms", &self.learned.load(std::sync::atomic::Ordering::Relaxed)).finish()
     }
 }
 
 impl TraceCmdState {
     /// `tep_register_comm`: the first comm seen for a pid sticks.
     pub fn register_comm(&self, pid: i32, comm: &[u8]) {
-        if self.comms.get(&pid).is_none() && self.learned.get() < MAX_LEARNED_COMMS {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.comms.get(&pid).is_none() && self.learned.load(Relaxed) < MAX_LEARNED_COMMS {
             self.comms.insert(pid, String::from_utf8_lossy(comm).into());
-            self.learned.set(self.learned.get() + 1);
+            self.learned.fetch_add(1, Relaxed);
         }
     }
 
@@ -410,7 +411,7 @@ impl FunctionStacks {
     /// `add_and_get_index`: the parent's depth (0 when not on the stack, in
     /// which case the stack restarts with the parent at the bottom).
     pub fn add_and_get_index(&self, cpu: u32, parent: &str, child: Option<&str>) -> usize {
-        let mut all = self.stacks.borrow_mut();
+        let mut all = self.stacks.lock().unwrap_or_else(|p| p.into_inner());
         let st = all.entry(cpu).or_default();
         let add = |st: &mut Vec<Option<String>>, child: Option<&str>, pos: usize| {
             let Some(child) = child else { return };

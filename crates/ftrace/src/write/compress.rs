@@ -45,6 +45,11 @@ impl Compression {
     }
 }
 
+/// zstd's fastest standard level: writing (merge --format dat, record)
+/// must keep up with decoding, and level 1 costs a fraction of the default
+/// 3 for a ratio within a few percent on ring-buffer pages.
+const ZSTD_LEVEL: i32 = 1;
+
 /// A reusable compressor for one codec.
 pub(crate) struct Codec {
     kind: Compression,
@@ -55,7 +60,7 @@ impl Codec {
     pub(crate) fn new(kind: Compression) -> Result<Codec> {
         let zstd = match kind {
             Compression::Zstd => Some(
-                zstd::bulk::Compressor::new(zstd::DEFAULT_COMPRESSION_LEVEL).map_err(|e| {
+                zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| {
                     Error::Io {
                         what: "creating a zstd compressor".into(),
                         source: e,

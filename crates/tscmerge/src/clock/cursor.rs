@@ -2,7 +2,7 @@
 //! cursor and places each event with that vCPU's [`VcpuClock`].
 
 use super::walk::{PlaceError, VcpuClock};
-use crate::event::{Cursor, EventView, Payload};
+use crate::event::{Cursor, Detached, EventView, Payload};
 use crate::time::GuestTsc;
 use crate::{Error, Result};
 
@@ -62,6 +62,13 @@ impl Cursor for GuestCursor<'_> {
 
     fn ts(&self) -> Option<u64> {
         self.inner.ts().map(|_| self.host)
+    }
+
+    fn detached(&self) -> Option<Detached<'_>> {
+        Some(match self.inner.detached()? {
+            Detached::View(ev) => Detached::View(EventView { ts: self.host, orig_ts: Some(ev.ts), ..ev }),
+            Detached::Raw { ts, cpu, data, .. } => Detached::Raw { ts: self.host, orig_ts: Some(ts), cpu, data },
+        })
     }
 
     fn advance(&mut self) -> Result<()> {

@@ -12,21 +12,33 @@
 //! are numbered host first, then guests in the order given, each by buffer and
 //! CPU, so the output is deterministic. Within a cursor the order is the
 //! input's, so lost-event records stay where the kernel put them.
+//!
+//! With two threads ([`merge_threads`]) the heap runs on the caller's thread
+//! and the sink on another: events cross in batches (binary records as their
+//! bytes), and the sink's thread resolves and renders them in output order.
+//! Memory stays bounded: a few batches in flight.
+
+mod parallel;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::event::{Cursor, EventView};
+use crate::source::meta::Meta;
 use crate::Result;
 
 /// A cursor and the machine it belongs to (index into the caller's list).
 pub struct Input<'a> {
     pub machine: usize,
     pub cursor: Box<dyn Cursor + 'a>,
+    /// Decodes the cursor's binary records (`Detached::Raw`); `None` for
+    /// cursors that hand out views only.
+    pub meta: Option<&'a Meta>,
 }
 
-/// Receives merged events in order.
-pub trait Sink {
+/// Receives merged events in order. `Send`: the two-thread merge runs the
+/// sink on its own thread.
+pub trait Sink: Send {
     fn event(&mut self, machine: usize, ev: &EventView<'_>) -> Result<()>;
     /// Called once after the last event: sinks that hold data back (open
     /// bundles, spooled pages, a closing bracket) write it here.
@@ -44,6 +56,26 @@ pub struct MergeStats {
 
 /// Runs the merge to the end, feeding `sink`.
 pub fn merge(mut inputs: Vec<Input<'_>>, sink: &mut dyn Sink) -> Result<MergeStats> {
+    let stats = drive(&mut inputs, |_, input| match input.cursor.current() {
+        Some(ev) => sink.event(input.machine, &ev).map(|()| true),
+        None => Ok(false),
+    })?;
+    sink.finish()?;
+    Ok(stats)
+}
+
+/// [`merge`] on `threads` threads: 1 runs it on the caller's thread, 2 or
+/// more run the sink on a second thread (the pipeline has two stages).
+pub fn merge_threads(inputs: Vec<Input<'_>>, sink: &mut dyn Sink, threads: usize) -> Result<MergeStats> {
+    if threads < 2 {
+        return merge(inputs, sink);
+    }
+    parallel::merge(inputs, sink)
+}
+
+/// The heap: calls `emit` with each input whose current event is the
+/// earliest (and its number), then advances it. `emit` says whether it used an event.
+fn drive(inputs: &mut [Input<'_>], mut emit: impl FnMut(usize, &Input<'_>) -> Result<bool>) -> Result<MergeStats> {
     let mut heap = BinaryHeap::with_capacity(inputs.len());
     for (i, input) in inputs.iter().enumerate() {
         if let Some(ts) = input.cursor.ts() {
@@ -56,8 +88,7 @@ pub fn merge(mut inputs: Vec<Input<'_>>, sink: &mut dyn Sink) -> Result<MergeSta
     while let Some(mut top) = heap.peek_mut() {
         let Reverse((_, i)) = *top;
         let input = &mut inputs[i];
-        if let Some(ev) = input.cursor.current() {
-            sink.event(input.machine, &ev)?;
+        if emit(i, input)? {
             stats.per_input[i] += 1;
             stats.total += 1;
         }
@@ -69,7 +100,6 @@ pub fn merge(mut inputs: Vec<Input<'_>>, sink: &mut dyn Sink) -> Result<MergeSta
             }
         }
     }
-    sink.finish()?;
     Ok(stats)
 }
 
@@ -125,7 +155,7 @@ pub(crate) mod tests {
         let b = VecCursor { events: vec![(0, 1, "b0".into()), (5, 1, "b5".into()), (9, 1, "b9".into())], pos: 0 };
         let mut sink = Collect(Vec::new());
         let stats = merge(
-            vec![Input { machine: 0, cursor: Box::new(a) }, Input { machine: 1, cursor: Box::new(b) }],
+            vec![Input { machine: 0, cursor: Box::new(a), meta: None }, Input { machine: 1, cursor: Box::new(b), meta: None }],
             &mut sink,
         )
         .unwrap();

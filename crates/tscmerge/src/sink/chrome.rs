@@ -105,7 +105,7 @@ impl<W: Write> ChromeSink<W> {
     }
 }
 
-impl<W: Write> Sink for ChromeSink<W> {
+impl<W: Write + Send> Sink for ChromeSink<W> {
     fn event(&mut self, machine: usize, ev: &EventView<'_>) -> Result<()> {
         if self.seen.insert((machine, ev.cpu)) {
             if !self.seen.iter().any(|&(m, c)| m == machine && c != ev.cpu) {

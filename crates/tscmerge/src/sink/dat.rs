@@ -32,13 +32,14 @@
 //! [`Sink::finish`]. The output is written under a temporary name and
 //! renamed into place once complete.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use ftrace::format::{EventFormat, Field, FieldKind};
 use ftrace::write::{option_id, Compression, Header, OptionData, PageBuilder, TraceDatWriter};
+use ftrace::pidmap::{PidBuildHasher, PidMap};
 use ftrace::Endian;
 
 use crate::event::{Body, EventView, Payload, Record};
@@ -148,9 +149,11 @@ pub struct DatSink {
     formats: Vec<OutFormat>,
     by_name: HashMap<(String, String), u16>,
     /// Source format (by address: formats live as long as their inputs) → route.
-    routes: HashMap<(usize, usize), Route>,
-    spools: BTreeMap<(usize, u32), Spool>,
-    comms: Vec<HashMap<i32, String>>,
+    routes: HashMap<(usize, usize), Route, PidBuildHasher>,
+    /// Spools in creation order, found by (machine, cpu) through `spool_at`.
+    spools: Vec<((usize, u32), Spool)>,
+    spool_at: HashMap<(usize, u32), usize, PidBuildHasher>,
+    comms: Vec<PidMap<String>>,
     rec: Vec<u8>,
     text: Vec<u8>,
     /// Events written, and those encoded from text (for the caller's summary).
@@ -175,9 +178,10 @@ impl DatSink {
             provenance,
             formats: Vec::new(),
             by_name: HashMap::new(),
-            routes: HashMap::new(),
-            spools: BTreeMap::new(),
-            comms: vec![HashMap::new(); n],
+            routes: HashMap::default(),
+            spools: Vec::new(),
+            spool_at: HashMap::default(),
+            comms: vec![PidMap::default(); n],
             rec: Vec::with_capacity(256),
             text: Vec::with_capacity(256),
             counts: (0, 0),
@@ -308,18 +312,26 @@ impl DatSink {
     }
 
     fn spool(&mut self, machine: usize, cpu: u32) -> Result<&mut Spool> {
-        if !self.spools.contains_key(&(machine, cpu)) {
-            let f = tempfile::tempfile().map_err(io_err(&self.dest))?;
-            let pages = PageBuilder::new(Endian::Little, LONG_SIZE, PAGE_SIZE)?;
-            self.spools.insert((machine, cpu), Spool { pages, file: BufWriter::with_capacity(1 << 16, f), count: 0 });
-        }
-        Ok(self.spools.get_mut(&(machine, cpu)).expect("inserted above"))
+        let i = match self.spool_at.get(&(machine, cpu)) {
+            Some(&i) => i,
+            None => {
+                let f = tempfile::tempfile().map_err(io_err(&self.dest))?;
+                let pages = PageBuilder::new(Endian::Little, LONG_SIZE, PAGE_SIZE)?;
+                self.spools.push(((machine, cpu), Spool { pages, file: BufWriter::with_capacity(1 << 16, f), count: 0 }));
+                self.spool_at.insert((machine, cpu), self.spools.len() - 1);
+                self.spools.len() - 1
+            }
+        };
+        Ok(&mut self.spools[i].1)
     }
 
     fn write_file(&mut self) -> Result<()> {
         // Per machine: CPUs seen (a buffer lists 0..=max).
         let mut cpus = vec![0u32; self.machines.len()];
-        for &(m, c) in self.spools.keys() {
+        // Buffers list their CPUs in order.
+        self.spools.sort_by_key(|(key, _)| *key);
+        self.spool_at.clear();
+        for &((m, c), _) in &self.spools {
             if let Some(n) = cpus.get_mut(m) {
                 *n = (*n).max(c + 1);
             }
@@ -372,7 +384,8 @@ impl DatSink {
             let bufs = (0..self.machines.len())
                 .map(|m| w.add_buffer(if m == 0 { "" } else { &self.machines[m] }, "x86-tsc", cpus[m].max(1)))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
-            for (&(m, cpu), spool) in self.spools.iter_mut() {
+            for ((m, cpu), spool) in self.spools.iter_mut() {
+                let (m, cpu) = (*m, *cpu);
                 let file = spool.file.get_mut();
                 file.seek(SeekFrom::Start(0)).map_err(io_err(&self.dest))?;
                 w.write_cpu_data(bufs[m], cpu, &*file)?;
@@ -407,7 +420,9 @@ impl Sink for DatSink {
         };
         if !r.comm.is_empty() && r.comm != "<...>" {
             if let Some(c) = self.comms.get_mut(machine) {
-                c.entry(r.pid).or_insert_with(|| r.comm.to_string());
+                if !c.contains_key(&r.pid) {
+                    c.insert(r.pid, r.comm.to_string());
+                }
             }
         }
         let mut as_text = true;
@@ -452,7 +467,7 @@ impl Sink for DatSink {
     }
 
     fn finish(&mut self) -> Result<()> {
-        for sp in self.spools.values_mut() {
+        for (_, sp) in self.spools.iter_mut() {
             let Spool { pages, file, count } = sp;
             pages.flush(|p| {
                 *count += 1;

@@ -45,7 +45,7 @@ impl<W: Write> JsonSink<W> {
     }
 }
 
-impl<W: Write> Sink for JsonSink<W> {
+impl<W: Write + Send> Sink for JsonSink<W> {
     fn event(&mut self, machine: usize, ev: &EventView<'_>) -> Result<()> {
         let m = self.machines.get(machine).map(String::as_str).unwrap_or("?");
         self.body.clear();

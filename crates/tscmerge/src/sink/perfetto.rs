@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use prost::Message;
 
@@ -51,7 +51,7 @@ pub struct VcpuThread {
 #[derive(Clone, Debug)]
 pub struct RunWindow {
     pub pid: i32,
-    pub label: Rc<str>,
+    pub label: Arc<str>,
     /// Host TSC of the entry and of the exit.
     pub start: u64,
     pub end: u64,
@@ -62,7 +62,7 @@ pub struct RunWindow {
 /// names the vCPU). Memory: one entry per thread.
 pub struct RunWindows {
     known: HashMap<i32, (String, u32)>,
-    labels: HashMap<i32, Rc<str>>,
+    labels: HashMap<i32, Arc<str>>,
     open: HashMap<i32, u64>,
 }
 
@@ -313,7 +313,7 @@ impl<W: Write> PerfettoSink<W> {
     }
 }
 
-impl<W: Write> Sink for PerfettoSink<W> {
+impl<W: Write + Send> Sink for PerfettoSink<W> {
     fn event(&mut self, machine: usize, ev: &EventView<'_>) -> Result<()> {
         let key = (machine, ev.cpu);
         let ns = tsc_to_ns(ev.ts, self.khz);

@@ -163,7 +163,7 @@ impl<W: Write> TextSink<W> {
     }
 }
 
-impl<W: Write> Sink for TextSink<W> {
+impl<W: Write + Send> Sink for TextSink<W> {
     fn event(&mut self, machine: usize, ev: &EventView<'_>) -> Result<()> {
         self.format(machine, ev);
         self.line.push(b'\n');

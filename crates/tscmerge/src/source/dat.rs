@@ -4,7 +4,7 @@ use ftrace::ring::RingEvent;
 use ftrace::tracedat::{CpuEvents, TraceDat};
 
 use super::meta::Meta;
-use crate::event::{Cursor, EventView, Payload};
+use crate::event::{Cursor, Detached, EventView, Payload};
 use crate::{Error, Result};
 
 self_cell::self_cell!(
@@ -74,6 +74,15 @@ impl Cursor for DatCursor<'_> {
 
     fn ts(&self) -> Option<u64> {
         self.events.current().map(|_| self.ts)
+    }
+
+    fn detached(&self) -> Option<Detached<'_>> {
+        Some(match self.events.current()? {
+            RingEvent::Lost { count } => {
+                Detached::View(EventView { ts: self.ts, orig_ts: None, cpu: self.cpu, payload: Payload::Lost { count } })
+            }
+            RingEvent::Event { data, .. } => Detached::Raw { ts: self.ts, orig_ts: None, cpu: self.cpu, data },
+        })
     }
 
     fn advance(&mut self) -> Result<()> {

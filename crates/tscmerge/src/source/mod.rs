@@ -216,6 +216,15 @@ impl Input {
         Ok(Input { path: path.to_path_buf(), kind: InputKind::RawDir, data: Data::Raw(dir), buffers, offset_writes: scan.offset_writes })
     }
 
+    /// The decoding tables of a binary input (trace.dat, raw directory).
+    pub fn meta(&self) -> Option<&meta::Meta> {
+        match &self.data {
+            Data::Dat { meta, .. } => Some(meta),
+            Data::Raw(r) => Some(&r.meta),
+            Data::Map(_) => None,
+        }
+    }
+
     /// The opened raw capture directory, for `info`.
     pub fn rawdir(&self) -> Option<&raw::RawDir> {
         match &self.data {

@@ -26,7 +26,7 @@ use ftrace::Endian;
 
 use super::meta::Meta;
 use crate::clock::OffsetWrite;
-use crate::event::{Cursor, EventView, Payload};
+use crate::event::{Cursor, Detached, EventView, Payload};
 use crate::{Error, Result};
 
 /// Caps on metadata files read whole: a format file is a few KiB, kallsyms
@@ -372,6 +372,13 @@ impl Cursor for RawCursor<'_> {
     fn advance(&mut self) -> Result<()> {
         self.cur = self.pages.next_event()?;
         Ok(())
+    }
+
+    fn detached(&self) -> Option<Detached<'_>> {
+        Some(match self.cur? {
+            RingEvent::Event { ts, data } => Detached::Raw { ts, orig_ts: None, cpu: self.cpu, data },
+            RingEvent::Lost { .. } => Detached::View(self.current()?),
+        })
     }
 }
 

@@ -1,0 +1,189 @@
+//! The two-thread merge: the heap and the cursors (page walks, guest clock
+//! conversion) on the caller's thread, the sink (record resolution,
+//! rendering, encoding, writing) on a second one.
+//!
+//! ```text
+//!  cursors ─> heap ─> Batch { items, bytes } ──sync_channel(2)──> resolve ─> sink
+//!                        ^──────────── empty batches back ───────────┘
+//! ```
+//!
+//! A binary record crosses as a copy of its bytes (a compressed input's page
+//! buffer is reused as its cursor advances) and is resolved by its input's
+//! [`Meta`] on the sink's thread, in output order, so learned comms come out
+//! as in the one-thread merge. Memory: at most four batches of [`BATCH`]
+//! events.
+
+use std::cell::Cell;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+use ftrace::printfmt::RenderCtx;
+
+use super::{drive, Input, MergeStats, Sink};
+use crate::event::{Body, Detached, EventView, Payload, Record};
+use crate::source::meta::{Meta, PidInfo};
+use crate::Result;
+
+/// Events per batch: large enough to amortise the hand-over, small enough
+/// to stay in cache.
+const BATCH: usize = 4096;
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Lost(Option<u64>),
+    /// A binary record: `bytes[range]`, decoded by the input's `Meta`.
+    Raw(Range<usize>),
+    /// A record of a text input, its strings in `bytes`.
+    Text { pid: i32, tgid: Option<i32>, comm: Range<usize>, system: Range<usize>, name: Range<usize>, body: Range<usize> },
+}
+
+#[derive(Clone, Debug)]
+struct Item {
+    machine: usize,
+    input: usize,
+    ts: u64,
+    orig_ts: Option<u64>,
+    cpu: u32,
+    kind: Kind,
+}
+
+#[derive(Default)]
+struct Batch {
+    items: Vec<Item>,
+    bytes: Vec<u8>,
+}
+
+impl Batch {
+    fn put(&mut self, b: &[u8]) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(b);
+        start..self.bytes.len()
+    }
+
+    fn str(&self, r: &Range<usize>) -> &str {
+        self.bytes.get(r.clone()).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
+    }
+
+    /// Copies the current event of `input` (number `index`).
+    fn push(&mut self, index: usize, input: &Input<'_>) -> bool {
+        let Some(d) = input.cursor.detached() else { return false };
+        let machine = input.machine;
+        let item = match d {
+            Detached::Raw { ts, orig_ts, cpu, data } => {
+                Item { machine, input: index, ts, orig_ts, cpu, kind: Kind::Raw(self.put(data)) }
+            }
+            Detached::View(ev) => {
+                let kind = match ev.payload {
+                    Payload::Lost { count } => Kind::Lost(count),
+                    Payload::Event(r) => {
+                        let comm = self.put(r.comm.as_bytes());
+                        let system = self.put(r.system.as_bytes());
+                        let name = self.put(r.name.as_bytes());
+                        let start = self.bytes.len();
+                        // Cursors with binary records detach them as Raw; a
+                        // view's body is text, rendered here if it is not.
+                        r.body.render(ftrace::printfmt::Style::TraceCmd, &mut self.bytes);
+                        Kind::Text { pid: r.pid, tgid: r.tgid, comm, system, name, body: start..self.bytes.len() }
+                    }
+                };
+                Item { machine, input: index, ts: ev.ts, orig_ts: ev.orig_ts, cpu: ev.cpu, kind }
+            }
+        };
+        self.items.push(item);
+        true
+    }
+}
+
+/// What the sink's thread keeps per input to resolve its records.
+struct Resolver<'a> {
+    meta: Option<&'a Meta>,
+    ctx: Option<RenderCtx<'a>>,
+    last: Cell<PidInfo<'a>>,
+}
+
+/// Feeds one batch to the sink.
+fn deliver<'a>(batch: &Batch, res: &mut [Resolver<'a>], sink: &mut dyn Sink) -> Result<()> {
+    for it in &batch.items {
+        let payload = match &it.kind {
+            Kind::Lost(count) => Payload::Lost { count: *count },
+            Kind::Text { pid, tgid, comm, system, name, body } => Payload::Event(Record {
+                pid: *pid,
+                tgid: *tgid,
+                comm: batch.str(comm),
+                system: batch.str(system),
+                name: batch.str(name),
+                body: Body::Text(batch.str(body)),
+            }),
+            Kind::Raw(range) => {
+                let Some(r) = res.get_mut(it.input) else { continue };
+                let Some(meta) = r.meta else { continue };
+                if r.ctx.is_none() {
+                    r.ctx = Some(meta.ctx(it.cpu));
+                }
+                let r = &res[it.input];
+                let (Some(ctx), Some(data)) = (r.ctx.as_ref(), batch.bytes.get(range.clone())) else { continue };
+                let ev = EventView { ts: it.ts, orig_ts: it.orig_ts, cpu: it.cpu, payload: Payload::Event(meta.record(data, ctx, &r.last)) };
+                sink.event(it.machine, &ev)?;
+                continue;
+            }
+        };
+        sink.event(it.machine, &EventView { ts: it.ts, orig_ts: it.orig_ts, cpu: it.cpu, payload })?;
+    }
+    Ok(())
+}
+
+pub(super) fn merge(mut inputs: Vec<Input<'_>>, sink: &mut dyn Sink) -> Result<MergeStats> {
+    let metas: Vec<Option<&Meta>> = inputs.iter().map(|i| i.meta).collect();
+    let failed = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(2);
+        let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
+        let failed = &failed;
+        let consumer = s.spawn(move || -> Result<()> {
+            let mut res: Vec<Resolver> = metas.into_iter().map(|meta| Resolver { meta, ctx: None, last: Cell::default() }).collect();
+            for mut batch in full_rx {
+                deliver(&batch, &mut res, sink)?;
+                batch.items.clear();
+                batch.bytes.clear();
+                // The producer may be gone; the batch is then simply freed.
+                let _ = empty_tx.send(batch);
+            }
+            // An input failed: leave the sink unfinished, as the one-thread
+            // merge does, so no partial output is completed.
+            if failed.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            sink.finish()
+        });
+
+        let mut batch = Batch::default();
+        let mut sent = true;
+        let produced = drive(&mut inputs, |index, input| {
+            let used = batch.push(index, input);
+            if batch.items.len() >= BATCH {
+                let next = empty_rx.try_recv().unwrap_or_default();
+                // A closed channel means the sink failed: stop feeding it.
+                if full_tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                    sent = false;
+                    return Err(crate::Error::SinkStopped);
+                }
+            }
+            Ok(used)
+        });
+        if produced.is_ok() && !batch.items.is_empty() {
+            sent = full_tx.send(batch).is_ok();
+        }
+        if produced.is_err() && sent {
+            failed.store(true, Ordering::Release);
+        }
+        drop(full_tx);
+        let consumed = match consumer.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        // The sink's error explains a stop better than the producer's.
+        consumed?;
+        produced
+    })
+}
