@@ -80,6 +80,9 @@ impl Sink for Progress<'_> {
         self.bar.finish_and_clear();
         r
     }
+    fn body_style(&self) -> Option<ftrace::printfmt::Style> {
+        self.inner.body_style()
+    }
 }
 
 /// What `--check` needs: the plan, and the frequency for printing distances.

@@ -10,14 +10,27 @@ use ftrace::printfmt::{RenderCtx, Style};
 #[derive(Clone, Copy)]
 pub enum Body<'a> {
     Text(&'a str),
+    /// Rendered ahead, as the sink's [`crate::merge::Sink::body_style`] asked:
+    /// the printer's bytes (a record's strings may hold any bytes).
+    Rendered(&'a [u8]),
     Raw { format: &'a EventFormat, data: &'a [u8], ctx: &'a RenderCtx<'a> },
 }
 
-impl Body<'_> {
+impl<'a> Body<'a> {
+    /// The body as text when it is text (valid UTF-8 for a rendered one).
+    pub fn text(&self) -> Option<&'a str> {
+        match *self {
+            Body::Text(s) => Some(s),
+            Body::Rendered(b) => std::str::from_utf8(b).ok(),
+            Body::Raw { .. } => None,
+        }
+    }
+
     /// Appends the body as `style` renders it; text bodies are as recorded.
     pub fn render(&self, style: Style, out: &mut Vec<u8>) {
         match *self {
             Body::Text(s) => out.extend_from_slice(s.as_bytes()),
+            Body::Rendered(b) => out.extend_from_slice(b),
             Body::Raw { format, data, ctx } => format.render(data, ctx, style, out),
         }
     }

@@ -94,6 +94,14 @@ impl Compiled {
 }
 
 impl EventFormat {
+    /// Whether rendering in trace-cmd style reads or changes the
+    /// [`TraceCmdState`] (sched plugins learn comms, the function plugin keeps
+    /// call stacks): such events must be rendered in report order. The
+    /// others render the same wherever and whenever.
+    pub fn render_has_state(&self) -> bool {
+        matches!(self.compiled.plugin, Some((Plugin::SchedSwitch | Plugin::SchedWakeup | Plugin::Function, _)))
+    }
+
     /// Appends the body of `rec` (the text after `name: `) to `out`, without
     /// a trailing newline. Never fails: unreadable parts are left out, an
     /// unusable print format falls back to the fields.

@@ -371,12 +371,28 @@ pub struct FunctionStacks {
 /// What trace-cmd report's plugins remember between events of one input:
 /// the function plugin's call stacks and the comms sched events taught it.
 /// Output depends on rendering events in report order, as trace-cmd does.
-#[derive(Default)]
 pub struct TraceCmdState {
     pub functions: FunctionStacks,
     /// Append-only, so a looked-up comm stays valid while the state lives.
     comms: elsa::sync::FrozenMap<i32, Box<str>>,
     learned: std::sync::atomic::AtomicUsize,
+    /// pids registered lately, direct-mapped by the low bits: a sched_switch
+    /// registers two comms, nearly always of pids already known, and this
+    /// spares the map's lock and hash.
+    recent: [std::sync::atomic::AtomicI32; RECENT],
+}
+
+const RECENT: usize = 256;
+
+impl Default for TraceCmdState {
+    fn default() -> Self {
+        TraceCmdState {
+            functions: FunctionStacks::default(),
+            comms: Default::default(),
+            learned: Default::default(),
+            recent: std::array::from_fn(|_| std::sync::atomic::AtomicI32::new(0)),
+        }
+    }
 }
 
 /// A bound on learned comms, so a crafted trace cannot grow the table without end.
@@ -392,6 +408,13 @@ impl TraceCmdState {
     /// `tep_register_comm`: the first comm seen for a pid sticks.
     pub fn register_comm(&self, pid: i32, comm: &[u8]) {
         use std::sync::atomic::Ordering::Relaxed;
+        // pid 0 never reaches here as a fresh slot's value could mislead:
+        // slots start at 0 and pid 0 is the idle task, named by its own rule.
+        let slot = &self.recent[pid as usize % RECENT];
+        if pid != 0 && slot.load(Relaxed) == pid {
+            return;
+        }
+        slot.store(pid, Relaxed);
         if self.comms.get(&pid).is_none() && self.learned.load(Relaxed) < MAX_LEARNED_COMMS {
             self.comms.insert(pid, String::from_utf8_lossy(comm).into());
             self.learned.fetch_add(1, Relaxed);

@@ -375,7 +375,9 @@ impl Sink for CheckSink<'_> {
 /// `vcpu N,` its print format (arch/x86/kvm/trace.h) puts first in text.
 fn entry_vcpu(body: &crate::event::Body<'_>) -> Option<u32> {
     match *body {
-        crate::event::Body::Text(s) => s.strip_prefix("vcpu ")?.split([',', ' ']).next()?.parse().ok(),
+        crate::event::Body::Text(_) | crate::event::Body::Rendered(_) => {
+            body.text()?.strip_prefix("vcpu ")?.split([',', ' ']).next()?.parse().ok()
+        }
         crate::event::Body::Raw { format, data, ctx } => match format.field("vcpu_id")?.value(data, ctx.endian)? {
             ftrace::format::FieldValue::Unsigned(v) => u32::try_from(v).ok(),
             ftrace::format::FieldValue::Signed(v) => u32::try_from(v).ok(),
@@ -390,8 +392,8 @@ fn entry_vcpu(body: &crate::event::Body<'_>) -> Option<u32> {
 /// format puts after `csbase:rip:` in text (`0:1004:0f 31 (real)`).
 fn emulated_tsc_read(body: &crate::event::Body<'_>) -> Option<TscRead> {
     let (rdtsc, rdmsr) = match *body {
-        crate::event::Body::Text(s) => {
-            let b = s.splitn(3, ':').nth(2)?;
+        crate::event::Body::Text(_) | crate::event::Body::Rendered(_) => {
+            let b = body.text()?.splitn(3, ':').nth(2)?;
             (b.starts_with("0f 31"), b.starts_with("0f 32"))
         }
         crate::event::Body::Raw { format, data, .. } => {

@@ -45,6 +45,13 @@ pub trait Sink: Send {
     fn finish(&mut self) -> Result<()> {
         Ok(())
     }
+    /// `Some(style)` when the sink only ever renders bodies in `style` and
+    /// reads nothing else of a binary record: the two-thread merge then
+    /// resolves and renders events on the merge's thread, in order (learned
+    /// comms included), and hands the sink text.
+    fn body_style(&self) -> Option<ftrace::printfmt::Style> {
+        None
+    }
 }
 
 /// Counts per input of what went in and out (`--stats`).

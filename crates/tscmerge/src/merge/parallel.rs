@@ -10,15 +10,18 @@
 //! A binary record crosses as a copy of its bytes (a compressed input's page
 //! buffer is reused as its cursor advances) and is resolved by its input's
 //! [`Meta`] on the sink's thread, in output order, so learned comms come out
-//! as in the one-thread merge. Memory: at most four batches of [`BATCH`]
-//! events.
+//! as in the one-thread merge. A sink that only wants bodies as text
+//! ([`Sink::body_style`]: the text sink) gets them rendered on the merge's
+//! thread instead, also in order, which splits the work more evenly. Memory:
+//! at most four batches of [`BATCH`] events.
 
 use std::cell::Cell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
-use ftrace::printfmt::RenderCtx;
+use ftrace::format::Events;
+use ftrace::printfmt::{RenderCtx, Style};
 
 use super::{drive, Input, MergeStats, Sink};
 use crate::event::{Body, Detached, EventView, Payload, Record};
@@ -36,6 +39,12 @@ enum Kind {
     Raw(Range<usize>),
     /// A record of a text input, its strings in `bytes`.
     Text { pid: i32, tgid: Option<i32>, comm: Range<usize>, system: Range<usize>, name: Range<usize>, body: Range<usize> },
+    /// A binary record resolved and rendered ahead: format `id` of the
+    /// input's `Meta`, the body's bytes in `bytes`.
+    Rendered { pid: i32, tgid: Option<i32>, comm: Range<usize>, id: u16, body: Range<usize> },
+    /// A binary record resolved ahead (pid, comm), its body left to render
+    /// on the sink's thread: rendering it involves no state.
+    Resolved { pid: i32, tgid: Option<i32>, comm: Range<usize>, raw: Range<usize> },
 }
 
 #[derive(Clone, Debug)]
@@ -65,9 +74,14 @@ impl Batch {
         self.bytes.get(r.clone()).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
     }
 
-    /// Copies the current event of `input` (number `index`).
-    fn push(&mut self, index: usize, input: &Input<'_>) -> bool {
-        let Some(d) = input.cursor.detached() else { return false };
+    /// Copies the current event of `input` (number `index`); with `style`,
+    /// resolved and its body rendered.
+    fn push(&mut self, index: usize, input: &Input<'_>, style: Option<Style>) -> bool {
+        let d = match style {
+            Some(_) => input.cursor.current().map(Detached::View),
+            None => input.cursor.detached(),
+        };
+        let Some(d) = d else { return false };
         let machine = input.machine;
         let item = match d {
             Detached::Raw { ts, orig_ts, cpu, data } => {
@@ -76,14 +90,33 @@ impl Batch {
             Detached::View(ev) => {
                 let kind = match ev.payload {
                     Payload::Lost { count } => Kind::Lost(count),
+                    Payload::Event(r) if matches!(r.body, Body::Raw { .. }) && input.meta.is_some() => {
+                        let comm = self.put(r.comm.as_bytes());
+                        match r.body {
+                            // Stateless bodies render on the sink's thread,
+                            // which splits the work about evenly.
+                            Body::Raw { format, data, .. } if !format.render_has_state() => {
+                                Kind::Resolved { pid: r.pid, tgid: r.tgid, comm, raw: self.put(data) }
+                            }
+                            _ => {
+                                let id = match r.body {
+                                    Body::Raw { format, .. } => format.id,
+                                    _ => 0,
+                                };
+                                let start = self.bytes.len();
+                                r.body.render(style.unwrap_or(Style::TraceCmd), &mut self.bytes);
+                                Kind::Rendered { pid: r.pid, tgid: r.tgid, comm, id, body: start..self.bytes.len() }
+                            }
+                        }
+                    }
                     Payload::Event(r) => {
                         let comm = self.put(r.comm.as_bytes());
                         let system = self.put(r.system.as_bytes());
                         let name = self.put(r.name.as_bytes());
                         let start = self.bytes.len();
-                        // Cursors with binary records detach them as Raw; a
-                        // view's body is text, rendered here if it is not.
-                        r.body.render(ftrace::printfmt::Style::TraceCmd, &mut self.bytes);
+                        // Binary records come as Raw unless the sink asked
+                        // for rendered bodies (`style`).
+                        r.body.render(style.unwrap_or(Style::TraceCmd), &mut self.bytes);
                         Kind::Text { pid: r.pid, tgid: r.tgid, comm, system, name, body: start..self.bytes.len() }
                     }
                 };
@@ -115,6 +148,35 @@ fn deliver<'a>(batch: &Batch, res: &mut [Resolver<'a>], sink: &mut dyn Sink) -> 
                 name: batch.str(name),
                 body: Body::Text(batch.str(body)),
             }),
+            Kind::Rendered { pid, tgid, comm, id, body } => {
+                let Some(f) = res.get(it.input).and_then(|r| r.meta).and_then(|m| m.events.by_id(*id)) else { continue };
+                Payload::Event(Record {
+                    pid: *pid,
+                    tgid: *tgid,
+                    comm: batch.str(comm),
+                    system: &f.system,
+                    name: &f.name,
+                    body: Body::Rendered(batch.bytes.get(body.clone()).unwrap_or(&[])),
+                })
+            }
+            Kind::Resolved { pid, tgid, comm, raw } => {
+                let Some(r) = res.get_mut(it.input) else { continue };
+                let Some(meta) = r.meta else { continue };
+                if r.ctx.is_none() {
+                    r.ctx = Some(meta.ctx(it.cpu));
+                }
+                let r = &res[it.input];
+                let data = batch.bytes.get(raw.clone()).unwrap_or(&[]);
+                let (Some(ctx), Some(format)) = (r.ctx.as_ref(), Events::common_type(data, meta.endian).and_then(|id| meta.events.by_id(id))) else { continue };
+                Payload::Event(Record {
+                    pid: *pid,
+                    tgid: *tgid,
+                    comm: batch.str(comm),
+                    system: &format.system,
+                    name: &format.name,
+                    body: Body::Raw { format, data, ctx },
+                })
+            }
             Kind::Raw(range) => {
                 let Some(r) = res.get_mut(it.input) else { continue };
                 let Some(meta) = r.meta else { continue };
@@ -135,6 +197,7 @@ fn deliver<'a>(batch: &Batch, res: &mut [Resolver<'a>], sink: &mut dyn Sink) -> 
 
 pub(super) fn merge(mut inputs: Vec<Input<'_>>, sink: &mut dyn Sink) -> Result<MergeStats> {
     let metas: Vec<Option<&Meta>> = inputs.iter().map(|i| i.meta).collect();
+    let style = sink.body_style();
     let failed = AtomicBool::new(false);
     std::thread::scope(|s| {
         let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(2);
@@ -160,7 +223,7 @@ pub(super) fn merge(mut inputs: Vec<Input<'_>>, sink: &mut dyn Sink) -> Result<M
         let mut batch = Batch::default();
         let mut sent = true;
         let produced = drive(&mut inputs, |index, input| {
-            let used = batch.push(index, input);
+            let used = batch.push(index, input, style);
             if batch.items.len() >= BATCH {
                 let next = empty_rx.try_recv().unwrap_or_default();
                 // A closed channel means the sink failed: stop feeding it.

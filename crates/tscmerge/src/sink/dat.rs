@@ -441,6 +441,10 @@ impl Sink for DatSink {
                     r.body.render(ftrace::printfmt::Style::TraceCmd, &mut self.text);
                 }
             }
+            Body::Rendered(b) => {
+                self.text.clear();
+                self.text.extend_from_slice(b);
+            }
             Body::Text(t) => {
                 if self.encode_known_text(&r, t).is_some() {
                     as_text = false;

@@ -37,8 +37,8 @@ pub enum FieldVal<'a> {
 pub fn for_each_field<'a>(r: &Record<'a>, mut f: impl FnMut(&'a str, FieldVal<'a>)) -> usize {
     let mut n = 0;
     match r.body {
-        Body::Text(body) => {
-            for (k, v) in ftrace::text::fields(body) {
+        Body::Text(_) | Body::Rendered(_) => {
+            for (k, v) in ftrace::text::fields(r.body.text().unwrap_or("")) {
                 let val = if let Ok(u) = v.parse::<u64>() {
                     FieldVal::Uint(u)
                 } else if let Ok(i) = v.parse::<i64>() {
@@ -73,7 +73,8 @@ pub fn for_each_field<'a>(r: &Record<'a>, mut f: impl FnMut(&'a str, FieldVal<'a
 /// The integer value of field `key` of `r` (any width, sign kept as two's complement).
 pub fn field_int(r: &Record<'_>, key: &str) -> Option<i64> {
     match r.body {
-        Body::Text(body) => ftrace::text::field(body, key).and_then(|v| v.parse::<i64>().ok().or_else(|| v.parse::<u64>().ok().map(|u| u as i64))),
+        Body::Text(_) | Body::Rendered(_) => ftrace::text::field(r.body.text()?, key)
+            .and_then(|v| v.parse::<i64>().ok().or_else(|| v.parse::<u64>().ok().map(|u| u as i64))),
         Body::Raw { format, data, ctx } => match format.field(key)?.value(data, ctx.endian)? {
             FieldValue::Signed(i) => Some(i),
             FieldValue::Unsigned(u) => Some(u as i64),
@@ -85,7 +86,7 @@ pub fn field_int(r: &Record<'_>, key: &str) -> Option<i64> {
 /// The string value of field `key` of `r` (binary: a char array; text: the value).
 pub fn field_str<'a>(r: &Record<'a>, key: &str) -> Option<&'a str> {
     match r.body {
-        Body::Text(body) => ftrace::text::field(body, key),
+        Body::Text(_) | Body::Rendered(_) => ftrace::text::field(r.body.text()?, key),
         Body::Raw { format, data, ctx } => match format.field(key)?.value(data, ctx.endian)? {
             FieldValue::Str(s) => std::str::from_utf8(s).ok(),
             _ => None,

@@ -71,8 +71,8 @@ pub struct RunWindows {
 fn vcpu_of(r: &Record<'_>) -> Option<u32> {
     match r.body {
         Body::Raw { .. } => field_int(r, "vcpu_id").map(|v| v as u32),
-        Body::Text(t) => {
-            let rest = t.strip_prefix("vcpu ")?;
+        Body::Text(_) | Body::Rendered(_) => {
+            let rest = r.body.text()?.strip_prefix("vcpu ")?;
             let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
             rest[..end].parse().ok()
         }
@@ -149,7 +149,7 @@ fn ftrace_event(r: &Record<'_>, ns: u64) -> pb::FtraceEvent {
         "sched_switch" => {
             let prev_state = match r.body {
                 Body::Raw { .. } => field_int(r, "prev_state"),
-                Body::Text(t) => ftrace::text::field(t, "prev_state").map(prev_state_bits),
+                Body::Text(_) | Body::Rendered(_) => r.body.text().and_then(|t| ftrace::text::field(t, "prev_state")).map(prev_state_bits),
             };
             e.sched_switch = Some(pb::SchedSwitchFtraceEvent {
                 prev_comm: owned(r, "prev_comm"),

@@ -176,4 +176,8 @@ impl<W: Write + Send> Sink for TextSink<W> {
     fn finish(&mut self) -> Result<()> {
         self.flush_buf()
     }
+
+    fn body_style(&self) -> Option<ftrace::printfmt::Style> {
+        Some(ftrace::printfmt::Style::TraceCmd)
+    }
 }
