@@ -8,7 +8,9 @@ use tscmerge::merge::merge;
 use tscmerge::plan::Plan;
 
 #[derive(clap::Args)]
-#[command(after_help = "Exit status: 0 when violations <= --tolerance, 1 otherwise, 2 on bad input.")]
+#[command(
+    after_help = "Exit status: 0 when violations <= --tolerance and every rdmsr read's value equals the host's kvm_msr, 1 otherwise, 2 on bad input."
+)]
 pub struct CheckArgs {
     #[command(flatten)]
     pub inputs: crate::inputs::InputArgs,
@@ -71,6 +73,23 @@ pub fn print_report(plan: &Plan, r: &mut CheckReport, khz: Option<u64>, out: &mu
         )?;
     }
     writeln!(out, "check: {} guest events out of time order on their CPU after conversion", r.non_monotonic)?;
+    if r.rdmsr_reads > 0 {
+        writeln!(out, "check: rdmsr reads: {} of {} values equal the host's kvm_msr", r.rdmsr_values_equal, r.rdmsr_reads)?;
+    }
+    if let Some(w) = &r.worst_value_mismatch {
+        writeln!(
+            out,
+            "check: {} rdmsr reads disagree with the host's kvm_msr; worst: {} cpu {} at host {}: guest read {:#x}, host kvm_msr {:#x} (thread {}), {} apart",
+            r.value_mismatches,
+            w.machine,
+            w.cpu,
+            w.ts,
+            w.guest_value,
+            w.host_value,
+            w.thread,
+            cycles(w.difference(), khz)
+        )?;
+    }
     for c in &mut r.cpus {
         let thread = match (c.thread, c.inferred) {
             (Some(t), false) => format!("thread {t}"),
@@ -117,5 +136,6 @@ pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut r = sink.report();
     let mut stdout = std::io::stdout().lock();
     print_report(&plan, &mut r, a.inputs.tsc_khz, &mut stdout)?;
-    Ok(if r.violations() > a.tolerance && r.host_windows > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    let failed = (r.violations() > a.tolerance && r.host_windows > 0) || r.value_mismatches > 0;
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -3,17 +3,20 @@
 //!
 //! Static checks (tracefs, kvm events, x86-tsc, TSC flags, VMX/SVM and TSC
 //! scaling, debugfs, /dev/kvm), then a micro-VM run (crates/microvm: 1 VM × 1
-//! vCPU, 16 `rdtsc`, one guest `wrmsr IA32_TSC`) recorded in a private tracefs
-//! instance: the offsets the tracepoint reported, debugfs `tsc-offset`, and each
-//! guest read against its host window (the `kvm_emulate_insn` of its `rdtsc` to
-//! the thread's next event; microvm/src/host.rs), which says which offset the
-//! guest really ran with. Exit status: 0 no FAIL, 1 some check failed.
+//! vCPU, 16 `rdmsr IA32_TSC`, one guest `wrmsr IA32_TSC`) recorded in a private
+//! tracefs instance: the offsets the tracepoint reported, debugfs `tsc-offset`,
+//! and each guest read against its host window (the `kvm_emulate_insn` of its
+//! `rdmsr` to the `kvm_msr` that reports the value read, which must be the
+//! guest's; microvm/src/host.rs), which says which offset the guest really ran
+//! with. `rdmsr` rather than `rdtsc`: its window closes ~200 cycles after the
+//! read instead of at the next instruction. Exit status: 0 no FAIL, 1 some
+//! check failed.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use microvm::host::{self, HostEvent, TraceInstance};
-use microvm::{Config, WrmsrPlan, MSR_IA32_TSC};
+use microvm::{Config, ReadInsn, WrmsrPlan, MSR_IA32_TSC};
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  tscmerge doctor\n  tscmerge doctor --root /mnt/other-root   (static checks only)")]
@@ -217,7 +220,16 @@ fn microvm_run(r: &mut Report, tracefs: &Path, instance: &str) {
             return;
         }
     };
-    let cfg = Config { reads: 16, wrmsr: Some(WrmsrPlan { after_read: 7, msr: MSR_IA32_TSC, value: 1 << 40 }), ..Config::default() };
+    let cfg = Config {
+        reads: 16,
+        read: ReadInsn::Rdmsr,
+        wrmsr: Some(WrmsrPlan { after_read: 7, msr: MSR_IA32_TSC, value: 1 << 40 }),
+        ..Config::default()
+    };
+    let insn = match cfg.read {
+        ReadInsn::Rdtsc => "rdtsc",
+        ReadInsn::Rdmsr => "rdmsr IA32_TSC",
+    };
     let report = match microvm::run(&cfg) {
         Ok(rep) => rep,
         Err(e) => {
@@ -240,7 +252,7 @@ fn microvm_run(r: &mut Report, tracefs: &Path, instance: &str) {
         .filter_map(|e| offsets_of(&e.fields).map(|(p, n)| (e.ts, p, n)))
         .collect();
     let fired = |n: &str| host_events.iter().filter(mine).filter(|e| e.name == n).count();
-    r.line(Level::Info, "micro-VM run", format!("1 VM x 1 vCPU, {} reads, wrmsr IA32_TSC=2^40 after read 7, {:.2}s", cfg.reads, t0.elapsed().as_secs_f64()));
+    r.line(Level::Info, "micro-VM run", format!("1 VM x 1 vCPU, {} reads with {insn}, wrmsr IA32_TSC=2^40 after read 7, {:.2}s", cfg.reads, t0.elapsed().as_secs_f64()));
     let desc: Vec<String> = offs.iter().map(|(ts, p, n)| format!("@{ts} prev={p} next={n}")).collect();
     r.line(
         if offs.is_empty() { Level::Fail } else { Level::Pass },
@@ -266,17 +278,41 @@ fn microvm_run(r: &mut Report, tracefs: &Path, instance: &str) {
     );
     let v = host::verify(vm, &host_events);
     let gaps: Vec<i128> = v.windows.iter().map(|w| w.after_start()).collect();
+    let mn = cfg.read.mnemonic();
+    // For rdmsr, host::verify also requires each window to end at the kvm_msr
+    // of that read carrying the guest's value.
+    let ends = match cfg.read {
+        ReadInsn::Rdtsc => String::new(),
+        ReadInsn::Rdmsr => format!(
+            "; {}/{} windows end at a kvm_msr msr_read 10 carrying the guest's value",
+            v.windows
+                .iter()
+                .filter(|w| {
+                    let want = format!("msr_read 10 = {:#x}", w.guest_tsc);
+                    host_events.iter().any(|e| e.tid == vc.tid && e.ts == w.end && e.name == "kvm_msr" && e.fields.trim_end() == want)
+                })
+                .count(),
+            v.windows.len()
+        ),
+    };
     match host::min_median_max(gaps) {
         Some((lo, med, hi)) => r.line(
             if v.failures.is_empty() { Level::Pass } else { Level::Warn },
             "guest read vs host",
             format!(
-                "guest TSC (converted with debugfs offsets) − its rdtsc's kvm_emulate_insn: min {lo} median {med} max {hi} cycles; {}/{} reads inside their window",
+                "guest TSC (converted with debugfs offsets) − its {mn}'s kvm_emulate_insn: min {lo} median {med} max {hi} cycles; {}/{} reads inside their window{ends}",
                 v.windows.iter().filter(|w| w.contains()).count(),
                 v.windows.len()
             ),
         ),
-        None => r.line(Level::Warn, "guest read vs host", format!("no read windows found ({})", v.failures.first().map(String::as_str).unwrap_or("no kvm_emulate_insn events: a VMX/SVM host does not emulate rdtsc"))),
+        None => r.line(
+            Level::Warn,
+            "guest read vs host",
+            format!("no read windows found ({})", v.failures.first().map(String::as_str).unwrap_or("no kvm_emulate_insn events: a VMX/SVM host does not emulate the read")),
+        ),
+    }
+    if let Some(f) = v.failures.first() {
+        r.line(Level::Warn, "guest read vs host", format!("{} problem(s), first: {f}", v.failures.len()));
     }
 
     // One sentence about this host.

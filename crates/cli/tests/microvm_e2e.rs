@@ -223,6 +223,9 @@ fn rdmsr_reads_catch_a_thousand_cycles_both_ways() {
     assert!(plan.notes.iter().any(|n| n.contains("were not applied")), "{:?}", plan.notes);
     assert_eq!(r.guest_events, 2 * 2 * 24);
     assert_eq!(r.inside, r.guest_events, "every rdmsr read inside its window: {:#?}", r.worst);
+    // Every window was closed by the kvm_msr of IA32_TSC, whose value is the
+    // one the guest trace reports.
+    assert_eq!((r.rdmsr_reads, r.rdmsr_values_equal, r.value_mismatches), (96, 96, 0), "{:?}", r.worst_value_mismatch);
     // Each read's window is [kvm_emulate_insn 0f 32, kvm_msr]: read - start
     // and end - read, min/median/max over all reads, in cycles.
     eprintln!(
@@ -243,6 +246,30 @@ fn rdmsr_reads_catch_a_thousand_cycles_both_ways() {
             assert_eq!(r.violations(), 0, "±1 cycle is below the windows' resolution");
         }
     }
+
+    // One read's value moved by one cycle in the guest trace: its time moves
+    // by 1 (still inside), its value no longer equals the host's kvm_msr.
+    let path = dir.join("guest-vm0.txt");
+    let mut done = None;
+    let tampered: Vec<String> = guest
+        .lines()
+        .map(|l| match l.split_once(": tracing_mark_write: rdmsr seq=5 ") {
+            Some((head, tail)) if done.is_none() => {
+                let (lead, ts) = head.rsplit_once(' ').unwrap();
+                let v: u64 = ts.parse().unwrap();
+                done = Some(v + 1);
+                format!("{lead} {}: tracing_mark_write: rdmsr seq=5 {tail}", v + 1)
+            }
+            _ => l.to_string(),
+        })
+        .collect();
+    std::fs::write(&path, tampered.join("\n") + "\n").unwrap();
+    let (_, r) = check(&rec, OffsetSource::Auto);
+    assert_eq!(r.inside, r.guest_events, "a 1-cycle move stays inside: {:#?}", r.worst);
+    assert_eq!((r.rdmsr_reads, r.rdmsr_values_equal, r.value_mismatches), (96, 95, 1));
+    let w = r.worst_value_mismatch.unwrap();
+    assert_eq!((w.guest_value, w.host_value), (done.unwrap(), done.unwrap() - 1));
+    std::fs::write(&path, &guest).unwrap();
     if keep {
         eprintln!("recording kept in {}", dir.display());
     } else {

@@ -104,6 +104,10 @@ fn doctor_real_run() {
     let offs = out.lines().find(|l| l.starts_with("PASS  offset events")).expect(&out);
     assert!(offs.contains("prev=0 next=-"), "{offs}");
     assert!(out.lines().any(|l| l.starts_with("PASS  guest read vs host") && l.contains("16/16 reads inside")), "{out}");
+    // It reads with rdmsr IA32_TSC, says so, and each read's window ends at
+    // the kvm_msr carrying the guest's value.
+    assert!(out.lines().any(|l| l.starts_with("INFO  micro-VM run") && l.contains("16 reads with rdmsr IA32_TSC")), "{out}");
+    assert!(out.contains("16/16 windows end at a kvm_msr msr_read 10 carrying the guest's value"), "{out}");
     // One sentence about the host, whichever kind it is.
     assert!(out.contains("PVM-style host") || out.contains("VMX/SVM-style host") || out.contains("offsets disagree"), "{out}");
     let after = TracefsState::snapshot(&tfs).unwrap();

@@ -61,6 +61,7 @@ fn record_microvm_guests_then_merge_and_check() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("were not applied on this host"), "{out}");
     assert!(out.contains("96 guest events, 96 inside run windows (100.000%)"), "{out}");
+    assert!(out.contains("rdmsr reads: 96 of 96 values equal the host's kvm_msr"), "{out}");
     let vms = std::fs::read_to_string(d("vms.txt")).unwrap();
     let (_, offsets, _) = tscmerge(&["offsets", &host]);
     for (guest, line) in ["a", "b"].iter().zip(vms.lines()) {

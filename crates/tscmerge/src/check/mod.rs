@@ -10,14 +10,17 @@
 //!   instruction such as `rdtsc` executes between the two ("truth windows").
 //!   A guest marker that reports a TSC read (`rdtsc seq=N` / `rdmsr seq=N`,
 //!   written by the micro-VM monitor) fits only the emulation of that same
-//!   instruction; an `rdmsr` of IA32_TSC's window ends at the `kvm_msr` the
-//!   emulator fires right after reading the TSC, ~200 cycles after the read.
+//!   instruction. An `rdmsr` emulation is a TSC-read window only when the
+//!   thread's next host event is `kvm_msr` reading IA32_TSC (`msr_read 10`),
+//!   fired ~200 cycles after the read; that event's value must equal the
+//!   guest's (its TSC stamp), else the report counts a value mismatch.
 //!
 //! The merge is time-ordered and host events win ties, so a guest event is
 //! inside iff its thread's window is open when the event arrives. The check
 //! is a [`Sink`] that keeps one state per host thread and per guest CPU:
-//! memory grows with threads and CPUs, not events.
+//! memory grows with threads and CPUs, not events (an `rdmsr` read waits,
+//! alone, for its window's `kvm_msr`).
 
 mod windows;
 
-pub use windows::{CheckConfig, CheckReport, CheckSink, GuestCpuReport, Violation, VmThreads, WindowKind};
+pub use windows::{CheckConfig, CheckReport, CheckSink, GuestCpuReport, ValueMismatch, Violation, VmThreads, WindowKind};

@@ -21,10 +21,13 @@ pub enum WindowKind {
 enum TscRead {
     /// `rdtsc` (0f 31).
     Rdtsc,
-    /// `rdmsr` (0f 32) of IA32_TSC: KVM's emulator fires `kvm_msr` right
-    /// after reading the TSC (arch/x86/kvm/x86.c
-    /// `emulator_get_msr_with_filter`), so that event closes the window a
-    /// few hundred cycles after the read instead of at the next instruction.
+    /// `rdmsr` (0f 32): KVM's emulator fires `kvm_msr` right after reading
+    /// the MSR (arch/x86/kvm/x86.c `emulator_get_msr_with_filter`), so that
+    /// event closes the window a few hundred cycles after the read instead
+    /// of at the next instruction. Until it arrives the window is only a
+    /// candidate: it reads the TSC iff the thread's next host event is
+    /// `kvm_msr` reading IA32_TSC (`msr_read 10 = VALUE`), and VALUE is what
+    /// the guest got.
     Rdmsr,
 }
 
@@ -34,6 +37,37 @@ struct Open {
     /// The window is the emulation of an instruction that reads the TSC.
     reads: Option<TscRead>,
 }
+
+/// A window that holds a guest event: its thread, its start, and once it
+/// has closed on a `kvm_msr` read of IA32_TSC, (its end, the value read).
+#[derive(Clone, Copy, Debug)]
+struct Hold {
+    pid: i32,
+    start: u64,
+    msr: Option<(u64, u64)>,
+}
+
+/// A guest `rdmsr` read whose candidate windows are still open: only the
+/// event that closes each says whether it read IA32_TSC, so the verdict
+/// waits for it. One per read in flight, not per event.
+struct Deferred {
+    machine: usize,
+    cpu: u32,
+    ts: u64,
+    guest_ts: Option<u64>,
+    name: String,
+    cands: Vec<i32>,
+    known: bool,
+    nearest: Option<u64>,
+    /// Threads whose open rdmsr window holds the read, with its start.
+    waiting: Vec<(i32, u64)>,
+    /// Windows that closed on `kvm_msr` reading IA32_TSC.
+    confirmed: Vec<Hold>,
+}
+
+/// Cap on reads awaiting their windows' close: beyond it (a window that
+/// never closes while reads keep coming) a read is judged outside at once.
+const MAX_DEFERRED: usize = 4096;
 
 #[derive(Clone, Debug, Default)]
 struct Thread {
@@ -56,6 +90,29 @@ pub struct Violation {
     pub distance: Option<u64>,
     /// The host thread's last event before it, as `name@ts`.
     pub host_before: Option<String>,
+}
+
+/// A guest `rdmsr` read whose value differs from the one the host's
+/// `kvm_msr` recorded for the emulation that holds it: the guest trace and
+/// the host recording disagree about that read.
+#[derive(Clone, Debug, Serialize)]
+pub struct ValueMismatch {
+    pub machine: String,
+    pub cpu: u32,
+    /// Host time of the read.
+    pub ts: u64,
+    /// The value the guest trace reports (its TSC stamp).
+    pub guest_value: u64,
+    /// `kvm_msr`'s `data`.
+    pub host_value: u64,
+    /// The vCPU thread whose emulation held the read.
+    pub thread: i32,
+}
+
+impl ValueMismatch {
+    pub fn difference(&self) -> u64 {
+        self.guest_value.abs_diff(self.host_value)
+    }
 }
 
 /// Which host threads may run a guest machine's CPUs.
@@ -122,6 +179,16 @@ pub struct CheckReport {
     pub non_monotonic: u64,
     /// Host thread → (machine, vCPU), from kvm_entry's vcpu field.
     pub thread_vcpu: BTreeMap<i32, (usize, u32)>,
+    /// Guest `rdmsr` reads inside an emulation closed by `kvm_msr` reading
+    /// IA32_TSC.
+    pub rdmsr_reads: u64,
+    /// Of those, reads whose guest value equals the `kvm_msr` data.
+    pub rdmsr_values_equal: u64,
+    /// Of those, reads whose guest value differs from every holding
+    /// window's `kvm_msr` data (reads without a guest value are neither).
+    pub value_mismatches: u64,
+    /// The mismatch with the largest difference.
+    pub worst_value_mismatch: Option<ValueMismatch>,
 }
 
 impl CheckReport {
@@ -157,6 +224,7 @@ pub struct CheckSink<'s> {
     last_host: HashMap<i32, (String, u64)>,
     scratch: Vec<u8>,
     cpus: BTreeMap<(usize, u32), CpuState>,
+    deferred: Vec<Deferred>,
     report: CheckReport,
     seq: u64,
 }
@@ -173,6 +241,7 @@ impl<'s> CheckSink<'s> {
             last_host: HashMap::new(),
             scratch: Vec::new(),
             cpus: BTreeMap::new(),
+            deferred: Vec::new(),
             report: CheckReport::default(),
             seq: 0,
         }
@@ -196,16 +265,21 @@ impl<'s> CheckSink<'s> {
         m
     }
 
-    fn host_event(&mut self, pid: i32, tgid: Option<i32>, name: &str, vcpu: Option<u32>, reads: Option<TscRead>, ts: u64) {
+    /// A host event of thread `pid`; `msr_tsc` is the value when it is a
+    /// `kvm_msr` read of IA32_TSC.
+    #[allow(clippy::too_many_arguments)]
+    fn host_event(&mut self, pid: i32, tgid: Option<i32>, name: &str, vcpu: Option<u32>, reads: Option<TscRead>, msr_tsc: Option<u64>, ts: u64) {
         let machine = self.machine_of(pid, tgid);
         if let (Some(m), Some(v)) = (machine, vcpu) {
             self.vcpu_thread.insert((m, v), pid);
         }
         let t = self.threads.entry(pid).or_default();
-        if let Some(open) = t.open.take() {
+        let closed = t.open.take();
+        if closed.is_some() {
             t.last_close = Some(ts);
+        }
+        if let Some(open) = closed {
             // Inside events of this thread now know their window's end.
-            let _ = open.start;
             for st in self.cpus.values_mut() {
                 st.pending.retain(|&(thread, ets)| {
                     if thread != pid {
@@ -217,6 +291,25 @@ impl<'s> CheckSink<'s> {
                     false
                 });
             }
+            // An rdmsr emulation read the TSC iff this event is its kvm_msr
+            // of IA32_TSC: reads waiting on it learn their verdict.
+            let msr = if open.reads == Some(TscRead::Rdmsr) { msr_tsc } else { None };
+            let mut i = 0;
+            while i < self.deferred.len() {
+                let d = &mut self.deferred[i];
+                if let Some(k) = d.waiting.iter().position(|&(p, _)| p == pid) {
+                    let (_, start) = d.waiting.swap_remove(k);
+                    if let Some(v) = msr {
+                        d.confirmed.push(Hold { pid, start, msr: Some((ts, v)) });
+                    }
+                }
+                if d.waiting.is_empty() {
+                    let d = self.deferred.remove(i);
+                    self.settle_deferred(d);
+                } else {
+                    i += 1;
+                }
+            }
         }
         let kind = match name {
             "kvm_entry" => Some(WindowKind::Entry),
@@ -224,6 +317,7 @@ impl<'s> CheckSink<'s> {
             _ => None,
         };
         if let Some(kind) = kind {
+            let t = self.threads.entry(pid).or_default();
             t.open = Some(Open { start: ts, reads });
             t.windows += 1;
             self.report.host_windows += 1;
@@ -248,7 +342,7 @@ impl<'s> CheckSink<'s> {
         };
         let mname = self.cfg.machines.get(machine).cloned().unwrap_or_default();
         let st = self.cpus.entry((machine, cpu)).or_insert_with(|| CpuState {
-            report: GuestCpuReport { machine: mname.clone(), cpu, ..Default::default() },
+            report: GuestCpuReport { machine: mname, cpu, ..Default::default() },
             last_ts: None,
             pending: Vec::new(),
         });
@@ -261,45 +355,104 @@ impl<'s> CheckSink<'s> {
         st.last_ts = Some(ts);
         st.report.events += 1;
         self.report.guest_events += 1;
-        let mut inside_any = false;
-        let mut nearest: Option<u64> = None;
-        // Margins are measured when exactly one candidate's window holds the
-        // event (always so when the thread is known).
         // A TSC read fits only the emulation of the same reading
         // instruction on its thread.
         let fits = |o: &Open| tsc_read.is_none() || o.reads == tsc_read;
-        let holders = cands.iter().filter(|p| self.threads.get(p).is_some_and(|t| t.open.as_ref().is_some_and(fits))).count();
-        for &pid in &cands {
+        // Open windows that hold the event: the candidates', and with a known
+        // thread the VM's other threads' too (for `fits_other`).
+        let mut holds: Vec<Hold> = Vec::new();
+        let mut nearest: Option<u64> = None;
+        let others = if known.is_some() { self.candidates.get(&machine).map(Vec::as_slice).unwrap_or(&[]) } else { &[] };
+        for &pid in cands.iter().chain(others) {
             let Some(t) = self.threads.get(&pid) else { continue };
+            if holds.iter().any(|h| h.pid == pid) {
+                continue;
+            }
             match t.open.filter(fits) {
-                Some(open) => {
-                    inside_any = true;
-                    *st.report.inside_by_thread.entry(pid).or_default() += 1;
-                    if holders == 1 {
-                        if st.report.after_start.len() < MAX_SAMPLES {
-                            st.report.after_start.push(ts.saturating_sub(open.start));
-                        }
-                        st.pending.push((pid, ts));
-                    }
-                }
-                None => {
+                Some(open) => holds.push(Hold { pid, start: open.start, msr: None }),
+                None if cands.contains(&pid) => {
                     if let Some(c) = t.last_close {
                         let d = ts.saturating_sub(c);
                         nearest = Some(nearest.map_or(d, |n| n.min(d)));
                     }
                 }
+                None => {}
             }
         }
-        if inside_any {
+        if tsc_read == Some(TscRead::Rdmsr) {
+            // Candidate windows only: the verdict waits for their kvm_msr.
+            if !holds.is_empty() && self.deferred.len() < MAX_DEFERRED {
+                self.deferred.push(Deferred {
+                    machine,
+                    cpu,
+                    ts,
+                    guest_ts,
+                    name: name.to_string(),
+                    cands,
+                    known: known.is_some(),
+                    nearest,
+                    waiting: holds.iter().map(|h| (h.pid, h.start)).collect(),
+                    confirmed: Vec::new(),
+                });
+                return;
+            }
+            holds.clear();
+        }
+        self.settle(machine, cpu, ts, guest_ts, name, &cands, known.is_some(), nearest, &holds);
+    }
+
+    fn settle_deferred(&mut self, d: Deferred) {
+        self.settle(d.machine, d.cpu, d.ts, d.guest_ts, &d.name, &d.cands, d.known, d.nearest, &d.confirmed);
+    }
+
+    /// Counts a guest event as inside or outside, given the windows `holds`
+    /// that held it (a window still open has no `msr`: its end is recorded
+    /// when it closes).
+    #[allow(clippy::too_many_arguments)]
+    fn settle(&mut self, machine: usize, cpu: u32, ts: u64, guest_ts: Option<u64>, name: &str, cands: &[i32], known: bool, nearest: Option<u64>, holds: &[Hold]) {
+        let Some(st) = self.cpus.get_mut(&(machine, cpu)) else { return };
+        let mut inside = holds.iter().filter(|h| cands.contains(&h.pid)).peekable();
+        if inside.peek().is_some() {
+            let inside: Vec<Hold> = inside.copied().collect();
+            for h in &inside {
+                *st.report.inside_by_thread.entry(h.pid).or_default() += 1;
+            }
+            // Margins are measured when exactly one candidate's window holds
+            // the event (always so when the thread is known).
+            if let [h] = inside[..] {
+                if st.report.after_start.len() < MAX_SAMPLES {
+                    st.report.after_start.push(ts.saturating_sub(h.start));
+                }
+                match h.msr {
+                    Some((end, _)) if st.report.before_end.len() < MAX_SAMPLES => st.report.before_end.push(end.saturating_sub(ts)),
+                    Some(_) => {}
+                    None => st.pending.push((h.pid, ts)),
+                }
+            }
             st.report.inside += 1;
             self.report.inside += 1;
+            // An rdmsr read: its value must be what the host's kvm_msr saw.
+            let values: Vec<(i32, u64)> = inside.iter().filter_map(|h| Some((h.pid, h.msr?.1))).collect();
+            if !values.is_empty() {
+                self.report.rdmsr_reads += 1;
+                if let Some(g) = guest_ts {
+                    if values.iter().any(|&(_, v)| v == g) {
+                        self.report.rdmsr_values_equal += 1;
+                    } else {
+                        self.report.value_mismatches += 1;
+                        let (thread, host_value) = values[0];
+                        let m = ValueMismatch { machine: st.report.machine.clone(), cpu, ts, guest_value: g, host_value, thread };
+                        if self.report.worst_value_mismatch.as_ref().is_none_or(|w| m.difference() > w.difference()) {
+                            self.report.worst_value_mismatch = Some(m);
+                        }
+                    }
+                }
+            }
             return;
         }
-        if known.is_some() {
-            for &pid in self.candidates.get(&machine).map(Vec::as_slice).unwrap_or(&[]) {
-                if self.threads.get(&pid).is_some_and(|t| t.open.as_ref().is_some_and(fits)) {
-                    *st.report.fits_other.entry(pid).or_default() += 1;
-                }
+        if known {
+            for h in holds {
+                *st.report.fits_other.entry(h.pid).or_default() += 1;
             }
         }
         let d = nearest.unwrap_or(u64::MAX);
@@ -310,7 +463,7 @@ impl<'s> CheckSink<'s> {
         if self.cfg.keep_worst > 0 {
             let host_before = cands.first().and_then(|p| self.last_host.get(p)).map(|(n, t)| format!("{n}@{t}"));
             let v = Violation {
-                machine: mname,
+                machine: st.report.machine.clone(),
                 cpu,
                 ts,
                 guest_ts,
@@ -327,6 +480,10 @@ impl<'s> CheckSink<'s> {
 
     /// Ends the check: infers threads where unknown and returns the report.
     pub fn report(mut self) -> CheckReport {
+        // Reads whose windows never closed were never shown to read the TSC.
+        for d in std::mem::take(&mut self.deferred) {
+            self.settle_deferred(d);
+        }
         for (&(m, v), &pid) in &self.vcpu_thread {
             self.report.thread_vcpu.insert(pid, (m, v));
         }
@@ -351,7 +508,8 @@ impl Sink for CheckSink<'_> {
             if machine == 0 {
                 let vcpu = if r.name == "kvm_entry" { entry_vcpu(&r.body) } else { None };
                 let reads = if r.name == "kvm_emulate_insn" { emulated_tsc_read(&r.body) } else { None };
-                self.host_event(r.pid, r.tgid, r.name, vcpu, reads, ev.ts);
+                let msr_tsc = if r.name == "kvm_msr" { msr_tsc_read(&r.body) } else { None };
+                self.host_event(r.pid, r.tgid, r.name, vcpu, reads, msr_tsc, ev.ts);
             } else {
                 let tsc_read = if matches!(r.name, "tracing_mark_write" | "print") { tsc_read_of(&r.body, &mut self.scratch) } else { None };
                 self.guest_event(machine, ev.cpu, ev.ts, ev.orig_ts, r.name, tsc_read);
@@ -386,9 +544,42 @@ fn entry_vcpu(body: &crate::event::Body<'_>) -> Option<u32> {
     }
 }
 
+/// IA32_TSC (Intel SDM vol. 4, MSR 10H).
+const MSR_IA32_TSC: u64 = 0x10;
+
+/// The value of a kvm_msr that reports a successful read of IA32_TSC:
+/// fields `write` = 0, `ecx` = 0x10, no `exception` (`failed` on older
+/// kernels), then `data`; in text its print format (arch/x86/kvm/trace.h)
+/// `msr_read 10 = 0xVALUE`, with ` (#GP)` appended when the read faulted.
+fn msr_tsc_read(body: &crate::event::Body<'_>) -> Option<u64> {
+    match *body {
+        crate::event::Body::Text(s) => {
+            let (ecx, data) = s.strip_prefix("msr_read ")?.split_once(" = 0x")?;
+            if u64::from_str_radix(ecx, 16).ok()? != MSR_IA32_TSC {
+                return None;
+            }
+            let end = data.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(data.len());
+            if !data[end..].trim().is_empty() {
+                return None; // ` (#GP)`: the read faulted
+            }
+            u64::from_str_radix(&data[..end], 16).ok()
+        }
+        crate::event::Body::Raw { format, data, ctx } => {
+            let uint = |name: &str| match format.field(name)?.value(data, ctx.endian)? {
+                ftrace::format::FieldValue::Unsigned(v) => Some(v),
+                ftrace::format::FieldValue::Signed(v) => Some(v as u64),
+                _ => None,
+            };
+            let faulted = uint("exception").or_else(|| uint("failed")).unwrap_or(0) != 0;
+            (uint("write")? == 0 && uint("ecx")? == MSR_IA32_TSC && !faulted).then_some(())?;
+            uint("data")
+        }
+    }
+}
+
 /// Which TSC-reading instruction a kvm_emulate_insn emulated, if any:
-/// `rdtsc` (0f 31) or `rdmsr` (0f 32; the micro-VM's only `rdmsr` reads
-/// IA32_TSC). Field `insn` of a binary record, or the hex bytes its print
+/// `rdtsc` (0f 31) or `rdmsr` (0f 32: a TSC read only if its `kvm_msr`
+/// says so, see [`TscRead::Rdmsr`]). Field `insn` of a binary record, or the hex bytes its print
 /// format puts after `csbase:rip:` in text (`0:1004:0f 31 (real)`).
 fn emulated_tsc_read(body: &crate::event::Body<'_>) -> Option<TscRead> {
     let (rdtsc, rdmsr) = match *body {
@@ -438,46 +629,106 @@ mod tests {
     use super::*;
     use crate::event::{Body, Record};
 
-    fn ev<'a>(ts: u64, pid: i32, name: &'a str, text: &'a str) -> EventView<'a> {
+    fn ev<'a>(ts: u64, orig_ts: Option<u64>, pid: i32, name: &'a str, text: &'a str) -> EventView<'a> {
         let payload = Payload::Event(Record { pid, tgid: None, comm: "x", system: "kvm", name, body: Body::Text(text) });
-        EventView { ts, orig_ts: None, cpu: 0, payload }
+        EventView { ts, orig_ts, cpu: 0, payload }
     }
 
-    /// Host thread 9 emulates rdtsc at 100, rdmsr at 200 (kvm_msr at 210),
-    /// then an out at 300; the guest (machine 1, CPU 0 pinned to 9) reports
-    /// `reads` as (host ts, marker).
-    fn run(reads: &[(u64, &str)]) -> CheckReport {
-        let cfg = CheckConfig { threads: HashMap::from([((1, 0), 9)]), machines: vec!["host".into(), "g".into()], ..Default::default() };
+    const HOST: [(u64, &str, &str); 5] = [
+        (100, "kvm_emulate_insn", "0:1018:0f 31 (real)"),
+        (150, "kvm_emulate_insn", "0:101a:66 e7 e4 (real)"),
+        (200, "kvm_emulate_insn", "0:1018:0f 32 (real)"),
+        (210, "kvm_msr", "msr_read 10 = 0xcd"),
+        (300, "kvm_emulate_insn", "0:101a:66 e7 e4 (real)"),
+    ];
+
+    /// Host thread 9 runs `host` (by default: emulates rdtsc at 100, rdmsr
+    /// at 200 with its kvm_msr at 210 reading 0xcd, then an out at 300);
+    /// the guest (machine 1, CPU 0 pinned to 9) reports `reads` as (host
+    /// ts, guest value, marker).
+    fn run_on(host: &[(u64, &str, &str)], reads: &[(u64, u64, &str)]) -> CheckReport {
+        let cfg = CheckConfig {
+            threads: HashMap::from([((1, 0), 9)]),
+            machines: vec!["host".into(), "g".into()],
+            keep_worst: 4,
+            ..Default::default()
+        };
         let mut sink = CheckSink::new(cfg, None);
-        let host = [
-            (100, "kvm_emulate_insn", "0:1018:0f 31 (real)"),
-            (150, "kvm_emulate_insn", "0:101a:66 e7 e4 (real)"),
-            (200, "kvm_emulate_insn", "0:1018:0f 32 (real)"),
-            (210, "kvm_msr", "msr_read 10 = 0xcd"),
-            (300, "kvm_emulate_insn", "0:101a:66 e7 e4 (real)"),
-        ];
-        let mut all: Vec<(u64, usize, &str, &str)> = host.iter().map(|&(t, n, b)| (t, 0, n, b)).collect();
-        all.extend(reads.iter().map(|&(t, m)| (t, 1, "tracing_mark_write", m)));
+        let mut all: Vec<(u64, usize, Option<u64>, &str, &str)> = host.iter().map(|&(t, n, b)| (t, 0, None, n, b)).collect();
+        all.extend(reads.iter().map(|&(t, g, m)| (t, 1, Some(g), "tracing_mark_write", m)));
         all.sort_by_key(|e| (e.0, e.1)); // host events win ties, as in the merge
-        for (t, m, n, b) in all {
-            sink.event(m, &ev(t, if m == 0 { 9 } else { 1 }, n, b)).unwrap();
+        for (t, m, g, n, b) in all {
+            sink.event(m, &ev(t, g, if m == 0 { 9 } else { 1 }, n, b)).unwrap();
         }
         sink.report()
     }
 
+    fn run(reads: &[(u64, u64, &str)]) -> CheckReport {
+        run_on(&HOST, reads)
+    }
+
     #[test]
     fn a_read_fits_only_its_own_instruction() {
-        let r = run(&[(120, "rdtsc seq=0 next=out"), (205, "rdmsr seq=1 next=out")]);
+        let r = run(&[(120, 1, "rdtsc seq=0 next=out"), (205, 0xcd, "rdmsr seq=1 next=out")]);
         assert_eq!((r.guest_events, r.inside), (2, 2));
         assert_eq!(r.cpus[0].after_start, vec![20, 5]);
         assert_eq!(r.cpus[0].before_end, vec![30, 5], "the rdmsr window ends at kvm_msr");
+        assert_eq!((r.rdmsr_reads, r.rdmsr_values_equal, r.value_mismatches), (1, 1, 0));
         // An rdmsr read in the rdtsc window, an rdtsc read in the rdmsr
         // window, an rdmsr read after its kvm_msr: all outside.
-        let r = run(&[(120, "rdmsr seq=0 next=out"), (205, "rdtsc seq=1 next=out"), (211, "rdmsr seq=2 next=out")]);
+        let r = run(&[(120, 0xcd, "rdmsr seq=0 next=out"), (205, 2, "rdtsc seq=1 next=out"), (211, 0xcd, "rdmsr seq=2 next=out")]);
         assert_eq!(r.inside, 0);
+        assert_eq!(r.rdmsr_reads, 0);
         // Other guest events fit any window of the thread; kvm_msr opens none.
-        let r = run(&[(120, "x"), (160, "y"), (250, "z"), (305, "w")]);
+        let r = run(&[(120, 1, "x"), (160, 2, "y"), (250, 3, "z"), (305, 4, "w")]);
         assert_eq!(r.inside, 3);
+    }
+
+    #[test]
+    fn a_value_the_host_did_not_read_is_a_mismatch() {
+        let r = run(&[(205, 0xce, "rdmsr seq=0 next=out")]);
+        assert_eq!(r.inside, 1, "the read is in its window");
+        assert_eq!((r.rdmsr_reads, r.rdmsr_values_equal, r.value_mismatches), (1, 0, 1));
+        let w = r.worst_value_mismatch.unwrap();
+        assert_eq!((w.ts, w.guest_value, w.host_value, w.thread, w.difference()), (205, 0xce, 0xcd, 9, 1));
+        // The worst is the largest difference.
+        let host = [
+            (200, "kvm_emulate_insn", "0:1018:0f 32 (real)"),
+            (210, "kvm_msr", "msr_read 10 = 0x1000"),
+            (300, "kvm_emulate_insn", "0:1018:0f 32 (real)"),
+            (310, "kvm_msr", "msr_read 10 = 0x2000"),
+            (400, "kvm_emulate_insn", "0:1018:0f 32 (real)"),
+            (410, "kvm_msr", "msr_read 10 = 0x3000"),
+        ];
+        let r = run_on(&host, &[(205, 0x1001, "rdmsr seq=0"), (305, 0x2100, "rdmsr seq=1"), (405, 0x3000, "rdmsr seq=2")]);
+        assert_eq!((r.inside, r.rdmsr_reads, r.rdmsr_values_equal, r.value_mismatches), (3, 3, 1, 2));
+        assert_eq!(r.worst_value_mismatch.unwrap().host_value, 0x2000);
+    }
+
+    #[test]
+    fn an_rdmsr_of_another_msr_is_no_tsc_window() {
+        // rdmsr of IA32_APIC_BASE (0x1b), a write of IA32_TSC, a faulted
+        // read of IA32_TSC, and an rdmsr whose next event is no kvm_msr: no
+        // TSC-read windows, so the rdmsr reads in them are outside.
+        let host = [
+            (200, "kvm_emulate_insn", "0:1018:0f 32 (real)"),
+            (210, "kvm_msr", "msr_read 1b = 0xcd"),
+            (300, "kvm_emulate_insn", "0:1018:0f 32 (real)"),
+            (310, "kvm_msr", "msr_write 10 = 0xcd"),
+            (400, "kvm_emulate_insn", "0:1018:0f 32 (real)"),
+            (410, "kvm_msr", "msr_read 10 = 0xcd (#GP)"),
+            (500, "kvm_emulate_insn", "0:1018:0f 32 (real)"),
+            (510, "kvm_pio", "pio_write at 0xe4 size 2 count 1 val 0x0"),
+        ];
+        let r = run_on(&host, &[(205, 0xcd, "rdmsr seq=0"), (305, 0xcd, "rdmsr seq=1"), (405, 0xcd, "rdmsr seq=2"), (505, 0xcd, "rdmsr seq=3")]);
+        assert_eq!((r.guest_events, r.inside, r.rdmsr_reads, r.value_mismatches), (4, 0, 0, 0));
+        assert_eq!(r.worst.len(), 4, "each is reported: {:?}", r.worst);
+        // They are still emulation windows for other guest events.
+        let r = run_on(&host, &[(205, 1, "x"), (305, 2, "y"), (405, 3, "z"), (505, 4, "w")]);
+        assert_eq!(r.inside, 4);
+        // A window still open at the end proves nothing.
+        let r = run_on(&host[..1], &[(205, 0xcd, "rdmsr seq=0")]);
+        assert_eq!((r.guest_events, r.inside), (1, 0));
     }
 
     #[test]
@@ -488,5 +739,40 @@ mod tests {
         assert_eq!(tsc_read_of(&Body::Text("rdmsrseq=3"), &mut s), None);
         assert_eq!(emulated_tsc_read(&Body::Text("0:1018:0f 32 (real)")), Some(TscRead::Rdmsr));
         assert_eq!(emulated_tsc_read(&Body::Text("0:1018:0f 30 (real)")), None);
+        assert_eq!(msr_tsc_read(&Body::Text("msr_read 10 = 0x9eb7b0c4a1a")), Some(0x9eb7b0c4a1a));
+        assert_eq!(msr_tsc_read(&Body::Text("msr_read 1b = 0xfee00900")), None);
+        assert_eq!(msr_tsc_read(&Body::Text("msr_write 10 = 0x10000000000")), None);
+        assert_eq!(msr_tsc_read(&Body::Text("msr_read 10 = 0x0 (#GP)")), None);
+    }
+
+    /// The raw record form, with the kernel's own kvm_msr format.
+    #[test]
+    fn msr_read_from_raw_fields() {
+        let fmt = "name: kvm_msr\nID: 99\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\tfield:unsigned write;\toffset:8;\tsize:4;\tsigned:0;\n\tfield:u32 ecx;\toffset:12;\tsize:4;\tsigned:0;\n\tfield:u64 data;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:u8 exception;\toffset:24;\tsize:1;\tsigned:0;\n\nprint fmt: \"msr_%s %x = 0x%llx%s\", REC->write ? \"write\" : \"read\", REC->ecx, REC->data, REC->exception ? \" (#GP)\" : \"\"\n";
+        let format = ftrace::format::EventFormat::parse("kvm", fmt.as_bytes()).unwrap();
+        let rec = |write: u32, ecx: u32, data: u64, exc: u8| {
+            let mut r = vec![0u8; 32];
+            r[8..12].copy_from_slice(&write.to_le_bytes());
+            r[12..16].copy_from_slice(&ecx.to_le_bytes());
+            r[16..24].copy_from_slice(&data.to_le_bytes());
+            r[24] = exc;
+            r
+        };
+        let ctx = ftrace::printfmt::RenderCtx { endian: ftrace::Endian::Little, long_size: 8, cpu: 0, kallsyms: None, printk: None, state: None };
+        // The raw fields and the record's rendered text must agree.
+        let mut text = Vec::new();
+        for (r, want) in [
+            (rec(0, 0x10, 0x1234_5678_9abc, 0), Some(0x1234_5678_9abc)),
+            (rec(1, 0x10, 5, 0), None),
+            (rec(0, 0x1b, 5, 0), None),
+            (rec(0, 0x10, 5, 1), None),
+        ] {
+            let body = Body::Raw { format: &format, data: &r, ctx: &ctx };
+            assert_eq!(msr_tsc_read(&body), want);
+            text.clear();
+            body.render(ftrace::printfmt::Style::Kernel, &mut text);
+            let text = String::from_utf8(text.clone()).unwrap();
+            assert_eq!(msr_tsc_read(&Body::Text(&text)), want, "{text}");
+        }
     }
 }
