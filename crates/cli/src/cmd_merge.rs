@@ -103,7 +103,7 @@ fn run_merge(
     let stats = run_merge_plain(cursors, total, &mut cs, threads)?;
     let mut r = cs.report();
     let _ = crate::cmd_check::print_report(plan, &mut r, khz, &mut std::io::stderr().lock());
-    Ok((stats, r.host_windows > 0 && r.violations() > 0))
+    Ok((stats, (r.host_windows > 0 && r.violations() > 0) || r.value_mismatches > 0))
 }
 
 fn run_merge_plain(cursors: Vec<tscmerge::merge::Input<'_>>, total: Option<u64>, sink: &mut dyn Sink, threads: usize) -> tscmerge::Result<tscmerge::merge::MergeStats> {
