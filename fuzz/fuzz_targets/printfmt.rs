@@ -45,12 +45,16 @@ fuzz_target!(|data: &[u8]| {
     }
     let system = SYSTEMS[(sel as usize >> 2) & 7];
     let Ok(f) = EventFormat::parse(system, fmt) else { return };
+    // With trace-cmd's state half the time: plugins then learn comms and
+    // keep function stacks, code the fuzzer should reach too.
+    let state = ftrace::printfmt::TraceCmdState::default();
     let ctx = RenderCtx {
         endian: if sel & 1 == 0 { Endian::Little } else { Endian::Big },
         long_size: if sel & 2 == 0 { 8 } else { 4 },
         cpu: (sel >> 5) as u32,
         kallsyms: ksyms.as_ref(),
         printk: printk.as_ref(),
+        state: (sel & 16 != 0).then_some(&state),
     };
     let mut out = Vec::new();
     for style in [Style::Kernel, Style::TraceCmd] {

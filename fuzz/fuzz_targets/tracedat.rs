@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             let Ok(mut ev) = dat.cpu_events(bi, ci) else { continue };
+            let state = ftrace::printfmt::TraceCmdState::default();
             let cpu = ev.cpu();
             let ctx = RenderCtx {
                 endian: dat.endian(),
@@ -64,6 +65,7 @@ fuzz_target!(|data: &[u8]| {
                 cpu,
                 kallsyms: ksyms.as_ref(),
                 printk: printk.as_ref(),
+                state: Some(&state),
             };
             let mut n = 0usize;
             loop {

@@ -89,7 +89,7 @@ impl Sink for Count {
 
 fn cursors(k: u32) -> Vec<Input<'static>> {
     (0..k)
-        .map(|i| Input { machine: i as usize % 3, cursor: Box::new(Seq { ts: i as u64, step: 7 + i as u64, left: N / k as u64, cpu: i }) as Box<dyn Cursor> })
+        .map(|i| Input { machine: i as usize % 3, meta: None, cursor: Box::new(Seq { ts: i as u64, step: 7 + i as u64, left: N / k as u64, cpu: i }) as Box<dyn Cursor> })
         .collect()
 }
 

@@ -553,8 +553,8 @@ const MSR_IA32_TSC: u64 = 0x10;
 /// `msr_read 10 = 0xVALUE`, with ` (#GP)` appended when the read faulted.
 fn msr_tsc_read(body: &crate::event::Body<'_>) -> Option<u64> {
     match *body {
-        crate::event::Body::Text(s) => {
-            let (ecx, data) = s.strip_prefix("msr_read ")?.split_once(" = 0x")?;
+        crate::event::Body::Text(_) | crate::event::Body::Rendered(_) => {
+            let (ecx, data) = body.text()?.strip_prefix("msr_read ")?.split_once(" = 0x")?;
             if u64::from_str_radix(ecx, 16).ok()? != MSR_IA32_TSC {
                 return None;
             }
