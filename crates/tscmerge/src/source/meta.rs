@@ -270,6 +270,11 @@ impl Meta {
         }
     }
 
+    /// Whether the input defines kvm:kvm_write_tsc_offset at all.
+    pub fn has_offset_writes(&self) -> bool {
+        self.write_tsc_offset.is_some()
+    }
+
     /// Decodes a kvm_write_tsc_offset record.
     pub fn offset_write(&self, rec: &[u8], ts: u64, cpu: u32) -> Option<OffsetWrite> {
         let id = self.write_tsc_offset?;

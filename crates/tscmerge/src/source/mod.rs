@@ -174,9 +174,13 @@ impl Input {
         let meta = dat::meta(dat);
         let mut buffers = Vec::new();
         let mut offset_writes = Vec::new();
+        // The offset timeline needs every kvm_write_tsc_offset before the
+        // merge: a pass over the file, skipped when the file has no such
+        // event type (guests' files): it would touch every page twice.
+        let scan = meta.has_offset_writes();
         for (bi, b) in dat.buffers().iter().enumerate() {
             let mut events = 0;
-            for ci in 0..b.cpus.len() {
+            for ci in (0..b.cpus.len()).filter(|_| scan) {
                 let mut ev = dat.cpu_events(bi, ci).map_err(|e| e.in_file(&name))?;
                 let cpu = ev.cpu();
                 let mut release = ReleaseBehind::new(Some(file.borrow_owner()));
@@ -193,7 +197,7 @@ impl Input {
                 name: b.name.clone(),
                 clock: b.clock.clone().unwrap_or_else(|| "unknown (the file does not say)".into()),
                 cpus: b.cpus.iter().map(|c| c.cpu).collect(),
-                events: Some(events),
+                events: scan.then_some(events),
             });
         }
         Ok(Input { path: path.to_path_buf(), kind: InputKind::TraceDat, data: Data::Dat { file, meta }, buffers, offset_writes })
