@@ -140,27 +140,57 @@ fn vcpu_threads(plan: &Plan) -> Vec<VcpuThread> {
     out
 }
 
+/// Offset periods kept per vCPU in a guest's provenance: enough to see how
+/// the offsets moved, bounded so the option (and the memory to build it)
+/// does not grow with a long recording's offset writes; `tscmerge offsets`
+/// on the host lists them all.
+const PROVENANCE_PERIODS: usize = 1000;
+
 /// What the trace.dat records about where each guest's times came from.
 fn provenance(plan: &Plan) -> Vec<MachineProvenance> {
+    #[derive(serde::Serialize)]
+    struct Vcpu<'a> {
+        pid: Option<i32>,
+        scaling: Option<tscmerge::clock::Scaling>,
+        periods_total: usize,
+        periods: &'a [tscmerge::clock::Period],
+    }
+    #[derive(serde::Serialize)]
+    struct Guest<'a> {
+        guest: &'a str,
+        files: &'a [std::path::PathBuf],
+        vm: String,
+        vmm_pid: Option<i32>,
+        why: &'a str,
+        vcpu_map: &'a std::collections::BTreeMap<u32, u32>,
+        vcpus: std::collections::BTreeMap<u32, Vcpu<'a>>,
+    }
     plan.guests
         .iter()
         .map(|g| {
             let vm = &plan.timeline.vms[g.vm];
-            let json = serde_json::json!({
-                "guest": g.spec.name,
-                "files": g.spec.files,
-                "vm": vm.name(),
-                "vmm_pid": vm.tgid,
-                "why": g.reason,
-                "vcpu_map": g.spec.vcpu_map,
-                "vcpus": vm.vcpus,
-            });
-            MachineProvenance { name: g.spec.name.clone(), json: json.to_string() }
+            let vcpus = vm
+                .vcpus
+                .iter()
+                .map(|(id, tl)| {
+                    let periods = &tl.periods[..tl.periods.len().min(PROVENANCE_PERIODS)];
+                    (id.0, Vcpu { pid: tl.pid, scaling: tl.scaling, periods_total: tl.periods.len(), periods })
+                })
+                .collect();
+            let doc = Guest {
+                guest: &g.spec.name,
+                files: &g.spec.files,
+                vm: vm.name(),
+                vmm_pid: vm.tgid,
+                why: &g.reason,
+                vcpu_map: &g.spec.vcpu_map,
+                vcpus,
+            };
+            let json = serde_json::to_string(&doc).unwrap_or_default();
+            MachineProvenance { name: g.spec.name.clone(), json }
         })
         .collect()
 }
-
-
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let threads = crate::inputs::threads(a.threads);
