@@ -181,6 +181,11 @@ impl<R: BufRead> TextReader<R> {
         &self.header
     }
 
+    /// The source, as far as it has been consumed (a slice: what is left).
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     /// 1-based number of the line last returned.
     pub fn line_number(&self) -> u64 {
         self.line_no

@@ -95,6 +95,19 @@ impl<'d> ReleaseBehind<'d> {
         let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, done, end - done) };
         self.done = Some(end);
     }
+
+    /// The reader is at the end of a region that runs to the end of the
+    /// mapping (a text file): release the rest, however small (steps alone
+    /// would keep files under 4 MiB mapped: hundreds of guest files add up).
+    pub(crate) fn reached_end(&mut self) {
+        let Some(map) = self.map else { return };
+        let done = self.done.unwrap_or(0);
+        if done < map.len() {
+            // SAFETY: as in `reached`.
+            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, done, map.len() - done) };
+        }
+        self.done = Some(map.len());
+    }
 }
 
 enum Data {
@@ -158,7 +171,11 @@ impl Input {
                 "{name}: not a trace.dat file (no magic 17 08 44 'tracing' at byte 0), not a raw capture directory, and not ftrace text"
             )));
         }
-        let scan = text::scan(bytes, &name)?;
+        let map = match &data {
+            Data::Map(m) => Some(m),
+            _ => None,
+        };
+        let scan = text::scan(bytes, map, &name)?;
         let clock = match scan.counter_ts {
             Some(false) => "a nanosecond clock (sec.usec timestamps)".to_string(),
             _ => "x86-tsc".to_string(),
@@ -275,13 +292,17 @@ impl Input {
         match self.kind {
             InputKind::Text => {
                 let bytes = self.data.bytes();
+                let map = match &self.data {
+                    Data::Map(m) => Some(m),
+                    _ => None,
+                };
                 if per_cpu {
                     desc.cpus
                         .iter()
-                        .map(|&cpu| Ok((Some(cpu), Box::new(text::TextCursor::new(bytes, Some(cpu), &name)?) as Box<dyn Cursor>)))
+                        .map(|&cpu| Ok((Some(cpu), Box::new(text::TextCursor::new(bytes, map, Some(cpu), &name)?) as Box<dyn Cursor>)))
                         .collect()
                 } else {
-                    Ok(vec![(None, Box::new(text::TextCursor::new(bytes, None, &name)?) as Box<dyn Cursor>)])
+                    Ok(vec![(None, Box::new(text::TextCursor::new(bytes, map, None, &name)?) as Box<dyn Cursor>)])
                 }
             }
             InputKind::TraceDat => {

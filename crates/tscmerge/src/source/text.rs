@@ -32,12 +32,17 @@ pub struct TextCursor<'d> {
     /// The last timestamp seen, given to lost-event lines that have none.
     last_ts: u64,
     path: String,
+    /// Drops the mapped pages this cursor has read (another CPU's cursor
+    /// over the same file faults them back in if it is behind).
+    release: super::ReleaseBehind<'d>,
+    len: usize,
 }
 
 impl<'d> TextCursor<'d> {
-    pub fn new(data: &'d [u8], cpu: Option<u32>, path: &str) -> Result<Self> {
+    pub fn new(data: &'d [u8], map: Option<&'d memmap2::Mmap>, cpu: Option<u32>, path: &str) -> Result<Self> {
         let reader = TextReader::new(data).map_err(|e| e.in_file(path))?;
-        let mut c = TextCursor { reader, cpu, cur: Current::default(), valid: false, last_ts: 0, path: path.to_string() };
+        let release = super::ReleaseBehind::new(map);
+        let mut c = TextCursor { reader, cpu, cur: Current::default(), valid: false, last_ts: 0, path: path.to_string(), release, len: data.len() };
         c.advance()?;
         Ok(c)
     }
@@ -70,10 +75,12 @@ impl Cursor for TextCursor<'_> {
     }
 
     fn advance(&mut self) -> Result<()> {
+        self.release.reached((self.len - self.reader.get_ref().len()) as u64);
         loop {
             let rec = self.reader.next_record().map_err(|e| Error::from(e.in_file(&self.path)))?;
             let Some(rec) = rec else {
                 self.valid = false;
+                self.release.reached_end();
                 return Ok(());
             };
             let c = &mut self.cur;
@@ -121,11 +128,17 @@ pub struct TextScan {
     pub offset_writes: Vec<crate::clock::OffsetWrite>,
 }
 
-pub fn scan(data: &[u8], path: &str) -> Result<TextScan> {
+pub fn scan(data: &[u8], map: Option<&memmap2::Mmap>, path: &str) -> Result<TextScan> {
     let mut r = TextReader::new(data).map_err(|e| e.in_file(path))?;
+    let mut release = super::ReleaseBehind::new(map);
     let mut s = TextScan::default();
     let mut seen = [false; 4096];
-    while let Some(rec) = r.next_record().map_err(|e| e.in_file(path))? {
+    loop {
+        release.reached((data.len() - r.get_ref().len()) as u64);
+        let Some(rec) = r.next_record().map_err(|e| e.in_file(path))? else {
+            release.reached_end();
+            break;
+        };
         let TextRecord::Event(l) = rec else { continue };
         s.events += 1;
         if (l.cpu as usize) < seen.len() && !seen[l.cpu as usize] {
