@@ -5,6 +5,9 @@
 #                      (P=1, `taskset -c 0`) or unpinned (P=0), N events processed; prints a row
 #                      and appends "P L wall rss" to $work/walls.
 # bench_summary BASE L...  best wall of each label per pinning, ratio BASE / label, peak RSS.
+# bench_rounds TC_N TM_N  for each pinning in $pins, $rounds times: trace-cmd ($tc, TC_N events)
+#                      then tscmerge text, dat, perfetto ($tm_text, $tm_dat, $tm_pf, TM_N events),
+#                      outputs removed after each run; then the summary.
 # Needs $work (a directory for the timing files).
 
 bench_bin() {
@@ -52,4 +55,21 @@ bench_summary() {
           for (i = 1; i <= n; i++) if (l[i] in rss) printf "  %s %d KiB", l[i], rss[l[i]]
           printf "\n"
         }' "$work/walls"
+}
+
+bench_rounds() {
+    : > "$work/walls"
+    for pin in $pins; do
+        round=0
+        while [ "$round" -lt "$rounds" ]; do
+            round=$((round + 1))
+            bench_run trace-cmd "$pin" "$1" "$tc"
+            bench_run tscmerge-text "$pin" "$2" "$tm_text"
+            bench_run tscmerge-dat "$pin" "$2" "$tm_dat"
+            rm -f "$work/x.dat"
+            bench_run tscmerge-perfetto "$pin" "$2" "$tm_pf"
+            rm -f "$work/x.pftrace"
+        done
+    done
+    bench_summary trace-cmd tscmerge-text tscmerge-dat tscmerge-perfetto
 }

@@ -57,17 +57,4 @@ tm_text="$bin merge $dir/host.dat $guests > /dev/null"
 tm_dat="$bin merge $dir/host.dat $guests --format dat -o $work/x.dat"
 tm_pf="$bin merge $dir/host.dat $guests --format perfetto $khz -o $work/x.pftrace"
 
-: > "$work/walls"
-for pin in $pins; do
-    round=0
-    while [ "$round" -lt "$rounds" ]; do
-        round=$((round + 1))
-        bench_run trace-cmd "$pin" "$host_events" "$tc"
-        bench_run tscmerge-text "$pin" "$events" "$tm_text"
-        bench_run tscmerge-dat "$pin" "$events" "$tm_dat"
-        rm -f "$work/x.dat"
-        bench_run tscmerge-perfetto "$pin" "$events" "$tm_pf"
-        rm -f "$work/x.pftrace"
-    done
-done
-bench_summary trace-cmd tscmerge-text tscmerge-dat tscmerge-perfetto
+bench_rounds "$host_events" "$events"

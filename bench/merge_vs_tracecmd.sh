@@ -81,21 +81,7 @@ else
     tm_pf="$bin merge $dir/host.dat $guests --format perfetto --tsc-khz 2000000 -o $work/x.pftrace"
 fi
 
-: > "$work/walls"
-for pin in $pins; do
-    round=0
-    while [ "$round" -lt "$rounds" ]; do
-        round=$((round + 1))
-        bench_run trace-cmd "$pin" "$events" "$tc"
-        bench_run tscmerge-text "$pin" "$events" "$tm_text"
-        bench_run tscmerge-dat "$pin" "$events" "$tm_dat"
-        rm -f "$work/x.dat"
-        bench_run tscmerge-perfetto "$pin" "$events" "$tm_pf"
-        rm -f "$work/x.pftrace"
-    done
-done
-
-bench_summary trace-cmd tscmerge-text tscmerge-dat tscmerge-perfetto
+bench_rounds "$events" "$events"
 if [ "$rssmode" = 1 ]; then
     echo "issue 7 bound: peak RSS under 200 MB (204800 KiB) for 1 GB and 10 GB inputs:"
     awk '$2 ~ /^tscmerge/ { if ($4 > r[$2]) r[$2] = $4 }
