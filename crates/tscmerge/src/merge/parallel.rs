@@ -90,24 +90,19 @@ impl Batch {
             Detached::View(ev) => {
                 let kind = match ev.payload {
                     Payload::Lost { count } => Kind::Lost(count),
-                    Payload::Event(r) if matches!(r.body, Body::Raw { .. }) && input.meta.is_some() => {
+                    // Stateless bodies render on the sink's thread, which
+                    // splits the work about evenly.
+                    Payload::Event(r @ Record { body: Body::Raw { format, data, .. }, .. })
+                        if input.meta.is_some() && !format.render_has_state() =>
+                    {
                         let comm = self.put(r.comm.as_bytes());
-                        match r.body {
-                            // Stateless bodies render on the sink's thread,
-                            // which splits the work about evenly.
-                            Body::Raw { format, data, .. } if !format.render_has_state() => {
-                                Kind::Resolved { pid: r.pid, tgid: r.tgid, comm, raw: self.put(data) }
-                            }
-                            _ => {
-                                let id = match r.body {
-                                    Body::Raw { format, .. } => format.id,
-                                    _ => 0,
-                                };
-                                let start = self.bytes.len();
-                                r.body.render(style.unwrap_or(Style::TraceCmd), &mut self.bytes);
-                                Kind::Rendered { pid: r.pid, tgid: r.tgid, comm, id, body: start..self.bytes.len() }
-                            }
-                        }
+                        Kind::Resolved { pid: r.pid, tgid: r.tgid, comm, raw: self.put(data) }
+                    }
+                    Payload::Event(r @ Record { body: Body::Raw { format, .. }, .. }) if input.meta.is_some() => {
+                        let comm = self.put(r.comm.as_bytes());
+                        let start = self.bytes.len();
+                        r.body.render(style.unwrap_or(Style::TraceCmd), &mut self.bytes);
+                        Kind::Rendered { pid: r.pid, tgid: r.tgid, comm, id: format.id, body: start..self.bytes.len() }
                     }
                     Payload::Event(r) => {
                         let comm = self.put(r.comm.as_bytes());
@@ -135,6 +130,16 @@ struct Resolver<'a> {
     last: Cell<PidInfo<'a>>,
 }
 
+impl<'a> Resolver<'a> {
+    /// The input's tables and its rendering context (made at its first
+    /// record: a cursor is one CPU); `None` for inputs without tables.
+    fn ready(&mut self, cpu: u32) -> Option<(&'a Meta, &RenderCtx<'a>, &Cell<PidInfo<'a>>)> {
+        let meta = self.meta?;
+        let ctx = self.ctx.get_or_insert_with(|| meta.ctx(cpu));
+        Some((meta, ctx, &self.last))
+    }
+}
+
 /// Feeds one batch to the sink.
 fn deliver<'a>(batch: &Batch, res: &mut [Resolver<'a>], sink: &mut dyn Sink) -> Result<()> {
     for it in &batch.items {
@@ -160,14 +165,9 @@ fn deliver<'a>(batch: &Batch, res: &mut [Resolver<'a>], sink: &mut dyn Sink) -> 
                 })
             }
             Kind::Resolved { pid, tgid, comm, raw } => {
-                let Some(r) = res.get_mut(it.input) else { continue };
-                let Some(meta) = r.meta else { continue };
-                if r.ctx.is_none() {
-                    r.ctx = Some(meta.ctx(it.cpu));
-                }
-                let r = &res[it.input];
+                let Some((meta, ctx, _)) = res.get_mut(it.input).and_then(|r| r.ready(it.cpu)) else { continue };
                 let data = batch.bytes.get(raw.clone()).unwrap_or(&[]);
-                let (Some(ctx), Some(format)) = (r.ctx.as_ref(), Events::common_type(data, meta.endian).and_then(|id| meta.events.by_id(id))) else { continue };
+                let Some(format) = Events::common_type(data, meta.endian).and_then(|id| meta.events.by_id(id)) else { continue };
                 Payload::Event(Record {
                     pid: *pid,
                     tgid: *tgid,
@@ -178,16 +178,9 @@ fn deliver<'a>(batch: &Batch, res: &mut [Resolver<'a>], sink: &mut dyn Sink) -> 
                 })
             }
             Kind::Raw(range) => {
-                let Some(r) = res.get_mut(it.input) else { continue };
-                let Some(meta) = r.meta else { continue };
-                if r.ctx.is_none() {
-                    r.ctx = Some(meta.ctx(it.cpu));
-                }
-                let r = &res[it.input];
-                let (Some(ctx), Some(data)) = (r.ctx.as_ref(), batch.bytes.get(range.clone())) else { continue };
-                let ev = EventView { ts: it.ts, orig_ts: it.orig_ts, cpu: it.cpu, payload: Payload::Event(meta.record(data, ctx, &r.last)) };
-                sink.event(it.machine, &ev)?;
-                continue;
+                let Some((meta, ctx, last)) = res.get_mut(it.input).and_then(|r| r.ready(it.cpu)) else { continue };
+                let Some(data) = batch.bytes.get(range.clone()) else { continue };
+                Payload::Event(meta.record(data, ctx, last))
             }
         };
         sink.event(it.machine, &EventView { ts: it.ts, orig_ts: it.orig_ts, cpu: it.cpu, payload })?;

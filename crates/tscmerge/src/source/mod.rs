@@ -89,10 +89,7 @@ impl<'d> ReleaseBehind<'d> {
             return;
         }
         let end = pos / OS_PAGE * OS_PAGE;
-        // SAFETY: `map` is a read-only MAP_SHARED file mapping (memmap2
-        // `Mmap::map`); DONTNEED drops its pages, which fault back in from
-        // the file if read again: no data changes under any borrower.
-        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, done, end - done) };
+        drop_pages(map, done, end);
         self.done = Some(end);
     }
 
@@ -101,13 +98,20 @@ impl<'d> ReleaseBehind<'d> {
     /// would keep files under 4 MiB mapped: hundreds of guest files add up).
     pub(crate) fn reached_end(&mut self) {
         let Some(map) = self.map else { return };
-        let done = self.done.unwrap_or(0);
-        if done < map.len() {
-            // SAFETY: as in `reached`.
-            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, done, map.len() - done) };
-        }
+        drop_pages(map, self.done.unwrap_or(0), map.len());
         self.done = Some(map.len());
     }
+}
+
+/// Drops the mapped pages of `from..to` (page-aligned `from`).
+fn drop_pages(map: &memmap2::Mmap, from: usize, to: usize) {
+    if from >= to {
+        return;
+    }
+    // SAFETY: `map` is a read-only MAP_SHARED file mapping (memmap2
+    // `Mmap::map`); DONTNEED drops its pages, which fault back in from the
+    // file if read again: no data changes under any borrower.
+    let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from) };
 }
 
 enum Data {
