@@ -168,8 +168,18 @@ fn make_events() -> Vec<CpuEvents> {
 }
 
 fn write_file(version: u32, comp: Compression) -> (Vec<u8>, Vec<Ev>) {
+    write_file_as(version, comp, false)
+}
+
+/// `deferred`: metadata after the data (`TraceDatWriter::new_deferred`).
+fn write_file_as(version: u32, comp: Compression, deferred: bool) -> (Vec<u8>, Vec<Ev>) {
     let f = formats();
-    let mut w = TraceDatWriter::new(Cursor::new(Vec::new()), version, comp, &header(&f)).unwrap();
+    let h = header(&f);
+    let mut w = if deferred {
+        TraceDatWriter::new_deferred(Cursor::new(Vec::new()), comp, h.endian, h.long_size, h.page_size).unwrap()
+    } else {
+        TraceDatWriter::new(Cursor::new(Vec::new()), version, comp, &h).unwrap()
+    };
     w.add_option(OptionData::Uname("Linux writer-test 6.18 x86_64".into()))
         .unwrap();
     w.add_option(OptionData::Version("tscmerge-test".into()))
@@ -196,7 +206,8 @@ fn write_file(version: u32, comp: Compression) -> (Vec<u8>, Vec<Ev>) {
         w.add_option(OptionData::CpuStat("CPU: 1\nentries: 0\n".into()))
             .unwrap();
     }
-    (w.finish().unwrap().into_inner(), expect)
+    let out = if deferred { w.finish_with_metadata(&h) } else { w.finish() };
+    (out.unwrap().into_inner(), expect)
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -274,9 +285,26 @@ fn report(path: &Path) -> String {
 }
 
 fn check_against_report(version: u32, comp: Compression, file: &str) {
-    let (bytes, mut expect) = write_file(version, comp);
+    check_against_report_as(version, comp, file, false)
+}
+
+fn check_against_report_as(version: u32, comp: Compression, file: &str, deferred: bool) {
+    let (bytes, mut expect) = write_file_as(version, comp, deferred);
     let path = tmp(file);
     std::fs::write(&path, &bytes).unwrap();
+    // Our reader first: every event back, wherever the metadata sits.
+    let dat = ftrace::tracedat::TraceDat::parse(&bytes).unwrap();
+    assert_eq!(dat.event_formats().count() + dat.ftrace_formats().count() > 0, true);
+    let mut n = 0;
+    for (bi, b) in dat.buffers().iter().enumerate() {
+        for ci in 0..b.cpus.len() {
+            let mut ev = dat.cpu_events(bi, ci).unwrap();
+            while let Some(r) = ev.next_event().unwrap() {
+                n += matches!(r, ftrace::ring::RingEvent::Event { .. }) as usize;
+            }
+        }
+    }
+    assert_eq!(n, expect.len(), "events read back by ftrace::tracedat");
     if !trace_cmd() {
         return;
     }
@@ -340,6 +368,22 @@ fn v7_none_reported_by_trace_cmd() {
 #[test]
 fn v7_zstd_reported_by_trace_cmd() {
     check_against_report(7, Compression::Zstd, "two.v7zstd.dat");
+}
+
+#[test]
+fn v7_metadata_last_reported_by_trace_cmd() {
+    check_against_report_as(7, Compression::Zstd, "two.v7zstd-deferred.dat", true);
+    check_against_report_as(7, Compression::None, "two.v7none-deferred.dat", true);
+}
+
+#[test]
+fn metadata_last_needs_its_own_finish() {
+    let f = formats();
+    let h = header(&f);
+    let w = TraceDatWriter::new_deferred(Cursor::new(Vec::new()), Compression::Zstd, h.endian, h.long_size, h.page_size).unwrap();
+    assert!(w.finish().is_err());
+    let w = TraceDatWriter::new(Cursor::new(Vec::new()), 7, Compression::Zstd, &h).unwrap();
+    assert!(w.finish_with_metadata(&h).is_err());
 }
 
 // ---- structural checks (no trace-cmd needed) ----

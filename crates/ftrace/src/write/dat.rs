@@ -275,6 +275,8 @@ pub struct TraceDatWriter<W: Write + Seek> {
     open: Option<OpenBuffer>,
     cpu: Option<OpenCpu>,
     scratch: Vec<u8>,
+    /// Metadata comes last (`new_deferred`).
+    deferred: bool,
 }
 
 fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -285,14 +287,7 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 impl<W: Write + Seek> TraceDatWriter<W> {
-    /// Writes the file header and all metadata. `out` should be positioned at 0
-    /// (offsets in the file are absolute).
-    pub fn new(
-        mut out: W,
-        version: u32,
-        compression: Compression,
-        header: &Header,
-    ) -> Result<Self> {
+    fn check_header(version: u32, compression: Compression, header: &Header) -> Result<()> {
         if version != 6 && version != 7 {
             return Err(Error::invalid(
                 0,
@@ -317,17 +312,18 @@ impl<W: Write + Seek> TraceDatWriter<W> {
                 format!("page size {}: expected a power of two", header.page_size),
             ));
         }
-        let pos = out
-            .stream_position()
-            .map_err(io("finding the output position"))?;
-        let mut w = TraceDatWriter {
+        Ok(())
+    }
+
+    fn blank(out: W, pos: u64, version: u32, compression: Compression, endian: Endian, page_size: u32) -> Result<Self> {
+        Ok(TraceDatWriter {
             out,
             pos,
             version,
             compression,
             codec: Codec::new(compression)?,
-            endian: header.endian,
-            page_size: header.page_size,
+            endian,
+            page_size,
             chunk_pages: DEFAULT_CHUNK_PAGES,
             strings: Vec::new(),
             pending: Vec::new(),
@@ -341,8 +337,53 @@ impl<W: Write + Seek> TraceDatWriter<W> {
             open: None,
             cpu: None,
             scratch: Vec::new(),
+            deferred: false,
+        })
+    }
+
+    /// Writes the file header and all metadata. `out` should be positioned at 0
+    /// (offsets in the file are absolute).
+    pub fn new(
+        mut out: W,
+        version: u32,
+        compression: Compression,
+        header: &Header,
+    ) -> Result<Self> {
+        Self::check_header(version, compression, header)?;
+        let pos = out
+            .stream_position()
+            .map_err(io("finding the output position"))?;
+        let mut w = Self::blank(out, pos, version, compression, header.endian, header.page_size)?;
+        w.write_init(header.endian, header.long_size, header.page_size)?;
+        w.write_metadata(header)?;
+        Ok(w)
+    }
+
+    /// A v7 writer that writes the metadata (formats, cmdlines, ...) last,
+    /// in [`finish_with_metadata`](Self::finish_with_metadata): for writers
+    /// that learn which formats and comms they need while writing pages.
+    /// v7 readers find every section through the options' offsets
+    /// (trace-input.c `handle_options`, `handle_section`), and trace-cmd's
+    /// strings scan walks sections back to back from the header, which holds
+    /// wherever they sit.
+    pub fn new_deferred(mut out: W, compression: Compression, endian: Endian, long_size: u8, page_size: u32) -> Result<Self> {
+        let probe = Header {
+            endian,
+            long_size,
+            page_size,
+            header_page: &[],
+            header_event: &[],
+            ftrace_formats: Vec::new(),
+            event_formats: Vec::new(),
+            kallsyms: None,
+            printk: None,
+            cmdlines: &[],
         };
-        w.write_header(header)?;
+        Self::check_header(7, compression, &probe)?;
+        let pos = out.stream_position().map_err(io("finding the output position"))?;
+        let mut w = Self::blank(out, pos, 7, compression, endian, page_size)?;
+        w.deferred = true;
+        w.write_init(endian, long_size, page_size)?;
         Ok(w)
     }
 
@@ -594,7 +635,28 @@ impl<W: Write + Seek> TraceDatWriter<W> {
 
     /// Ends the last buffer, writes any buffers not yet written (empty), the
     /// remaining options and (v7) the strings section; returns the output.
-    pub fn finish(mut self) -> Result<W> {
+    pub fn finish(self) -> Result<W> {
+        if self.deferred {
+            return Err(Error::invalid(self.pos, "a writer made with new_deferred ends with finish_with_metadata"));
+        }
+        self.finish_inner(None)
+    }
+
+    /// [`finish`](Self::finish) for a writer made with
+    /// [`new_deferred`](Self::new_deferred): writes `header`'s metadata
+    /// sections after the data. Byte order, long and page size must be
+    /// those given to `new_deferred`.
+    pub fn finish_with_metadata(self, header: &Header) -> Result<W> {
+        if !self.deferred {
+            return Err(Error::invalid(self.pos, "finish_with_metadata needs a writer made with new_deferred"));
+        }
+        if header.endian != self.endian || header.page_size != self.page_size {
+            return Err(Error::invalid(self.pos, "metadata header disagrees with the file header (byte order or page size)"));
+        }
+        self.finish_inner(Some(header))
+    }
+
+    fn finish_inner(mut self, metadata: Option<&Header>) -> Result<W> {
         self.end_cpu()?;
         self.close_buffer()?;
         while self.next_buffer < self.buffers.len() {
@@ -603,6 +665,9 @@ impl<W: Write + Seek> TraceDatWriter<W> {
         }
         if !self.sealed {
             self.seal()?;
+        }
+        if let Some(h) = metadata {
+            self.write_metadata(h)?;
         }
         if self.version == 7 {
             if !self.pending.is_empty() {
@@ -706,11 +771,27 @@ impl<W: Write + Seek> TraceDatWriter<W> {
 
     // ---- metadata ----
 
-    fn write_header(&mut self, h: &Header) -> Result<()> {
+    /// Magic, version, byte order, long and page size; v7: the codec and
+    /// the u64 that will point at the first options section.
+    fn write_init(&mut self, endian: Endian, long_size: u8, page_size: u32) -> Result<()> {
         self.put(MAGIC)?;
         self.put(if self.version == 6 { b"6\0" } else { b"7\0" })?;
-        self.put(&[if h.endian == Endian::Big { 1 } else { 0 }, h.long_size])?;
-        self.put_u32(h.page_size)?;
+        self.put(&[if endian == Endian::Big { 1 } else { 0 }, long_size])?;
+        self.put_u32(page_size)?;
+        if self.version == 7 {
+            self.put(self.compression.name().as_bytes())?;
+            self.put(&[0])?;
+            self.put(self.compression.version().as_bytes())?;
+            self.put(&[0])?;
+            self.options_link = self.pos;
+            self.put_u64(0)?;
+        }
+        Ok(())
+    }
+
+    /// The metadata: v6 in its fixed place, v7 as sections whose offsets go
+    /// into the next options section.
+    fn write_metadata(&mut self, h: &Header) -> Result<()> {
         let e = self.endian;
 
         let mut headers = Vec::new();
@@ -778,13 +859,6 @@ impl<W: Write + Seek> TraceDatWriter<W> {
             self.put(&cmdlines)?;
             return Ok(());
         }
-
-        self.put(self.compression.name().as_bytes())?;
-        self.put(&[0])?;
-        self.put(self.compression.version().as_bytes())?;
-        self.put(&[0])?;
-        self.options_link = self.pos;
-        self.put_u64(0)?;
 
         let flags = if self.compression.is_compressed() {
             SECTION_FLAG_COMPRESSED
