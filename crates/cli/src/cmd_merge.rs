@@ -225,8 +225,20 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let labels: Vec<String> = cursors.iter().map(|c| machines[c.machine].clone()).collect();
     let (stats, check_failed) = if format == Format::Dat {
         let Some(path) = a.output.as_deref() else { bail!("--format dat writes a binary file: give it with -o FILE.dat") };
-        let mut sink = DatSink::create(path, machines, provenance(&plan))?;
-        run_merge(cursors, total, &mut sink, check, threads)?
+        if a.check {
+            // The check follows the merged order: the merge-fed sink.
+            let mut sink = DatSink::create(path, machines, provenance(&plan))?;
+            run_merge(cursors, total, &mut sink, check, threads)?
+        } else {
+            // Each output CPU on its own, pages copied where they can be.
+            drop(cursors);
+            let (groups, n) = plan.page_groups()?;
+            let (stats, pages) = tscmerge::sink::dat::write_pages(path, machines, provenance(&plan), groups, n, threads)?;
+            if a.stats {
+                eprintln!("tscmerge: {} pages copied whole, {} built event by event", pages.copied, pages.built);
+            }
+            (stats, false)
+        }
     } else {
         let out = Output::open(a.output.as_deref())?;
         let name = out.name();

@@ -239,4 +239,27 @@ fn text_raw_and_dat_of_one_recording_agree() {
         let differ = unlabelled.iter().zip(&dat_lines).filter(|(a, b)| a.trim_start() != b.trim_start()).count();
         assert_eq!(differ, 0, "raw directory report differs from the trace.dat report on {differ} lines");
     }
+
+    // `merge --format dat` over kernel-written pages (raw directory and
+    // trace.dat) copies them whole and holds what the merge-fed writer
+    // (`--check`) holds.
+    for (what, src) in [("raw", &raw), ("dat", &dat)] {
+        let pages = dir.join(format!("{what}-pages.dat"));
+        let merged = dir.join(format!("{what}-merged.dat"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tscmerge"))
+            .args(["merge", src.to_str().unwrap(), "--format", "dat", "--stats", "-o", pages.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains(" pages copied whole, ") && !err.contains(": 0 pages copied whole"), "{what}: {err}");
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_tscmerge"))
+            .args(["merge", src.to_str().unwrap(), "--format", "dat", "--check", "-o", merged.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let strip = |t: String| t.lines().filter(|l| !l.starts_with("cpus=")).map(str::to_string).collect::<Vec<_>>();
+        let a = strip(tscmerge(&["report", pages.to_str().unwrap()]));
+        let b = strip(tscmerge(&["report", merged.to_str().unwrap()]));
+        assert!(a.len() > 20 && a == b, "{what}: merge --format dat differs from the merge-fed writer ({} vs {} lines)", a.len(), b.len());
+    }
 }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use crate::clock::{GuestCursor, OffsetTimeline, Scaling, VcpuClock, VcpuTimeline};
 use crate::merge;
-use crate::source::Input;
+use crate::source::pages::GuestClock;
+use crate::source::{Input, InputKind, PageFeed};
 use crate::time::VcpuId;
 use crate::{Error, Result};
 
@@ -344,6 +345,69 @@ impl Plan {
             }
         }
         Ok(out)
+    }
+}
+
+/// The sources of one output CPU: every input CPU that maps to it, in the
+/// merge's cursor order (which breaks ties the same way).
+pub struct PageGroup<'a> {
+    pub machine: usize,
+    pub cpu: u32,
+    /// Each with the index of the merge cursor it belongs to (`--stats`).
+    pub sources: Vec<(usize, PageFeed<'a>)>,
+}
+
+impl Plan {
+    /// The inputs by output (machine, CPU), for a writer that copies pages
+    /// (`merge --format dat`), and the number of merge cursors the counts
+    /// are kept for ([`cursors`](Self::cursors) numbers them the same way).
+    pub fn page_groups(&self) -> Result<(Vec<PageGroup<'_>>, usize)> {
+        let mut groups: BTreeMap<(usize, u32), Vec<(usize, PageFeed<'_>)>> = BTreeMap::new();
+        let mut stat = 0;
+        for h in &self.hosts {
+            for b in 0..h.buffers().len() {
+                let feeds = h.page_sources(b, |_| None)?;
+                // A text host is one merge cursor for all its CPUs.
+                let one = h.kind == InputKind::Text;
+                for (cpu, feed) in feeds {
+                    groups.entry((0, cpu)).or_default().push((stat, feed));
+                    if !one {
+                        stat += 1;
+                    }
+                }
+                if one {
+                    stat += 1;
+                }
+            }
+        }
+        for (gi, g) in self.guests.iter().enumerate() {
+            let vm = &self.timeline.vms[g.vm];
+            let timeline = |cpu: u32| {
+                let vcpu = g.spec.vcpu_map.get(&cpu).copied().unwrap_or(cpu);
+                (vcpu, vm.vcpus.get(&VcpuId(vcpu)).unwrap_or(&NO_TIMELINE))
+            };
+            for input in &g.inputs {
+                for b in 0..input.buffers().len() {
+                    let feeds = input.page_sources(b, |cpu| {
+                        let (vcpu, tl) = timeline(cpu);
+                        Some(GuestClock { clock: VcpuClock::new(tl), guest: g.spec.name.clone(), vcpu })
+                    })?;
+                    for (cpu, feed) in feeds {
+                        let feed = match feed {
+                            PageFeed::Events(c) => {
+                                let (vcpu, tl) = timeline(cpu);
+                                PageFeed::Events(Box::new(GuestCursor::new(c, VcpuClock::new(tl), &g.spec.name, vcpu)?))
+                            }
+                            f => f,
+                        };
+                        groups.entry((gi + 1, cpu)).or_default().push((stat, feed));
+                        stat += 1;
+                    }
+                }
+            }
+        }
+        let groups = groups.into_iter().map(|((machine, cpu), sources)| PageGroup { machine, cpu, sources }).collect();
+        Ok((groups, stat))
     }
 }
 

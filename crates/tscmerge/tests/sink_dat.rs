@@ -33,9 +33,9 @@ fn trace_cmd_reads_the_merge() {
     let mut sink = DatSink::create(&out, plan.machines(), prov).unwrap();
     let stats = merge(plan.cursors().unwrap(), &mut sink).unwrap();
     assert_eq!(stats.total as usize, want.len());
-    assert_eq!(sink.counts.0 as usize, want.len());
+    assert_eq!(sink.counts().0 as usize, want.len());
     // sched_switch and kvm_write_tsc_offset are rebuilt as binary records.
-    assert!(sink.counts.1 < sink.counts.0 / 2, "{:?}", sink.counts);
+    assert!(sink.counts().1 < sink.counts().0 / 2, "{:?}", sink.counts());
     assert!(out.exists());
     // No temporary file is left behind.
     assert_eq!(std::fs::read_dir(&dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".tmp")).count(), 0);
@@ -90,7 +90,7 @@ fn raw_records_survive() {
     let plan = tscmerge::plan::Plan::new(tscmerge::plan::MergeSpec { hosts: vec![src.to_path_buf()], ..Default::default() }).unwrap();
     let mut sink = DatSink::create(&out, plan.machines(), Vec::new()).unwrap();
     merge(plan.cursors().unwrap(), &mut sink).unwrap();
-    assert_eq!(sink.counts.1, 0, "every record kept as binary");
+    assert_eq!(sink.counts().1, 0, "every record kept as binary");
     let a: Vec<Line> = report(src).iter().filter_map(|l| parse_line(l)).collect();
     let b: Vec<Line> = report(&out).iter().filter_map(|l| parse_line(l)).collect();
     assert_eq!(a.len(), b.len());

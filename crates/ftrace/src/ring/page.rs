@@ -169,7 +169,7 @@ impl<'p> Page<'p> {
     /// be the layout's: callers that decided it once per stream use this.
     pub fn events_as<O: ByteOrder>(&self) -> RawEvents<'p, O> {
         debug_assert_eq!(O::ENDIAN, self.endian);
-        RawEvents { data: self.data, pos: 0, ts: self.timestamp, base: self.data_offset, lost: self.lost, _o: PhantomData }
+        RawEvents { data: self.data, pos: 0, ts: self.timestamp, base: self.data_offset, lost: self.lost, absolute: false, _o: PhantomData }
     }
 }
 
@@ -179,6 +179,16 @@ impl<'p> Page<'p> {
 pub enum PageEvents<'p> {
     Le(RawEvents<'p, Le>),
     Be(RawEvents<'p, Be>),
+}
+
+impl PageEvents<'_> {
+    /// [`RawEvents::saw_absolute`] of the walker.
+    pub fn saw_absolute(&self) -> bool {
+        match self {
+            PageEvents::Le(r) => r.saw_absolute(),
+            PageEvents::Be(r) => r.saw_absolute(),
+        }
+    }
 }
 
 impl<'p> Iterator for PageEvents<'p> {
@@ -201,6 +211,8 @@ pub struct RawEvents<'p, O: ByteOrder> {
     ts: u64,
     base: u64,
     lost: Option<Option<u64>>,
+    /// An absolute timestamp record was walked over.
+    absolute: bool,
     _o: PhantomData<O>,
 }
 
@@ -216,7 +228,7 @@ pub(crate) struct WalkState {
 
 impl<'p, O: ByteOrder> RawEvents<'p, O> {
     pub(crate) fn resume(data: &'p [u8], st: WalkState) -> Self {
-        RawEvents { data, pos: st.pos, ts: st.ts, base: st.base, lost: st.lost, _o: PhantomData }
+        RawEvents { data, pos: st.pos, ts: st.ts, base: st.base, lost: st.lost, absolute: false, _o: PhantomData }
     }
     pub(crate) fn state(&self) -> WalkState {
         WalkState { pos: self.pos, ts: self.ts, base: self.base, lost: self.lost }
@@ -225,6 +237,12 @@ impl<'p, O: ByteOrder> RawEvents<'p, O> {
     /// The running timestamp: the last record's.
     pub fn timestamp(&self) -> u64 {
         self.ts
+    }
+
+    /// Whether the walk so far met an absolute timestamp record (type 31):
+    /// a writer that moves the page's times must rewrite those too.
+    pub fn saw_absolute(&self) -> bool {
+        self.absolute
     }
 
     #[inline(always)]
@@ -274,6 +292,7 @@ impl<'p, O: ByteOrder> RawEvents<'p, O> {
                         }
                     }
                     self.ts = abs;
+                    self.absolute = true;
                     self.pos = pos + 8;
                 }
                 0 => {

@@ -149,6 +149,11 @@ impl PageBuilder {
         self.missed = Some(count);
     }
 
+    /// Whether the page being built will carry a lost-events mark.
+    pub fn missed_pending(&self) -> bool {
+        self.missed.is_some()
+    }
+
     /// Bytes an event of `payload_len` takes in the page, without a time extend.
     pub fn event_size(payload_len: usize) -> usize {
         let padded = payload_len.max(1).div_ceil(RB_ALIGNMENT) * RB_ALIGNMENT;
@@ -290,9 +295,9 @@ impl PageBuilder {
         &self.page
     }
 
-    /// Starts a new, empty page.
+    /// Starts a new, empty page. No zeroing: [`page`](Self::page) writes
+    /// the header and zeroes everything after the data.
     pub fn clear(&mut self) {
-        self.page.fill(0);
         self.used = 0;
         self.events = 0;
         self.missed = None;

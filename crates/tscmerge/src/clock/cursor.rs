@@ -42,15 +42,22 @@ impl<'a> GuestCursor<'a> {
                 self.period = p.period;
                 Ok(())
             }
-            Err(PlaceError::NoOffset) => Err(Error::NoOffset { guest: self.guest.clone(), vcpu: self.vcpu }),
-            Err(PlaceError::BeforeFirstOffset { guest, host, first_write }) => Err(Error::BeforeFirstOffset {
-                guest: self.guest.clone(),
-                vcpu: self.vcpu,
-                guest_ts: guest.0,
-                host_ts: host.0,
-                first_write: first_write.0,
-            }),
+            Err(e) => Err(place_error(&self.guest, self.vcpu, e)),
         }
+    }
+}
+
+/// The error for a guest event that could not be placed.
+pub(crate) fn place_error(guest: &str, vcpu: u32, e: PlaceError) -> Error {
+    match e {
+        PlaceError::NoOffset => Error::NoOffset { guest: guest.to_string(), vcpu },
+        PlaceError::BeforeFirstOffset { guest: g, host, first_write } => Error::BeforeFirstOffset {
+            guest: guest.to_string(),
+            vcpu,
+            guest_ts: g.0,
+            host_ts: host.0,
+            first_write: first_write.0,
+        },
     }
 }
 

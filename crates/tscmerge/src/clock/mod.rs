@@ -3,7 +3,7 @@
 //! which period a guest event belongs to.
 
 mod convert;
-mod cursor;
+pub(crate) mod cursor;
 mod debugfs;
 mod timeline;
 mod walk;

@@ -38,7 +38,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use ftrace::format::{EventFormat, Field, FieldKind};
-use ftrace::write::{option_id, Compression, Header, OptionData, PageBuilder, TraceDatWriter};
+use ftrace::write::{option_id, BufferId, Compression, Header, OptionData, PageBuilder, TraceDatWriter};
 use ftrace::pidmap::{PidBuildHasher, PidMap};
 use ftrace::Endian;
 
@@ -133,6 +133,8 @@ struct Spool {
     pages: PageBuilder,
     file: BufWriter<File>,
     count: u64,
+    /// The latest time written.
+    last: u64,
 }
 
 /// How records of one source format are written.
@@ -142,22 +144,35 @@ enum Route {
     AsText,
 }
 
-pub struct DatSink {
-    dest: PathBuf,
-    machines: Vec<String>,
-    provenance: Vec<MachineProvenance>,
+/// Turns events into output records: the output's formats, the route of
+/// each source format, and the comms seen per machine.
+struct Encoder {
     formats: Vec<OutFormat>,
     by_name: HashMap<(String, String), u16>,
     /// Source format (by address: formats live as long as their inputs) → route.
     routes: HashMap<(usize, usize), Route, PidBuildHasher>,
-    /// Spools in creation order, found by (machine, cpu) through `spool_at`.
-    spools: Vec<((usize, u32), Spool)>,
-    spool_at: HashMap<(usize, u32), usize, PidBuildHasher>,
     comms: Vec<PidMap<String>>,
+    /// [`Encoder::known`]'s answers by system and name.
+    known_ids: HashMap<&'static str, HashMap<String, Option<u16>>>,
+    /// The record last encoded.
     rec: Vec<u8>,
     text: Vec<u8>,
     /// Events written, and those encoded from text (for the caller's summary).
-    pub counts: (u64, u64),
+    counts: (u64, u64),
+    /// Pages written by [`write_pages`].
+    pages: PageCounts,
+    dest: PathBuf,
+    machines: Vec<String>,
+}
+
+pub struct DatSink {
+    dest: PathBuf,
+    machines: Vec<String>,
+    provenance: Vec<MachineProvenance>,
+    enc: Encoder,
+    /// Spools in creation order, found by (machine, cpu) through `spool_at`.
+    spools: Vec<((usize, u32), Spool)>,
+    spool_at: HashMap<(usize, u32), usize, PidBuildHasher>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -171,21 +186,38 @@ impl DatSink {
     /// A sink that will write `dest` (through a temporary file) in `finish`.
     /// `machines[0]` is the host.
     pub fn create(dest: &Path, machines: Vec<String>, provenance: Vec<MachineProvenance>) -> Result<DatSink> {
-        let n = machines.len();
+        let enc = Encoder::new(dest, &machines);
         Ok(DatSink {
             dest: dest.to_path_buf(),
             machines,
             provenance,
+            enc,
+            spools: Vec::new(),
+            spool_at: HashMap::default(),
+        })
+    }
+
+    /// Events written, and those of them encoded from text.
+    pub fn counts(&self) -> (u64, u64) {
+        self.enc.counts
+    }
+}
+
+impl Encoder {
+    fn new(dest: &Path, machines: &[String]) -> Encoder {
+        Encoder {
             formats: Vec::new(),
             by_name: HashMap::new(),
             routes: HashMap::default(),
-            spools: Vec::new(),
-            spool_at: HashMap::default(),
-            comms: vec![PidMap::default(); n],
+            comms: vec![PidMap::default(); machines.len()],
+            known_ids: HashMap::new(),
             rec: Vec::with_capacity(256),
             text: Vec::with_capacity(256),
             counts: (0, 0),
-        })
+            pages: PageCounts::default(),
+            dest: dest.to_path_buf(),
+            machines: machines.to_vec(),
+        }
     }
 
     fn id_of(&self, idx: usize) -> u16 {
@@ -208,7 +240,18 @@ impl DatSink {
         Some(id)
     }
 
-    fn known(&mut self, system: &str, name: &str, fields: &str, fmt: &str) -> Option<u16> {
+    /// The output id of one of our own formats (`fields` and `fmt` fixed
+    /// per (system, name)); looked up once, then cached.
+    fn known(&mut self, system: &'static str, name: &str, fields: &str, fmt: &str) -> Option<u16> {
+        if let Some(&id) = self.known_ids.get(system).and_then(|m| m.get(name)) {
+            return id;
+        }
+        let id = self.known_uncached(system, name, fields, fmt);
+        self.known_ids.entry(system).or_default().insert(name.to_string(), id);
+        id
+    }
+
+    fn known_uncached(&mut self, system: &str, name: &str, fields: &str, fmt: &str) -> Option<u16> {
         // Parse our own text to get the layout exactly as a reader sees it.
         let text = format_text(name, 0, fields, fmt);
         let f = EventFormat::parse(system, text.as_bytes()).ok()?;
@@ -311,120 +354,29 @@ impl DatSink {
         Ok(())
     }
 
-    fn spool(&mut self, machine: usize, cpu: u32) -> Result<&mut Spool> {
-        let i = match self.spool_at.get(&(machine, cpu)) {
-            Some(&i) => i,
-            None => {
-                let f = tempfile::tempfile().map_err(io_err(&self.dest))?;
-                let pages = PageBuilder::new(Endian::Little, LONG_SIZE, PAGE_SIZE)?;
-                self.spools.push(((machine, cpu), Spool { pages, file: BufWriter::with_capacity(1 << 16, f), count: 0 }));
-                self.spool_at.insert((machine, cpu), self.spools.len() - 1);
-                self.spools.len() - 1
-            }
-        };
-        Ok(&mut self.spools[i].1)
+    /// The error for a CPU whose host times would run backwards: a trace.dat
+    /// CPU holds non-decreasing times (ring-buffer deltas are unsigned).
+    fn backwards(&self, machine: usize, cpu: u32, last: u64, ts: u64) -> Error {
+        let name = self.machines.get(machine).map_or("?", String::as_str);
+        Error::Usage(format!(
+            "{}: {name} cpu {cpu}: host time {ts} comes after {last} in that CPU's order: the offsets (or the TSC scaling) do not fit this guest (tscmerge check shows where); a trace.dat CPU cannot go back in time",
+            self.dest.display()
+        ))
     }
 
-    fn write_file(&mut self) -> Result<()> {
-        // Per machine: CPUs seen (a buffer lists 0..=max).
-        let mut cpus = vec![0u32; self.machines.len()];
-        // Buffers list their CPUs in order.
-        self.spools.sort_by_key(|(key, _)| *key);
-        self.spool_at.clear();
-        for &((m, c), _) in &self.spools {
-            if let Some(n) = cpus.get_mut(m) {
-                *n = (*n).max(c + 1);
-            }
+    /// Notes `pid`'s comm for `machine` (the first one seen stays).
+    fn note_comm(&mut self, machine: usize, pid: i32, comm: &str) {
+        if comm.is_empty() || comm == "<...>" {
+            return;
         }
-        let mut cmdlines = String::new();
-        let mut seen = std::collections::HashSet::new();
-        // The host's comms win where a guest reuses a pid: one table per file.
-        for comms in &self.comms {
-            let mut v: Vec<_> = comms.iter().collect();
-            v.sort();
-            for (pid, comm) in v {
-                if seen.insert(*pid) {
-                    cmdlines.push_str(&format!("{pid} {comm}\n"));
-                }
-            }
+        if let Some(c) = self.comms.get_mut(machine) {
+            c.entry(pid).or_insert_with(|| comm.to_string());
         }
-        let ftrace_formats: Vec<&[u8]> = self.formats.iter().filter(|f| f.system == "ftrace").map(|f| f.text.as_bytes()).collect();
-        let event_formats: Vec<(&str, &[u8])> =
-            self.formats.iter().filter(|f| f.system != "ftrace").map(|f| (f.system.as_str(), f.text.as_bytes())).collect();
-        let header = Header {
-            endian: Endian::Little,
-            long_size: LONG_SIZE,
-            page_size: PAGE_SIZE as u32,
-            header_page: HEADER_PAGE.as_bytes(),
-            header_event: HEADER_EVENT.as_bytes(),
-            ftrace_formats,
-            event_formats,
-            kallsyms: None,
-            printk: None,
-            cmdlines: cmdlines.as_bytes(),
-        };
-        let mut name = self.dest.file_name().unwrap_or_default().to_os_string();
-        name.push(format!(".tmp{}", std::process::id()));
-        let tmp = self.dest.with_file_name(name);
-        let result = (|| -> Result<()> {
-            let f = File::create(&tmp).map_err(io_err(&tmp))?;
-            let mut w = TraceDatWriter::new(BufWriter::with_capacity(1 << 20, f), 7, Compression::Zstd, &header)?;
-            w.add_option(OptionData::Version(format!("tscmerge {}", env!("CARGO_PKG_VERSION"))))?;
-            for p in &self.provenance {
-                let mut data = p.json.clone().into_bytes();
-                data.push(0);
-                w.add_option(OptionData::Raw { id: option_id::PRIVATE_FIRST, data })?;
-            }
-            let mut names = String::new();
-            for (i, m) in self.machines.iter().enumerate() {
-                names.push_str(&format!("{}={m}\n", if i == 0 { "" } else { m }));
-            }
-            names.push('\0');
-            w.add_option(OptionData::Raw { id: option_id::PRIVATE_FIRST + 1, data: names.into_bytes() })?;
-            let bufs = (0..self.machines.len())
-                .map(|m| w.add_buffer(if m == 0 { "" } else { &self.machines[m] }, "x86-tsc", cpus[m].max(1)))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            for ((m, cpu), spool) in self.spools.iter_mut() {
-                let (m, cpu) = (*m, *cpu);
-                let file = spool.file.get_mut();
-                file.seek(SeekFrom::Start(0)).map_err(io_err(&self.dest))?;
-                w.write_cpu_data(bufs[m], cpu, &*file)?;
-            }
-            let mut out = w.finish()?;
-            out.flush().map_err(io_err(&tmp))?;
-            out.get_ref().sync_all().map_err(io_err(&tmp))?;
-            drop(out);
-            std::fs::rename(&tmp, &self.dest).map_err(io_err(&self.dest))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
     }
-}
 
-impl Sink for DatSink {
-    fn event(&mut self, machine: usize, ev: &EventView<'_>) -> Result<()> {
-        let r = match ev.payload {
-            Payload::Lost { count } => {
-                let sp = self.spool(machine, ev.cpu)?;
-                let Spool { pages, file, count: n } = sp;
-                pages.flush(|p| {
-                    *n += 1;
-                    file.write_all(p).map_err(|e| ftrace::Error::Io { what: "spooling pages".into(), source: e })
-                })?;
-                pages.set_missed_events(count);
-                return Ok(());
-            }
-            Payload::Event(r) => r,
-        };
-        if !r.comm.is_empty() && r.comm != "<...>" {
-            if let Some(c) = self.comms.get_mut(machine) {
-                if !c.contains_key(&r.pid) {
-                    c.insert(r.pid, r.comm.to_string());
-                }
-            }
-        }
+    /// Encodes one event's record into `self.rec`.
+    fn encode(&mut self, machine: usize, r: &Record<'_>) -> Result<()> {
+        self.note_comm(machine, r.pid, r.comm);
         let mut as_text = true;
         match r.body {
             Body::Raw { format, data, ctx } => {
@@ -446,7 +398,7 @@ impl Sink for DatSink {
                 self.text.extend_from_slice(b);
             }
             Body::Text(t) => {
-                if self.encode_known_text(&r, t).is_some() {
+                if self.encode_known_text(r, t).is_some() {
                     as_text = false;
                 } else {
                     self.text.clear();
@@ -455,24 +407,479 @@ impl Sink for DatSink {
             }
         }
         if as_text {
-            self.encode_text(&r)?;
+            self.encode_text(r)?;
             self.counts.1 += 1;
         }
         self.counts.0 += 1;
-        let rec = std::mem::take(&mut self.rec);
+        Ok(())
+    }
+
+    /// The comms of every machine as a saved_cmdlines table: the host's
+    /// win where a guest reuses a pid (one table per file).
+    fn cmdlines(&self) -> String {
+        let mut cmdlines = String::new();
+        let mut seen = std::collections::HashSet::new();
+        for comms in &self.comms {
+            let mut v: Vec<_> = comms.iter().collect();
+            v.sort();
+            for (pid, comm) in v {
+                if seen.insert(*pid) {
+                    cmdlines.push_str(&format!("{pid} {comm}\n"));
+                }
+            }
+        }
+        cmdlines
+    }
+
+    /// The output's metadata, with `cmdlines` from [`cmdlines`](Self::cmdlines).
+    fn header<'a>(&'a self, cmdlines: &'a str) -> Header<'a> {
+        let ftrace_formats: Vec<&[u8]> = self.formats.iter().filter(|f| f.system == "ftrace").map(|f| f.text.as_bytes()).collect();
+        let event_formats: Vec<(&str, &[u8])> =
+            self.formats.iter().filter(|f| f.system != "ftrace").map(|f| (f.system.as_str(), f.text.as_bytes())).collect();
+        Header {
+            endian: Endian::Little,
+            long_size: LONG_SIZE,
+            page_size: PAGE_SIZE as u32,
+            header_page: HEADER_PAGE.as_bytes(),
+            header_event: HEADER_EVENT.as_bytes(),
+            ftrace_formats,
+            event_formats,
+            kallsyms: None,
+            printk: None,
+            cmdlines: cmdlines.as_bytes(),
+        }
+    }
+}
+
+/// The output file under construction: written under a temporary name
+/// beside `dest`, metadata last, renamed into place by [`Output::commit`].
+struct Output {
+    tmp: PathBuf,
+    dest: PathBuf,
+    w: Option<TraceDatWriter<BufWriter<File>>>,
+    bufs: Vec<BufferId>,
+}
+
+impl Output {
+    /// Creates the file with its options and one buffer per machine
+    /// (`cpus[m]` CPUs each).
+    fn create(dest: &Path, machines: &[String], provenance: &[MachineProvenance], cpus: &[u32]) -> Result<Output> {
+        let mut name = dest.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".tmp{}", std::process::id()));
+        let tmp = dest.with_file_name(name);
+        let mut out = Output { tmp: tmp.clone(), dest: dest.to_path_buf(), w: None, bufs: Vec::new() };
+        let f = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut w = TraceDatWriter::new_deferred(BufWriter::with_capacity(1 << 20, f), Compression::Zstd, Endian::Little, LONG_SIZE, PAGE_SIZE as u32)?;
+        w.add_option(OptionData::Version(format!("tscmerge {}", env!("CARGO_PKG_VERSION"))))?;
+        for p in provenance {
+            let mut data = p.json.clone().into_bytes();
+            data.push(0);
+            w.add_option(OptionData::Raw { id: option_id::PRIVATE_FIRST, data })?;
+        }
+        let mut names = String::new();
+        for (i, m) in machines.iter().enumerate() {
+            names.push_str(&format!("{}={m}\n", if i == 0 { "" } else { m }));
+        }
+        names.push('\0');
+        w.add_option(OptionData::Raw { id: option_id::PRIVATE_FIRST + 1, data: names.into_bytes() })?;
+        for (m, name) in machines.iter().enumerate() {
+            let b = w.add_buffer(if m == 0 { "" } else { name }, "x86-tsc", cpus.get(m).copied().unwrap_or(1).max(1))?;
+            out.bufs.push(b);
+        }
+        out.w = Some(w);
+        Ok(out)
+    }
+
+    fn writer(&mut self) -> &mut TraceDatWriter<BufWriter<File>> {
+        self.w.as_mut().expect("the writer lives until commit")
+    }
+
+    fn writer_and_bufs(&mut self) -> (&mut TraceDatWriter<BufWriter<File>>, &[BufferId]) {
+        (self.w.as_mut().expect("the writer lives until commit"), &self.bufs)
+    }
+
+    /// Writes the metadata, syncs and renames the file into place.
+    fn commit(mut self, enc: &Encoder) -> Result<()> {
+        let w = self.w.take().expect("the writer lives until commit");
+        let cmdlines = enc.cmdlines();
+        let mut out = w.finish_with_metadata(&enc.header(&cmdlines))?;
+        out.flush().map_err(io_err(&self.tmp))?;
+        out.get_ref().sync_all().map_err(io_err(&self.tmp))?;
+        drop(out);
+        std::fs::rename(&self.tmp, &self.dest).map_err(io_err(&self.dest))
+    }
+}
+
+impl Drop for Output {
+    /// An output not committed is removed.
+    fn drop(&mut self) {
+        if self.w.is_some() {
+            self.w = None;
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+impl DatSink {
+    fn spool(&mut self, machine: usize, cpu: u32) -> Result<&mut Spool> {
+        let i = match self.spool_at.get(&(machine, cpu)) {
+            Some(&i) => i,
+            None => {
+                let f = tempfile::tempfile().map_err(io_err(&self.dest))?;
+                let pages = PageBuilder::new(Endian::Little, LONG_SIZE, PAGE_SIZE)?;
+                self.spools.push(((machine, cpu), Spool { pages, file: BufWriter::with_capacity(1 << 16, f), count: 0, last: 0 }));
+                self.spool_at.insert((machine, cpu), self.spools.len() - 1);
+                self.spools.len() - 1
+            }
+        };
+        Ok(&mut self.spools[i].1)
+    }
+
+    fn write_file(&mut self) -> Result<()> {
+        // Per machine: CPUs seen (a buffer lists 0..=max).
+        let mut cpus = vec![0u32; self.machines.len()];
+        // Buffers list their CPUs in order.
+        self.spools.sort_by_key(|(key, _)| *key);
+        self.spool_at.clear();
+        for &((m, c), _) in &self.spools {
+            if let Some(n) = cpus.get_mut(m) {
+                *n = (*n).max(c + 1);
+            }
+        }
+        let mut out = Output::create(&self.dest, &self.machines, &self.provenance, &cpus)?;
+        for ((m, cpu), spool) in self.spools.iter_mut() {
+            let (m, cpu) = (*m, *cpu);
+            let file = spool.file.get_mut();
+            file.seek(SeekFrom::Start(0)).map_err(io_err(&self.dest))?;
+            let b = out.bufs[m];
+            out.writer().write_cpu_data(b, cpu, &*file)?;
+        }
+        out.commit(&self.enc)
+    }
+}
+
+/// `merge --format dat` without the k-way merge: a trace.dat keeps each
+/// CPU's events apart, so each output CPU is written from the input CPUs that
+/// map to it alone, straight into the output (no spool). Pages of binary
+/// inputs that need no re-encoding are copied whole
+/// ([`crate::source::pages`]); the rest is encoded event by event as the
+/// merge-fed [`DatSink`] does. Within a CPU, several inputs (a host's
+/// buffers) are interleaved by time with the merge's tie rule, so each CPU's
+/// records come out as the merge would order them.
+///
+/// With `threads` ≥ 2 the pages are compressed and written on a second
+/// thread. Returns the events per merge cursor, as the merge counts them.
+pub fn write_pages(
+    dest: &Path,
+    machines: Vec<String>,
+    provenance: Vec<MachineProvenance>,
+    groups: Vec<crate::plan::PageGroup<'_>>,
+    cursors: usize,
+    threads: usize,
+) -> Result<(crate::merge::MergeStats, PageCounts)> {
+    let mut cpus = vec![0u32; machines.len()];
+    for g in &groups {
+        if let Some(n) = cpus.get_mut(g.machine) {
+            *n = (*n).max(g.cpu + 1);
+        }
+    }
+    let mut out = Output::create(dest, &machines, &provenance, &cpus)?;
+    let mut enc = Encoder::new(dest, &machines);
+    let mut stats = crate::merge::MergeStats { per_input: vec![0; cursors], total: 0 };
+    if threads < 2 {
+        let (w, bufs) = out.writer_and_bufs();
+        let mut sink = |m: PageMsg<'_>| -> Result<()> {
+            match m {
+                PageMsg::Start(machine, cpu) => w.start_cpu(bufs[machine], cpu)?,
+                PageMsg::Page(p) => w.write_page(p)?,
+            }
+            Ok(())
+        };
+        for g in groups {
+            write_group(g, &mut enc, &mut stats, &mut sink)?;
+        }
+    } else {
+        let (w, bufs) = out.writer_and_bufs();
+        let bufs = bufs.to_vec();
+        // Pages cross in blocks; two blocks in flight keep both threads busy.
+        const BLOCK: usize = 64 * PAGE_SIZE;
+        enum Msg {
+            Start(usize, u32),
+            Pages(Vec<u8>),
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(2);
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::scope(|s| -> Result<()> {
+            let writer = s.spawn(move || -> Result<()> {
+                for m in rx {
+                    match m {
+                        Msg::Start(machine, cpu) => w.start_cpu(bufs[machine], cpu)?,
+                        Msg::Pages(block) => {
+                            for p in block.chunks(PAGE_SIZE) {
+                                w.write_page(p)?;
+                            }
+                            let _ = back_tx.send(block);
+                        }
+                    }
+                }
+                Ok(())
+            });
+            let mut block: Vec<u8> = Vec::with_capacity(BLOCK);
+            let gone = || Error::Usage("the dat writer thread stopped".into());
+            let produced = (|| -> Result<()> {
+                for g in groups {
+                    let mut sink = |m: PageMsg<'_>| -> Result<()> {
+                        match m {
+                            PageMsg::Start(machine, cpu) => {
+                                if !block.is_empty() {
+                                    let mut next = back_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(BLOCK));
+                                    next.clear();
+                                    tx.send(Msg::Pages(std::mem::replace(&mut block, next))).map_err(|_| gone())?;
+                                }
+                                tx.send(Msg::Start(machine, cpu)).map_err(|_| gone())?;
+                            }
+                            PageMsg::Page(p) => {
+                                block.extend_from_slice(p);
+                                if block.len() >= BLOCK {
+                                    let mut next = back_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(BLOCK));
+                                    next.clear();
+                                    tx.send(Msg::Pages(std::mem::replace(&mut block, next))).map_err(|_| gone())?;
+                                }
+                            }
+                        }
+                        Ok(())
+                    };
+                    write_group(g, &mut enc, &mut stats, &mut sink)?;
+                }
+                if !block.is_empty() {
+                    tx.send(Msg::Pages(std::mem::take(&mut block))).map_err(|_| gone())?;
+                }
+                Ok(())
+            })();
+            drop(tx);
+            let written = writer.join().unwrap_or_else(|_| Err(gone()));
+            // The writer's own error explains a producer's "stopped".
+            written.and(produced)
+        })?;
+    }
+    out.commit(&enc)?;
+    Ok((stats, enc.pages))
+}
+
+/// Pages of a [`write_pages`] output: copied whole from an input, or built
+/// event by event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageCounts {
+    pub copied: u64,
+    pub built: u64,
+}
+
+/// What [`write_group`] hands on: a CPU starts, or one finished page.
+enum PageMsg<'p> {
+    Start(usize, u32),
+    Page(&'p [u8]),
+}
+
+/// Writes one output CPU from its sources.
+fn write_group(
+    g: crate::plan::PageGroup<'_>,
+    enc: &mut Encoder,
+    stats: &mut crate::merge::MergeStats,
+    out: &mut dyn FnMut(PageMsg<'_>) -> Result<()>,
+) -> Result<()> {
+    use crate::source::PageFeed;
+    let machine = g.machine;
+    out(PageMsg::Start(machine, g.cpu))?;
+    let mut sources = g.sources;
+    let mut pb = PageBuilder::new(Endian::Little, LONG_SIZE, PAGE_SIZE)?;
+    // Pages handed on, and those of them copied whole.
+    let mut emitted = 0u64;
+    let mut copied = 0u64;
+    let mut emit = |p: &[u8]| {
+        emitted += 1;
+        out(PageMsg::Page(p))
+    };
+    // The route of a source format for whole-page copies (raw records only).
+    let route = |enc: &mut Encoder, f: &EventFormat, ctx: &ftrace::printfmt::RenderCtx<'_>| match enc.route(machine, f, ctx) {
+        Route::Raw(id) => Some(id),
+        Route::AsText => None,
+    };
+    for (_, feed) in sources.iter_mut() {
+        if let PageFeed::Pages(p) = feed {
+            p.start(&mut |f, ctx| route(enc, f, ctx))?;
+        }
+    }
+    // The latest time written to this CPU.
+    let mut last_out = 0u64;
+    let ts = |f: &PageFeed<'_>| match f {
+        PageFeed::Pages(p) => p.ts(),
+        PageFeed::Events(c) => c.ts(),
+    };
+    loop {
+        // The earliest source; ties to the first, as in the merge.
+        let mut best: Option<(u64, usize)> = None;
+        for (i, (_, f)) in sources.iter().enumerate() {
+            if let Some(t) = ts(f) {
+                if best.is_none_or(|(b, _)| t < b) {
+                    best = Some((t, i));
+                }
+            }
+        }
+        let Some((_, i)) = best else { break };
+        // A page goes whole when no other source has an event due inside it.
+        let others_after = |max: u64| {
+            sources.iter().enumerate().all(|(j, (_, f))| match ts(f) {
+                None => true,
+                Some(t) if j < i => t > max,
+                Some(t) => j == i || t >= max,
+            })
+        };
+        // Times within a copied page rise (one shift); what comes next must
+        // not go back before what is written.
+        let whole = match &sources[i].1 {
+            PageFeed::Pages(p) if !pb.missed_pending() => p.whole_page().is_some_and(others_after),
+            _ => false,
+        };
+        let (stat, feed) = &mut sources[i];
+        let n = match feed {
+            PageFeed::Pages(p) if whole => {
+                if let Some(t) = p.ts().filter(|&t| t < last_out) {
+                    return Err(enc.backwards(machine, g.cpu, last_out, t));
+                }
+                flush(&mut pb, &mut emit)?;
+                last_out = p.whole_page().unwrap_or(last_out);
+                let n = p.take_whole(&mut |pid, c| enc.note_comm(machine, pid, c), &mut emit)?;
+                enc.counts.0 += n;
+                copied += 1;
+                p.next_page(&mut |f, ctx| route(enc, f, ctx))?;
+                n
+            }
+            PageFeed::Pages(p) => {
+                if let Some((ts, rec, id)) = p.next_routed(&mut |pid, c| enc.note_comm(machine, pid, c)) {
+                    // A record that only needs its id: no decoding.
+                    if ts < last_out {
+                        return Err(enc.backwards(machine, g.cpu, last_out, ts));
+                    }
+                    enc.rec.clear();
+                    enc.rec.extend_from_slice(rec);
+                    enc.rec[..2].copy_from_slice(&id.to_le_bytes());
+                    enc.counts.0 += 1;
+                    push(&mut pb, ts, &enc.rec, &enc.dest, &mut emit)?;
+                    last_out = ts;
+                    p.advance(&mut |f, ctx| route(enc, f, ctx))?;
+                    stats.per_input[*stat] += 1;
+                    stats.total += 1;
+                    continue;
+                }
+                let Some(ev) = p.current() else { break };
+                let n = put_event(enc, machine, g.cpu, &ev, &mut last_out, &mut pb, &mut emit)?;
+                p.advance(&mut |f, ctx| route(enc, f, ctx))?;
+                n
+            }
+            PageFeed::Events(c) => {
+                let Some(ev) = c.current() else { break };
+                let n = put_event(enc, machine, g.cpu, &ev, &mut last_out, &mut pb, &mut emit)?;
+                c.advance()?;
+                n
+            }
+        };
+        stats.per_input[*stat] += n;
+        stats.total += n;
+    }
+    flush(&mut pb, &mut emit)?;
+    enc.pages.copied += copied;
+    enc.pages.built += emitted - copied;
+    Ok(())
+}
+
+/// Hands the page being built to `emit` if it holds an event, and starts a
+/// new one ([`PageBuilder::flush`] with this crate's errors).
+fn flush(pb: &mut PageBuilder, emit: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    if !pb.is_empty() {
+        emit(pb.page())?;
+    }
+    pb.clear();
+    Ok(())
+}
+
+/// Encodes one event (or a lost mark) into the page being built; 1 for an
+/// event, 0 for a mark.
+/// `last` is the latest time written to the CPU: an event before it is refused.
+fn put_event(
+    enc: &mut Encoder,
+    machine: usize,
+    cpu: u32,
+    ev: &EventView<'_>,
+    last: &mut u64,
+    pb: &mut PageBuilder,
+    emit: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
+    match &ev.payload {
+        Payload::Lost { count } => {
+            flush(pb, emit)?;
+            pb.set_missed_events(*count);
+            Ok(0)
+        }
+        Payload::Event(r) => {
+            if ev.ts < *last {
+                return Err(enc.backwards(machine, cpu, *last, ev.ts));
+            }
+            *last = ev.ts;
+            enc.encode(machine, r)?;
+            push(pb, ev.ts, &enc.rec, &enc.dest, emit)?;
+            Ok(1)
+        }
+    }
+}
+
+/// Adds a record to the page being built, handing a full page to `emit`
+/// first ([`PageBuilder::push`] with this crate's errors).
+fn push(pb: &mut PageBuilder, ts: u64, rec: &[u8], dest: &Path, emit: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    if !pb.try_push(ts, rec)? {
+        emit(pb.page())?;
+        pb.clear();
+        if !pb.try_push(ts, rec)? {
+            return Err(Error::Usage(format!("{}: an event does not fit an empty page", dest.display())));
+        }
+    }
+    Ok(())
+}
+
+impl Sink for DatSink {
+    fn event(&mut self, machine: usize, ev: &EventView<'_>) -> Result<()> {
+        let r = match ev.payload {
+            Payload::Lost { count } => {
+                let sp = self.spool(machine, ev.cpu)?;
+                let Spool { pages, file, count: n, .. } = sp;
+                pages.flush(|p| {
+                    *n += 1;
+                    file.write_all(p).map_err(|e| ftrace::Error::Io { what: "spooling pages".into(), source: e })
+                })?;
+                pages.set_missed_events(count);
+                return Ok(());
+            }
+            Payload::Event(r) => r,
+        };
+        self.enc.encode(machine, &r)?;
+        let rec = std::mem::take(&mut self.enc.rec);
         let sp = self.spool(machine, ev.cpu)?;
-        let Spool { pages, file, count } = sp;
+        if ev.ts < sp.last {
+            let last = sp.last;
+            return Err(self.enc.backwards(machine, ev.cpu, last, ev.ts));
+        }
+        sp.last = ev.ts;
+        let Spool { pages, file, count, .. } = sp;
         let res = pages.push(ev.ts, &rec, |p| {
             *count += 1;
             file.write_all(p).map_err(|e| ftrace::Error::Io { what: "spooling pages".into(), source: e })
         });
-        self.rec = rec;
+        self.enc.rec = rec;
         res.map_err(Error::from)
     }
 
     fn finish(&mut self) -> Result<()> {
         for (_, sp) in self.spools.iter_mut() {
-            let Spool { pages, file, count } = sp;
+            let Spool { pages, file, count, .. } = sp;
             pages.flush(|p| {
                 *count += 1;
                 file.write_all(p).map_err(|e| ftrace::Error::Io { what: "spooling pages".into(), source: e })

@@ -6,6 +6,7 @@
 
 pub mod dat;
 pub mod meta;
+pub mod pages;
 pub mod raw;
 pub mod text;
 
@@ -128,6 +129,13 @@ impl Data {
             Data::Dat { file, .. } => file.borrow_owner(),
         }
     }
+}
+
+/// One CPU of an input as a page-copying writer reads it.
+pub enum PageFeed<'a> {
+    Pages(pages::PageSource<'a>),
+    /// Text: event by event (guest cursors already placed on the host timeline).
+    Events(Box<dyn Cursor + 'a>),
 }
 
 /// An opened input.
@@ -286,6 +294,41 @@ impl Input {
     /// Every `kvm_write_tsc_offset` in any buffer of this input.
     pub fn offset_writes(&self) -> &[OffsetWrite] {
         &self.offset_writes
+    }
+
+    /// One buffer by CPU for a page-copying writer: binary inputs give page
+    /// sources, text gives a cursor per CPU. `clock` makes a CPU's guest
+    /// clock (`None` for the host); `cursors(buffer, per_cpu)` numbers the
+    /// same CPUs in the same order.
+    pub fn page_sources<'a>(&'a self, buffer: usize, mut clock: impl FnMut(u32) -> Option<pages::GuestClock<'a>>) -> Result<Vec<(u32, PageFeed<'a>)>> {
+        let name = self.name();
+        let desc = self.buffers.get(buffer).ok_or_else(|| Error::Usage(format!("{name}: no buffer #{buffer}")))?;
+        match &self.data {
+            Data::Dat { file, meta } => {
+                let dat = file.borrow_dependent();
+                let path = self.path.to_str().unwrap_or("trace.dat");
+                (0..desc.cpus.len())
+                    .map(|ci| {
+                        let stream = dat.pages(buffer, ci).map_err(|e| e.in_file(path))?;
+                        let cpu = stream.cpu();
+                        let release = ReleaseBehind::new(Some(file.borrow_owner()));
+                        Ok((cpu, PageFeed::Pages(pages::PageSource::dat(stream, dat.page_layout(), meta, release, path, clock(cpu)))))
+                    })
+                    .collect()
+            }
+            Data::Raw(dir) => {
+                let b = dir.buffers.get(buffer).ok_or_else(|| Error::Usage(format!("{name}: no buffer #{buffer}")))?;
+                Ok(b.cpus
+                    .iter()
+                    .map(|c| {
+                        let release = ReleaseBehind::new(c.map.as_ref());
+                        let src = pages::PageSource::raw(c.bytes(), dir.layout, &dir.meta, c.cpu, release, c.name(), clock(c.cpu));
+                        (c.cpu, PageFeed::Pages(src))
+                    })
+                    .collect())
+            }
+            Data::Map(_) => Ok(self.cursors(buffer, true)?.into_iter().map(|(cpu, c)| (cpu.unwrap_or(0), PageFeed::Events(c))).collect()),
+        }
     }
 
     /// Cursors over one buffer: one per CPU when `per_cpu` (needed for guests),

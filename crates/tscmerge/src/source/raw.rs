@@ -44,13 +44,17 @@ pub struct RawCpu {
     pub cpu: u32,
     pub path: PathBuf,
     /// `None` for an empty file (mmap of length 0 is refused).
-    map: Option<memmap2::Mmap>,
+    pub(crate) map: Option<memmap2::Mmap>,
     name: String,
 }
 
 impl RawCpu {
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
+    }
+    /// The file's path as errors print it.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 

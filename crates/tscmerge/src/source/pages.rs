@@ -1,0 +1,357 @@
+//! Binary inputs page by page, for writers that can copy pages whole
+//! (`merge --format dat`).
+//!
+//! A trace.dat output stores each CPU's ring-buffer pages; the events of a
+//! page need not be decoded to be written again. What must change: each
+//! record's `common_type` (the output numbers formats its own way) and, for a
+//! guest, the times. Without TSC scaling and within one offset period the
+//! host time is the guest time minus a constant (`host = guest - offset`,
+//! mod 2^64), and every delta in the page stays the same: only the page's
+//! base timestamp moves (kernel/trace/ring_buffer.c: a page's records hold
+//! deltas from `buffer_data_page.time_stamp`). So a page is copied whole
+//! when all its records have output ids, all its events share one shift and
+//! it has no absolute-timestamp record (type 31 would need rewriting); any
+//! other page is handed out event by event, like a cursor, for the writer to
+//! re-encode.
+//!
+//! Each page is walked once on loading: every event is placed on the host
+//! timeline (the vCPU's forward-only walk, clock/walk.rs) and its record
+//! range kept, so memory is one page and its event list per source.
+
+use std::cell::Cell;
+
+use ftrace::format::EventFormat;
+use ftrace::printfmt::RenderCtx;
+use ftrace::ring::{Page, PageLayout, RingEvent};
+use ftrace::tracedat::PageStream;
+use ftrace::Endian;
+
+use super::meta::{Meta, PidInfo};
+use super::ReleaseBehind;
+use crate::clock::cursor::place_error;
+use crate::clock::VcpuClock;
+use crate::event::{EventView, Payload};
+use crate::time::GuestTsc;
+use crate::{Error, Result};
+
+/// The one output page layout a page can be copied into: x86-64's.
+const COPY_PAGE: usize = 4096;
+
+/// A guest CPU's clock: its vCPU's walk, and names for errors.
+pub struct GuestClock<'a> {
+    pub clock: VcpuClock<'a>,
+    pub guest: String,
+    pub vcpu: u32,
+}
+
+enum Feed<'a> {
+    Dat(PageStream<'a>),
+    Raw { file: &'a [u8], next: usize },
+}
+
+/// One event of the loaded page.
+#[derive(Clone, Copy)]
+struct PageEvent {
+    host: u64,
+    guest: Option<u64>,
+    start: u32,
+    end: u32,
+}
+
+/// Route of an input event id: not looked up yet, not copyable, or the output id.
+const ROUTE_UNKNOWN: u32 = 0;
+const ROUTE_NONE: u32 = u32::MAX;
+
+/// The pages of one CPU of one buffer of a binary input.
+pub struct PageSource<'a> {
+    feed: Feed<'a>,
+    layout: PageLayout,
+    /// Pages of this input can be copied into the output's layout at all.
+    copy_layout: bool,
+    meta: &'a Meta,
+    ctx: RenderCtx<'a>,
+    last_pid: Cell<PidInfo<'a>>,
+    /// The pid whose comm was last reported by `next_routed`.
+    comm_pid: Cell<Option<i32>>,
+    cpu: u32,
+    clock: Option<GuestClock<'a>>,
+    release: ReleaseBehind<'a>,
+    path: &'a str,
+    /// Output id + 1 per input event id (`ROUTE_*` otherwise).
+    routes: Vec<u32>,
+    page: Vec<u8>,
+    events: Vec<PageEvent>,
+    next: usize,
+    /// Lost-events mark of the page (or of empty pages before it), until handed out.
+    lost: Option<Option<u64>>,
+    /// Whether the loaded page can be copied whole, and its shift (guest − host).
+    whole: bool,
+    shift: u64,
+    max_host: u64,
+    /// The last event's host time: a lost mark sorts right after it.
+    last_host: u64,
+    loaded: bool,
+    done: bool,
+}
+
+impl<'a> PageSource<'a> {
+    /// Over one CPU of a trace.dat buffer.
+    pub(crate) fn dat(stream: PageStream<'a>, layout: PageLayout, meta: &'a Meta, release: ReleaseBehind<'a>, path: &'a str, clock: Option<GuestClock<'a>>) -> Self {
+        let cpu = stream.cpu();
+        Self::new(Feed::Dat(stream), layout, meta, cpu, release, path, clock)
+    }
+
+    /// Over one CPU file of a raw capture directory.
+    pub(crate) fn raw(file: &'a [u8], layout: PageLayout, meta: &'a Meta, cpu: u32, release: ReleaseBehind<'a>, path: &'a str, clock: Option<GuestClock<'a>>) -> Self {
+        Self::new(Feed::Raw { file, next: 0 }, layout, meta, cpu, release, path, clock)
+    }
+
+    fn new(feed: Feed<'a>, layout: PageLayout, meta: &'a Meta, cpu: u32, release: ReleaseBehind<'a>, path: &'a str, clock: Option<GuestClock<'a>>) -> Self {
+        let copy_layout = layout.endian == Endian::Little
+            && layout.commit_size == 8
+            && layout.data_offset == 16
+            && layout.page_size as usize == COPY_PAGE
+            && meta.endian == Endian::Little
+            && meta.long_size == 8;
+        PageSource {
+            feed,
+            layout,
+            copy_layout,
+            meta,
+            ctx: meta.ctx(cpu),
+            last_pid: Cell::default(),
+            comm_pid: Cell::new(None),
+            cpu,
+            clock,
+            release,
+            path,
+            routes: Vec::new(),
+            page: Vec::with_capacity(COPY_PAGE),
+            events: Vec::new(),
+            next: 0,
+            lost: None,
+            whole: false,
+            shift: 0,
+            max_host: 0,
+            last_host: 0,
+            loaded: false,
+            done: false,
+        }
+    }
+
+    pub fn cpu(&self) -> u32 {
+        self.cpu
+    }
+
+    /// Loads the first page (after that, pages load as the last one is used
+    /// up). `route` gives the output id of an input format, `None` when its
+    /// records must be re-encoded.
+    pub fn start(&mut self, route: &mut dyn FnMut(&'a EventFormat, &RenderCtx<'a>) -> Option<u16>) -> Result<()> {
+        if !self.loaded {
+            self.loaded = true;
+            self.load(route)?;
+        }
+        Ok(())
+    }
+
+    /// Host time of what comes next (a lost mark: the time before it).
+    pub fn ts(&self) -> Option<u64> {
+        if self.done {
+            return None;
+        }
+        if self.lost.is_some() {
+            return Some(self.last_host);
+        }
+        self.events.get(self.next).map(|e| e.host)
+    }
+
+    /// The latest host time of the loaded page when it can be copied whole
+    /// now (nothing of it handed out yet).
+    pub fn whole_page(&self) -> Option<u64> {
+        (!self.done && self.whole && self.next == 0 && self.lost.is_none()).then_some(self.max_host)
+    }
+
+    /// The loaded page rewritten for the output (ids patched, base time on
+    /// the host timeline), passed to `out`; [`next_page`](Self::next_page)
+    /// then moves on. `comm` is called for each run of a pid, with its comm
+    /// when known. Returns the number of events in the page.
+    pub fn take_whole(&mut self, comm: &mut dyn FnMut(i32, &'a str), out: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+        let meta = self.meta;
+        let mut last_pid = None;
+        for ev in &self.events {
+            let (s, e) = (ev.start as usize, ev.end as usize);
+            let Some(rec) = self.page.get(s..e) else { continue };
+            let id = u16::from_le_bytes([rec[0], rec[1]]);
+            let out_id = self.routes.get(id as usize).copied().unwrap_or(ROUTE_NONE);
+            debug_assert!(out_id != ROUTE_UNKNOWN && out_id != ROUTE_NONE, "whole pages have every route");
+            let new = (out_id.wrapping_sub(1) as u16).to_le_bytes();
+            if let Some(f) = meta.events.by_id(id) {
+                let pid = meta.pid(f, rec);
+                if last_pid != Some(pid) {
+                    last_pid = Some(pid);
+                    comm(pid, meta.comm(pid));
+                }
+            }
+            self.page[s..s + 2].copy_from_slice(&new);
+        }
+        if self.shift != 0 {
+            let ts = u64::from_le_bytes(self.page[..8].try_into().unwrap_or_default()).wrapping_sub(self.shift);
+            self.page[..8].copy_from_slice(&ts.to_le_bytes());
+        }
+        out(&self.page)?;
+        let n = self.events.len() as u64;
+        self.next = self.events.len();
+        self.last_host = self.events.last().map_or(self.last_host, |e| e.host);
+        Ok(n)
+    }
+
+    /// Loads the next page after [`take_whole`](Self::take_whole).
+    pub fn next_page(&mut self, route: &mut dyn FnMut(&'a EventFormat, &RenderCtx<'a>) -> Option<u16>) -> Result<()> {
+        self.load(route)
+    }
+
+    /// The next event when its record only needs its output id (no lost
+    /// mark first): host time, record, output id. `comm` as for
+    /// [`take_whole`](Self::take_whole), called when the pid changes.
+    pub fn next_routed(&self, comm: &mut dyn FnMut(i32, &'a str)) -> Option<(u64, &[u8], u16)> {
+        if self.done || self.lost.is_some() || !self.copy_layout {
+            return None;
+        }
+        let ev = self.events.get(self.next)?;
+        let rec = self.page.get(ev.start as usize..ev.end as usize)?;
+        let id = u16::from_le_bytes([*rec.first()?, *rec.get(1)?]);
+        let out = *self.routes.get(id as usize)?;
+        if out == ROUTE_UNKNOWN || out == ROUTE_NONE {
+            return None;
+        }
+        if let Some(f) = self.meta.events.by_id(id) {
+            let pid = self.meta.pid(f, rec);
+            if self.comm_pid.get() != Some(pid) {
+                self.comm_pid.set(Some(pid));
+                comm(pid, self.meta.comm(pid));
+            }
+        }
+        Some((ev.host, rec, (out - 1) as u16))
+    }
+
+    /// What comes next, event by event (the lost mark of a page first).
+    pub fn current(&self) -> Option<EventView<'_>> {
+        if self.done {
+            return None;
+        }
+        if let Some(count) = self.lost {
+            return Some(EventView { ts: self.last_host, orig_ts: None, cpu: self.cpu, payload: Payload::Lost { count } });
+        }
+        let ev = self.events.get(self.next)?;
+        let data = self.page.get(ev.start as usize..ev.end as usize)?;
+        Some(EventView { ts: ev.host, orig_ts: ev.guest, cpu: self.cpu, payload: Payload::Event(self.meta.record(data, &self.ctx, &self.last_pid)) })
+    }
+
+    /// Moves past [`current`](Self::current).
+    pub fn advance(&mut self, route: &mut dyn FnMut(&'a EventFormat, &RenderCtx<'a>) -> Option<u16>) -> Result<()> {
+        if self.lost.take().is_some() {
+            return Ok(());
+        }
+        if let Some(ev) = self.events.get(self.next) {
+            self.last_host = ev.host;
+            self.next += 1;
+        }
+        if self.next >= self.events.len() {
+            self.load(route)?;
+        }
+        Ok(())
+    }
+
+    fn err(&self, e: ftrace::Error) -> Error {
+        Error::Parse(e.in_file(self.path))
+    }
+
+    /// Reads pages until one holds an event (lost marks of empty pages carry
+    /// over to it) or the data end.
+    fn load(&mut self, route: &mut dyn FnMut(&'a EventFormat, &RenderCtx<'a>) -> Option<u16>) -> Result<()> {
+        self.events.clear();
+        self.next = 0;
+        let mut carried = self.lost.take();
+        loop {
+            let (at, bytes) = match &mut self.feed {
+                Feed::Dat(s) => match s.next_page().map_err(|e| Error::Parse(e.in_file(self.path)))? {
+                    Some((at, b)) => (at.0, b),
+                    None => break,
+                },
+                Feed::Raw { file, next } => {
+                    if *next >= file.len() {
+                        break;
+                    }
+                    let start = *next;
+                    let end = start.saturating_add(self.layout.page_size as usize).min(file.len());
+                    *next = end;
+                    (start as u64, &file[start..end])
+                }
+            };
+            self.release.reached(at);
+            self.page.clear();
+            self.page.extend_from_slice(bytes);
+            let p = Page::parse(&self.layout, &self.page, at).map_err(|e| self.err(e))?;
+            let page_lost = p.lost();
+            let mut walk = p.events();
+            let base = self.page.as_ptr() as usize;
+            let mut whole = self.copy_layout && self.page.len() == COPY_PAGE && carried.is_none();
+            let mut shift = None;
+            let mut max_host = 0;
+            for r in walk.by_ref() {
+                let RingEvent::Event { ts, data } = r.map_err(|e| self.err(e))? else { continue };
+                // `data` lies inside `self.page`: its range from the addresses.
+                let start = data.as_ptr() as usize - base;
+                let (host, guest) = match &mut self.clock {
+                    None => (ts, None),
+                    Some(c) => match c.clock.place(GuestTsc(ts)) {
+                        Ok(p) => (p.host.0, Some(ts)),
+                        Err(e) => return Err(place_error(&c.guest, c.vcpu, e)),
+                    },
+                };
+                // Every record's route is looked up (cached per id): pages
+                // that cannot go whole still copy routed records one by one.
+                let routed = self.copy_layout && data.len() >= 2 && {
+                    let id = u16::from_le_bytes([data[0], data[1]]) as usize;
+                    if self.routes.len() <= id {
+                        self.routes.resize(id + 1, ROUTE_UNKNOWN);
+                    }
+                    if self.routes[id] == ROUTE_UNKNOWN {
+                        self.routes[id] = match self.meta.events.by_id(id as u16).and_then(|f| route(f, &self.ctx)) {
+                            Some(out) => out as u32 + 1,
+                            None => ROUTE_NONE,
+                        };
+                    }
+                    self.routes[id] != ROUTE_NONE
+                };
+                if whole {
+                    let s = ts.wrapping_sub(host);
+                    whole = routed && *shift.get_or_insert(s) == s;
+                }
+                max_host = max_host.max(host);
+                self.events.push(PageEvent { host, guest, start: start as u32, end: (start + data.len()) as u32 });
+            }
+            let shift = shift.unwrap_or(0);
+            if shift != 0 && walk.saw_absolute() {
+                whole = false;
+            }
+            if page_lost.is_some() {
+                carried = page_lost;
+            }
+            if self.events.is_empty() {
+                continue;
+            }
+            // A whole page carries its own lost mark.
+            self.lost = if whole { None } else { carried };
+            self.whole = whole;
+            self.shift = shift;
+            self.max_host = max_host;
+            return Ok(());
+        }
+        // The end: a lost mark with no event after it is dropped, as a
+        // cursor's would be by a page writer with nothing left to mark.
+        self.lost = None;
+        self.done = true;
+        Ok(())
+    }
+}
