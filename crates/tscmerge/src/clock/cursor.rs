@@ -29,13 +29,15 @@ impl<'a> GuestCursor<'a> {
     }
 
     fn place(&mut self) -> Result<()> {
-        let Some(ev) = self.inner.current() else { return Ok(()) };
-        // A lost-events record has no time of its own worth converting: it
-        // stays right after the event before it.
-        if let Payload::Lost { .. } = ev.payload {
-            return Ok(());
-        }
-        let ts = ev.ts;
+        // `detached` reads a binary record's time without resolving it.
+        let ts = match self.inner.detached() {
+            None => return Ok(()),
+            Some(Detached::Raw { ts, .. }) => ts,
+            // A lost-events record has no time of its own worth converting:
+            // it stays right after the event before it.
+            Some(Detached::View(EventView { payload: Payload::Lost { .. }, .. })) => return Ok(()),
+            Some(Detached::View(ev)) => ev.ts,
+        };
         match self.clock.place(GuestTsc(ts)) {
             Ok(p) => {
                 self.host = p.host.0;
