@@ -6,11 +6,15 @@
 //! offsets rise and fall, with TSC scaling, and from text, trace.dat and
 //! mixed inputs.
 
-use std::path::{Path, PathBuf};
+mod reader_common;
+
+use std::path::Path;
 use std::process::Command;
 
+use reader_common::{tmpdir as tmp, trace_cmd};
+
 fn run(args: &[&str]) -> (bool, Vec<u8>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tscmerge")).args(args).output().unwrap();
+    let out = Command::new(reader_common::BIN).args(args).output().unwrap();
     (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -20,34 +24,14 @@ fn tscmerge(args: &[&str]) -> Vec<u8> {
     out
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tscmerge-datpages-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn trace_cmd() -> bool {
-    let ok = Command::new("trace-cmd")
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("trace-cmd version"))
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("SKIPPED: trace-cmd not installed; the trace-cmd comparison did not run");
-    }
-    ok
 }
 
 /// `trace-cmd report` minus its header line (`cpus=N`: the page writer
 /// declares every input CPU, the merge-fed one only CPUs with events).
 fn tc_report(path: &Path) -> String {
-    let o = Command::new("trace-cmd").args(["report", "-i"]).arg(path).output().unwrap();
-    assert!(o.status.success(), "trace-cmd report {}: {}", path.display(), String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap().lines().filter(|l| !l.starts_with("cpus=")).collect::<Vec<_>>().join("\n")
+    reader_common::trace_cmd_report(path, &[]).lines().filter(|l| !l.starts_with("cpus=")).collect::<Vec<_>>().join("\n")
 }
 
 /// Writes `merge ... --format dat` both ways and compares; returns the page
@@ -81,7 +65,7 @@ fn both_ways(dir: &Path, inputs: &[String], tag: &str) -> (u64, u64) {
     assert!(mine.len() > 1000, "{tag}: report of {} bytes", mine.len());
     let strip = |b: &[u8]| String::from_utf8_lossy(b).lines().filter(|l| !l.starts_with("cpus=")).collect::<Vec<_>>().join("\n");
     assert!(strip(&mine) == strip(&theirs), "{tag}: tscmerge report of the two outputs differs");
-    if trace_cmd() {
+    if trace_cmd("the trace-cmd comparison of the two dat writers") {
         assert!(tc_report(&pages) == tc_report(&merged), "{tag}: trace-cmd report of the two outputs differs");
     }
     counts
@@ -98,7 +82,7 @@ fn guests(d: &Path, ext: &str) -> Vec<String> {
 
 #[test]
 fn pages_copied_or_built_hold_what_the_merge_writes() {
-    let d = tmp("plain");
+    let d = tmp("datpages-plain");
     // Guests write their TSC every 5 windows: offsets change often, so
     // pages straddle periods and the host's offset instance interleaves.
     tscmerge(&["synth", "-o", s(&d), "--windows", "3000", "--tsc-write-every", "5", "--format", "both"]);
@@ -119,7 +103,7 @@ fn pages_copied_or_built_hold_what_the_merge_writes() {
 
 #[test]
 fn scaled_guests_are_built_not_copied() {
-    let d = tmp("scaled");
+    let d = tmp("datpages-scaled");
     // With TSC scaling a page's deltas change: guest pages cannot be copied.
     tscmerge(&["synth", "-o", s(&d), "--windows", "1500", "--tsc-scaling", "3:1", "--format", "dat", "--compression", "none"]);
     let mut dat = vec![s(&d.join("host.dat")).to_string()];
@@ -145,7 +129,7 @@ fn scaled_guests_are_built_not_copied() {
 
 #[test]
 fn guests_that_never_move_their_offset_are_copied_whole() {
-    let d = tmp("steady");
+    let d = tmp("datpages-steady");
     tscmerge(&["synth", "-o", s(&d), "--windows", "2000", "--tsc-write-every", "0", "--format", "dat"]);
     let mut dat = vec![s(&d.join("host.dat")).to_string()];
     dat.extend(guests(&d, "dat"));
@@ -158,7 +142,7 @@ fn a_real_recording_with_micro_vm_guests() {
     // Kernel-written pages (zstd, top level + tsc_offset instance) and the
     // micro-VMs' text traces, as README's first command merges them.
     let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/microvm-record");
-    let d = tmp("real");
+    let d = tmp("datpages-real");
     let inputs = vec![
         s(&ex.join("host.dat")).to_string(),
         "--guest".into(),

@@ -26,11 +26,23 @@
 //! files, VM, VMM pid, offset periods per vCPU), one option per guest;
 //! `PRIVATE_FIRST + 1` = the machine name of each buffer, `buffer=name` lines.
 //!
-//! Memory is bounded: trace.dat wants each buffer's CPUs written one after
-//! the other, so pages are spooled to one anonymous temp file per (machine,
-//! CPU) while the merge runs, and copied into the output in
-//! [`Sink::finish`]. The output is written under a temporary name and
-//! renamed into place once complete.
+//! Two writers share that encoding:
+//! - [`write_pages`] (`merge --format dat`): a trace.dat keeps each CPU's
+//!   events apart, so no k-way merge is needed: each output CPU is written
+//!   in turn from the input CPUs that map to it, straight into the file.
+//!   Binary pages that need only new event ids and one time shift are
+//!   copied whole (crate::source::pages); the metadata (formats, comms),
+//!   known only at the end, is written after the data (v7 sections are
+//!   found through the options' offsets).
+//! - [`DatSink`], fed by the merge (`merge --format dat --check`, where the
+//!   check needs merged order): trace.dat wants each buffer's CPUs one after
+//!   the other, so pages are spooled to one anonymous temp file per
+//!   (machine, CPU) and copied into the output in [`Sink::finish`].
+//!
+//! Both refuse a CPU whose host times would go back (ring-buffer deltas are
+//! unsigned; it means offsets or scaling that do not fit the guest). The
+//! output is written under a temporary name and renamed into place once
+//! complete.
 
 use std::collections::HashMap;
 use std::fs::File;
