@@ -153,3 +153,42 @@ fn a_real_recording_with_micro_vm_guests() {
     let (copied, built) = both_ways(&d, &inputs, "real");
     assert!(copied > 0 && built > 0, "copied {copied}, built {built}");
 }
+
+#[test]
+fn lost_event_marks_stay_on_their_page() {
+    use ftrace::write::{Compression, PageBuilder, TraceDatWriter};
+    // One CPU whose third and fifth pages follow lost events, beside a CPU
+    // without loss; "events out" counts the marks as the merge does.
+    let f = reader_common::Formats::load();
+    let mut w = TraceDatWriter::new(std::io::Cursor::new(Vec::new()), 7, Compression::Zstd, &f.header()).unwrap();
+    let top = w.add_buffer("", "x86-tsc", 2).unwrap();
+    for cpu in 0..2u32 {
+        let mut pb = PageBuilder::default();
+        let mut pages = Vec::new();
+        for i in 0..400u64 {
+            let rec = reader_common::sched_switch(4242, 1, 4343);
+            if !pb.try_push(1_000_000 + i * 1000 + cpu as u64, &rec).unwrap() {
+                pages.push(pb.page().to_vec());
+                pb.clear();
+                if cpu == 0 && pages.len() == 2 {
+                    pb.set_missed_events(Some(7));
+                }
+                if cpu == 0 && pages.len() == 4 {
+                    pb.set_missed_events(None);
+                }
+                assert!(pb.try_push(1_000_000 + i * 1000 + cpu as u64, &rec).unwrap());
+            }
+        }
+        pages.push(pb.page().to_vec());
+        w.write_cpu_pages(top, cpu, pages.iter().map(|p| p.as_slice())).unwrap();
+    }
+    let d = tmp("datpages-lost");
+    let input = d.join("lost.dat");
+    std::fs::write(&input, w.finish().unwrap().into_inner()).unwrap();
+    let (copied, _) = both_ways(&d, &[s(&input).to_string()], "lost");
+    assert!(copied > 4, "copied {copied}");
+    let report = String::from_utf8(tscmerge(&["report", s(&d.join("lost-pages.dat"))])).unwrap();
+    // (Full pages leave no room to store the count: both marks print bare,
+    // in the input as in the output.)
+    assert_eq!(report.matches("CPU:0 [EVENTS DROPPED]").count(), 2, "{}", &report[..report.len().min(2000)]);
+}

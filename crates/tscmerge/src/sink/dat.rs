@@ -760,11 +760,12 @@ fn write_group(
                 }
                 flush(&mut pb, &mut emit)?;
                 last_out = p.whole_page().unwrap_or(last_out);
+                let marks = p.whole_page_marked() as u64;
                 let n = p.take_whole(&mut |pid, c| enc.note_comm(machine, pid, c), &mut emit)?;
                 enc.counts.0 += n;
                 copied += 1;
                 p.next_page(&mut |f, ctx| route(enc, f, ctx))?;
-                n
+                n + marks
             }
             PageFeed::Pages(p) => {
                 if let Some((ts, rec, id)) = p.next_routed(&mut |pid, c| enc.note_comm(machine, pid, c)) {
@@ -814,8 +815,8 @@ fn flush(pb: &mut PageBuilder, emit: &mut dyn FnMut(&[u8]) -> Result<()>) -> Res
     Ok(())
 }
 
-/// Encodes one event (or a lost mark) into the page being built; 1 for an
-/// event, 0 for a mark.
+/// Encodes one event (or a lost mark) into the page being built; returns 1
+/// (the merge counts marks as events out too).
 /// `last` is the latest time written to the CPU: an event before it is refused.
 fn put_event(
     enc: &mut Encoder,
@@ -830,7 +831,7 @@ fn put_event(
         Payload::Lost { count } => {
             flush(pb, emit)?;
             pb.set_missed_events(*count);
-            Ok(0)
+            Ok(1)
         }
         Payload::Event(r) => {
             if ev.ts < *last {

@@ -86,6 +86,8 @@ pub struct PageSource<'a> {
     lost: Option<Option<u64>>,
     /// Whether the loaded page can be copied whole, and its shift (guest − host).
     whole: bool,
+    /// A whole page that carries its own lost-events mark.
+    marked: bool,
     shift: u64,
     max_host: u64,
     /// The last event's host time: a lost mark sorts right after it.
@@ -131,6 +133,7 @@ impl<'a> PageSource<'a> {
             next: 0,
             lost: None,
             whole: false,
+            marked: false,
             shift: 0,
             max_host: 0,
             last_host: 0,
@@ -169,6 +172,12 @@ impl<'a> PageSource<'a> {
     /// now (nothing of it handed out yet).
     pub fn whole_page(&self) -> Option<u64> {
         (!self.done && self.whole && self.next == 0 && self.lost.is_none()).then_some(self.max_host)
+    }
+
+    /// Whether the page [`whole_page`](Self::whole_page) offers carries a
+    /// lost-events mark (the merge counts such a mark as an event out).
+    pub fn whole_page_marked(&self) -> bool {
+        self.marked
     }
 
     /// The loaded page rewritten for the output (ids patched, base time on
@@ -344,6 +353,7 @@ impl<'a> PageSource<'a> {
             // A whole page carries its own lost mark.
             self.lost = if whole { None } else { carried };
             self.whole = whole;
+            self.marked = whole && page_lost.is_some();
             self.shift = shift;
             self.max_host = max_host;
             return Ok(());
