@@ -638,24 +638,26 @@ pub fn write_pages(
             });
             let mut block: Vec<u8> = Vec::with_capacity(BLOCK);
             let gone = || Error::Usage("the dat writer thread stopped".into());
+            // Sends the filled block, taking a returned one (or a new one) in its place.
+            let ship = |block: &mut Vec<u8>| -> Result<()> {
+                let mut next = back_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(BLOCK));
+                next.clear();
+                tx.send(Msg::Pages(std::mem::replace(block, next))).map_err(|_| gone())
+            };
             let produced = (|| -> Result<()> {
                 for g in groups {
                     let mut sink = |m: PageMsg<'_>| -> Result<()> {
                         match m {
                             PageMsg::Start(machine, cpu) => {
                                 if !block.is_empty() {
-                                    let mut next = back_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(BLOCK));
-                                    next.clear();
-                                    tx.send(Msg::Pages(std::mem::replace(&mut block, next))).map_err(|_| gone())?;
+                                    ship(&mut block)?;
                                 }
                                 tx.send(Msg::Start(machine, cpu)).map_err(|_| gone())?;
                             }
                             PageMsg::Page(p) => {
                                 block.extend_from_slice(p);
                                 if block.len() >= BLOCK {
-                                    let mut next = back_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(BLOCK));
-                                    next.clear();
-                                    tx.send(Msg::Pages(std::mem::replace(&mut block, next))).map_err(|_| gone())?;
+                                    ship(&mut block)?;
                                 }
                             }
                         }
@@ -664,7 +666,7 @@ pub fn write_pages(
                     write_group(g, &mut enc, &mut stats, &mut sink)?;
                 }
                 if !block.is_empty() {
-                    tx.send(Msg::Pages(std::mem::take(&mut block))).map_err(|_| gone())?;
+                    ship(&mut block)?;
                 }
                 Ok(())
             })();
