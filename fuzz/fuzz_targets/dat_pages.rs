@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     for guests in [Vec::new(), vec![GuestSpec { name: "g".into(), files: vec![input.clone()], tsc_offsets: vec![(0, 1000), (1, 1 << 40)], ..Default::default() }]] {
         let spec = MergeSpec { hosts: vec![input.clone()], guests, ..Default::default() };
         let Ok(plan) = Plan::new(spec) else { continue };
-        let Ok((groups, n)) = plan.page_groups() else { continue };
-        let _ = tscmerge::sink::dat::write_pages(&out, plan.machines(), Vec::new(), groups, n, 1);
+        let Ok((groups, cursors)) = plan.page_groups() else { continue };
+        let _ = tscmerge::sink::dat::write_pages(&out, plan.machines(), Vec::new(), groups, cursors.len(), 1);
     }
 });

@@ -221,25 +221,29 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .flat_map(|i| i.buffers().iter().map(|b| b.events))
         .sum::<Option<u64>>();
     let check: CheckWith<'_> = a.check.then_some((&plan, khz));
-    let cursors = plan.cursors()?;
-    let labels: Vec<String> = cursors.iter().map(|c| machines[c.machine].clone()).collect();
-    let (stats, check_failed) = if format == Format::Dat {
+    let names = machines.clone();
+    // The machine of each merge cursor, for --stats.
+    let sources: Vec<usize>;
+    let (stats, check_failed) = if format == Format::Dat && !a.check {
         let Some(path) = a.output.as_deref() else { bail!("--format dat writes a binary file: give it with -o FILE.dat") };
-        if a.check {
-            // The check follows the merged order: the merge-fed sink.
-            let mut sink = DatSink::create(path, machines, provenance(&plan))?;
-            run_merge(cursors, total, &mut sink, check, threads)?
-        } else {
-            // Each output CPU on its own, pages copied where they can be.
-            drop(cursors);
-            let (groups, n) = plan.page_groups()?;
-            let (stats, pages) = tscmerge::sink::dat::write_pages(path, machines, provenance(&plan), groups, n, threads)?;
-            if a.stats {
-                eprintln!("tscmerge: {} pages copied whole, {} built event by event", pages.copied, pages.built);
-            }
-            (stats, false)
+        // Each output CPU on its own, pages copied where they can be: no merge cursors.
+        let (groups, machine_of) = plan.page_groups()?;
+        let (stats, pages) = tscmerge::sink::dat::write_pages(path, machines, provenance(&plan), groups, machine_of.len(), threads)?;
+        if a.stats {
+            eprintln!("tscmerge: {} pages copied whole, {} built event by event", pages.copied, pages.built);
         }
+        sources = machine_of;
+        (stats, false)
+    } else if format == Format::Dat {
+        let Some(path) = a.output.as_deref() else { bail!("--format dat writes a binary file: give it with -o FILE.dat") };
+        // The check follows the merged order: the merge-fed sink.
+        let cursors = plan.cursors()?;
+        sources = cursors.iter().map(|c| c.machine).collect();
+        let mut sink = DatSink::create(path, machines, provenance(&plan))?;
+        run_merge(cursors, total, &mut sink, check, threads)?
     } else {
+        let cursors = plan.cursors()?;
+        sources = cursors.iter().map(|c| c.machine).collect();
         let out = Output::open(a.output.as_deref())?;
         let name = out.name();
         let (stats, out) = match format {
@@ -268,7 +272,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     if a.stats {
         for (i, n) in stats.per_input.iter().enumerate() {
-            eprintln!("tscmerge: source #{i} ({}): {n} events", labels[i]);
+            eprintln!("tscmerge: source #{i} ({}): {n} events", names[sources[i]]);
         }
         eprintln!("tscmerge: {} events out", stats.total);
     }

@@ -331,13 +331,10 @@ impl Plan {
         }
         for &gi in guests {
             let g = &self.guests[gi];
-            let vm = &self.timeline.vms[g.vm];
             for input in &g.inputs {
                 for b in 0..input.buffers().len() {
                     for (cpu, cursor) in input.cursors(b, true)? {
-                        let cpu = cpu.unwrap_or(0);
-                        let vcpu = g.spec.vcpu_map.get(&cpu).copied().unwrap_or(cpu);
-                        let tl = vm.vcpus.get(&VcpuId(vcpu)).unwrap_or(&NO_TIMELINE);
+                        let (vcpu, tl) = self.vcpu_of(g, cpu.unwrap_or(0));
                         let cursor = GuestCursor::new(cursor, VcpuClock::new(tl), &g.spec.name, vcpu)?;
                         out.push(merge::Input { machine: gi + 1, cursor: Box::new(cursor), meta: input.meta() });
                     }
@@ -359,33 +356,31 @@ pub struct PageGroup<'a> {
 
 impl Plan {
     /// The inputs by output (machine, CPU), for a writer that copies pages
-    /// (`merge --format dat`), and the number of merge cursors the counts
-    /// are kept for ([`cursors`](Self::cursors) numbers them the same way).
-    pub fn page_groups(&self) -> Result<(Vec<PageGroup<'_>>, usize)> {
+    /// (`merge --format dat`), and the machine of each merge cursor the
+    /// counts are kept for ([`cursors`](Self::cursors) numbers them the same
+    /// way).
+    pub fn page_groups(&self) -> Result<(Vec<PageGroup<'_>>, Vec<usize>)> {
         let mut groups: BTreeMap<(usize, u32), Vec<(usize, PageFeed<'_>)>> = BTreeMap::new();
-        let mut stat = 0;
+        // Machine of each merge cursor; its length numbers the next one.
+        let mut stats: Vec<usize> = Vec::new();
         for h in &self.hosts {
             for b in 0..h.buffers().len() {
                 let feeds = h.page_sources(b, |_| None)?;
                 // A text host is one merge cursor for all its CPUs.
                 let one = h.kind == InputKind::Text;
                 for (cpu, feed) in feeds {
-                    groups.entry((0, cpu)).or_default().push((stat, feed));
+                    groups.entry((0, cpu)).or_default().push((stats.len(), feed));
                     if !one {
-                        stat += 1;
+                        stats.push(0);
                     }
                 }
                 if one {
-                    stat += 1;
+                    stats.push(0);
                 }
             }
         }
         for (gi, g) in self.guests.iter().enumerate() {
-            let vm = &self.timeline.vms[g.vm];
-            let timeline = |cpu: u32| {
-                let vcpu = g.spec.vcpu_map.get(&cpu).copied().unwrap_or(cpu);
-                (vcpu, vm.vcpus.get(&VcpuId(vcpu)).unwrap_or(&NO_TIMELINE))
-            };
+            let timeline = |cpu: u32| self.vcpu_of(g, cpu);
             for input in &g.inputs {
                 for b in 0..input.buffers().len() {
                     let feeds = input.page_sources(b, |cpu| {
@@ -400,14 +395,21 @@ impl Plan {
                             }
                             f => f,
                         };
-                        groups.entry((gi + 1, cpu)).or_default().push((stat, feed));
-                        stat += 1;
+                        groups.entry((gi + 1, cpu)).or_default().push((stats.len(), feed));
+                        stats.push(gi + 1);
                     }
                 }
             }
         }
         let groups = groups.into_iter().map(|((machine, cpu), sources)| PageGroup { machine, cpu, sources }).collect();
-        Ok((groups, stat))
+        Ok((groups, stats))
+    }
+
+    /// The vCPU a guest CPU runs on (`--vcpu-map`, else the same number) and
+    /// its offset timeline (empty when the host never wrote its offset).
+    fn vcpu_of(&self, g: &PlannedGuest, cpu: u32) -> (u32, &VcpuTimeline) {
+        let vcpu = g.spec.vcpu_map.get(&cpu).copied().unwrap_or(cpu);
+        (vcpu, self.timeline.vms[g.vm].vcpus.get(&VcpuId(vcpu)).unwrap_or(&NO_TIMELINE))
     }
 }
 

@@ -287,7 +287,9 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 impl<W: Write + Seek> TraceDatWriter<W> {
-    fn check_header(version: u32, compression: Compression, header: &Header) -> Result<()> {
+    /// Checks the parameters, writes the file header (`write_init`) and
+    /// returns the writer, metadata not yet written.
+    fn start(mut out: W, version: u32, compression: Compression, endian: Endian, long_size: u8, page_size: u32) -> Result<Self> {
         if version != 6 && version != 7 {
             return Err(Error::invalid(
                 0,
@@ -300,23 +302,22 @@ impl<W: Write + Seek> TraceDatWriter<W> {
                 "trace.dat version 6 cannot be compressed",
             ));
         }
-        if header.long_size != 4 && header.long_size != 8 {
+        if long_size != 4 && long_size != 8 {
             return Err(Error::invalid(
                 0,
-                format!("long size {}: expected 4 or 8", header.long_size),
+                format!("long size {long_size}: expected 4 or 8"),
             ));
         }
-        if !header.page_size.is_power_of_two() || header.page_size < 64 {
+        if !page_size.is_power_of_two() || page_size < 64 {
             return Err(Error::invalid(
                 0,
-                format!("page size {}: expected a power of two", header.page_size),
+                format!("page size {page_size}: expected a power of two"),
             ));
         }
-        Ok(())
-    }
-
-    fn blank(out: W, pos: u64, version: u32, compression: Compression, endian: Endian, page_size: u32) -> Result<Self> {
-        Ok(TraceDatWriter {
+        let pos = out
+            .stream_position()
+            .map_err(io("finding the output position"))?;
+        let mut w = TraceDatWriter {
             out,
             pos,
             version,
@@ -338,23 +339,15 @@ impl<W: Write + Seek> TraceDatWriter<W> {
             cpu: None,
             scratch: Vec::new(),
             deferred: false,
-        })
+        };
+        w.write_init(long_size)?;
+        Ok(w)
     }
 
     /// Writes the file header and all metadata. `out` should be positioned at 0
     /// (offsets in the file are absolute).
-    pub fn new(
-        mut out: W,
-        version: u32,
-        compression: Compression,
-        header: &Header,
-    ) -> Result<Self> {
-        Self::check_header(version, compression, header)?;
-        let pos = out
-            .stream_position()
-            .map_err(io("finding the output position"))?;
-        let mut w = Self::blank(out, pos, version, compression, header.endian, header.page_size)?;
-        w.write_init(header.endian, header.long_size, header.page_size)?;
+    pub fn new(out: W, version: u32, compression: Compression, header: &Header) -> Result<Self> {
+        let mut w = Self::start(out, version, compression, header.endian, header.long_size, header.page_size)?;
         w.write_metadata(header)?;
         Ok(w)
     }
@@ -366,24 +359,9 @@ impl<W: Write + Seek> TraceDatWriter<W> {
     /// (trace-input.c `handle_options`, `handle_section`), and trace-cmd's
     /// strings scan walks sections back to back from the header, which holds
     /// wherever they sit.
-    pub fn new_deferred(mut out: W, compression: Compression, endian: Endian, long_size: u8, page_size: u32) -> Result<Self> {
-        let probe = Header {
-            endian,
-            long_size,
-            page_size,
-            header_page: &[],
-            header_event: &[],
-            ftrace_formats: Vec::new(),
-            event_formats: Vec::new(),
-            kallsyms: None,
-            printk: None,
-            cmdlines: &[],
-        };
-        Self::check_header(7, compression, &probe)?;
-        let pos = out.stream_position().map_err(io("finding the output position"))?;
-        let mut w = Self::blank(out, pos, 7, compression, endian, page_size)?;
+    pub fn new_deferred(out: W, compression: Compression, endian: Endian, long_size: u8, page_size: u32) -> Result<Self> {
+        let mut w = Self::start(out, 7, compression, endian, long_size, page_size)?;
         w.deferred = true;
-        w.write_init(endian, long_size, page_size)?;
         Ok(w)
     }
 
@@ -773,11 +751,11 @@ impl<W: Write + Seek> TraceDatWriter<W> {
 
     /// Magic, version, byte order, long and page size; v7: the codec and
     /// the u64 that will point at the first options section.
-    fn write_init(&mut self, endian: Endian, long_size: u8, page_size: u32) -> Result<()> {
+    fn write_init(&mut self, long_size: u8) -> Result<()> {
         self.put(MAGIC)?;
         self.put(if self.version == 6 { b"6\0" } else { b"7\0" })?;
-        self.put(&[if endian == Endian::Big { 1 } else { 0 }, long_size])?;
-        self.put_u32(page_size)?;
+        self.put(&[if self.endian == Endian::Big { 1 } else { 0 }, long_size])?;
+        self.put_u32(self.page_size)?;
         if self.version == 7 {
             self.put(self.compression.name().as_bytes())?;
             self.put(&[0])?;

@@ -366,16 +366,6 @@ impl Encoder {
         Ok(())
     }
 
-    /// The error for a CPU whose host times would run backwards: a trace.dat
-    /// CPU holds non-decreasing times (ring-buffer deltas are unsigned).
-    fn backwards(&self, machine: usize, cpu: u32, last: u64, ts: u64) -> Error {
-        let name = self.machines.get(machine).map_or("?", String::as_str);
-        Error::Usage(format!(
-            "{}: {name} cpu {cpu}: host time {ts} comes after {last} in that CPU's order: the offsets (or the TSC scaling) do not fit this guest (tscmerge check shows where); a trace.dat CPU cannot go back in time",
-            self.dest.display()
-        ))
-    }
-
     /// Notes `pid`'s comm for `machine` (the first one seen stays).
     fn note_comm(&mut self, machine: usize, pid: i32, comm: &str) {
         if comm.is_empty() || comm == "<...>" {
@@ -393,12 +383,7 @@ impl Encoder {
         match r.body {
             Body::Raw { format, data, ctx } => {
                 if let Route::Raw(id) = self.route(machine, format, ctx) {
-                    if data.len() >= 2 {
-                        self.rec.clear();
-                        self.rec.extend_from_slice(data);
-                        self.rec[..2].copy_from_slice(&id.to_le_bytes());
-                        as_text = false;
-                    }
+                    as_text = !self.raw_record(data, id);
                 }
                 if as_text {
                     self.text.clear();
@@ -423,6 +408,34 @@ impl Encoder {
             self.counts.1 += 1;
         }
         self.counts.0 += 1;
+        Ok(())
+    }
+
+    /// A binary record kept as it is but for its output id, into `self.rec`;
+    /// false for a record too short to hold `common_type`.
+    fn raw_record(&mut self, data: &[u8], id: u16) -> bool {
+        if data.len() < 2 {
+            return false;
+        }
+        self.rec.clear();
+        self.rec.extend_from_slice(data);
+        self.rec[..2].copy_from_slice(&id.to_le_bytes());
+        true
+    }
+
+    /// Moves `machine`'s `cpu` forward to `ts` (`last`: the latest time
+    /// written to it), refusing a step back: a trace.dat CPU holds
+    /// non-decreasing times (ring-buffer deltas are unsigned).
+    fn forward(&self, machine: usize, cpu: u32, last: &mut u64, ts: u64) -> Result<()> {
+        if ts < *last {
+            let name = self.machines.get(machine).map_or("?", String::as_str);
+            return Err(Error::Usage(format!(
+                "{}: {name} cpu {cpu}: host time {ts} comes after {} in that CPU's order: the offsets (or the TSC scaling) do not fit this guest (tscmerge check shows where); a trace.dat CPU cannot go back in time",
+                self.dest.display(),
+                *last
+            )));
+        }
+        *last = ts;
         Ok(())
     }
 
@@ -533,7 +546,8 @@ impl Drop for Output {
 }
 
 impl DatSink {
-    fn spool(&mut self, machine: usize, cpu: u32) -> Result<&mut Spool> {
+    /// The index in `spools` of (machine, cpu)'s spool, made on first use.
+    fn spool(&mut self, machine: usize, cpu: u32) -> Result<usize> {
         let i = match self.spool_at.get(&(machine, cpu)) {
             Some(&i) => i,
             None => {
@@ -544,7 +558,7 @@ impl DatSink {
                 self.spools.len() - 1
             }
         };
-        Ok(&mut self.spools[i].1)
+        Ok(i)
     }
 
     fn write_file(&mut self) -> Result<()> {
@@ -757,9 +771,9 @@ fn write_group(
         let (stat, feed) = &mut sources[i];
         let n = match feed {
             PageFeed::Pages(p) if whole => {
-                if let Some(t) = p.ts().filter(|&t| t < last_out) {
-                    return Err(enc.backwards(machine, g.cpu, last_out, t));
-                }
+                // The page's first time must not go back; its last is where the CPU stands after.
+                let first = p.ts().unwrap_or(last_out);
+                enc.forward(machine, g.cpu, &mut last_out, first)?;
                 flush(&mut pb, &mut emit)?;
                 last_out = p.whole_page().unwrap_or(last_out);
                 let marks = p.whole_page_marked() as u64;
@@ -770,24 +784,20 @@ fn write_group(
                 n + marks
             }
             PageFeed::Pages(p) => {
-                if let Some((ts, rec, id)) = p.next_routed(&mut |pid, c| enc.note_comm(machine, pid, c)) {
+                let n = match p.next_routed(&mut |pid, c| enc.note_comm(machine, pid, c)) {
                     // A record that only needs its id: no decoding.
-                    if ts < last_out {
-                        return Err(enc.backwards(machine, g.cpu, last_out, ts));
+                    Some((ts, rec, id)) => {
+                        enc.forward(machine, g.cpu, &mut last_out, ts)?;
+                        enc.raw_record(rec, id);
+                        enc.counts.0 += 1;
+                        push(&mut pb, ts, &enc.rec, &enc.dest, &mut emit)?;
+                        1
                     }
-                    enc.rec.clear();
-                    enc.rec.extend_from_slice(rec);
-                    enc.rec[..2].copy_from_slice(&id.to_le_bytes());
-                    enc.counts.0 += 1;
-                    push(&mut pb, ts, &enc.rec, &enc.dest, &mut emit)?;
-                    last_out = ts;
-                    p.advance(&mut |f, ctx| route(enc, f, ctx))?;
-                    stats.per_input[*stat] += 1;
-                    stats.total += 1;
-                    continue;
-                }
-                let Some(ev) = p.current() else { break };
-                let n = put_event(enc, machine, g.cpu, &ev, &mut last_out, &mut pb, &mut emit)?;
+                    None => {
+                        let Some(ev) = p.current() else { break };
+                        put_event(enc, machine, g.cpu, &ev, &mut last_out, &mut pb, &mut emit)?
+                    }
+                };
                 p.advance(&mut |f, ctx| route(enc, f, ctx))?;
                 n
             }
@@ -836,10 +846,7 @@ fn put_event(
             Ok(1)
         }
         Payload::Event(r) => {
-            if ev.ts < *last {
-                return Err(enc.backwards(machine, cpu, *last, ev.ts));
-            }
-            *last = ev.ts;
+            enc.forward(machine, cpu, last, ev.ts)?;
             enc.encode(machine, r)?;
             push(pb, ev.ts, &enc.rec, &enc.dest, emit)?;
             Ok(1)
@@ -864,8 +871,8 @@ impl Sink for DatSink {
     fn event(&mut self, machine: usize, ev: &EventView<'_>) -> Result<()> {
         let r = match ev.payload {
             Payload::Lost { count } => {
-                let sp = self.spool(machine, ev.cpu)?;
-                let Spool { pages, file, count: n, .. } = sp;
+                let i = self.spool(machine, ev.cpu)?;
+                let Spool { pages, file, count: n, .. } = &mut self.spools[i].1;
                 pages.flush(|p| {
                     *n += 1;
                     file.write_all(p).map_err(|e| ftrace::Error::Io { what: "spooling pages".into(), source: e })
@@ -876,14 +883,10 @@ impl Sink for DatSink {
             Payload::Event(r) => r,
         };
         self.enc.encode(machine, &r)?;
+        let i = self.spool(machine, ev.cpu)?;
+        let Spool { pages, file, count, last } = &mut self.spools[i].1;
+        self.enc.forward(machine, ev.cpu, last, ev.ts)?;
         let rec = std::mem::take(&mut self.enc.rec);
-        let sp = self.spool(machine, ev.cpu)?;
-        if ev.ts < sp.last {
-            let last = sp.last;
-            return Err(self.enc.backwards(machine, ev.cpu, last, ev.ts));
-        }
-        sp.last = ev.ts;
-        let Spool { pages, file, count, .. } = sp;
         let res = pages.push(ev.ts, &rec, |p| {
             *count += 1;
             file.write_all(p).map_err(|e| ftrace::Error::Io { what: "spooling pages".into(), source: e })

@@ -71,7 +71,7 @@ pub struct PageSource<'a> {
     meta: &'a Meta,
     ctx: RenderCtx<'a>,
     last_pid: Cell<PidInfo<'a>>,
-    /// The pid whose comm was last reported by `next_routed`.
+    /// The pid whose comm was last reported (`note_pid`).
     comm_pid: Cell<Option<i32>>,
     cpu: u32,
     clock: Option<GuestClock<'a>>,
@@ -142,10 +142,6 @@ impl<'a> PageSource<'a> {
         }
     }
 
-    pub fn cpu(&self) -> u32 {
-        self.cpu
-    }
-
     /// Loads the first page (after that, pages load as the last one is used
     /// up). `route` gives the output id of an input format, `None` when its
     /// records must be re-encoded.
@@ -185,8 +181,6 @@ impl<'a> PageSource<'a> {
     /// then moves on. `comm` is called for each run of a pid, with its comm
     /// when known. Returns the number of events in the page.
     pub fn take_whole(&mut self, comm: &mut dyn FnMut(i32, &'a str), out: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<u64> {
-        let meta = self.meta;
-        let mut last_pid = None;
         for ev in &self.events {
             let (s, e) = (ev.start as usize, ev.end as usize);
             let Some(rec) = self.page.get(s..e) else { continue };
@@ -194,13 +188,7 @@ impl<'a> PageSource<'a> {
             let out_id = self.routes.get(id as usize).copied().unwrap_or(ROUTE_NONE);
             debug_assert!(out_id != ROUTE_UNKNOWN && out_id != ROUTE_NONE, "whole pages have every route");
             let new = (out_id.wrapping_sub(1) as u16).to_le_bytes();
-            if let Some(f) = meta.events.by_id(id) {
-                let pid = meta.pid(f, rec);
-                if last_pid != Some(pid) {
-                    last_pid = Some(pid);
-                    comm(pid, meta.comm(pid));
-                }
-            }
+            self.note_pid(id, rec, comm);
             self.page[s..s + 2].copy_from_slice(&new);
         }
         if self.shift != 0 {
@@ -233,6 +221,14 @@ impl<'a> PageSource<'a> {
         if out == ROUTE_UNKNOWN || out == ROUTE_NONE {
             return None;
         }
+        self.note_pid(id, rec, comm);
+        Some((ev.host, rec, (out - 1) as u16))
+    }
+
+    /// Calls `comm` with the pid of a record of type `id` and its comm when
+    /// the pid differs from the last one reported (a CPU runs one task for
+    /// many events).
+    fn note_pid(&self, id: u16, rec: &[u8], comm: &mut dyn FnMut(i32, &'a str)) {
         if let Some(f) = self.meta.events.by_id(id) {
             let pid = self.meta.pid(f, rec);
             if self.comm_pid.get() != Some(pid) {
@@ -240,7 +236,6 @@ impl<'a> PageSource<'a> {
                 comm(pid, self.meta.comm(pid));
             }
         }
-        Some((ev.host, rec, (out - 1) as u16))
     }
 
     /// What comes next, event by event (the lost mark of a page first).
