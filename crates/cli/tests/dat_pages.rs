@@ -71,13 +71,15 @@ fn both_ways(dir: &Path, inputs: &[String], tag: &str) -> (u64, u64) {
     counts
 }
 
-fn guests(d: &Path, ext: &str) -> Vec<String> {
-    vec![
-        "--guest".into(),
-        format!("vm0={},pid=2001", s(&d.join(format!("guest-vm0.{ext}")))),
-        "--guest".into(),
-        format!("vm1={},pid=2101", s(&d.join(format!("guest-vm1.{ext}")))),
-    ]
+/// `merge` inputs for a synth directory: the host files named, then both
+/// guests from their `guest-vmN.EXT` files, pinned to their VMM pids.
+fn inputs(d: &Path, hosts: &[&str], ext: &str) -> Vec<String> {
+    let mut v: Vec<String> = hosts.iter().map(|h| s(&d.join(h)).to_string()).collect();
+    for (vm, pid) in [(0, 2001), (1, 2101)] {
+        v.push("--guest".into());
+        v.push(format!("vm{vm}={},pid={pid}", s(&d.join(format!("guest-vm{vm}.{ext}")))));
+    }
+    v
 }
 
 #[test]
@@ -86,18 +88,12 @@ fn pages_copied_or_built_hold_what_the_merge_writes() {
     // Guests write their TSC every 5 windows: offsets change often, so
     // pages straddle periods and the host's offset instance interleaves.
     tscmerge(&["synth", "-o", s(&d), "--windows", "3000", "--tsc-write-every", "5", "--format", "both"]);
-    let mut dat = vec![s(&d.join("host.dat")).to_string()];
-    dat.extend(guests(&d, "dat"));
-    let (copied, built) = both_ways(&d, &dat, "dat");
+    let (copied, built) = both_ways(&d, &inputs(&d, &["host.dat"], "dat"), "dat");
     assert!(copied > 10 && built > 0, "copied {copied}, built {built}");
 
     // Text guests beside a binary host, and all text.
-    let mut mixed = vec![s(&d.join("host.dat")).to_string()];
-    mixed.extend(guests(&d, "txt"));
-    both_ways(&d, &mixed, "mixed");
-    let mut text = vec![s(&d.join("host.txt")).to_string(), s(&d.join("host-tsc_offset.txt")).to_string()];
-    text.extend(guests(&d, "txt"));
-    let (copied, _) = both_ways(&d, &text, "text");
+    both_ways(&d, &inputs(&d, &["host.dat"], "txt"), "mixed");
+    let (copied, _) = both_ways(&d, &inputs(&d, &["host.txt", "host-tsc_offset.txt"], "txt"), "text");
     assert_eq!(copied, 0, "text has no pages to copy");
 }
 
@@ -106,8 +102,7 @@ fn scaled_guests_are_built_not_copied() {
     let d = tmp("datpages-scaled");
     // With TSC scaling a page's deltas change: guest pages cannot be copied.
     tscmerge(&["synth", "-o", s(&d), "--windows", "1500", "--tsc-scaling", "3:1", "--format", "dat", "--compression", "none"]);
-    let mut dat = vec![s(&d.join("host.dat")).to_string()];
-    dat.extend(guests(&d, "dat"));
+    let mut dat = inputs(&d, &["host.dat"], "dat");
     dat.extend(["--tsc-scaling".to_string(), "3:1".to_string()]);
     let (copied, built) = both_ways(&d, &dat, "scaled");
     assert!(built > 10, "copied {copied}, built {built}");
@@ -131,9 +126,7 @@ fn scaled_guests_are_built_not_copied() {
 fn guests_that_never_move_their_offset_are_copied_whole() {
     let d = tmp("datpages-steady");
     tscmerge(&["synth", "-o", s(&d), "--windows", "2000", "--tsc-write-every", "0", "--format", "dat"]);
-    let mut dat = vec![s(&d.join("host.dat")).to_string()];
-    dat.extend(guests(&d, "dat"));
-    let (copied, built) = both_ways(&d, &dat, "steady");
+    let (copied, built) = both_ways(&d, &inputs(&d, &["host.dat"], "dat"), "steady");
     assert!(copied > built, "copied {copied}, built {built}");
 }
 
