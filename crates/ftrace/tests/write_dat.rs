@@ -173,6 +173,12 @@ fn write_file(version: u32, comp: Compression) -> (Vec<u8>, Vec<Ev>) {
 
 /// `deferred`: metadata after the data (`TraceDatWriter::new_deferred`).
 fn write_file_as(version: u32, comp: Compression, deferred: bool) -> (Vec<u8>, Vec<Ev>) {
+    write_file_by(version, comp, deferred, None)
+}
+
+/// `chunks`: pages per chunk, and whether the pages are compressed outside
+/// the writer (`ChunkCompressor`, `write_chunk`) instead of given one by one.
+fn write_file_by(version: u32, comp: Compression, deferred: bool, chunks: Option<(usize, bool)>) -> (Vec<u8>, Vec<Ev>) {
     let f = formats();
     let h = header(&f);
     let mut w = if deferred {
@@ -197,8 +203,23 @@ fn write_file_as(version: u32, comp: Compression, deferred: bool) -> (Vec<u8>, V
         let pages =
             ftrace::write::pack_events(&mut pb, evs.iter().map(|(ts, r, _)| (*ts, r.as_slice())))
                 .unwrap();
-        w.write_cpu_pages(id, cpu, pages.iter().map(|p| p.as_slice()))
-            .unwrap();
+        if let Some((n, _)) = chunks {
+            w.set_chunk_pages(n);
+        }
+        match chunks {
+            None | Some((_, false)) => w.write_cpu_pages(id, cpu, pages.iter().map(|p| p.as_slice())).unwrap(),
+            Some((n, true)) => {
+                let mut zc = w.chunk_compressor().unwrap().expect("a compressed file");
+                w.start_cpu(id, cpu).unwrap();
+                for c in pages.chunks(n) {
+                    let raw = c.concat();
+                    let mut block = Vec::new();
+                    zc.compress(&raw, &mut block).unwrap();
+                    w.write_chunk(raw.len(), &block).unwrap();
+                }
+                w.end_cpu().unwrap();
+            }
+        }
         expect.extend(evs.into_iter().map(|e| e.2));
     }
     if version == 7 {
@@ -374,6 +395,27 @@ fn v7_zstd_reported_by_trace_cmd() {
 fn v7_metadata_last_reported_by_trace_cmd() {
     check_against_report_as(7, Compression::Zstd, "two.v7zstd-deferred.dat", true);
     check_against_report_as(7, Compression::None, "two.v7none-deferred.dat", true);
+}
+
+/// Chunks compressed outside the writer (on another thread, in `merge
+/// --format dat -j 2`) make the same file as pages handed to it one by one.
+#[test]
+fn chunks_compressed_apart_write_the_same_file() {
+    for comp in [Compression::Zstd, Compression::Zlib] {
+        for n in [1, 2, 3] {
+            let (by_pages, _) = write_file_by(7, comp, true, Some((n, false)));
+            let (by_chunks, _) = write_file_by(7, comp, true, Some((n, true)));
+            assert!(by_pages == by_chunks, "{comp:?}, {n} pages per chunk");
+        }
+    }
+    // Not whole pages, or more than a chunk: refused.
+    let f = formats();
+    let h = header(&f);
+    let mut w = TraceDatWriter::new_deferred(Cursor::new(Vec::new()), Compression::Zstd, h.endian, h.long_size, h.page_size).unwrap();
+    let b = w.add_buffer("", "x86-tsc", 1).unwrap();
+    w.start_cpu(b, 0).unwrap();
+    assert!(w.write_chunk(100, &[0; 8]).is_err());
+    assert!(w.write_chunk(w.chunk_bytes() + 4096, &[0; 8]).is_err());
 }
 
 #[test]

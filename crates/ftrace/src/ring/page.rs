@@ -169,7 +169,7 @@ impl<'p> Page<'p> {
     /// be the layout's: callers that decided it once per stream use this.
     pub fn events_as<O: ByteOrder>(&self) -> RawEvents<'p, O> {
         debug_assert_eq!(O::ENDIAN, self.endian);
-        RawEvents { data: self.data, pos: 0, ts: self.timestamp, base: self.data_offset, lost: self.lost, absolute: false, _o: PhantomData }
+        RawEvents { data: self.data, pos: 0, ts: self.timestamp, base: self.data_offset, lost: self.lost, absolute: false, header: 0, absolute_before: false, _o: PhantomData }
     }
 }
 
@@ -187,6 +187,13 @@ impl PageEvents<'_> {
         match self {
             PageEvents::Le(r) => r.saw_absolute(),
             PageEvents::Be(r) => r.saw_absolute(),
+        }
+    }
+    /// [`RawEvents::last_header`] of the walker.
+    pub fn last_header(&self) -> (usize, bool) {
+        match self {
+            PageEvents::Le(r) => r.last_header(),
+            PageEvents::Be(r) => r.last_header(),
         }
     }
 }
@@ -213,6 +220,10 @@ pub struct RawEvents<'p, O: ByteOrder> {
     lost: Option<Option<u64>>,
     /// An absolute timestamp record was walked over.
     absolute: bool,
+    /// Where the last event's header starts in the data, and whether an
+    /// absolute timestamp record came between it and the event before.
+    header: usize,
+    absolute_before: bool,
     _o: PhantomData<O>,
 }
 
@@ -228,7 +239,7 @@ pub(crate) struct WalkState {
 
 impl<'p, O: ByteOrder> RawEvents<'p, O> {
     pub(crate) fn resume(data: &'p [u8], st: WalkState) -> Self {
-        RawEvents { data, pos: st.pos, ts: st.ts, base: st.base, lost: st.lost, absolute: false, _o: PhantomData }
+        RawEvents { data, pos: st.pos, ts: st.ts, base: st.base, lost: st.lost, absolute: false, header: 0, absolute_before: false, _o: PhantomData }
     }
     pub(crate) fn state(&self) -> WalkState {
         WalkState { pos: self.pos, ts: self.ts, base: self.base, lost: self.lost }
@@ -245,6 +256,15 @@ impl<'p, O: ByteOrder> RawEvents<'p, O> {
         self.absolute
     }
 
+    /// The last event's header: its offset in the page data (the event's own
+    /// header, after any time extend before it) and whether an absolute
+    /// timestamp record lies between it and the previous event. A writer
+    /// that copies a run of records and rewrites the first one's delta
+    /// needs both.
+    pub fn last_header(&self) -> (usize, bool) {
+        (self.header, self.absolute_before)
+    }
+
     #[inline(always)]
     fn word(&self, at: usize, what: &'static str) -> Result<u32> {
         match self.data.get(at..at + 4) {
@@ -258,6 +278,7 @@ impl<'p, O: ByteOrder> RawEvents<'p, O> {
     }
 
     fn step(&mut self) -> Result<Option<RingEvent<'p>>> {
+        self.absolute_before = false;
         loop {
             let pos = self.pos;
             if pos >= self.data.len() {
@@ -293,6 +314,7 @@ impl<'p, O: ByteOrder> RawEvents<'p, O> {
                     }
                     self.ts = abs;
                     self.absolute = true;
+                    self.absolute_before = true;
                     self.pos = pos + 8;
                 }
                 0 => {
@@ -308,11 +330,13 @@ impl<'p, O: ByteOrder> RawEvents<'p, O> {
                     let start = pos + 8;
                     let data = self.payload(pos, start, len)?;
                     self.ts = self.ts.wrapping_add(delta as u64);
+                    self.header = pos;
                     return Ok(Some(RingEvent::Event { ts: self.ts, data }));
                 }
                 1..=TYPE_DATA_MAX => {
                     let data = self.payload(pos, pos + 4, 4 * type_len as usize)?;
                     self.ts = self.ts.wrapping_add(delta as u64);
+                    self.header = pos;
                     return Ok(Some(RingEvent::Event { ts: self.ts, data }));
                 }
                 _ => return Err(Error::invalid(self.base + pos as u64, format!("ring-buffer type_len {type_len}"))),

@@ -41,6 +41,37 @@ pub mod option_id {
 /// Section flag: the section's data is compressed (trace-cmd.dat.v7.5.txt).
 pub const SECTION_FLAG_COMPRESSED: u16 = 1;
 
+/// One compressed block as a v7 file stores it (trace-compress.c
+/// `tracecmd_compress_block`): u32 compressed size, u32 original size, then
+/// the codec's output, in the file's byte order. `at` names the place for errors.
+fn compress_block(codec: &mut Codec, e: Endian, at: u64, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    let u32len = |n: usize, what: &'static str| {
+        u32::try_from(n).map_err(|_| Error::invalid(at, format!("{what} of {n} bytes exceeds a u32 block size")))
+    };
+    let raw = u32len(data.len(), "compressed block input")?;
+    out.clear();
+    out.extend_from_slice(&[0; 8]);
+    codec.compress(data, out)?;
+    let csize = u32len(out.len() - 8, "compressed block")?;
+    out[..4].copy_from_slice(&e.put_u32(csize));
+    out[4..8].copy_from_slice(&e.put_u32(raw));
+    Ok(())
+}
+
+/// Compresses chunks of pages for [`TraceDatWriter::write_chunk`], so that
+/// compression can run on the thread that makes the pages.
+pub struct ChunkCompressor {
+    codec: Codec,
+    endian: Endian,
+}
+
+impl ChunkCompressor {
+    /// The block for `pages` (whole pages of one CPU), into `out`.
+    pub fn compress(&mut self, pages: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        compress_block(&mut self.codec, self.endian, 0, pages, out)
+    }
+}
+
 /// Pages per compressed chunk by default (trace-output.c `PAGES_IN_CHUNK`).
 pub const DEFAULT_CHUNK_PAGES: usize = 10;
 
@@ -507,14 +538,21 @@ impl<W: Write + Seek> TraceDatWriter<W> {
         r
     }
 
-    fn write_page_inner(&mut self, c: &mut OpenCpu, page: &[u8]) -> Result<()> {
+    /// Where a CPU's data starts: page-aligned, after the chunk count of a
+    /// compressed file (patched in end_cpu).
+    fn start_data(&mut self, c: &mut OpenCpu) -> Result<()> {
         if c.data_at.is_none() {
             self.pad_to_page()?;
             c.data_at = Some(self.pos);
             if self.compression.is_compressed() {
-                self.put(&[0; 4])?; // chunk count, patched in end_cpu
+                self.put(&[0; 4])?;
             }
         }
+        Ok(())
+    }
+
+    fn write_page_inner(&mut self, c: &mut OpenCpu, page: &[u8]) -> Result<()> {
+        self.start_data(c)?;
         c.raw_bytes += page.len() as u64;
         if !self.compression.is_compressed() {
             return self.put(page);
@@ -730,20 +768,49 @@ impl<W: Write + Seek> TraceDatWriter<W> {
         if plain || !self.compression.is_compressed() {
             return self.put(data);
         }
-        let u32len = |n: usize, what: &'static str, at: u64| {
-            u32::try_from(n).map_err(|_| {
-                Error::invalid(at, format!("{what} of {n} bytes exceeds a u32 block size"))
-            })
-        };
-        let usize_ = u32len(data.len(), "compressed block input", self.pos)?;
         let mut z = std::mem::take(&mut self.scratch);
-        z.clear();
-        self.codec.compress(data, &mut z)?;
-        let csize = u32len(z.len(), "compressed block", self.pos)?;
-        self.put_u32(csize)?;
-        self.put_u32(usize_)?;
-        let r = self.put(&z);
+        let r = compress_block(&mut self.codec, self.endian, self.pos, data, &mut z).and_then(|()| self.put(&z));
         self.scratch = z;
+        r
+    }
+
+    /// A compressor that makes the blocks of [`write_chunk`](Self::write_chunk)
+    /// on another thread: `None` when the file is not compressed.
+    pub fn chunk_compressor(&self) -> Result<Option<ChunkCompressor>> {
+        if !self.compression.is_compressed() {
+            return Ok(None);
+        }
+        Ok(Some(ChunkCompressor { codec: Codec::new(self.compression)?, endian: self.endian }))
+    }
+
+    /// Bytes of pages in one compressed chunk.
+    pub fn chunk_bytes(&self) -> usize {
+        self.chunk_pages * self.page_size as usize
+    }
+
+    /// Appends one chunk of whole pages (`raw_len` bytes, at most
+    /// [`chunk_bytes`](Self::chunk_bytes)) to the open CPU of a compressed
+    /// file, as `block` from [`ChunkCompressor::compress`]. A caller that
+    /// cuts a CPU's pages into chunks of `chunk_bytes` (the last one
+    /// shorter) writes what [`write_page`](Self::write_page) would.
+    pub fn write_chunk(&mut self, raw_len: usize, block: &[u8]) -> Result<()> {
+        let Some(mut c) = self.cpu.take() else {
+            return Err(Error::invalid(self.pos, "write_chunk without start_cpu"));
+        };
+        let r = (|| {
+            if !self.compression.is_compressed() || !c.chunk.is_empty() {
+                return Err(Error::invalid(self.pos, "write_chunk needs a compressed file and no pages pending"));
+            }
+            if raw_len == 0 || raw_len > self.chunk_bytes() || raw_len % self.page_size as usize != 0 {
+                return Err(Error::invalid(self.pos, format!("chunk of {raw_len} bytes: expected whole pages, at most {}", self.chunk_bytes())));
+            }
+            self.start_data(&mut c)?;
+            c.raw_bytes += raw_len as u64;
+            self.put(block)?;
+            c.chunks += 1;
+            Ok(())
+        })();
+        self.cpu = Some(c);
         r
     }
 

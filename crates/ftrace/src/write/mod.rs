@@ -18,6 +18,6 @@ pub mod page;
 
 pub use compress::Compression;
 pub use dat::{
-    option_id, BufferId, Header, OptionData, TraceDatWriter, TsyncSample, DEFAULT_CHUNK_PAGES,
+    option_id, BufferId, ChunkCompressor, Header, OptionData, TraceDatWriter, TsyncSample, DEFAULT_CHUNK_PAGES,
 };
 pub use page::{pack_events, PageBuilder};

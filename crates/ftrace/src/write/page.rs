@@ -180,34 +180,10 @@ impl PageBuilder {
                 ),
             ));
         }
-        if self.events == 0 {
-            // The page timestamp is the first event's time: its delta is 0.
-            self.last_ts = ts;
-        } else if ts < self.last_ts {
-            return Err(Error::invalid(
-                0,
-                format!("timestamp {ts} is before the previous event's {}: a page needs non-decreasing times", self.last_ts),
-            ));
-        }
-        let delta = ts - self.last_ts;
-        let extend = if delta > TS_MASK { 8 } else { 0 };
-        if self.used + extend + size > self.capacity() {
+        let Some((pos, delta27, extend)) = self.start_event(ts, size)? else {
             return Ok(false);
-        }
-        let mut pos = self.header_len() + self.used;
+        };
         let e = self.endian;
-        let mut delta27 = delta as u32;
-        if extend != 0 {
-            // rb_add_time_stamp: low 27 bits in the header, the rest in array[0].
-            let hdr = event_header(e, type_len::TIME_EXTEND, (delta & TS_MASK) as u32);
-            self.page[pos..pos + 4].copy_from_slice(&e.put_u32(hdr));
-            let high = u32::try_from(delta >> TS_SHIFT).map_err(|_| {
-                Error::invalid(0, format!("timestamp delta {delta} exceeds 59 bits"))
-            })?;
-            self.page[pos + 4..pos + 8].copy_from_slice(&e.put_u32(high));
-            pos += 8;
-            delta27 = 0;
-        }
         let padded = record.len().max(1).div_ceil(RB_ALIGNMENT) * RB_ALIGNMENT;
         // rb_update_event: inline length in 4-byte units, or type_len 0 and
         // array[0] = padded payload + 4 (the u32 itself).
@@ -229,6 +205,89 @@ impl PageBuilder {
             self.page[..8].copy_from_slice(&b);
         }
         Ok(true)
+    }
+
+    /// Checks that an event at `ts` taking `size` bytes goes next and fits;
+    /// writes the TIME_EXTEND its delta needs. `None`: the page is full.
+    /// Else the event's header position, the delta left for its header and
+    /// the extend's size (0 or 8).
+    fn start_event(&mut self, ts: u64, size: usize) -> Result<Option<(usize, u32, usize)>> {
+        let base = if self.events == 0 { ts } else { self.last_ts };
+        if ts < base {
+            return Err(Error::invalid(
+                0,
+                format!("timestamp {ts} is before the previous event's {base}: a page needs non-decreasing times"),
+            ));
+        }
+        let delta = ts - base;
+        let extend = if delta > TS_MASK { 8 } else { 0 };
+        if self.used + extend + size > self.capacity() {
+            return Ok(None);
+        }
+        // The page timestamp is the first event's time: its delta is 0.
+        self.last_ts = base;
+        let pos = self.header_len() + self.used;
+        let e = self.endian;
+        if extend == 0 {
+            return Ok(Some((pos, delta as u32, 0)));
+        }
+        // rb_add_time_stamp: low 27 bits in the header, the rest in array[0].
+        let high = u32::try_from(delta >> TS_SHIFT)
+            .map_err(|_| Error::invalid(0, format!("timestamp delta {delta} exceeds 59 bits")))?;
+        let hdr = event_header(e, type_len::TIME_EXTEND, (delta & TS_MASK) as u32);
+        self.page[pos..pos + 4].copy_from_slice(&e.put_u32(hdr));
+        self.page[pos + 4..pos + 8].copy_from_slice(&e.put_u32(high));
+        Ok(Some((pos + 8, 0, 8)))
+    }
+
+    /// Adds a run of `events` records copied from another page of this
+    /// builder's layout, if it fits. `run` starts at the first event's
+    /// header, whose delta is rewritten for `first_ts`; the records after it
+    /// keep theirs (times extends and padding included), so the run's times
+    /// must stand in the source as they stand here, and `last_ts` is the
+    /// last event's time. `Ok(false)`: the page is full.
+    pub fn try_push_run(&mut self, first_ts: u64, last_ts: u64, run: &[u8], events: usize) -> Result<bool> {
+        let e = self.endian;
+        let word = run.get(..4).and_then(|b| e.uint(b)).map(|w| w as u32);
+        let tl = word.map(|w| match e {
+            Endian::Little => w & 0x1f,
+            Endian::Big => w >> TS_SHIFT,
+        });
+        let (Some(word), Some(tl)) = (word, tl) else {
+            return Err(Error::invalid(0, "a run of records needs an event header"));
+        };
+        if tl > type_len::DATA_MAX || events == 0 || last_ts < first_ts {
+            return Err(Error::invalid(0, format!("a run of {events} records starts with type_len {tl}: expected an event")));
+        }
+        if run.len() > self.capacity() {
+            return Err(Error::invalid(0, format!("a run of {} bytes does not fit a {}-byte page", run.len(), self.page.len())));
+        }
+        let Some((pos, delta27, extend)) = self.start_event(first_ts, run.len())? else {
+            return Ok(false);
+        };
+        self.page[pos..pos + run.len()].copy_from_slice(run);
+        let hdr = match e {
+            Endian::Little => (word & 0x1f) | (delta27 << 5),
+            Endian::Big => (word & !(TS_MASK as u32)) | delta27,
+        };
+        self.page[pos..pos + 4].copy_from_slice(&e.put_u32(hdr));
+        if self.events == 0 {
+            self.page[..8].copy_from_slice(&e.put_u64(first_ts));
+        }
+        self.used += extend + run.len();
+        self.last_ts = last_ts;
+        self.events += events;
+        Ok(true)
+    }
+
+    /// Bytes still free for events in the page being built.
+    pub fn room(&self) -> usize {
+        self.capacity() - self.used
+    }
+
+    /// Whether a record at `ts` would need a time extend before it.
+    pub fn needs_extend(&self, ts: u64) -> bool {
+        self.events > 0 && ts.saturating_sub(self.last_ts) > TS_MASK
     }
 
     /// Adds one event, handing a full page to `sink` first when needed.
@@ -375,5 +434,82 @@ mod tests {
         pb.try_push(10, &[0; 4]).unwrap();
         assert!(pb.try_push(9, &[0; 4]).is_err());
         assert!(pb.try_push(1, &[0; 5000]).is_err());
+    }
+
+    /// Decodes a page: (time, payload) of each event.
+    fn decode(p: &[u8], e: Endian) -> Vec<(u64, Vec<u8>)> {
+        let layout = crate::ring::PageLayout::new(e, 8, p.len() as u32);
+        let page = crate::ring::Page::parse(&layout, p, 0).unwrap();
+        page.events()
+            .filter_map(|r| match r.unwrap() {
+                crate::ring::RingEvent::Event { ts, data } => Some((ts, data.to_vec())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Runs cut from a page at random points and pushed with their
+        /// times moved by a constant per run read back as the events with
+        /// those times: only each run's first delta changes (extends inside
+        /// a run stay, one before it is rebuilt), in either byte order.
+        #[test]
+        fn runs_copied_keep_their_events(
+            gaps in proptest::collection::vec(proptest::prop_oneof![0u64..1000, 1u64 << 27..1u64 << 40], 1..60),
+            sizes in proptest::collection::vec(1usize..200, 60),
+            cuts in proptest::collection::vec(proptest::bool::ANY, 60),
+            shifts in proptest::collection::vec(0u64..1u64 << 30, 60),
+            big in proptest::bool::ANY,
+        ) {
+            let e = if big { Endian::Big } else { Endian::Little };
+            let mut src = PageBuilder::new(e, 8, 16384).unwrap();
+            let mut ts = 5_000_000_000u64;
+            let mut want = Vec::new();
+            for (i, g) in gaps.iter().enumerate() {
+                ts += g;
+                let rec: Vec<u8> = (0..sizes[i]).map(|k| (k + i) as u8).collect();
+                if !src.try_push(ts, &rec).unwrap() { break; }
+                want.push((ts, rec));
+            }
+            let page = src.page().to_vec();
+            let layout = crate::ring::PageLayout::new(e, 8, page.len() as u32);
+            let parsed = crate::ring::Page::parse(&layout, &page, 0).unwrap();
+            let mut walk = parsed.events();
+            let mut hdrs = Vec::new();
+            while let Some(r) = walk.next() {
+                if let crate::ring::RingEvent::Event { data, .. } = r.unwrap() {
+                    let (h, abs) = walk.last_header();
+                    proptest::prop_assert!(!abs);
+                    hdrs.push((h + 16, data.as_ptr() as usize - page.as_ptr() as usize + data.len()));
+                }
+            }
+            proptest::prop_assert_eq!(hdrs.len(), want.len());
+            // Runs: a cut before event i when cuts[i]; each run moves later than the one before.
+            let mut out = PageBuilder::new(e, 8, 16384).unwrap();
+            let mut expect = Vec::new();
+            let mut start = 0;
+            let mut add = 0u64;
+            let mut r = 0;
+            while start < want.len() {
+                let mut end = start + 1;
+                while end < want.len() && !cuts[end] { end += 1; }
+                let first = want[start].0 + add;
+                let last = want[end - 1].0 + add;
+                let run = &page[hdrs[start].0..hdrs[end - 1].1];
+                proptest::prop_assert!(out.try_push_run(first, last, run, end - start).unwrap());
+                for (t, d) in &want[start..end] {
+                    expect.push((t + add, d.clone()));
+                }
+                r += 1;
+                add += shifts[r % shifts.len()];
+                start = end;
+            }
+            let got = decode(out.page(), e);
+            let expect: Vec<(u64, Vec<u8>)> = expect.into_iter().map(|(t, d)| {
+                let padded = d.len().div_ceil(4) * 4;
+                let mut d = d; d.resize(padded, 0); (t, d)
+            }).collect();
+            proptest::prop_assert_eq!(got, expect);
+        }
     }
 }

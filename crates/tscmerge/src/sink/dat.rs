@@ -31,7 +31,8 @@
 //!   events apart, so no k-way merge is needed: each output CPU is written
 //!   in turn from the input CPUs that map to it, straight into the file.
 //!   Binary pages that need only new event ids and one time shift are
-//!   copied whole (crate::source::pages); the metadata (formats, comms),
+//!   copied whole, other records in runs with one delta rewritten per run
+//!   (crate::source::pages); the metadata (formats, comms),
 //!   known only at the end, is written after the data (v7 sections are
 //!   found through the options' offsets).
 //! - [`DatSink`], fed by the merge (`merge --format dat --check`, where the
@@ -495,6 +496,10 @@ impl Output {
         let mut out = Output { tmp: tmp.clone(), dest: dest.to_path_buf(), w: None, bufs: Vec::new() };
         let f = File::create(&tmp).map_err(io_err(&tmp))?;
         let mut w = TraceDatWriter::new_deferred(BufWriter::with_capacity(1 << 20, f), Compression::Zstd, Endian::Little, LONG_SIZE, PAGE_SIZE as u32)?;
+        // One chunk = one zstd block (ZSTD_BLOCKSIZE_MAX, 128 KiB): fewer
+        // per-block table builds than trace-cmd's 10 pages, a file no larger
+        // (bench/README), and trace-cmd reads chunks of any size.
+        w.set_chunk_pages(CHUNK_PAGES);
         w.add_option(OptionData::Version(format!("tscmerge {}", env!("CARGO_PKG_VERSION"))))?;
         for p in provenance {
             let mut data = p.json.clone().into_bytes();
@@ -587,14 +592,14 @@ impl DatSink {
 /// `merge --format dat` without the k-way merge: a trace.dat keeps each
 /// CPU's events apart, so each output CPU is written from the input CPUs that
 /// map to it alone, straight into the output (no spool). Pages of binary
-/// inputs that need no re-encoding are copied whole
+/// inputs that need no re-encoding are copied whole or in runs of records
 /// ([`crate::source::pages`]); the rest is encoded event by event as the
 /// merge-fed [`DatSink`] does. Within a CPU, several inputs (a host's
 /// buffers) are interleaved by time with the merge's tie rule, so each CPU's
 /// records come out as the merge would order them.
 ///
-/// With `threads` ≥ 2 the pages are compressed and written on a second
-/// thread. Returns the events per merge cursor, as the merge counts them.
+/// With `threads` ≥ 2 a second thread writes, and both compress (the
+/// pages' thread takes a chunk when the writer lags). Returns the events per merge cursor, as the merge counts them.
 pub fn write_pages(
     dest: &Path,
     machines: Vec<String>,
@@ -627,51 +632,78 @@ pub fn write_pages(
     } else {
         let (w, bufs) = out.writer_and_bufs();
         let bufs = bufs.to_vec();
-        // Pages cross in blocks; two blocks in flight keep both threads busy.
-        const BLOCK: usize = 64 * PAGE_SIZE;
+        let chunk_bytes = w.chunk_bytes();
+        let Some(mut zc) = w.chunk_compressor()? else {
+            return Err(Error::Usage("the dat writer compresses".into()));
+        };
+        // Each CPU's pages are cut into the writer's chunks here and cross
+        // to the writer thread raw, to be compressed there; when the writer
+        // lags (the channel is full) this thread compresses the chunk
+        // itself, so both cores compress as much as they must. Chunks are
+        // cut as write_page cuts them: the file is the same either way.
         enum Msg {
             Start(usize, u32),
-            Pages(Vec<u8>),
+            Raw(Vec<u8>),
+            Block(usize, Vec<u8>),
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(2);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(4);
         let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
         std::thread::scope(|s| -> Result<()> {
             let writer = s.spawn(move || -> Result<()> {
+                let mut zc = w.chunk_compressor()?.ok_or_else(|| Error::Usage("the dat writer compresses".into()))?;
+                let mut z = Vec::new();
                 for m in rx {
                     match m {
                         Msg::Start(machine, cpu) => w.start_cpu(bufs[machine], cpu)?,
-                        Msg::Pages(block) => {
-                            for p in block.chunks(PAGE_SIZE) {
-                                w.write_page(p)?;
-                            }
+                        Msg::Raw(chunk) => {
+                            zc.compress(&chunk, &mut z)?;
+                            w.write_chunk(chunk.len(), &z)?;
+                            let _ = back_tx.send(chunk);
+                        }
+                        Msg::Block(raw, block) => {
+                            w.write_chunk(raw, &block)?;
                             let _ = back_tx.send(block);
                         }
                     }
                 }
                 Ok(())
             });
-            let mut block: Vec<u8> = Vec::with_capacity(BLOCK);
+            let mut chunk: Vec<u8> = Vec::with_capacity(chunk_bytes);
             let gone = || Error::Usage("the dat writer thread stopped".into());
-            // Sends the filled block, taking a returned one (or a new one) in its place.
-            let ship = |block: &mut Vec<u8>| -> Result<()> {
-                let mut next = back_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(BLOCK));
-                next.clear();
-                tx.send(Msg::Pages(std::mem::replace(block, next))).map_err(|_| gone())
+            // Sends the filled chunk, raw or (writer busy) compressed here;
+            // a returned buffer (or a new one) takes its place.
+            let mut ship = |chunk: &mut Vec<u8>| -> Result<()> {
+                match tx.try_send(Msg::Raw(std::mem::take(chunk))) {
+                    Ok(()) => {
+                        *chunk = back_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(chunk_bytes));
+                        chunk.clear();
+                        Ok(())
+                    }
+                    Err(std::sync::mpsc::TrySendError::Full(Msg::Raw(mut raw))) => {
+                        let mut block = back_rx.try_recv().unwrap_or_default();
+                        zc.compress(&raw, &mut block)?;
+                        let n = raw.len();
+                        raw.clear();
+                        *chunk = raw;
+                        tx.send(Msg::Block(n, block)).map_err(|_| gone())
+                    }
+                    Err(_) => Err(gone()),
+                }
             };
             let produced = (|| -> Result<()> {
                 for g in groups {
                     let mut sink = |m: PageMsg<'_>| -> Result<()> {
                         match m {
                             PageMsg::Start(machine, cpu) => {
-                                if !block.is_empty() {
-                                    ship(&mut block)?;
+                                if !chunk.is_empty() {
+                                    ship(&mut chunk)?;
                                 }
                                 tx.send(Msg::Start(machine, cpu)).map_err(|_| gone())?;
                             }
                             PageMsg::Page(p) => {
-                                block.extend_from_slice(p);
-                                if block.len() >= BLOCK {
-                                    ship(&mut block)?;
+                                chunk.extend_from_slice(p);
+                                if chunk.len() >= chunk_bytes {
+                                    ship(&mut chunk)?;
                                 }
                             }
                         }
@@ -679,8 +711,8 @@ pub fn write_pages(
                     };
                     write_group(g, &mut enc, &mut stats, &mut sink)?;
                 }
-                if !block.is_empty() {
-                    ship(&mut block)?;
+                if !chunk.is_empty() {
+                    ship(&mut chunk)?;
                 }
                 Ok(())
             })();
@@ -695,12 +727,17 @@ pub fn write_pages(
 }
 
 /// Pages of a [`write_pages`] output: copied whole from an input, or built
-/// event by event.
+/// (from runs of copied records and re-encoded events); and the events
+/// re-encoded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PageCounts {
     pub copied: u64,
     pub built: u64,
+    pub encoded: u64,
 }
+
+/// Pages per compressed chunk of a merged trace.dat.
+const CHUNK_PAGES: usize = 32;
 
 /// What [`write_group`] hands on: a CPU starts, or one finished page.
 enum PageMsg<'p> {
@@ -723,6 +760,8 @@ fn write_group(
     // Pages handed on, and those of them copied whole.
     let mut emitted = 0u64;
     let mut copied = 0u64;
+    // Events (and lost marks) that went through the encoder.
+    let mut encoded = 0u64;
     let mut emit = |p: &[u8]| {
         emitted += 1;
         out(PageMsg::Page(p))
@@ -754,18 +793,20 @@ fn write_group(
             }
         }
         let Some((_, i)) = best else { break };
+        // What source i may write before another source's next event: up
+        // to it (ties go to the first source, as in the merge).
+        let limit = sources
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .filter_map(|(j, (_, f))| ts(f).map(|t| if j < i { t.saturating_sub(1) } else { t }))
+            .min()
+            .unwrap_or(u64::MAX);
         // A page goes whole when no other source has an event due inside it.
-        let others_after = |max: u64| {
-            sources.iter().enumerate().all(|(j, (_, f))| match ts(f) {
-                None => true,
-                Some(t) if j < i => t > max,
-                Some(t) => j == i || t >= max,
-            })
-        };
         // Times within a copied page rise (one shift); what comes next must
         // not go back before what is written.
         let whole = match &sources[i].1 {
-            PageFeed::Pages(p) if !pb.missed_pending() => p.whole_page().is_some_and(others_after),
+            PageFeed::Pages(p) if !pb.missed_pending() => p.whole_page().is_some_and(|max| max <= limit),
             _ => false,
         };
         let (stat, feed) = &mut sources[i];
@@ -784,26 +825,33 @@ fn write_group(
                 n + marks
             }
             PageFeed::Pages(p) => {
-                let n = match p.next_routed(&mut |pid, c| enc.note_comm(machine, pid, c)) {
-                    // A record that only needs its id: no decoding.
-                    Some((ts, rec, id)) => {
-                        enc.forward(machine, g.cpu, &mut last_out, ts)?;
-                        enc.raw_record(rec, id);
-                        enc.counts.0 += 1;
-                        push(&mut pb, ts, &enc.rec, &enc.dest, &mut emit)?;
-                        1
-                    }
-                    None => {
-                        let Some(ev) = p.current() else { break };
-                        put_event(enc, machine, g.cpu, &ev, &mut last_out, &mut pb, &mut emit)?
-                    }
-                };
-                p.advance(&mut |f, ctx| route(enc, f, ctx))?;
-                n
+                if let Some(first) = p.ts() {
+                    enc.forward(machine, g.cpu, &mut last_out, first)?;
+                }
+                // Records that only need their ids, copied in runs: no decoding.
+                let (n, last) = p.take_run(
+                    limit,
+                    &mut pb,
+                    &mut |pid, c| enc.note_comm(machine, pid, c),
+                    &mut emit,
+                )?;
+                if n > 0 {
+                    p.refill(&mut |f, ctx| route(enc, f, ctx))?;
+                    last_out = last;
+                    enc.counts.0 += n;
+                    n
+                } else {
+                    let Some(ev) = p.current() else { break };
+                    let n = put_event(enc, machine, g.cpu, &ev, &mut last_out, &mut pb, &mut emit)?;
+                    encoded += n;
+                    p.advance(&mut |f, ctx| route(enc, f, ctx))?;
+                    n
+                }
             }
             PageFeed::Events(c) => {
                 let Some(ev) = c.current() else { break };
                 let n = put_event(enc, machine, g.cpu, &ev, &mut last_out, &mut pb, &mut emit)?;
+                encoded += n;
                 c.advance()?;
                 n
             }
@@ -814,6 +862,7 @@ fn write_group(
     flush(&mut pb, &mut emit)?;
     enc.pages.copied += copied;
     enc.pages.built += emitted - copied;
+    enc.pages.encoded += encoded;
     Ok(())
 }
 

@@ -10,9 +10,13 @@
 //! base timestamp moves (kernel/trace/ring_buffer.c: a page's records hold
 //! deltas from `buffer_data_page.time_stamp`). So a page is copied whole
 //! when all its records have output ids, all its events share one shift and
-//! it has no absolute-timestamp record (type 31 would need rewriting); any
-//! other page is handed out event by event, like a cursor, for the writer to
-//! re-encode.
+//! it has no absolute-timestamp record (type 31 would need rewriting). Any
+//! other page goes out in runs ([`PageSource::take_run`]): consecutive
+//! records with one shift are copied as they stand, only the first one's
+//! delta rewritten, so an offset change or another buffer's event due
+//! inside the page costs one cut, not a re-encoding. Records without an
+//! output id (text-rendered formats) are handed out event by event, like a
+//! cursor, for the writer to re-encode.
 //!
 //! Each page is walked once on loading: every event is placed on the host
 //! timeline (the vCPU's forward-only walk, clock/walk.rs) and its record
@@ -24,6 +28,7 @@ use ftrace::format::EventFormat;
 use ftrace::printfmt::RenderCtx;
 use ftrace::ring::{Page, PageLayout, RingEvent};
 use ftrace::tracedat::PageStream;
+use ftrace::write::PageBuilder;
 use ftrace::Endian;
 
 use super::meta::{Meta, PidInfo};
@@ -54,8 +59,21 @@ enum Feed<'a> {
 struct PageEvent {
     host: u64,
     guest: Option<u64>,
+    /// Where its header starts (after any time extend), and its payload.
+    header: u32,
     start: u32,
     end: u32,
+    /// Its record needs only a new id, and no absolute timestamp record
+    /// lies between it and the event before (see [`PageSource::take_run`]).
+    routed: bool,
+    absolute_before: bool,
+}
+
+impl PageEvent {
+    /// Guest time − host time: one value across a run of copied records.
+    fn shift(&self) -> u64 {
+        self.guest.map_or(0, |g| g.wrapping_sub(self.host))
+    }
 }
 
 /// Route of an input event id: not looked up yet, not copyable, or the output id.
@@ -207,22 +225,76 @@ impl<'a> PageSource<'a> {
         self.load(route)
     }
 
-    /// The next event when its record only needs its output id (no lost
-    /// mark first): host time, record, output id. `comm` as for
-    /// [`take_whole`](Self::take_whole), called when the pid changes.
-    pub fn next_routed(&self, comm: &mut dyn FnMut(i32, &'a str)) -> Option<(u64, &[u8], u16)> {
-        if self.done || self.lost.is_some() || !self.copy_layout {
-            return None;
+    /// Copies the records from the next event on into `pb` as they stand
+    /// (ids patched), as long as their times keep one shift (so their deltas
+    /// hold on the host timeline), they need only an output id and they are
+    /// due no later than `limit`; only the first record's delta is rewritten
+    /// (PageBuilder::try_push_run). Full pages go to `emit`. Returns the
+    /// events copied and the last one's host time; 0 when the next event
+    /// must be re-encoded (or a lost mark comes first). Stops at the end of
+    /// the loaded page: [`refill`](Self::refill) then loads the next.
+    pub fn take_run(
+        &mut self,
+        limit: u64,
+        pb: &mut PageBuilder,
+        comm: &mut dyn FnMut(i32, &'a str),
+        emit: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<(u64, u64)> {
+        let mut copied = 0u64;
+        let mut last = self.last_host;
+        while !self.done && self.lost.is_none() && self.copy_layout {
+            let Some(first) = self.events.get(self.next).copied() else { break };
+            if !first.routed || first.host > limit {
+                break;
+            }
+            let shift = first.shift();
+            // The run: same shift, routed, due, no absolute time to move;
+            // and as much of it as the page being built holds.
+            let room = pb.room().saturating_sub(if pb.needs_extend(first.host) { 8 } else { 0 });
+            let mut end = self.next;
+            for ev in &self.events[self.next..] {
+                let same = ev.routed && ev.host <= limit && ev.shift() == shift && !(ev.absolute_before && shift != 0 && end > self.next);
+                if !same || (ev.end - first.header) as usize > room {
+                    break;
+                }
+                end += 1;
+            }
+            if end == self.next {
+                if pb.is_empty() {
+                    break;
+                }
+                emit(pb.page())?;
+                pb.clear();
+                continue;
+            }
+            for k in self.next..end {
+                let ev = self.events[k];
+                let (s, e) = (ev.start as usize, ev.end as usize);
+                let Some(rec) = self.page.get(s..e) else { continue };
+                let id = u16::from_le_bytes([rec[0], rec[1]]);
+                let out = self.routes.get(id as usize).copied().unwrap_or(ROUTE_NONE);
+                self.note_pid(id, rec, comm);
+                self.page[s..s + 2].copy_from_slice(&(out.wrapping_sub(1) as u16).to_le_bytes());
+            }
+            let last_ev = self.events[end - 1];
+            let run = self.page.get(first.header as usize..last_ev.end as usize).unwrap_or_default();
+            if !pb.try_push_run(first.host, last_ev.host, run, end - self.next)? {
+                break;
+            }
+            copied += (end - self.next) as u64;
+            last = last_ev.host;
+            self.last_host = last;
+            self.next = end;
         }
-        let ev = self.events.get(self.next)?;
-        let rec = self.page.get(ev.start as usize..ev.end as usize)?;
-        let id = u16::from_le_bytes([*rec.first()?, *rec.get(1)?]);
-        let out = *self.routes.get(id as usize)?;
-        if out == ROUTE_UNKNOWN || out == ROUTE_NONE {
-            return None;
+        Ok((copied, last))
+    }
+
+    /// Loads the next page when the loaded one is used up.
+    pub fn refill(&mut self, route: &mut dyn FnMut(&'a EventFormat, &RenderCtx<'a>) -> Option<u16>) -> Result<()> {
+        if !self.done && self.lost.is_none() && self.next >= self.events.len() {
+            self.load(route)?;
         }
-        self.note_pid(id, rec, comm);
-        Some((ev.host, rec, (out - 1) as u16))
+        Ok(())
     }
 
     /// Calls `comm` with the pid of a record of type `id` and its comm when
@@ -302,7 +374,7 @@ impl<'a> PageSource<'a> {
             let mut whole = self.copy_layout && self.page.len() == COPY_PAGE && carried.is_none();
             let mut shift = None;
             let mut max_host = 0;
-            for r in walk.by_ref() {
+            while let Some(r) = walk.next() {
                 let RingEvent::Event { ts, data } = r.map_err(|e| self.err(e))? else { continue };
                 // `data` lies inside `self.page`: its range from the addresses.
                 let start = data.as_ptr() as usize - base;
@@ -333,7 +405,9 @@ impl<'a> PageSource<'a> {
                     whole = routed && *shift.get_or_insert(s) == s;
                 }
                 max_host = max_host.max(host);
-                self.events.push(PageEvent { host, guest, start: start as u32, end: (start + data.len()) as u32 });
+                let (header, absolute_before) = walk.last_header();
+                let header = header + self.layout.data_offset as usize;
+                self.events.push(PageEvent { host, guest, header: header as u32, start: start as u32, end: (start + data.len()) as u32, routed, absolute_before });
             }
             let shift = shift.unwrap_or(0);
             if shift != 0 && walk.saw_absolute() {
