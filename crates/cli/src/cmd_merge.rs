@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use tscmerge::merge::{merge_threads, Sink};
-use tscmerge::plan::Plan;
+use tscmerge::plan::{MergeSpec, Plan};
 use tscmerge::sink::{ChromeSink, DatSink, JsonSink, MachineProvenance, PerfettoSink, TextSink, TsFormat, VcpuThread};
 use tscmerge::check::CheckSink;
 use tscmerge::EventView;
@@ -194,7 +194,7 @@ fn provenance(plan: &Plan) -> Vec<MachineProvenance> {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let threads = crate::inputs::threads(a.threads);
-    let plan = Plan::new(crate::inputs::spec(&a.inputs)?)?;
+    let plan = Plan::new(MergeSpec { threads, ..crate::inputs::spec(&a.inputs)? })?;
     for n in &plan.notes {
         eprintln!("tscmerge: {n}");
     }

@@ -100,7 +100,7 @@ pub fn spec(a: &InputArgs) -> anyhow::Result<MergeSpec> {
         Offsets::Debugfs => OffsetSource::Debugfs,
         Offsets::Auto => OffsetSource::Auto,
     };
-    Ok(MergeSpec { hosts: a.hosts.clone(), guests, scaling, offsets, debugfs })
+    Ok(MergeSpec { hosts: a.hosts.clone(), guests, scaling, offsets, debugfs, threads: 1 })
 }
 
 /// Threads for the merge: as asked, else 2 when this process may run on

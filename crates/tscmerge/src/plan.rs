@@ -82,6 +82,8 @@ pub struct MergeSpec {
     /// debugfs snapshots given by the user (`--kvm-debugfs FILE`), in
     /// addition to those recorded in the host inputs.
     pub debugfs: Vec<crate::clock::DebugfsSnapshot>,
+    /// Threads that may scan the hosts' CPUs for offset writes (0 or 1: one).
+    pub threads: usize,
 }
 
 pub struct PlannedGuest {
@@ -137,7 +139,7 @@ impl Plan {
         if spec.hosts.is_empty() {
             return Err(Error::Usage("no host input given".into()));
         }
-        let hosts = spec.hosts.iter().map(|p| Input::open(p)).collect::<Result<Vec<_>>>()?;
+        let hosts = spec.hosts.iter().map(|p| Input::open_threads(p, spec.threads)).collect::<Result<Vec<_>>>()?;
         let writes = hosts.iter().flat_map(|i| i.offset_writes().iter().cloned()).collect();
         let mut timeline = OffsetTimeline::build(writes);
         // debugfs snapshots: the user's, and those `tscmerge record` stored.

@@ -153,6 +153,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 
 impl Input {
     pub fn open(path: &Path) -> Result<Input> {
+        Self::open_threads(path, 1)
+    }
+
+    /// [`open`](Self::open), scanning a trace.dat's CPUs for offset writes
+    /// on up to `threads` threads.
+    pub fn open_threads(path: &Path, threads: usize) -> Result<Input> {
         let meta = std::fs::metadata(path).map_err(io_err(path))?;
         if meta.is_dir() {
             return Self::open_raw(path);
@@ -174,7 +180,7 @@ impl Input {
         if let Data::Map(m) = &data {
             if m.starts_with(TRACEDAT_MAGIC) {
                 let Data::Map(m) = data else { unreachable!() };
-                return Self::open_dat(path, m);
+                return Self::open_dat(path, m, threads);
             }
         }
         let bytes = data.bytes();
@@ -196,39 +202,72 @@ impl Input {
         Ok(Input { path: path.to_path_buf(), kind: InputKind::Text, data, buffers, offset_writes: scan.offset_writes })
     }
 
-    fn open_dat(path: &Path, map: memmap2::Mmap) -> Result<Input> {
+    fn open_dat(path: &Path, map: memmap2::Mmap, threads: usize) -> Result<Input> {
         let name = path.display().to_string();
         let file = dat::parse(map, &name)?;
         let dat = file.borrow_dependent();
         let meta = dat::meta(dat);
-        let mut buffers = Vec::new();
-        let mut offset_writes = Vec::new();
         // The offset timeline needs every kvm_write_tsc_offset before the
         // merge: a pass over the file, skipped when the file has no such
         // event type (guests' files): it would touch every page twice.
         let scan = meta.has_offset_writes();
-        for (bi, b) in dat.buffers().iter().enumerate() {
-            let mut events = 0;
-            for ci in (0..b.cpus.len()).filter(|_| scan) {
-                let mut ev = dat.cpu_events(bi, ci).map_err(|e| e.in_file(&name))?;
-                let cpu = ev.cpu();
-                let mut release = ReleaseBehind::new(Some(file.borrow_owner()));
-                loop {
-                    release.reached(ev.page_offset().0);
-                    let Some(r) = ev.next_event().map_err(|e| e.in_file(&name))? else { break };
-                    if let ftrace::ring::RingEvent::Event { ts, data } = r {
-                        events += 1;
-                        offset_writes.extend(meta.offset_write(data, ts, cpu));
-                    }
+        // One job per (buffer, CPU), taken in turn by `threads` threads;
+        // results kept in job order, so the outcome does not depend on them.
+        let jobs: Vec<(usize, usize)> = if scan {
+            dat.buffers().iter().enumerate().flat_map(|(bi, b)| (0..b.cpus.len()).map(move |ci| (bi, ci))).collect()
+        } else {
+            Vec::new()
+        };
+        let scan_cpu = |(bi, ci): (usize, usize)| -> Result<(u64, Vec<OffsetWrite>)> {
+            let mut ev = dat.cpu_events(bi, ci).map_err(|e| e.in_file(&name))?;
+            let cpu = ev.cpu();
+            let mut release = ReleaseBehind::new(Some(file.borrow_owner()));
+            let (mut events, mut writes) = (0u64, Vec::new());
+            loop {
+                release.reached(ev.page_offset().0);
+                let Some(r) = ev.next_event().map_err(|e| e.in_file(&name))? else { break };
+                if let ftrace::ring::RingEvent::Event { ts, data } = r {
+                    events += 1;
+                    writes.extend(meta.offset_write(data, ts, cpu));
                 }
             }
-            buffers.push(BufferDesc {
+            Ok((events, writes))
+        };
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = || -> Result<Vec<(usize, (u64, Vec<OffsetWrite>))>> {
+            let mut done = Vec::new();
+            loop {
+                let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&job) = jobs.get(j) else { return Ok(done) };
+                done.push((j, scan_cpu(job)?));
+            }
+        };
+        let mut results = std::thread::scope(|s| -> Result<Vec<_>> {
+            let helpers: Vec<_> = (1..threads.clamp(1, jobs.len().max(1))).map(|_| s.spawn(work)).collect();
+            let mut all = work()?;
+            for h in helpers {
+                all.extend(h.join().map_err(|_| Error::Usage(format!("{name}: a scanning thread panicked")))??);
+            }
+            Ok(all)
+        })?;
+        results.sort_by_key(|(j, _)| *j);
+        let mut per_buffer = vec![0u64; dat.buffers().len()];
+        let mut offset_writes = Vec::new();
+        for (j, (events, writes)) in results {
+            per_buffer[jobs[j].0] += events;
+            offset_writes.extend(writes);
+        }
+        let buffers = dat
+            .buffers()
+            .iter()
+            .zip(per_buffer)
+            .map(|(b, events)| BufferDesc {
                 name: b.name.clone(),
                 clock: b.clock.clone().unwrap_or_else(|| "unknown (the file does not say)".into()),
                 cpus: b.cpus.iter().map(|c| c.cpu).collect(),
                 events: scan.then_some(events),
-            });
-        }
+            })
+            .collect();
         Ok(Input { path: path.to_path_buf(), kind: InputKind::TraceDat, data: Data::Dat { file, meta }, buffers, offset_writes })
     }
 
