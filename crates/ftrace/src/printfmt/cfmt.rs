@@ -225,7 +225,29 @@ fn pointer_ext_len(f: &[u8], tep: bool) -> usize {
     ret.min(f.len())
 }
 
+/// `{v:x}`: lowercase hex digits, no prefix.
+pub(crate) fn put_hex(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 16];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[(v & 15) as usize];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 impl Spec {
+    /// No flags, width or precision: the conversion prints its digits alone.
+    fn plain(&self) -> bool {
+        !(self.minus || self.zero || self.plus || self.space || self.hash || self.star_width || self.star_prec)
+            && self.width.is_none()
+            && self.prec.is_none()
+    }
+
     /// Width/precision after applying a `*` argument.
     fn resolved(&self, star: Option<i64>) -> (bool, Option<usize>, Option<usize>) {
         let mut minus = self.minus;
@@ -269,9 +291,22 @@ pub(crate) fn put_str(out: &mut Vec<u8>, spec: &Spec, star: Option<i64>, s: &[u8
 /// `printf` of an integer already truncated to the conversion's width:
 /// `value` holds the bits, `bits` says how many are meaningful.
 pub(crate) fn put_int(out: &mut Vec<u8>, spec: &Spec, star: Option<i64>, value: u64, bits: u32) {
-    let (minus, width, prec) = spec.resolved(star);
     let mask = if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
     let v = value & mask;
+    // The common `%u` `%d` `%x` without flags, width or precision: straight
+    // to the digits (what the general path below does, minus its padding).
+    if star.is_none() && spec.plain() {
+        match spec.conv {
+            b'u' => return out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+            b'd' | b'i' => {
+                let sv = if bits >= 64 { v as i64 } else { ((v << (64 - bits)) as i64) >> (64 - bits) };
+                return out.extend_from_slice(itoa::Buffer::new().format(sv).as_bytes());
+            }
+            b'x' => return put_hex(out, v),
+            _ => {}
+        }
+    }
+    let (minus, width, prec) = spec.resolved(star);
     let mut sign: &[u8] = b"";
     let mut digits = [0u8; 24];
     let mut n = 0;
@@ -386,6 +421,21 @@ mod tests {
         assert_eq!(one("%+d", 7, 32), "+7");
         assert_eq!(one("%ld", u64::MAX, 64), "-1");
         assert_eq!(one("%o", 8, 32), "10");
+    }
+
+    proptest::proptest! {
+        /// The plain conversions' shortcut prints what C's printf does.
+        #[test]
+        fn plain_conversions_like_printf(v in proptest::prelude::any::<u64>(), bits in proptest::sample::select(vec![8u32, 16, 32, 64])) {
+            let m = if bits == 64 { v } else { v & ((1 << bits) - 1) };
+            let signed = if bits == 64 { m as i64 } else { ((m << (64 - bits)) as i64) >> (64 - bits) };
+            proptest::prop_assert_eq!(one("%u", v, bits), m.to_string());
+            proptest::prop_assert_eq!(one("%llu", v, bits), m.to_string());
+            proptest::prop_assert_eq!(one("%d", v, bits), signed.to_string());
+            proptest::prop_assert_eq!(one("%i", v, bits), signed.to_string());
+            proptest::prop_assert_eq!(one("%x", v, bits), format!("{m:x}"));
+            proptest::prop_assert_eq!(one("%lx", v, bits), format!("{m:x}"));
+        }
     }
 
     #[test]

@@ -6,22 +6,7 @@
 //! handler would return non-zero, in which case the print format is
 //! rendered after what the handler wrote.
 
-use super::cfmt::{dec, w};
-
-/// `{v:x}`.
-fn hex(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 16];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b"0123456789abcdef"[(v & 15) as usize];
-        v >>= 4;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
-}
+use super::cfmt::{dec, put_hex as hex, w};
 
 /// `{v}` for an unsigned value.
 fn dec_u(out: &mut Vec<u8>, v: u64) {

@@ -45,6 +45,18 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, mut v: u64, width: usize, pad: u8) {
     const PAIRS: &[u8; 200] = b"00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
     let mut buf = [pad; 32];
     let mut i = buf.len();
+    // Eight digits at a time with one 64-bit division, the pairs in 32 bits.
+    while v >= 100_000_000 {
+        let mut lo = (v % 100_000_000) as u32;
+        v /= 100_000_000;
+        for _ in 0..4 {
+            let d = (lo % 100) as usize * 2;
+            lo /= 100;
+            i -= 2;
+            buf[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+        }
+    }
+    let mut v = v as u32;
     while v >= 100 {
         let d = (v % 100) as usize * 2;
         v /= 100;
@@ -97,7 +109,24 @@ pub struct TextSink<W: Write> {
     /// in [`FLUSH_AT`]-sized writes: no per-line copy into a writer.
     line: Vec<u8>,
     path: String,
+    /// Line starts lately printed, by (machine, CPU) slot.
+    prefixes: Vec<Prefix>,
 }
+
+/// The start of a line, `column comm-pid [cpu]`, as last printed for a
+/// (machine, CPU): a CPU runs one task for many events in a row, so most
+/// lines copy it whole instead of formatting four fields.
+#[derive(Default)]
+struct Prefix {
+    machine: usize,
+    cpu: u32,
+    pid: i32,
+    comm: Vec<u8>,
+    bytes: Vec<u8>,
+}
+
+/// Slots of the prefix cache (direct-mapped on machine and CPU).
+const PREFIX_SLOTS: usize = 64;
 
 /// Output buffer size: large writes, few syscalls.
 const FLUSH_AT: usize = 1 << 20;
@@ -125,7 +154,9 @@ impl<W: Write> TextSink<W> {
                 c
             })
             .collect();
-        TextSink { out, columns, width, ts, show_guest_ts, line: Vec::with_capacity(FLUSH_AT + 4096), path: path.to_string() }
+        // No slot matches before it is filled: machine usize::MAX is none.
+        let prefixes = (0..PREFIX_SLOTS).map(|_| Prefix { machine: usize::MAX, ..Prefix::default() }).collect();
+        TextSink { out, columns, width, ts, show_guest_ts, line: Vec::with_capacity(FLUSH_AT + 4096), path: path.to_string(), prefixes }
     }
 
     /// The writer, after the buffered lines went to it; a write error there
@@ -151,14 +182,15 @@ impl<W: Write> TextSink<W> {
     /// Appends one event's line (without the newline) to the buffer.
     fn format(&mut self, machine: usize, ev: &EventView<'_>) {
         let l = &mut self.line;
-        match self.columns.get(machine) {
+        let column = |l: &mut Vec<u8>| match self.columns.get(machine) {
             Some(c) => l.extend_from_slice(c),
             // A machine without a name: blanks of the column's width.
             None if self.width > 0 => l.resize(l.len() + self.width + 2, b' '),
             None => {}
-        }
+        };
         match ev.payload {
             Payload::Lost { count } => {
+                column(l);
                 l.extend_from_slice(b"CPU:");
                 put_u64(l, ev.cpu as u64, 0, b' ');
                 l.extend_from_slice(b" [");
@@ -169,12 +201,21 @@ impl<W: Write> TextSink<W> {
                 l.extend_from_slice(b"EVENTS DROPPED]");
             }
             Payload::Event(r) => {
-                put_str_right(l, r.comm, 16);
-                l.push(b'-');
-                put_i32_left(l, r.pid, 5);
-                l.extend_from_slice(b" [");
-                put_u64(l, ev.cpu as u64, 3, b'0');
-                l.push(b']');
+                let p = &mut self.prefixes[(machine.wrapping_mul(31) ^ ev.cpu as usize) % PREFIX_SLOTS];
+                if !(p.machine == machine && p.cpu == ev.cpu && p.pid == r.pid && p.comm == r.comm.as_bytes()) {
+                    p.bytes.clear();
+                    column(&mut p.bytes);
+                    put_str_right(&mut p.bytes, r.comm, 16);
+                    p.bytes.push(b'-');
+                    put_i32_left(&mut p.bytes, r.pid, 5);
+                    p.bytes.extend_from_slice(b" [");
+                    put_u64(&mut p.bytes, ev.cpu as u64, 3, b'0');
+                    p.bytes.push(b']');
+                    (p.machine, p.cpu, p.pid) = (machine, ev.cpu, r.pid);
+                    p.comm.clear();
+                    p.comm.extend_from_slice(r.comm.as_bytes());
+                }
+                l.extend_from_slice(&p.bytes);
                 self.ts.write(l, ev.ts);
                 if self.show_guest_ts {
                     match ev.orig_ts {
