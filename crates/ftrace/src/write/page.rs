@@ -245,8 +245,9 @@ impl PageBuilder {
     /// header, whose delta is rewritten for `first_ts`; the records after it
     /// keep theirs (times extends and padding included), so the run's times
     /// must stand in the source as they stand here, and `last_ts` is the
-    /// last event's time. `Ok(false)`: the page is full.
-    pub fn try_push_run(&mut self, first_ts: u64, last_ts: u64, run: &[u8], events: usize) -> Result<bool> {
+    /// last event's time. `Ok(None)`: the page is full; else the run's bytes
+    /// in the page, for the caller to patch (event ids).
+    pub fn try_push_run(&mut self, first_ts: u64, last_ts: u64, run: &[u8], events: usize) -> Result<Option<&mut [u8]>> {
         let e = self.endian;
         let word = run.get(..4).and_then(|b| e.uint(b)).map(|w| w as u32);
         let tl = word.map(|w| match e {
@@ -263,7 +264,7 @@ impl PageBuilder {
             return Err(Error::invalid(0, format!("a run of {} bytes does not fit a {}-byte page", run.len(), self.page.len())));
         }
         let Some((pos, delta27, extend)) = self.start_event(first_ts, run.len())? else {
-            return Ok(false);
+            return Ok(None);
         };
         self.page[pos..pos + run.len()].copy_from_slice(run);
         let hdr = match e {
@@ -277,7 +278,7 @@ impl PageBuilder {
         self.used += extend + run.len();
         self.last_ts = last_ts;
         self.events += events;
-        Ok(true)
+        Ok(Some(&mut self.page[pos..pos + run.len()]))
     }
 
     /// Bytes still free for events in the page being built.
@@ -496,7 +497,7 @@ mod tests {
                 let first = want[start].0 + add;
                 let last = want[end - 1].0 + add;
                 let run = &page[hdrs[start].0..hdrs[end - 1].1];
-                proptest::prop_assert!(out.try_push_run(first, last, run, end - start).unwrap());
+                proptest::prop_assert!(out.try_push_run(first, last, run, end - start).unwrap().is_some());
                 for (t, d) in &want[start..end] {
                     expect.push((t + add, d.clone()));
                 }

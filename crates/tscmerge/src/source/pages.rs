@@ -267,19 +267,19 @@ impl<'a> PageSource<'a> {
                 pb.clear();
                 continue;
             }
-            for k in self.next..end {
-                let ev = self.events[k];
-                let (s, e) = (ev.start as usize, ev.end as usize);
-                let Some(rec) = self.page.get(s..e) else { continue };
-                let id = u16::from_le_bytes([rec[0], rec[1]]);
-                let out = self.routes.get(id as usize).copied().unwrap_or(ROUTE_NONE);
-                self.note_pid(id, rec, comm);
-                self.page[s..s + 2].copy_from_slice(&(out.wrapping_sub(1) as u16).to_le_bytes());
-            }
             let last_ev = self.events[end - 1];
             let run = self.page.get(first.header as usize..last_ev.end as usize).unwrap_or_default();
-            if !pb.try_push_run(first.host, last_ev.host, run, end - self.next)? {
-                break;
+            let Some(out) = pb.try_push_run(first.host, last_ev.host, run, end - self.next)? else { break };
+            // The ids are patched in the copy: the input page stays as read.
+            for ev in &self.events[self.next..end] {
+                let at = (ev.start - first.header) as usize;
+                let Some(rec) = self.page.get(ev.start as usize..ev.end as usize) else { continue };
+                let Some(id) = rec.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]])) else { continue };
+                let new = self.routes.get(id as usize).copied().unwrap_or(ROUTE_NONE).wrapping_sub(1) as u16;
+                self.note_pid(id, rec, comm);
+                if let Some(b) = out.get_mut(at..at + 2) {
+                    b.copy_from_slice(&new.to_le_bytes());
+                }
             }
             copied += (end - self.next) as u64;
             last = last_ev.host;
