@@ -11,12 +11,14 @@
 //! - [`tracedat`]: trace-cmd's `trace.dat`, versions 6 and 7.
 //! - [`text`]: tracefs `trace`/`trace_pipe` text and `trace-cmd report` output.
 //! - [`write`]: a trace.dat v6/v7 writer (none, zstd, zlib).
+//! - [`put`]: appending the small pieces of rendered lines.
 
 pub mod bytes;
 mod error;
 pub mod format;
 pub mod pidmap;
 pub mod printfmt;
+pub mod put;
 pub mod ring;
 pub mod text;
 pub mod tracedat;

@@ -29,8 +29,8 @@ impl<'a> Body<'a> {
     /// Appends the body as `style` renders it; text bodies are as recorded.
     pub fn render(&self, style: Style, out: &mut Vec<u8>) {
         match *self {
-            Body::Text(s) => out.extend_from_slice(s.as_bytes()),
-            Body::Rendered(b) => out.extend_from_slice(b),
+            Body::Text(s) => ftrace::put::bytes(out, s.as_bytes()),
+            Body::Rendered(b) => ftrace::put::bytes(out, b),
             Body::Raw { format, data, ctx } => format.render(data, ctx, style, out),
         }
     }
@@ -81,6 +81,17 @@ pub trait Cursor {
     /// thread in output order. Cursors without binary records show the view.
     fn detached(&self) -> Option<Detached<'_>> {
         self.current().map(Detached::View)
+    }
+    /// The current record's own time without building it: `None` at the
+    /// end, `Some(None)` for a lost-events mark (it has no time of its own),
+    /// `Some(Some(ts))` for an event. A guest's cursor converts by it once
+    /// per event.
+    fn own_ts(&self) -> Option<Option<u64>> {
+        Some(match self.detached()? {
+            Detached::Raw { ts, .. } => Some(ts),
+            Detached::View(EventView { payload: Payload::Lost { .. }, .. }) => None,
+            Detached::View(ev) => Some(ev.ts),
+        })
     }
 }
 

@@ -226,19 +226,7 @@ fn pointer_ext_len(f: &[u8], tep: bool) -> usize {
 }
 
 /// `{v:x}`: lowercase hex digits, no prefix.
-pub(crate) fn put_hex(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 16];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b"0123456789abcdef"[(v & 15) as usize];
-        v >>= 4;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
-}
+pub(crate) use crate::put::hex as put_hex;
 
 impl Spec {
     /// No flags, width or precision: the conversion prints its digits alone.
@@ -268,7 +256,7 @@ impl Spec {
 }
 
 fn pad(out: &mut Vec<u8>, n: usize, c: u8) {
-    out.extend(std::iter::repeat(c).take(n));
+    crate::put::fill(out, c, n);
 }
 
 /// `printf("%<spec>s", s)`.
@@ -282,7 +270,7 @@ pub(crate) fn put_str(out: &mut Vec<u8>, spec: &Spec, star: Option<i64>, s: &[u8
     if !minus && w > s.len() {
         pad(out, w - s.len(), b' ');
     }
-    out.extend_from_slice(s);
+    crate::put::bytes(out, s);
     if minus && w > s.len() {
         pad(out, w - s.len(), b' ');
     }
@@ -297,10 +285,10 @@ pub(crate) fn put_int(out: &mut Vec<u8>, spec: &Spec, star: Option<i64>, value: 
     // to the digits (what the general path below does, minus its padding).
     if star.is_none() && spec.plain() {
         match spec.conv {
-            b'u' => return out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+            b'u' => return crate::put::dec(out, v, 0, b' '),
             b'd' | b'i' => {
                 let sv = if bits >= 64 { v as i64 } else { ((v << (64 - bits)) as i64) >> (64 - bits) };
-                return out.extend_from_slice(itoa::Buffer::new().format(sv).as_bytes());
+                return crate::put::dec_i64(out, sv);
             }
             b'x' => return put_hex(out, v),
             _ => {}
@@ -386,9 +374,7 @@ pub(crate) fn put_int(out: &mut Vec<u8>, spec: &Spec, star: Option<i64>, value: 
 }
 
 /// `{v}` for a signed value, without the fmt machinery (per event in plugins).
-pub(crate) fn dec(out: &mut Vec<u8>, v: i64) {
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-}
+pub(crate) use crate::put::dec_i64 as dec;
 
 /// `write!` into a Vec cannot fail.
 pub(crate) fn w(out: &mut Vec<u8>, args: std::fmt::Arguments<'_>) {

@@ -237,7 +237,7 @@ impl<'a> Env<'a> {
     pub(crate) fn print(&self, out: &mut Vec<u8>, pieces: &[Piece], args: &[Expr], bstrings: &[Option<Vec<u8>>]) {
         for p in pieces {
             match p {
-                Piece::Lit(b) => out.extend_from_slice(b),
+                Piece::Lit(b) => crate::put::bytes(out, b),
                 Piece::Conv { spec, kind, arg, len_arg } => {
                     let Some(a) = args.get(*arg) else { continue };
                     let star = len_arg.and_then(|i| args.get(i)).map(|e| self.num(e) as i32 as i64);

@@ -10,11 +10,7 @@ use super::cfmt::{dec, put_hex as hex, w};
 
 /// `{v}` for an unsigned value.
 fn dec_u(out: &mut Vec<u8>, v: u64) {
-    if v > i64::MAX as u64 {
-        w(out, format_args!("{v}"));
-    } else {
-        dec(out, v as i64);
-    }
+    crate::put::dec(out, v, 0, b' ');
 }
 use super::eval::Env;
 use crate::format::until_nul;
@@ -133,7 +129,7 @@ fn comm(env: &PEnv, out: &mut Vec<u8>, name: F, pid: u64) -> bool {
     let start = (f.offset as usize).min(rec.len());
     let end = (start + f.size as usize).min(rec.len());
     let c = until_nul(&rec[start..end]);
-    out.extend_from_slice(c);
+    crate::put::bytes(out, c);
     if let Some(state) = env.env.ctx.state {
         state.register_comm(pid as i32, c);
     }

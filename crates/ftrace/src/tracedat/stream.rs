@@ -201,6 +201,17 @@ impl<'d> CpuEvents<'d> {
         Ok(())
     }
 
+    /// What [`current`](Self::current) would show, without slicing it out:
+    /// `None` at the end, `Some(None)` for a lost-events record, else the
+    /// event's time.
+    #[inline]
+    pub fn peek(&self) -> Option<Option<u64>> {
+        Some(match self.cur.as_ref()? {
+            Found::Lost(_) => None,
+            Found::Event(ts, _) => Some(*ts),
+        })
+    }
+
     /// The record [`advance`](Self::advance) moved to; `None` at the end.
     pub fn current(&self) -> Option<RingEvent<'_>> {
         Some(match self.cur.as_ref()? {

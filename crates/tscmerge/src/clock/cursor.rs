@@ -2,7 +2,7 @@
 //! cursor and places each event with that vCPU's [`VcpuClock`].
 
 use super::walk::{PlaceError, VcpuClock};
-use crate::event::{Cursor, Detached, EventView, Payload};
+use crate::event::{Cursor, Detached, EventView};
 use crate::time::GuestTsc;
 use crate::{Error, Result};
 
@@ -11,15 +11,15 @@ pub struct GuestCursor<'a> {
     clock: VcpuClock<'a>,
     guest: String,
     vcpu: u32,
-    /// Host time of the current event.
-    host: u64,
+    /// Host time of the current event; `None` at the end.
+    host: Option<u64>,
     /// Period of the current event, for `check` and `--show-guest-ts`.
     period: usize,
 }
 
 impl<'a> GuestCursor<'a> {
     pub fn new(inner: Box<dyn Cursor + 'a>, clock: VcpuClock<'a>, guest: &str, vcpu: u32) -> Result<Self> {
-        let mut c = GuestCursor { inner, clock, guest: guest.to_string(), vcpu, host: 0, period: 0 };
+        let mut c = GuestCursor { inner, clock, guest: guest.to_string(), vcpu, host: None, period: 0 };
         c.place()?;
         Ok(c)
     }
@@ -29,18 +29,22 @@ impl<'a> GuestCursor<'a> {
     }
 
     fn place(&mut self) -> Result<()> {
-        // `detached` reads a binary record's time without resolving it.
-        let ts = match self.inner.detached() {
-            None => return Ok(()),
-            Some(Detached::Raw { ts, .. }) => ts,
+        let ts = match self.inner.own_ts() {
+            None => {
+                self.host = None;
+                return Ok(());
+            }
+            Some(Some(ts)) => ts,
             // A lost-events record has no time of its own worth converting:
             // it stays right after the event before it.
-            Some(Detached::View(EventView { payload: Payload::Lost { .. }, .. })) => return Ok(()),
-            Some(Detached::View(ev)) => ev.ts,
+            Some(None) => {
+                self.host = Some(self.host.unwrap_or(0));
+                return Ok(());
+            }
         };
         match self.clock.place(GuestTsc(ts)) {
             Ok(p) => {
-                self.host = p.host.0;
+                self.host = Some(p.host.0);
                 self.period = p.period;
                 Ok(())
             }
@@ -65,18 +69,25 @@ pub(crate) fn place_error(guest: &str, vcpu: u32, e: PlaceError) -> Error {
 
 impl Cursor for GuestCursor<'_> {
     fn current(&self) -> Option<EventView<'_>> {
-        let ev = self.inner.current()?;
-        Some(EventView { ts: self.host, orig_ts: Some(ev.ts), ..ev })
+        let mut ev = self.inner.current()?;
+        ev.orig_ts = Some(ev.ts);
+        ev.ts = self.host?;
+        Some(ev)
     }
 
     fn ts(&self) -> Option<u64> {
-        self.inner.ts().map(|_| self.host)
+        self.host
     }
 
     fn detached(&self) -> Option<Detached<'_>> {
+        let host = self.host?;
         Some(match self.inner.detached()? {
-            Detached::View(ev) => Detached::View(EventView { ts: self.host, orig_ts: Some(ev.ts), ..ev }),
-            Detached::Raw { ts, cpu, data, .. } => Detached::Raw { ts: self.host, orig_ts: Some(ts), cpu, data },
+            Detached::View(mut ev) => {
+                ev.orig_ts = Some(ev.ts);
+                ev.ts = host;
+                Detached::View(ev)
+            }
+            Detached::Raw { ts, cpu, data, .. } => Detached::Raw { ts: host, orig_ts: Some(ts), cpu, data },
         })
     }
 

@@ -73,7 +73,11 @@ impl Cursor for DatCursor<'_> {
     }
 
     fn ts(&self) -> Option<u64> {
-        self.events.current().map(|_| self.ts)
+        self.events.peek().map(|_| self.ts)
+    }
+
+    fn own_ts(&self) -> Option<Option<u64>> {
+        self.events.peek()
     }
 
     fn detached(&self) -> Option<Detached<'_>> {
@@ -89,7 +93,7 @@ impl Cursor for DatCursor<'_> {
         // The page being left is read: only the pages before it are released.
         self.release.reached(self.events.page_offset().0);
         self.events.advance().map_err(|e| Error::Parse(e.in_file(self.path)))?;
-        if let Some(RingEvent::Event { ts, .. }) = self.events.current() {
+        if let Some(Some(ts)) = self.events.peek() {
             self.ts = ts;
         }
         Ok(())
