@@ -15,7 +15,6 @@
 mod page;
 
 pub use page::{Be, ByteOrder, Le, Page, PageEvents, RawEvents, RingEvent};
-pub(crate) use page::WalkState;
 
 use crate::{Endian, Error, Result};
 

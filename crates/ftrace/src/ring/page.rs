@@ -227,24 +227,7 @@ pub struct RawEvents<'p, O: ByteOrder> {
     _o: PhantomData<O>,
 }
 
-/// A walk's position, kept apart from the page bytes so that a caller that
-/// recycles page buffers can resume it (see `tracedat::CpuEvents`).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct WalkState {
-    pub pos: usize,
-    pub ts: u64,
-    pub base: u64,
-    pub lost: Option<Option<u64>>,
-}
-
 impl<'p, O: ByteOrder> RawEvents<'p, O> {
-    pub(crate) fn resume(data: &'p [u8], st: WalkState) -> Self {
-        RawEvents { data, pos: st.pos, ts: st.ts, base: st.base, lost: st.lost, absolute: false, header: 0, absolute_before: false, _o: PhantomData }
-    }
-    pub(crate) fn state(&self) -> WalkState {
-        WalkState { pos: self.pos, ts: self.ts, base: self.base, lost: self.lost }
-    }
-
     /// The running timestamp: the last record's.
     pub fn timestamp(&self) -> u64 {
         self.ts

@@ -5,7 +5,7 @@
 
 use super::compress::{Codec, Inflater};
 use super::BufferCpu;
-use crate::ring::{Be, ByteOrder, Le, Page, PageLayout, RawEvents, RingEvent, WalkState};
+use crate::ring::{Be, ByteOrder, Le, Page, PageLayout, RingEvent};
 use crate::{Endian, Error, FileOffset, Reader, Result};
 use std::ops::Range;
 
@@ -122,37 +122,52 @@ impl<'d> PageStream<'d> {
 
 /// Events of one CPU: [`PageStream`] plus the page decoder. Lending, like
 /// the stream: `next_event` borrows until the next call.
+///
+/// Each page's records are found in one pass when the page is loaded (a
+/// tight loop in the stream's byte order) and kept as ranges into the page:
+/// moving to the next record is then an index step, and the memory is one
+/// entry per record of one page.
 pub struct CpuEvents<'d> {
     stream: PageStream<'d>,
     layout: PageLayout,
-    /// The walk over the current page: its data range in the page and state.
-    walk: Option<(Range<usize>, WalkState)>,
-    /// The record last found, for [`current`](CpuEvents::current).
-    cur: Option<Found>,
+    /// The current page's records.
+    found: Vec<Found>,
+    /// Index of the current record in `found`; `found.len()` when none.
+    at: usize,
+    /// The error that ended the current page's walk early, reported once
+    /// the records before it have been handed out (as a walk record by
+    /// record would).
+    failed: Option<Error>,
 }
 
 #[derive(Clone, Debug)]
 enum Found {
-    Event(u64, Range<usize>),
+    /// An event's time and where its payload is in the page.
+    Event(u64, u32, u32),
     Lost(Option<u64>),
 }
 
-fn step<O: ByteOrder>(data: &[u8], st: &mut WalkState) -> Option<Result<Found>> {
-    let mut w = RawEvents::<O>::resume(data, *st);
-    let r = w.next()?;
-    *st = w.state();
-    Some(r.map(|ev| match ev {
-        RingEvent::Event { ts, data: d } => {
-            let s = d.as_ptr() as usize - data.as_ptr() as usize;
-            Found::Event(ts, s..s + d.len())
+/// Finds the records of `p` (whose data start `base` bytes into its page).
+fn find_all<O: ByteOrder>(p: &Page<'_>, base: usize, out: &mut Vec<Found>) -> Option<Error> {
+    let data = p.data();
+    for r in p.events_as::<O>() {
+        match r {
+            Ok(RingEvent::Event { ts, data: d }) => {
+                // A page is at most a few MiB (the writer's page size): its
+                // offsets fit u32.
+                let s = base + (d.as_ptr() as usize - data.as_ptr() as usize);
+                out.push(Found::Event(ts, s as u32, (s + d.len()) as u32));
+            }
+            Ok(RingEvent::Lost { count }) => out.push(Found::Lost(count)),
+            Err(e) => return Some(e),
         }
-        RingEvent::Lost { count } => Found::Lost(count),
-    }))
+    }
+    None
 }
 
 impl<'d> CpuEvents<'d> {
     pub fn new(stream: PageStream<'d>, layout: PageLayout) -> CpuEvents<'d> {
-        CpuEvents { stream, layout, walk: None, cur: None }
+        CpuEvents { stream, layout, found: Vec::new(), at: 0, failed: None }
     }
 
     pub fn cpu(&self) -> u32 {
@@ -173,32 +188,41 @@ impl<'d> CpuEvents<'d> {
     /// Moves to the next record without handing it out; [`current`]
     /// (Self::current) then shows it, as often as asked, borrowed from the
     /// page in place (no copy).
+    #[inline]
     pub fn advance(&mut self) -> Result<()> {
-        self.cur = None;
-        let found = loop {
-            if let Some((range, st)) = self.walk.as_mut() {
-                let data = self.stream.current().get(range.clone()).unwrap_or(&[]);
-                let r = match self.layout.endian {
-                    Endian::Little => step::<Le>(data, st),
-                    Endian::Big => step::<Be>(data, st),
-                };
-                match r {
-                    Some(Ok(f)) => break f,
-                    Some(Err(e)) => {
-                        self.walk = None;
-                        return Err(e);
-                    }
-                    None => self.walk = None,
-                }
-            }
+        if self.at + 1 < self.found.len() {
+            self.at += 1;
+            return Ok(());
+        }
+        self.next_page()
+    }
+
+    /// Loads pages until one has a record (or the walk of one failed).
+    fn next_page(&mut self) -> Result<()> {
+        self.at = self.found.len();
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        loop {
             let Some((off, page)) = self.stream.next_page()? else { return Ok(()) };
+            if u32::try_from(page.len()).is_err() {
+                return Err(Error::invalid(off.0, format!("page of {} bytes: larger than any ring-buffer page", page.len())));
+            }
             let p = Page::parse(&self.layout, page, off.0)?;
-            let s = p.data().as_ptr() as usize - page.as_ptr() as usize;
-            let st = WalkState { pos: 0, ts: p.timestamp(), base: p.data_file_offset(), lost: p.lost() };
-            self.walk = Some((s..s + p.data().len(), st));
-        };
-        self.cur = Some(found);
-        Ok(())
+            let base = p.data().as_ptr() as usize - page.as_ptr() as usize;
+            self.found.clear();
+            self.failed = match self.layout.endian {
+                Endian::Little => find_all::<Le>(&p, base, &mut self.found),
+                Endian::Big => find_all::<Be>(&p, base, &mut self.found),
+            };
+            self.at = 0;
+            if !self.found.is_empty() {
+                return Ok(());
+            }
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+        }
     }
 
     /// What [`current`](Self::current) would show, without slicing it out:
@@ -206,20 +230,20 @@ impl<'d> CpuEvents<'d> {
     /// event's time.
     #[inline]
     pub fn peek(&self) -> Option<Option<u64>> {
-        Some(match self.cur.as_ref()? {
+        Some(match self.found.get(self.at)? {
             Found::Lost(_) => None,
-            Found::Event(ts, _) => Some(*ts),
+            Found::Event(ts, ..) => Some(*ts),
         })
     }
 
     /// The record [`advance`](Self::advance) moved to; `None` at the end.
+    #[inline]
     pub fn current(&self) -> Option<RingEvent<'_>> {
-        Some(match self.cur.as_ref()? {
-            Found::Lost(count) => RingEvent::Lost { count: *count },
-            Found::Event(ts, r) => {
-                let base = self.walk.as_ref().map_or(0, |(w, _)| w.start);
-                let data = self.stream.current().get(base + r.start..base + r.end).unwrap_or(&[]);
-                RingEvent::Event { ts: *ts, data }
+        Some(match *self.found.get(self.at)? {
+            Found::Lost(count) => RingEvent::Lost { count },
+            Found::Event(ts, start, end) => {
+                let data = self.stream.current().get(start as usize..end as usize).unwrap_or(&[]);
+                RingEvent::Event { ts, data }
             }
         })
     }
