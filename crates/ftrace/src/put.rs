@@ -138,14 +138,9 @@ pub fn dec(out: &mut Vec<u8>, v: u64, width: usize, pad: u8) {
         let mut v = v;
         // Eight digits per 64-bit division, the pairs in 32 bits.
         while v >= 100_000_000 {
-            let mut lo = (v % 100_000_000) as u32;
+            i -= 8;
+            digits8(dst.add(i), (v % 100_000_000) as u32);
             v /= 100_000_000;
-            for _ in 0..4 {
-                let d = (lo % 100) as usize * 2;
-                lo /= 100;
-                i -= 2;
-                ptr::copy_nonoverlapping(PAIRS.as_ptr().add(d), dst.add(i), 2);
-            }
         }
         let mut v = v as u32;
         while v >= 100 {
@@ -161,6 +156,32 @@ pub fn dec(out: &mut Vec<u8>, v: u64, width: usize, pad: u8) {
             *dst.add(i - 1) = b'0' + v as u8;
         }
         out.set_len(len + total);
+    }
+}
+
+/// Writes the eight digits of `lo` (below 10^8, zero-padded).
+///
+/// # Safety
+/// `dst` is writable for 8 bytes.
+#[inline(always)]
+unsafe fn digits8(dst: *mut u8, mut lo: u32) {
+    for k in (0..4).rev() {
+        let d = (lo % 100) as usize * 2;
+        lo /= 100;
+        // SAFETY: d <= 198 indexes a pair of PAIRS; 2k + 2 <= 8 (caller).
+        unsafe { ptr::copy_nonoverlapping(PAIRS.as_ptr().add(d), dst.add(2 * k), 2) };
+    }
+}
+
+/// `{lo:08}` for `lo` below 10^8 (larger values: their last eight digits).
+#[inline]
+pub fn dec8(out: &mut Vec<u8>, lo: u32) {
+    out.reserve(ROOM);
+    let len = out.len();
+    // SAFETY: 8 < ROOM writable bytes after `len` (reserve), all written.
+    unsafe {
+        digits8(out.as_mut_ptr().add(len), lo % 100_000_000);
+        out.set_len(len + 8);
     }
 }
 
@@ -236,6 +257,9 @@ mod tests {
                 let mut z = Vec::new();
                 dec(&mut z, v, width, b'0');
                 prop_assert_eq!(z, format!("{v:0width$}").into_bytes());
+                let mut e8 = Vec::new();
+                dec8(&mut e8, (v % 100_000_000) as u32);
+                prop_assert_eq!(e8, format!("{:08}", v % 100_000_000).into_bytes());
                 let mut h = vec![b'x'; pre];
                 hex(&mut h, v);
                 prop_assert_eq!(h[pre..].to_vec(), format!("{v:x}").into_bytes());

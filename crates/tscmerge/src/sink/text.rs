@@ -50,13 +50,18 @@ pub struct TextSink<W: Write> {
     /// in [`FLUSH_AT`]-sized writes: no per-line copy into a writer.
     line: Vec<u8>,
     path: String,
-    /// Line starts lately printed, by (machine, CPU) slot.
+    /// Line starts lately printed, by (machine, CPU, pid) slot.
     prefixes: Vec<Prefix>,
+    /// `TsFormat::Cycles`: a timestamp's digits above its last eight, as
+    /// printed (padding included), and their value. Merged times only go
+    /// forward, so these change once per 10^8 cycles at most.
+    ts_high: (u64, Vec<u8>),
 }
 
 /// The start of a line, `column comm-pid [cpu]`, as last printed for a
-/// (machine, CPU): a CPU runs one task for many events in a row, so most
-/// lines copy it whole instead of formatting four fields.
+/// (machine, CPU, pid): a CPU runs a few tasks in turn (a guest's vCPU
+/// switches between them every few events), so most lines copy it whole
+/// instead of formatting four fields.
 #[derive(Default)]
 struct Prefix {
     machine: usize,
@@ -66,8 +71,8 @@ struct Prefix {
     bytes: Vec<u8>,
 }
 
-/// Slots of the prefix cache (direct-mapped on machine and CPU).
-const PREFIX_SLOTS: usize = 64;
+/// Slots of the prefix cache (direct-mapped on machine, CPU and pid).
+const PREFIX_SLOTS: usize = 1024;
 
 /// Output buffer size: large writes, few syscalls.
 const FLUSH_AT: usize = 1 << 20;
@@ -97,7 +102,7 @@ impl<W: Write> TextSink<W> {
             .collect();
         // No slot matches before it is filled: machine usize::MAX is none.
         let prefixes = (0..PREFIX_SLOTS).map(|_| Prefix { machine: usize::MAX, ..Prefix::default() }).collect();
-        TextSink { out, columns, width, ts, show_guest_ts, line: Vec::with_capacity(FLUSH_AT + 4096), path: path.to_string(), prefixes }
+        TextSink { out, columns, width, ts, show_guest_ts, line: Vec::with_capacity(FLUSH_AT + 4096), path: path.to_string(), prefixes, ts_high: (u64::MAX, Vec::new()) }
     }
 
     /// The writer, after the buffered lines went to it; a write error there
@@ -142,7 +147,8 @@ impl<W: Write> TextSink<W> {
                 l.extend_from_slice(b"EVENTS DROPPED]");
             }
             Payload::Event(r) => {
-                let p = &mut self.prefixes[(machine.wrapping_mul(31) ^ ev.cpu as usize) % PREFIX_SLOTS];
+                let key = (machine as u64) << 48 ^ (ev.cpu as u64) << 32 ^ r.pid as u32 as u64;
+                let p = &mut self.prefixes[(key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize % PREFIX_SLOTS];
                 if !(p.machine == machine && p.cpu == ev.cpu && p.pid == r.pid && p.comm == r.comm.as_bytes()) {
                     p.bytes.clear();
                     column(&mut p.bytes);
@@ -157,7 +163,20 @@ impl<W: Write> TextSink<W> {
                     p.comm.extend_from_slice(r.comm.as_bytes());
                 }
                 put::bytes(l, &p.bytes);
-                self.ts.write(l, ev.ts);
+                match self.ts {
+                    // `{ts:>12}` as the cached high digits (`{high:>4}`) and the last eight.
+                    TsFormat::Cycles if ev.ts >= 100_000_000 => {
+                        let high = ev.ts / 100_000_000;
+                        if self.ts_high.0 != high {
+                            self.ts_high.0 = high;
+                            self.ts_high.1.clear();
+                            put::dec(&mut self.ts_high.1, high, 4, b' ');
+                        }
+                        put::bytes(l, &self.ts_high.1);
+                        put::dec8(l, (ev.ts % 100_000_000) as u32);
+                    }
+                    _ => self.ts.write(l, ev.ts),
+                }
                 if self.show_guest_ts {
                     match ev.orig_ts {
                         Some(g) => {
@@ -195,5 +214,30 @@ impl<W: Write + Send> Sink for TextSink<W> {
 
     fn body_style(&self) -> Option<ftrace::printfmt::Style> {
         Some(ftrace::printfmt::Style::TraceCmd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Body, Record};
+
+    /// Timestamps print as `{ts:>12}` whether the cached high digits are
+    /// reused, renewed, or not used (below 10^8), going forward or not.
+    #[test]
+    fn cycles_print_as_format() {
+        let stamps = [5, 99_999_999, 100_000_000, 100_000_001, 123_456_789_012, 123_456_789_999, 123_456_790_000, 100_000_000, 10u64.pow(15) + 7, u64::MAX, 42];
+        let mut sink = TextSink::new(Vec::new(), vec!["host".into()], TsFormat::Cycles, false, "test");
+        for (i, &ts) in stamps.iter().enumerate() {
+            let r = Record { pid: i as i32, tgid: None, comm: "c", system: "s", name: "e", body: Body::Text("b") };
+            sink.event(0, &EventView { ts, orig_ts: None, cpu: 1, payload: Payload::Event(r) }).unwrap();
+        }
+        let out = String::from_utf8(sink.into_inner()).unwrap();
+        let want: String = stamps
+            .iter()
+            .enumerate()
+            .map(|(i, ts)| format!("host: {:>16}-{:<5} [001]{ts:>12}: {:<21} b\n", "c", i, "e:"))
+            .collect();
+        assert_eq!(out, want);
     }
 }
