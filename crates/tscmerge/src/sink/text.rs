@@ -71,6 +71,26 @@ struct Prefix {
     bytes: Vec<u8>,
 }
 
+/// `a == b` for comms (at most 16 bytes in the kernel, TASK_COMM_LEN):
+/// overlapping 8-byte loads instead of a call to `bcmp` per line.
+#[inline(always)]
+fn same_comm(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let w8 = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+    let w4 = |s: &[u8], at: usize| u32::from_ne_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]));
+    match n {
+        0 => true,
+        // n = 1: byte 0 thrice; 2: 0, 1, 1; 3: 0, 1, 2.
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => w4(a, 0) == w4(b, 0) && w4(a, n - 4) == w4(b, n - 4),
+        8..=16 => w8(a, 0) == w8(b, 0) && w8(a, n - 8) == w8(b, n - 8),
+        _ => a == b,
+    }
+}
+
 /// Slots of the prefix cache (direct-mapped on machine, CPU and pid).
 const PREFIX_SLOTS: usize = 1024;
 
@@ -149,7 +169,7 @@ impl<W: Write> TextSink<W> {
             Payload::Event(r) => {
                 let key = (machine as u64) << 48 ^ (ev.cpu as u64) << 32 ^ r.pid as u32 as u64;
                 let p = &mut self.prefixes[(key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize % PREFIX_SLOTS];
-                if !(p.machine == machine && p.cpu == ev.cpu && p.pid == r.pid && p.comm == r.comm.as_bytes()) {
+                if !(p.machine == machine && p.cpu == ev.cpu && p.pid == r.pid && same_comm(&p.comm, r.comm.as_bytes())) {
                     p.bytes.clear();
                     column(&mut p.bytes);
                     put::str_right(&mut p.bytes, r.comm, 16);
@@ -221,6 +241,15 @@ impl<W: Write + Send> Sink for TextSink<W> {
 mod tests {
     use super::*;
     use crate::event::{Body, Record};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn same_comm_is_eq(a in proptest::collection::vec(0u8..3, 0..20), b in proptest::collection::vec(0u8..3, 0..20)) {
+            prop_assert_eq!(same_comm(&a, &b), a == b);
+            prop_assert!(same_comm(&a, &a.clone()));
+        }
+    }
 
     /// Timestamps print as `{ts:>12}` whether the cached high digits are
     /// reused, renewed, or not used (below 10^8), going forward or not.
