@@ -161,6 +161,20 @@ impl Field {
 }
 
 pub(crate) fn until_nul(b: &[u8]) -> &[u8] {
+    // Comms are 16-byte fields (TASK_COMM_LEN): two words tested for a
+    // zero byte at once are cheaper than memchr's vector setup.
+    if let Some(w) = b.get(..16) {
+        let word = |at: usize| u64::from_le_bytes(w[at..at + 8].try_into().unwrap_or([0; 8]));
+        let zero = |x: u64| x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080;
+        // The lowest flagged byte is the first zero (borrows only run
+        // upwards from a zero byte, so no byte below it is flagged).
+        for at in [0, 8] {
+            let z = zero(word(at));
+            if z != 0 {
+                return &b[..at + z.trailing_zeros() as usize / 8];
+            }
+        }
+    }
     match memchr::memchr(0, b) {
         Some(n) => &b[..n],
         None => b,
@@ -441,5 +455,22 @@ mod fuzz_regressions {
         let f = parse_field_line("field:\u{e9}x;\toffset:0;\tsize:2;\tsigned:0;").unwrap();
         assert_eq!(f.name, "x");
         assert!(parse_field_line("field:\u{e9};\toffset:0;\tsize:2;").is_none());
+    }
+}
+
+#[cfg(test)]
+mod until_nul_tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The word-at-a-time search finds the first NUL, as a byte scan does.
+        #[test]
+        fn first_nul(b in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(0x80u8), any::<u8>()], 0..40)) {
+            let want = match b.iter().position(|&c| c == 0) {
+                Some(n) => &b[..n],
+                None => &b[..],
+            };
+            prop_assert_eq!(super::until_nul(&b), want);
+        }
     }
 }

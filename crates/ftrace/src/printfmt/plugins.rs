@@ -271,7 +271,10 @@ pub(crate) fn run(p: Plugin, pf: &PluginFields, env: &Env, out: &mut Vec<u8>) ->
             };
             let isa = val(env, F::Isa).unwrap_or(1);
             match exit_reason(isa, reason as i32) {
-                Some(r) => w(out, format_args!("reason {r}")),
+                Some(r) => {
+                    out.extend_from_slice(b"reason ");
+                    crate::put::bytes(out, r.as_bytes());
+                }
                 None => w(out, format_args!("reason UNKNOWN ({reason})")),
             }
             let Some(rip) = val(env, F::GuestRip) else {
