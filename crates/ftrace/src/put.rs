@@ -206,7 +206,7 @@ pub fn dec_i64_left(out: &mut Vec<u8>, v: i64, width: usize) {
 #[inline]
 pub fn hex(out: &mut Vec<u8>, v: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = ((64 - (v | 1).leading_zeros() as usize) + 3) / 4;
+    let digits = (64 - (v | 1).leading_zeros() as usize).div_ceil(4);
     out.reserve(ROOM);
     let len = out.len();
     // SAFETY: `digits` <= 16 < ROOM writable bytes after `len` (reserve);
