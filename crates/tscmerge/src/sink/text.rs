@@ -19,9 +19,34 @@ pub enum TsFormat {
     Secs { khz: u64 },
 }
 
-impl TsFormat {
-    pub fn write(&self, out: &mut Vec<u8>, ts: u64) {
-        match *self {
+/// Prints timestamps in a [`TsFormat`]. Cycles print as `{ts:>12}`, the
+/// digits above the last eight kept as printed: merged times only go
+/// forward, so those change once per 10^8 cycles at most.
+struct TsPrinter {
+    format: TsFormat,
+    /// The high digits' value and text (padding included).
+    high: u64,
+    high_text: Vec<u8>,
+}
+
+impl TsPrinter {
+    fn new(format: TsFormat) -> Self {
+        TsPrinter { format, high: u64::MAX, high_text: Vec::new() }
+    }
+
+    fn write(&mut self, out: &mut Vec<u8>, ts: u64) {
+        match self.format {
+            // `{ts:>12}` as `{high:>4}` and the last eight digits.
+            TsFormat::Cycles if ts >= 100_000_000 => {
+                let high = ts / 100_000_000;
+                if self.high != high {
+                    self.high = high;
+                    self.high_text.clear();
+                    put::dec(&mut self.high_text, high, 4, b' ');
+                }
+                put::bytes(out, &self.high_text);
+                put::dec8(out, (ts % 100_000_000) as u32);
+            }
             TsFormat::Cycles => put::dec(out, ts, 12, b' '),
             TsFormat::Secs { khz } => {
                 // ns = cycles * 1e6 / kHz, in 128 bits so nothing overflows.
@@ -44,7 +69,7 @@ pub struct TextSink<W: Write> {
     /// Each machine's column as printed, `label: ` right-aligned.
     columns: Vec<Vec<u8>>,
     width: usize,
-    ts: TsFormat,
+    ts: TsPrinter,
     show_guest_ts: bool,
     /// Lines are formatted straight into this buffer, which goes to `out`
     /// in [`FLUSH_AT`]-sized writes: no per-line copy into a writer.
@@ -52,10 +77,6 @@ pub struct TextSink<W: Write> {
     path: String,
     /// Line starts lately printed, by (machine, CPU, pid) slot.
     prefixes: Vec<Prefix>,
-    /// `TsFormat::Cycles`: a timestamp's digits above its last eight, as
-    /// printed (padding included), and their value. Merged times only go
-    /// forward, so these change once per 10^8 cycles at most.
-    ts_high: (u64, Vec<u8>),
 }
 
 /// The start of a line, `column comm-pid [cpu]`, as last printed for a
@@ -122,7 +143,7 @@ impl<W: Write> TextSink<W> {
             .collect();
         // No slot matches before it is filled: machine usize::MAX is none.
         let prefixes = (0..PREFIX_SLOTS).map(|_| Prefix { machine: usize::MAX, ..Prefix::default() }).collect();
-        TextSink { out, columns, width, ts, show_guest_ts, line: Vec::with_capacity(FLUSH_AT + 4096), path: path.to_string(), prefixes, ts_high: (u64::MAX, Vec::new()) }
+        TextSink { out, columns, width, ts: TsPrinter::new(ts), show_guest_ts, line: Vec::with_capacity(FLUSH_AT + 4096), path: path.to_string(), prefixes }
     }
 
     /// The writer, after the buffered lines went to it; a write error there
@@ -183,20 +204,7 @@ impl<W: Write> TextSink<W> {
                     p.comm.extend_from_slice(r.comm.as_bytes());
                 }
                 put::bytes(l, &p.bytes);
-                match self.ts {
-                    // `{ts:>12}` as the cached high digits (`{high:>4}`) and the last eight.
-                    TsFormat::Cycles if ev.ts >= 100_000_000 => {
-                        let high = ev.ts / 100_000_000;
-                        if self.ts_high.0 != high {
-                            self.ts_high.0 = high;
-                            self.ts_high.1.clear();
-                            put::dec(&mut self.ts_high.1, high, 4, b' ');
-                        }
-                        put::bytes(l, &self.ts_high.1);
-                        put::dec8(l, (ev.ts % 100_000_000) as u32);
-                    }
-                    _ => self.ts.write(l, ev.ts),
-                }
+                self.ts.write(l, ev.ts);
                 if self.show_guest_ts {
                     match ev.orig_ts {
                         Some(g) => {
