@@ -204,18 +204,44 @@ impl Meta {
     /// `common_pid` of a record (offset 4 in every format since 2.6.x, but
     /// read through the format to stay honest).
     pub fn pid(&self, format: &EventFormat, rec: &[u8]) -> i32 {
-        if let Some(Some(p)) = self.pid_fields.get(format.id as usize) {
-            let at = p.offset as usize;
-            let Some(b) = rec.get(at..at + p.size as usize) else { return -1 };
-            let Some(v) = self.endian.uint(b) else { return -1 };
-            let bits = 8 * p.size as u32;
-            // As FieldValue: sign-extended when signed, else zero-extended; then `as i32`.
-            return if p.signed && bits < 64 { (((v << (64 - bits)) as i64) >> (64 - bits)) as i32 } else { v as i32 };
+        if let Some(&Some(p)) = self.pid_fields.get(format.id as usize) {
+            return self.pid_in(p, rec);
         }
         match format.field("common_pid").and_then(|f| f.value(rec, self.endian)) {
             Some(FieldValue::Signed(v)) => v as i32,
             Some(FieldValue::Unsigned(v)) => v as i32,
             _ => -1,
+        }
+    }
+
+    /// `common_pid` of a record of a known format (by its `common_type`),
+    /// as [`pid`](Self::pid) reads it; `None` for an unknown type.
+    pub fn record_pid(&self, rec: &[u8]) -> Option<i32> {
+        let id = Events::common_type(rec, self.endian)?;
+        match self.pid_fields.get(id as usize) {
+            Some(&Some(p)) => Some(self.pid_in(p, rec)),
+            _ => self.events.by_id(id).map(|f| self.pid(f, rec)),
+        }
+    }
+
+    fn pid_in(&self, p: PidField, rec: &[u8]) -> i32 {
+        let at = p.offset as usize;
+        if p.size == 4 {
+            // The kernel's `int pid` (struct trace_entry): 32 bits need no
+            // sign extension to become an i32, whatever `signed` says.
+            return match rec.get(at..at + 4) {
+                Some(&[a, b, c, d]) => self.endian.u32([a, b, c, d]) as i32,
+                _ => -1,
+            };
+        }
+        let Some(b) = rec.get(at..at + p.size as usize) else { return -1 };
+        let Some(v) = self.endian.uint(b) else { return -1 };
+        let bits = 8 * p.size as u32;
+        // As FieldValue: sign-extended when signed, else zero-extended; then `as i32`.
+        if p.signed && bits < 64 {
+            (((v << (64 - bits)) as i64) >> (64 - bits)) as i32
+        } else {
+            v as i32
         }
     }
 

@@ -206,7 +206,7 @@ impl<'a> PageSource<'a> {
             let out_id = self.routes.get(id as usize).copied().unwrap_or(ROUTE_NONE);
             debug_assert!(out_id != ROUTE_UNKNOWN && out_id != ROUTE_NONE, "whole pages have every route");
             let new = (out_id.wrapping_sub(1) as u16).to_le_bytes();
-            self.note_pid(id, rec, comm);
+            self.note_pid(rec, comm);
             self.page[s..s + 2].copy_from_slice(&new);
         }
         if self.shift != 0 {
@@ -276,7 +276,7 @@ impl<'a> PageSource<'a> {
                 let Some(rec) = self.page.get(ev.start as usize..ev.end as usize) else { continue };
                 let Some(id) = rec.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]])) else { continue };
                 let new = self.routes.get(id as usize).copied().unwrap_or(ROUTE_NONE).wrapping_sub(1) as u16;
-                self.note_pid(id, rec, comm);
+                self.note_pid(rec, comm);
                 if let Some(b) = out.get_mut(at..at + 2) {
                     b.copy_from_slice(&new.to_le_bytes());
                 }
@@ -297,12 +297,11 @@ impl<'a> PageSource<'a> {
         Ok(())
     }
 
-    /// Calls `comm` with the pid of a record of type `id` and its comm when
+    /// Calls `comm` with the pid of a record and its comm when
     /// the pid differs from the last one reported (a CPU runs one task for
     /// many events).
-    fn note_pid(&self, id: u16, rec: &[u8], comm: &mut dyn FnMut(i32, &'a str)) {
-        if let Some(f) = self.meta.events.by_id(id) {
-            let pid = self.meta.pid(f, rec);
+    fn note_pid(&self, rec: &[u8], comm: &mut dyn FnMut(i32, &'a str)) {
+        if let Some(pid) = self.meta.record_pid(rec) {
             if self.comm_pid.get() != Some(pid) {
                 self.comm_pid.set(Some(pid));
                 comm(pid, self.meta.comm(pid));
