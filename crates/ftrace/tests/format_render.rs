@@ -351,3 +351,33 @@ print fmt: \"a=%d\", __no_such_helper(REC->a)\n";
     assert_eq!(render(&ev, &rec, Style::Kernel, None, None), "a=-2 s=hey");
     assert_eq!(render(&ev, &rec, Style::TraceCmd, None, None), "[FAILED TO PARSE] a=-2 s=hey");
 }
+
+/// `learn` teaches the state what rendering teaches it (the sched plugins'
+/// comms), and nothing for formats whose rendering teaches nothing; the
+/// function plugin is the one whose rendering reads the state.
+#[test]
+fn learning_matches_rendering() {
+    use ftrace::printfmt::TraceCmdState;
+    let switch = load("sched", "sched_switch");
+    let mut sw = Rec::new(&switch);
+    sw.str("prev_comm", "bash").int("prev_pid", 4613).int("prev_prio", 120).str("next_comm", "kworker/0:1").int("next_pid", 77).int("next_prio", 120);
+    let wakeup = load("sched", "sched_wakeup");
+    let mut wk = Rec::new(&wakeup);
+    wk.str("comm", "migration/1").int("pid", 21).int("prio", 0).int("target_cpu", 1);
+    let print = load("ftrace", "print");
+    let pr = Rec::new(&print);
+    let (rendered, learned) = (TraceCmdState::default(), TraceCmdState::default());
+    for (ev, rec) in [(&switch, &sw.buf), (&wakeup, &wk.buf), (&print, &pr.buf)] {
+        let ctx = |state| RenderCtx { endian: Endian::Little, long_size: 8, cpu: 0, kallsyms: None, printk: None, state: Some(state) };
+        ev.render(rec, &ctx(&rendered), Style::TraceCmd, &mut Vec::new());
+        ev.learn(rec, &ctx(&learned));
+        assert!(!ev.render_reads_state());
+    }
+    for pid in [4613, 77, 21, 1, 0] {
+        assert_eq!(rendered.comm(pid), learned.comm(pid), "pid {pid}");
+    }
+    assert_eq!(learned.comm(4613), Some("bash"));
+    assert_eq!(learned.comm(77), Some("kworker/0:1"));
+    assert_eq!(learned.comm(21), Some("migration/1"));
+    assert!(load("ftrace", "function").render_reads_state());
+}

@@ -94,12 +94,22 @@ impl Compiled {
 }
 
 impl EventFormat {
-    /// Whether rendering in trace-cmd style reads or changes the
-    /// [`TraceCmdState`] (sched plugins learn comms, the function plugin keeps
-    /// call stacks): such events must be rendered in report order. The
-    /// others render the same wherever and whenever.
-    pub fn render_has_state(&self) -> bool {
-        matches!(self.compiled.plugin, Some((Plugin::SchedSwitch | Plugin::SchedWakeup | Plugin::Function, _)))
+    /// Whether rendering in trace-cmd style reads the [`TraceCmdState`]
+    /// (the function plugin's call stacks): such events must be rendered in
+    /// report order, with the state.
+    pub fn render_reads_state(&self) -> bool {
+        matches!(self.compiled.plugin, Some((Plugin::Function, _)))
+    }
+
+    /// Teaches `ctx.state` what rendering `rec` in trace-cmd style would
+    /// (the sched plugins register the comms they print), without
+    /// rendering. Done in report order, it leaves the body of any event
+    /// that does not [read the state](Self::render_reads_state) to be
+    /// rendered later, anywhere, with no state: same text, same learning.
+    pub fn learn(&self, rec: &[u8], ctx: &RenderCtx) {
+        if let (Some((p, pf)), Some(_)) = (&self.compiled.plugin, ctx.state) {
+            plugins::learn(*p, pf, &Env { rec, fields: &self.fields, ctx, kernel: false });
+        }
     }
 
     /// Appends the body of `rec` (the text after `name: `) to `out`, without

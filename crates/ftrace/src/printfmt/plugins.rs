@@ -124,16 +124,47 @@ fn missing(out: &mut Vec<u8>, name: F) {
 /// registers it for `pid`, so later lines of that pid show it when the
 /// cmdline table does not (`tep_register_comm` never overrides a known pid).
 fn comm(env: &PEnv, out: &mut Vec<u8>, name: F, pid: u64) -> bool {
-    let Some(f) = env.field(name) else { return false };
-    let rec = env.env.rec;
-    let start = (f.offset as usize).min(rec.len());
-    let end = (start + f.size as usize).min(rec.len());
-    let c = until_nul(&rec[start..end]);
+    let Some(c) = comm_bytes(env, name) else { return false };
     crate::put::bytes(out, c);
     if let Some(state) = env.env.ctx.state {
         state.register_comm(pid as i32, c);
     }
     true
+}
+
+/// The comm field `name` up to its NUL.
+fn comm_bytes<'a>(env: &PEnv<'_, 'a>, name: F) -> Option<&'a [u8]> {
+    let f = env.field(name)?;
+    let rec = env.env.rec;
+    let start = (f.offset as usize).min(rec.len());
+    let end = (start + f.size as usize).min(rec.len());
+    Some(until_nul(&rec[start..end]))
+}
+
+/// The comms [`run`] registers, registered without printing: what
+/// sched_switch (prev, then next) and sched_wakeup teach the state.
+pub(crate) fn learn(p: Plugin, pf: &PluginFields, env: &Env) {
+    let env = &PEnv { env, pf };
+    let Some(state) = env.env.ctx.state else { return };
+    let register = |pid: F, name: F| -> bool {
+        let Some(pid) = val(env, pid) else { return false };
+        if let Some(c) = comm_bytes(env, name) {
+            state.register_comm(pid as i32, c);
+        }
+        true
+    };
+    match p {
+        Plugin::SchedSwitch => {
+            // run stops at a missing prev_pid, before next's comm.
+            if register(F::PrevPid, F::PrevComm) {
+                register(F::NextPid, F::NextComm);
+            }
+        }
+        Plugin::SchedWakeup => {
+            register(F::Pid, F::Comm);
+        }
+        _ => {}
+    }
 }
 
 /// plugin_sched_switch.c `write_state`.

@@ -43,7 +43,8 @@ enum Kind {
     /// input's `Meta`, the body's bytes in `bytes`.
     Rendered { pid: i32, tgid: Option<i32>, comm: Range<usize>, id: u16, body: Range<usize> },
     /// A binary record resolved ahead (pid, comm), its body left to render
-    /// on the sink's thread: rendering it involves no state.
+    /// on the sink's thread: rendering it reads no state, and what it
+    /// teaches the state was learned ahead.
     Resolved { pid: i32, tgid: Option<i32>, comm: Range<usize>, raw: Range<usize> },
 }
 
@@ -90,11 +91,16 @@ impl Batch {
             Detached::View(ev) => {
                 let kind = match ev.payload {
                     Payload::Lost { count } => Kind::Lost(count),
-                    // Stateless bodies render on the sink's thread, which
-                    // splits the work about evenly.
-                    Payload::Event(r @ Record { body: Body::Raw { format, data, .. }, .. })
-                        if input.meta.is_some() && !format.render_has_state() =>
+                    // Bodies that do not read the plugins' state render on
+                    // the sink's thread, which splits the work about evenly;
+                    // what they teach the state (sched comms) is learned
+                    // here, in order, as rendering them here would.
+                    Payload::Event(r @ Record { body: Body::Raw { format, data, ctx }, .. })
+                        if input.meta.is_some() && !format.render_reads_state() =>
                     {
+                        if style == Some(Style::TraceCmd) {
+                            format.learn(data, ctx);
+                        }
                         let comm = self.put(r.comm.as_bytes());
                         Kind::Resolved { pid: r.pid, tgid: r.tgid, comm, raw: self.put(data) }
                     }
@@ -127,6 +133,9 @@ impl Batch {
 struct Resolver<'a> {
     meta: Option<&'a Meta>,
     ctx: Option<RenderCtx<'a>>,
+    /// `ctx` without the plugins' state, for bodies whose learning the
+    /// merge's thread did ([`Kind::Resolved`]).
+    plain: Option<RenderCtx<'a>>,
     last: Cell<PidInfo<'a>>,
 }
 
@@ -137,6 +146,13 @@ impl<'a> Resolver<'a> {
         let meta = self.meta?;
         let ctx = self.ctx.get_or_insert_with(|| meta.ctx(cpu));
         Some((meta, ctx, &self.last))
+    }
+
+    /// As [`ready`](Self::ready), the context without state.
+    fn ready_plain(&mut self, cpu: u32) -> Option<(&'a Meta, &RenderCtx<'a>)> {
+        let meta = self.meta?;
+        let ctx = self.plain.get_or_insert_with(|| RenderCtx { state: None, ..meta.ctx(cpu) });
+        Some((meta, ctx))
     }
 }
 
@@ -165,7 +181,7 @@ fn deliver<'a>(batch: &Batch, res: &mut [Resolver<'a>], sink: &mut dyn Sink) -> 
                 })
             }
             Kind::Resolved { pid, tgid, comm, raw } => {
-                let Some((meta, ctx, _)) = res.get_mut(it.input).and_then(|r| r.ready(it.cpu)) else { continue };
+                let Some((meta, ctx)) = res.get_mut(it.input).and_then(|r| r.ready_plain(it.cpu)) else { continue };
                 let data = batch.bytes.get(raw.clone()).unwrap_or(&[]);
                 let Some(format) = Events::common_type(data, meta.endian).and_then(|id| meta.events.by_id(id)) else { continue };
                 Payload::Event(Record {
@@ -197,7 +213,7 @@ pub(super) fn merge(mut inputs: Vec<Input<'_>>, sink: &mut dyn Sink) -> Result<M
         let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
         let failed = &failed;
         let consumer = s.spawn(move || -> Result<()> {
-            let mut res: Vec<Resolver> = metas.into_iter().map(|meta| Resolver { meta, ctx: None, last: Cell::default() }).collect();
+            let mut res: Vec<Resolver> = metas.into_iter().map(|meta| Resolver { meta, ctx: None, plain: None, last: Cell::default() }).collect();
             for mut batch in full_rx {
                 deliver(&batch, &mut res, sink)?;
                 batch.items.clear();
