@@ -154,11 +154,9 @@ pub(crate) fn learn(p: Plugin, pf: &PluginFields, env: &Env) {
         true
     };
     match p {
-        Plugin::SchedSwitch => {
-            // run stops at a missing prev_pid, before next's comm.
-            if register(F::PrevPid, F::PrevComm) {
-                register(F::NextPid, F::NextComm);
-            }
+        // run stops at a missing prev_pid, before next's comm.
+        Plugin::SchedSwitch if register(F::PrevPid, F::PrevComm) => {
+            register(F::NextPid, F::NextComm);
         }
         Plugin::SchedWakeup => {
             register(F::Pid, F::Comm);
