@@ -56,15 +56,28 @@ impl BufferDesc {
 /// range faults the same bytes in again from the page cache, so slices
 /// handed out earlier stay valid (madvise(2)); it is never used on anything
 /// but these read-only `Mmap`s.
+///
+/// It also maps the next [`POPULATE_STEP`] ahead of the reader in one
+/// `MADV_POPULATE_READ` (Linux 5.14) instead of a page fault per 64 KiB
+/// (the kernel's fault-around): in a VM each fault is an exception taken
+/// and returned, ~5 µs here, 7% of a one-core merge of 3 GB.
 pub(crate) struct ReleaseBehind<'d> {
     map: Option<&'d memmap2::Mmap>,
     /// Released up to this offset (OS-page aligned); `None` until the first
     /// position is seen, which is where the region starts.
     done: Option<usize>,
+    /// Populated up to this offset.
+    ahead: usize,
+    /// The first position with anything to do.
+    next: usize,
 }
 
-/// Release in steps of this many bytes: one madvise per 4 MiB read.
-const RELEASE_STEP: usize = 4 << 20;
+/// Release in steps of this many bytes: one madvise per 2 MiB read.
+const RELEASE_STEP: usize = 2 << 20;
+/// Populate in steps of this many bytes: small beside the release step, as
+/// it adds to each cursor's mapped pages (at most step + populate step,
+/// 3 MiB, per cursor).
+const POPULATE_STEP: usize = 1 << 20;
 const OS_PAGE: usize = 4096;
 
 impl<'d> ReleaseBehind<'d> {
@@ -73,30 +86,51 @@ impl<'d> ReleaseBehind<'d> {
             // Readahead tuned for a forward scan; advice only, errors do not matter.
             let _ = m.advise(memmap2::Advice::Sequential);
         }
-        ReleaseBehind { map, done: None }
+        ReleaseBehind { map, done: None, ahead: 0, next: 0 }
     }
 
     /// The reader is now at file offset `pos`: everything of its region
-    /// before `pos` has been read.
+    /// before `pos` has been read. Called per record: all but one call in
+    /// thousands return at the first comparison.
     #[inline]
     pub(crate) fn reached(&mut self, pos: u64) {
-        let Some(map) = self.map else { return };
-        if pos == 0 {
-            return; // no page yet (offset 0 is the file header, never event data)
+        if (pos as usize) < self.next || pos == 0 {
+            return; // pos 0: no page yet (offset 0 is the file header, never event data)
         }
-        let pos = (pos as usize).min(map.len());
-        let done = *self.done.get_or_insert(pos.next_multiple_of(OS_PAGE));
-        if pos < done.saturating_add(RELEASE_STEP) {
+        self.step(pos as usize);
+    }
+
+    #[inline(never)]
+    fn step(&mut self, pos: usize) {
+        let Some(map) = self.map else {
+            self.next = usize::MAX;
             return;
+        };
+        let pos = pos.min(map.len());
+        // Populate again half a step before the populated range ends.
+        let populate_at = |ahead: usize| if ahead >= map.len() { usize::MAX } else { ahead.saturating_sub(POPULATE_STEP / 2) };
+        if pos >= populate_at(self.ahead) {
+            let from = self.ahead.max(pos / OS_PAGE * OS_PAGE);
+            let to = from.saturating_add(POPULATE_STEP).min(map.len());
+            if from < to {
+                // Advice only: where it fails, pages fault in as before.
+                let _ = map.advise_range(memmap2::Advice::PopulateRead, from, to - from);
+            }
+            self.ahead = to;
         }
-        let end = pos / OS_PAGE * OS_PAGE;
-        drop_pages(map, done, end);
-        self.done = Some(end);
+        let done = *self.done.get_or_insert(pos.next_multiple_of(OS_PAGE));
+        if pos >= done.saturating_add(RELEASE_STEP) {
+            let end = pos / OS_PAGE * OS_PAGE;
+            drop_pages(map, done, end);
+            self.done = Some(end);
+        }
+        let release_at = self.done.map_or(usize::MAX, |d| d.saturating_add(RELEASE_STEP));
+        self.next = release_at.min(populate_at(self.ahead)).max(pos + 1);
     }
 
     /// The reader is at the end of a region that runs to the end of the
     /// mapping (a text file): release the rest, however small (steps alone
-    /// would keep files under 4 MiB mapped: hundreds of guest files add up).
+    /// would keep files under 2 MiB mapped: hundreds of guest files add up).
     pub(crate) fn reached_end(&mut self) {
         let Some(map) = self.map else { return };
         drop_pages(map, self.done.unwrap_or(0), map.len());
