@@ -15,7 +15,6 @@
 //! thread instead, also in order, which splits the work more evenly. Memory:
 //! at most four batches of [`BATCH`] events.
 
-use std::cell::Cell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -25,7 +24,7 @@ use ftrace::printfmt::{RenderCtx, Style};
 
 use super::{drive, Input, MergeStats, Sink};
 use crate::event::{Body, Detached, EventView, Payload, Record};
-use crate::source::meta::{Meta, PidInfo};
+use crate::source::meta::{Meta, PidCache};
 use crate::Result;
 
 /// Events per batch: large enough to amortise the hand-over, small enough
@@ -136,16 +135,16 @@ struct Resolver<'a> {
     /// `ctx` without the plugins' state, for bodies whose learning the
     /// merge's thread did ([`Kind::Resolved`]).
     plain: Option<RenderCtx<'a>>,
-    last: Cell<PidInfo<'a>>,
+    pids: PidCache<'a>,
 }
 
 impl<'a> Resolver<'a> {
     /// The input's tables and its rendering context (made at its first
     /// record: a cursor is one CPU); `None` for inputs without tables.
-    fn ready(&mut self, cpu: u32) -> Option<(&'a Meta, &RenderCtx<'a>, &Cell<PidInfo<'a>>)> {
+    fn ready(&mut self, cpu: u32) -> Option<(&'a Meta, &RenderCtx<'a>, &PidCache<'a>)> {
         let meta = self.meta?;
         let ctx = self.ctx.get_or_insert_with(|| meta.ctx(cpu));
-        Some((meta, ctx, &self.last))
+        Some((meta, ctx, &self.pids))
     }
 
     /// As [`ready`](Self::ready), the context without state.
@@ -194,9 +193,9 @@ fn deliver<'a>(batch: &Batch, res: &mut [Resolver<'a>], sink: &mut dyn Sink) -> 
                 })
             }
             Kind::Raw(range) => {
-                let Some((meta, ctx, last)) = res.get_mut(it.input).and_then(|r| r.ready(it.cpu)) else { continue };
+                let Some((meta, ctx, pids)) = res.get_mut(it.input).and_then(|r| r.ready(it.cpu)) else { continue };
                 let Some(data) = batch.bytes.get(range.clone()) else { continue };
-                Payload::Event(meta.record(data, ctx, last))
+                Payload::Event(meta.record(data, ctx, pids))
             }
         };
         sink.event(it.machine, &EventView { ts: it.ts, orig_ts: it.orig_ts, cpu: it.cpu, payload })?;
@@ -213,7 +212,7 @@ pub(super) fn merge(mut inputs: Vec<Input<'_>>, sink: &mut dyn Sink) -> Result<M
         let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
         let failed = &failed;
         let consumer = s.spawn(move || -> Result<()> {
-            let mut res: Vec<Resolver> = metas.into_iter().map(|meta| Resolver { meta, ctx: None, plain: None, last: Cell::default() }).collect();
+            let mut res: Vec<Resolver> = metas.into_iter().map(|meta| Resolver { meta, ctx: None, plain: None, pids: PidCache::default() }).collect();
             for mut batch in full_rx {
                 deliver(&batch, &mut res, sink)?;
                 batch.items.clear();

@@ -46,7 +46,7 @@ pub struct DatCursor<'d> {
     events: CpuEvents<'d>,
     meta: &'d Meta,
     ctx: ftrace::printfmt::RenderCtx<'d>,
-    last: std::cell::Cell<super::meta::PidInfo<'d>>,
+    pids: super::meta::PidCache<'d>,
     cpu: u32,
     /// The last event's time: a lost-events marker sorts right after it.
     ts: u64,
@@ -57,7 +57,7 @@ pub struct DatCursor<'d> {
 impl<'d> DatCursor<'d> {
     pub(crate) fn new(events: CpuEvents<'d>, meta: &'d Meta, release: super::ReleaseBehind<'d>, path: &'d str) -> Result<Self> {
         let cpu = events.cpu();
-        let mut c = DatCursor { events, meta, ctx: meta.ctx(cpu), last: Default::default(), cpu, ts: 0, release, path };
+        let mut c = DatCursor { events, meta, ctx: meta.ctx(cpu), pids: Default::default(), cpu, ts: 0, release, path };
         c.advance()?;
         Ok(c)
     }
@@ -67,7 +67,7 @@ impl Cursor for DatCursor<'_> {
     fn current(&self) -> Option<EventView<'_>> {
         let payload = match self.events.current()? {
             RingEvent::Lost { count } => Payload::Lost { count },
-            RingEvent::Event { data, .. } => Payload::Event(self.meta.record(data, &self.ctx, &self.last)),
+            RingEvent::Event { data, .. } => Payload::Event(self.meta.record(data, &self.ctx, &self.pids)),
         };
         Some(EventView { ts: self.ts, orig_ts: None, cpu: self.cpu, payload })
     }

@@ -14,14 +14,24 @@ use crate::time::{HostTsc, VcpuId};
 
 pub use ftrace::pidmap::{PidHasher, PidMap};
 
-/// What [`Meta::record`] found for the last pid of a cursor.
+/// What [`Meta::record`] found for a pid.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct PidInfo<'a> {
+struct PidInfo<'a> {
     pid: i32,
     tgid: Option<i32>,
     /// `None` until the comm is known: then it is looked up again.
     comm: Option<&'a str>,
 }
+
+/// Pids a cursor's records lately had, direct-mapped by the low bits: a
+/// CPU runs a few tasks in turn (a guest vCPU's tasks switch every few
+/// events), and each lookup of tgid and comm costs two or three hash
+/// probes. A comm once known never changes ([`Meta::comm`]), so an entry
+/// with its comm stays true.
+#[derive(Debug, Default)]
+pub struct PidCache<'a>([Cell<PidInfo<'a>>; PID_SLOTS]);
+
+const PID_SLOTS: usize = 16;
 
 /// Where `common_pid` sits in the records of one event id.
 #[derive(Clone, Copy)]
@@ -263,17 +273,17 @@ impl Meta {
 
     /// The record of one event as sinks see it: format, pid, tgid, comm and
     /// the undecoded body; a record of an unknown type prints as such.
-    /// `last` remembers the previous record's pid of the same cursor: a CPU
-    /// runs one task for many events, so tgid and comm are looked up once
-    /// per run of a pid.
-    pub fn record<'a, 'm: 'a>(&'m self, data: &'a [u8], ctx: &'a RenderCtx<'a>, last: &Cell<PidInfo<'m>>) -> Record<'a> {
+    /// `cache` keeps the tgid and comm of the cursor's recent pids, so they
+    /// are looked up once per pid, not per record.
+    pub fn record<'a, 'm: 'a>(&'m self, data: &'a [u8], ctx: &'a RenderCtx<'a>, cache: &PidCache<'m>) -> Record<'a> {
         match Events::common_type(data, self.endian).and_then(|id| self.events.by_id(id)) {
             Some(f) => {
                 let pid = self.pid(f, data);
-                let mut info = last.get();
+                let slot = &cache.0[pid as u32 as usize % PID_SLOTS];
+                let mut info = slot.get();
                 if info.comm.is_none() || info.pid != pid {
                     info = PidInfo { pid, tgid: self.tgids.get(&pid).copied(), comm: self.known_comm(pid) };
-                    last.set(info);
+                    slot.set(info);
                 }
                 Record {
                     pid,

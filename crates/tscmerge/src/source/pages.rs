@@ -31,7 +31,7 @@ use ftrace::tracedat::PageStream;
 use ftrace::write::PageBuilder;
 use ftrace::Endian;
 
-use super::meta::{Meta, PidInfo};
+use super::meta::{Meta, PidCache};
 use super::ReleaseBehind;
 use crate::clock::cursor::place_error;
 use crate::clock::VcpuClock;
@@ -88,7 +88,7 @@ pub struct PageSource<'a> {
     copy_layout: bool,
     meta: &'a Meta,
     ctx: RenderCtx<'a>,
-    last_pid: Cell<PidInfo<'a>>,
+    pids: PidCache<'a>,
     /// The pid whose comm was last reported (`note_pid`).
     comm_pid: Cell<Option<i32>>,
     cpu: u32,
@@ -139,7 +139,7 @@ impl<'a> PageSource<'a> {
             copy_layout,
             meta,
             ctx: meta.ctx(cpu),
-            last_pid: Cell::default(),
+            pids: PidCache::default(),
             comm_pid: Cell::new(None),
             cpu,
             clock,
@@ -319,7 +319,7 @@ impl<'a> PageSource<'a> {
         }
         let ev = self.events.get(self.next)?;
         let data = self.page.get(ev.start as usize..ev.end as usize)?;
-        Some(EventView { ts: ev.host, orig_ts: ev.guest, cpu: self.cpu, payload: Payload::Event(self.meta.record(data, &self.ctx, &self.last_pid)) })
+        Some(EventView { ts: ev.host, orig_ts: ev.guest, cpu: self.cpu, payload: Payload::Event(self.meta.record(data, &self.ctx, &self.pids)) })
     }
 
     /// Moves past [`current`](Self::current).

@@ -340,14 +340,14 @@ pub struct RawCursor<'d> {
     pages: RawPages<'d>,
     meta: &'d Meta,
     ctx: ftrace::printfmt::RenderCtx<'d>,
-    last: std::cell::Cell<super::meta::PidInfo<'d>>,
+    pids: super::meta::PidCache<'d>,
     cpu: u32,
     cur: Option<RingEvent<'d>>,
 }
 
 impl<'d> RawCursor<'d> {
     pub fn new(raw: &'d RawDir, cpu: &'d RawCpu) -> Result<Self> {
-        let mut c = RawCursor { pages: RawPages::new(cpu, raw.layout), meta: &raw.meta, ctx: raw.meta.ctx(cpu.cpu), last: Default::default(), cpu: cpu.cpu, cur: None };
+        let mut c = RawCursor { pages: RawPages::new(cpu, raw.layout), meta: &raw.meta, ctx: raw.meta.ctx(cpu.cpu), pids: Default::default(), cpu: cpu.cpu, cur: None };
         c.advance()?;
         Ok(c)
     }
@@ -360,7 +360,7 @@ impl Cursor for RawCursor<'_> {
             RingEvent::Lost { count } => (None, Payload::Lost { count }),
             RingEvent::Event { ts, data } => (
                 Some(ts),
-                Payload::Event(self.meta.record(data, &self.ctx, &self.last)),
+                Payload::Event(self.meta.record(data, &self.ctx, &self.pids)),
             ),
         };
         Some(EventView { ts: ts.unwrap_or(self.last_ts()), orig_ts: None, cpu: self.cpu, payload })
