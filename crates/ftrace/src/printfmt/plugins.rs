@@ -419,6 +419,7 @@ impl std::fmt::Debug for TraceCmdState {
 
 impl TraceCmdState {
     /// `tep_register_comm`: the first comm seen for a pid sticks.
+    #[inline]
     pub fn register_comm(&self, pid: i32, comm: &[u8]) {
         use std::sync::atomic::Ordering::Relaxed;
         // pid 0 never reaches here as a fresh slot's value could mislead:
@@ -428,6 +429,13 @@ impl TraceCmdState {
             return;
         }
         slot.store(pid, Relaxed);
+        self.register_new(pid, comm);
+    }
+
+    /// [`register_comm`](Self::register_comm) for a pid not registered lately.
+    #[inline(never)]
+    fn register_new(&self, pid: i32, comm: &[u8]) {
+        use std::sync::atomic::Ordering::Relaxed;
         if self.comms.get(&pid).is_none() && self.learned.load(Relaxed) < MAX_LEARNED_COMMS {
             self.comms.insert(pid, String::from_utf8_lossy(comm).into());
             self.learned.fetch_add(1, Relaxed);
