@@ -134,74 +134,154 @@ pub(crate) fn prev_state_bits(s: &str) -> i64 {
     v
 }
 
-fn int32(r: &Record<'_>, k: &str) -> Option<i32> {
-    field_int(r, k).map(|v| v as i32)
+/// Protobuf wire encoding straight into byte buffers, for the messages
+/// written per event: prost's structs would allocate every string and
+/// field name and size each nested message again at every level (its
+/// `encoded_len` was a tenth of a run). Fields go out in tag order, as
+/// prost writes the [`pb`] structs, so the bytes are the ones
+/// `Message::encode` writes (tested against it).
+mod wire {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+
+    pub fn uint(out: &mut Vec<u8>, tag: u32, v: u64) {
+        encode_key(tag, WireType::Varint, out);
+        encode_varint(v, out);
+    }
+
+    /// `int32`: negative values are sign-extended to ten bytes.
+    pub fn int32(out: &mut Vec<u8>, tag: u32, v: i32) {
+        uint(out, tag, v as i64 as u64);
+    }
+
+    pub fn bytes(out: &mut Vec<u8>, tag: u32, b: &[u8]) {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(b.len() as u64, out);
+        out.extend_from_slice(b);
+    }
+
+    /// Bytes of a length-delimited field of `len` bytes, key included.
+    pub fn delimited_len(tag: u32, len: usize) -> usize {
+        key_len(tag) + encoded_len_varint(len as u64) + len
+    }
+
+    pub fn varint_len(tag: u32, v: u64) -> usize {
+        key_len(tag) + encoded_len_varint(v)
+    }
+
+    fn key_len(tag: u32) -> usize {
+        encoded_len_varint(u64::from(tag << 3))
+    }
+
+    /// The key and length of a length-delimited field whose bytes follow.
+    pub fn delimited_head(out: &mut Vec<u8>, tag: u32, len: usize) {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(len as u64, out);
+    }
 }
 
-fn owned(r: &Record<'_>, k: &str) -> Option<String> {
-    field_str(r, k).map(str::to_string)
+/// Scratch buffers for [`encode_event`], reused from event to event.
+#[derive(Default)]
+struct Scratch {
+    event: Vec<u8>,
+    sub: Vec<u8>,
+    field: Vec<u8>,
+    body: Vec<u8>,
+    hex: String,
 }
 
-/// Converts one record into a typed or generic ftrace event.
-fn ftrace_event(r: &Record<'_>, ns: u64) -> pb::FtraceEvent {
-    let mut e = pb::FtraceEvent { timestamp: Some(ns), pid: Some(r.pid as u32), ..Default::default() };
+/// Appends one record as an `FtraceEventBundle.event` (field 2): typed for
+/// sched_switch and sched_waking, else a `GenericFtraceEvent` with its
+/// fields (free text with no pairs becomes one `body` field).
+fn encode_event(r: &Record<'_>, ns: u64, s: &mut Scratch, out: &mut Vec<u8>) {
+    let int32 = |out: &mut Vec<u8>, tag, k| {
+        if let Some(v) = field_int(r, k) {
+            wire::int32(out, tag, v as i32);
+        }
+    };
+    let string = |out: &mut Vec<u8>, tag, k| {
+        if let Some(v) = field_str(r, k) {
+            wire::bytes(out, tag, v.as_bytes());
+        }
+    };
+    s.event.clear();
+    s.sub.clear();
+    wire::uint(&mut s.event, 1, ns);
+    wire::uint(&mut s.event, 2, u64::from(r.pid as u32));
     match r.name {
         "sched_switch" => {
             let prev_state = match r.body {
                 Body::Raw { .. } => field_int(r, "prev_state"),
                 Body::Text(_) | Body::Rendered(_) => r.body.text().and_then(|t| ftrace::text::field(t, "prev_state")).map(prev_state_bits),
             };
-            e.sched_switch = Some(pb::SchedSwitchFtraceEvent {
-                prev_comm: owned(r, "prev_comm"),
-                prev_pid: int32(r, "prev_pid"),
-                prev_prio: int32(r, "prev_prio"),
-                prev_state,
-                next_comm: owned(r, "next_comm"),
-                next_pid: int32(r, "next_pid"),
-                next_prio: int32(r, "next_prio"),
-            });
+            string(&mut s.sub, 1, "prev_comm");
+            int32(&mut s.sub, 2, "prev_pid");
+            int32(&mut s.sub, 3, "prev_prio");
+            if let Some(v) = prev_state {
+                wire::uint(&mut s.sub, 4, v as u64);
+            }
+            string(&mut s.sub, 5, "next_comm");
+            int32(&mut s.sub, 6, "next_pid");
+            int32(&mut s.sub, 7, "next_prio");
+            wire::bytes(&mut s.event, 4, &s.sub);
         }
         "sched_waking" => {
-            e.sched_waking = Some(pb::SchedWakingFtraceEvent {
-                comm: owned(r, "comm"),
-                pid: int32(r, "pid"),
-                prio: int32(r, "prio"),
-                success: int32(r, "success"),
-                target_cpu: int32(r, "target_cpu"),
-            });
+            string(&mut s.sub, 1, "comm");
+            int32(&mut s.sub, 2, "pid");
+            int32(&mut s.sub, 3, "prio");
+            int32(&mut s.sub, 4, "success");
+            int32(&mut s.sub, 5, "target_cpu");
+            wire::bytes(&mut s.event, 20, &s.sub);
         }
         _ => {
-            let mut g = pb::GenericFtraceEvent { event_name: Some(r.name.to_string()), field: Vec::new() };
+            wire::bytes(&mut s.sub, 1, r.name.as_bytes());
+            let (sub, field, hex) = (&mut s.sub, &mut s.field, &mut s.hex);
             let n = for_each_field(r, |k, v| {
-                let mut f = pb::GenericField { name: Some(k.to_string()), ..Default::default() };
+                field.clear();
+                wire::bytes(field, 1, k.as_bytes());
                 match v {
-                    FieldVal::Int(i) => f.int_value = Some(i),
-                    FieldVal::Uint(u) => f.uint_value = Some(u),
-                    FieldVal::Str(s) => f.str_value = Some(s.to_string()),
-                    FieldVal::Bytes(b) => f.str_value = Some(b.iter().map(|x| format!("{x:02x}")).collect()),
+                    FieldVal::Int(i) => wire::uint(field, 4, i as u64),
+                    FieldVal::Uint(u) => wire::uint(field, 5, u),
+                    FieldVal::Str(t) => wire::bytes(field, 3, t.as_bytes()),
+                    FieldVal::Bytes(b) => {
+                        hex.clear();
+                        for x in b {
+                            let _ = std::fmt::Write::write_fmt(hex, format_args!("{x:02x}"));
+                        }
+                        wire::bytes(field, 3, hex.as_bytes());
+                    }
                 }
-                g.field.push(f);
+                wire::bytes(sub, 2, field);
             });
             if n == 0 {
-                let mut body = Vec::new();
-                r.body.render(ftrace::printfmt::Style::TraceCmd, &mut body);
-                g.field.push(pb::GenericField {
-                    name: Some("body".into()),
-                    str_value: Some(String::from_utf8_lossy(&body).into_owned()),
-                    ..Default::default()
-                });
+                s.body.clear();
+                r.body.render(ftrace::printfmt::Style::TraceCmd, &mut s.body);
+                s.field.clear();
+                wire::bytes(&mut s.field, 1, b"body");
+                wire::bytes(&mut s.field, 3, String::from_utf8_lossy(&s.body).as_bytes());
+                wire::bytes(&mut s.sub, 2, &s.field);
             }
-            e.generic = Some(g);
+            wire::bytes(&mut s.event, 327, &s.sub);
         }
     }
-    e
+    wire::bytes(out, 2, &s.event);
+}
+
+/// One (machine, CPU)'s events not yet written: the encoded
+/// `FtraceEventBundle.event` fields, and whether the bundle follows a loss.
+#[derive(Default)]
+struct Bundle {
+    cpu: u32,
+    events: Vec<u8>,
+    count: usize,
+    lost: bool,
 }
 
 pub struct PerfettoSink<W: Write> {
     out: W,
     khz: u64,
     path: String,
-    bundles: BTreeMap<(usize, u32), pb::FtraceEventBundle>,
+    bundles: BTreeMap<(usize, u32), Bundle>,
+    scratch: Scratch,
     runs: RunWindows,
     tracks: HashMap<i32, u64>,
     track_seq_started: bool,
@@ -223,6 +303,7 @@ impl<W: Write> PerfettoSink<W> {
             khz,
             path: path.to_string(),
             bundles: BTreeMap::new(),
+            scratch: Scratch::default(),
             runs: RunWindows::new(vcpus),
             tracks: HashMap::new(),
             track_seq_started: false,
@@ -256,21 +337,37 @@ impl<W: Write> PerfettoSink<W> {
         self.out.write_all(&self.buf).map_err(|source| Error::Io { path: self.path.clone().into(), source })
     }
 
+    /// Writes the bundle of `key` as a `TracePacket` { `ftrace_events`,
+    /// sequence id, machine id }, fields in tag order as prost writes them;
+    /// the events go out from the bundle's buffer, not copied again.
     fn flush_bundle(&mut self, key: (usize, u32)) -> Result<()> {
-        if let Some(b) = self.bundles.remove(&key) {
-            if b.event.is_empty() && b.lost_events != Some(true) {
-                return Ok(());
-            }
-            self.counts.0 += 1;
-            self.counts.1 += b.event.len() as u64;
-            let p = pb::TracePacket {
-                machine_id: machine_id(key.0),
-                trusted_packet_sequence_id: Some(1 + key.0 as u32),
-                ftrace_events: Some(b),
-                ..Default::default()
-            };
-            self.packet(&p)?;
+        let Some(b) = self.bundles.remove(&key) else { return Ok(()) };
+        if b.count == 0 && !b.lost {
+            return Ok(());
         }
+        self.counts.0 += 1;
+        self.counts.1 += b.count as u64;
+        let seq = 1 + key.0 as u64;
+        let machine = machine_id(key.0);
+        let lost_len = if b.lost { wire::varint_len(3, 1) } else { 0 };
+        let bundle_len = wire::varint_len(1, u64::from(b.cpu)) + b.events.len() + lost_len;
+        let packet_len = wire::varint_len(10, seq) + machine.map_or(0, |m| wire::varint_len(98, u64::from(m))) + wire::delimited_len(1, bundle_len);
+        self.buf.clear();
+        wire::delimited_head(&mut self.buf, 1, packet_len);
+        wire::delimited_head(&mut self.buf, 1, bundle_len);
+        wire::uint(&mut self.buf, 1, u64::from(b.cpu));
+        let io = |source| Error::Io { path: self.path.clone().into(), source };
+        self.out.write_all(&self.buf).map_err(io)?;
+        self.out.write_all(&b.events).map_err(io)?;
+        self.buf.clear();
+        if b.lost {
+            wire::uint(&mut self.buf, 3, 1);
+        }
+        wire::uint(&mut self.buf, 10, seq);
+        if let Some(m) = machine {
+            wire::uint(&mut self.buf, 98, u64::from(m));
+        }
+        self.out.write_all(&self.buf).map_err(io)?;
         Ok(())
     }
 
@@ -322,15 +419,15 @@ impl<W: Write + Send> Sink for PerfettoSink<W> {
                 // The flag marks the bundle whose data follows a loss.
                 self.flush_bundle(key)?;
                 let b = self.bundles.entry(key).or_default();
-                b.cpu = Some(ev.cpu);
-                b.lost_events = Some(true);
+                b.cpu = ev.cpu;
+                b.lost = true;
             }
             Payload::Event(r) => {
-                let e = ftrace_event(&r, ns);
                 let b = self.bundles.entry(key).or_default();
-                b.cpu = Some(ev.cpu);
-                b.event.push(e);
-                if b.event.len() >= BUNDLE_EVENTS {
+                b.cpu = ev.cpu;
+                encode_event(&r, ns, &mut self.scratch, &mut b.events);
+                b.count += 1;
+                if b.count >= BUNDLE_EVENTS {
                     self.flush_bundle(key)?;
                 }
             }
@@ -349,5 +446,118 @@ impl<W: Write + Send> Sink for PerfettoSink<W> {
             self.flush_bundle(k)?;
         }
         self.out.flush().map_err(|source| Error::Io { path: self.path.clone().into(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ftrace::format::EventFormat;
+    use ftrace::printfmt::RenderCtx;
+    use ftrace::Endian;
+
+    fn int32(r: &Record<'_>, k: &str) -> Option<i32> {
+        field_int(r, k).map(|v| v as i32)
+    }
+
+    fn owned(r: &Record<'_>, k: &str) -> Option<String> {
+        field_str(r, k).map(str::to_string)
+    }
+
+    /// The oracle: the event as prost structs, as the sink built them
+    /// before it encoded straight to bytes.
+    fn prost_event(r: &Record<'_>, ns: u64) -> pb::FtraceEvent {
+        let mut e = pb::FtraceEvent { timestamp: Some(ns), pid: Some(r.pid as u32), ..Default::default() };
+        match r.name {
+            "sched_switch" => {
+                let prev_state = match r.body {
+                    Body::Raw { .. } => field_int(r, "prev_state"),
+                    _ => r.body.text().and_then(|t| ftrace::text::field(t, "prev_state")).map(prev_state_bits),
+                };
+                e.sched_switch = Some(pb::SchedSwitchFtraceEvent {
+                    prev_comm: owned(r, "prev_comm"),
+                    prev_pid: int32(r, "prev_pid"),
+                    prev_prio: int32(r, "prev_prio"),
+                    prev_state,
+                    next_comm: owned(r, "next_comm"),
+                    next_pid: int32(r, "next_pid"),
+                    next_prio: int32(r, "next_prio"),
+                });
+            }
+            "sched_waking" => {
+                e.sched_waking = Some(pb::SchedWakingFtraceEvent {
+                    comm: owned(r, "comm"),
+                    pid: int32(r, "pid"),
+                    prio: int32(r, "prio"),
+                    success: int32(r, "success"),
+                    target_cpu: int32(r, "target_cpu"),
+                });
+            }
+            _ => {
+                let mut g = pb::GenericFtraceEvent { event_name: Some(r.name.to_string()), field: Vec::new() };
+                let n = for_each_field(r, |k, v| {
+                    let mut f = pb::GenericField { name: Some(k.to_string()), ..Default::default() };
+                    match v {
+                        FieldVal::Int(i) => f.int_value = Some(i),
+                        FieldVal::Uint(u) => f.uint_value = Some(u),
+                        FieldVal::Str(s) => f.str_value = Some(s.to_string()),
+                        FieldVal::Bytes(b) => f.str_value = Some(b.iter().map(|x| format!("{x:02x}")).collect()),
+                    }
+                    g.field.push(f);
+                });
+                if n == 0 {
+                    let mut body = Vec::new();
+                    r.body.render(ftrace::printfmt::Style::TraceCmd, &mut body);
+                    g.field.push(pb::GenericField { name: Some("body".into()), str_value: Some(String::from_utf8_lossy(&body).into_owned()), ..Default::default() });
+                }
+                e.generic = Some(g);
+            }
+        }
+        e
+    }
+
+    fn text(pid: i32, name: &'static str, body: &'static str) -> Record<'static> {
+        Record { pid, tgid: None, comm: "c", system: "s", name, body: Body::Text(body) }
+    }
+
+    /// Every kind of event encodes to the bytes prost writes for it.
+    #[test]
+    fn events_encode_as_prost_does() {
+        let switch = EventFormat::parse("sched", include_bytes!("../synth/formats/sched/sched_switch")).unwrap();
+        let mut sw = vec![0u8; 64];
+        sw[..2].copy_from_slice(&switch.id.to_le_bytes());
+        sw[8..12].copy_from_slice(b"bash");
+        sw[24..28].copy_from_slice(&(-3i32).to_le_bytes());
+        sw[32..40].copy_from_slice(&0x101u64.to_le_bytes());
+        sw[40..45].copy_from_slice(b"kwork");
+        sw[56..60].copy_from_slice(&77i32.to_le_bytes());
+        let arr = EventFormat::parse(
+            "t",
+            b"name: arr\nID: 9\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\tfield:unsigned char raw[4];\toffset:8;\tsize:4;\tsigned:0;\n\tfield:s64 v;\toffset:16;\tsize:8;\tsigned:1;\n\nprint fmt: \"v=%lld\", REC->v\n",
+        )
+        .unwrap();
+        let mut ar = vec![0u8; 24];
+        ar[..2].copy_from_slice(&9u16.to_le_bytes());
+        ar[8..12].copy_from_slice(&[0xff, 0x00, 0x7f, 0x80]);
+        ar[16..24].copy_from_slice(&(-9i64).to_le_bytes());
+        let ctx = RenderCtx { endian: Endian::Little, long_size: 8, cpu: 0, kallsyms: None, printk: None, state: None };
+        let raw = |format, data| Record { pid: 5, tgid: None, comm: "c", system: "s", name: "", body: Body::Raw { format, data, ctx: &ctx } };
+        let records = [
+            text(-1, "sched_switch", "prev_comm=bash prev_pid=4613 prev_prio=120 prev_state=R+ ==> next_comm=kworker/0:1 next_pid=77 next_prio=-2"),
+            text(7, "sched_waking", "comm=migration/1 pid=21 prio=0 target_cpu=001"),
+            text(7, "kvm_write_tsc_offset", "vcpu=1 prev=-5 next=18446744073709551615 name=abc"),
+            text(0, "print", "tracing_mark_write: no pairs here"),
+            Record { name: "sched_switch", ..raw(&switch, &sw) },
+            Record { name: "arr", ..raw(&arr, &ar) },
+        ];
+        let mut s = Scratch::default();
+        for (i, r) in records.iter().enumerate() {
+            let ns = 1 << (7 * i);
+            let mut ours = Vec::new();
+            encode_event(r, ns, &mut s, &mut ours);
+            let mut want = Vec::new();
+            prost::encoding::message::encode(2, &prost_event(r, ns), &mut want);
+            assert_eq!(ours, want, "record {i} ({})", r.name);
+        }
     }
 }
