@@ -57,8 +57,8 @@ fn random_sigint_sigterm_leave_tracefs_as_found() {
     let marker_file = tfs.instances_dir().join(format!("{PREFIX}tscmerge")).join("trace_marker");
     let (mut setup_stops, mut written) = (0, 0);
     for run in 0..runs {
-        let host = Path::new("/dev/kvm").exists() && rng.next() % 2 == 0;
-        let sig = if rng.next() % 2 == 0 { libc::SIGINT } else { libc::SIGTERM };
+        let host = Path::new("/dev/kvm").exists() && rng.next().is_multiple_of(2);
+        let sig = if rng.next().is_multiple_of(2) { libc::SIGINT } else { libc::SIGTERM };
         // 0..400 ms: from before setup ends to well into capture.
         let delay = Duration::from_micros(rng.next() % 400_000);
         let out = tmp.join(format!("run{run}.dat"));
@@ -70,7 +70,7 @@ fn random_sigint_sigterm_leave_tracefs_as_found() {
             .arg(&out)
             .stderr(Stdio::piped());
         // Kallsyms on a third of the runs: a longer setup and conversion to hit.
-        if rng.next() % 3 != 0 {
+        if !rng.next().is_multiple_of(3) {
             cmd.arg("--no-kallsyms");
         }
         let mut child = cmd.spawn().unwrap();
@@ -93,7 +93,7 @@ fn random_sigint_sigterm_leave_tracefs_as_found() {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as libc::pid_t, sig) };
         // A third of the runs: a second signal while stopping or converting.
-        if rng.next() % 3 == 0 {
+        if rng.next().is_multiple_of(3) {
             std::thread::sleep(Duration::from_micros(rng.next() % 60_000));
             // SAFETY: as above; the child may have exited (then ESRCH or a zombie).
             unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };

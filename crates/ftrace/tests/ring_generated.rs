@@ -56,7 +56,7 @@ impl Builder {
     fn padding(&mut self, len: u32) {
         self.hdr(29, 5);
         self.word(len);
-        self.recs.extend(std::iter::repeat(0xaa).take(len as usize - 4));
+        self.recs.extend(std::iter::repeat_n(0xaa, len as usize - 4));
     }
     /// Time extend: delta split over time_delta (low 27 bits) and array[0].
     fn extend(&mut self, delta: u64) {
@@ -121,7 +121,7 @@ fn every_type(e: Endian, commit: u8) -> Builder {
     b.small(9, 2);
     b.extend((1 << 27) + 12345); // a delta too big for 27 bits
     b.small(0, 1);
-    b.extend(0xdead_beef_00);
+    b.extend(0xde_adbe_ef00);
     b.big(0, 200);
     b.absolute(0x0123_4567_89ab);
     b.small(1, 3);

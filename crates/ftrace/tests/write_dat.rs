@@ -315,7 +315,7 @@ fn check_against_report_as(version: u32, comp: Compression, file: &str, deferred
     std::fs::write(&path, &bytes).unwrap();
     // Our reader first: every event back, wherever the metadata sits.
     let dat = ftrace::tracedat::TraceDat::parse(&bytes).unwrap();
-    assert_eq!(dat.event_formats().count() + dat.ftrace_formats().count() > 0, true);
+    assert!(dat.event_formats().count() + dat.ftrace_formats().count() > 0);
     let mut n = 0;
     for (bi, b) in dat.buffers().iter().enumerate() {
         for ci in 0..b.cpus.len() {

@@ -358,7 +358,7 @@ pub(crate) fn put_int(out: &mut Vec<u8>, spec: &Spec, star: Option<i64>, value: 
     let len = sign.len() + prefix.len() + zeros + body.len();
     let w = width.unwrap_or(0);
     let fill = w.saturating_sub(len);
-    if !minus && !(spec.zero && prec.is_none()) {
+    if !(minus || spec.zero && prec.is_none()) {
         pad(out, fill, b' ');
     }
     out.extend_from_slice(sign);

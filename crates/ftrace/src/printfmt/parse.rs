@@ -60,8 +60,7 @@ pub(crate) fn lex(text: &[u8]) -> Vec<Tok> {
             loop {
                 // Escapes are kept raw; the `\\` pair cancels itself.
                 let mut last = 0u8;
-                loop {
-                    let Some(&ch) = text.get(i) else { break };
+                while let Some(&ch) = text.get(i) {
                     i += 1;
                     if ch == c && last != b'\\' {
                         break;

@@ -41,7 +41,7 @@ impl PageLayout {
     }
 
     /// Parses the `field:` lines of a `header_page` file, e.g.
-    /// `field: local_t commit;	offset:8;	size:8;	signed:1;`.
+    /// `field: local_t commit;\toffset:8;\tsize:8;\tsigned:1;` (tab-separated).
     /// Needs `timestamp` at 0 (size 8), `commit` of size 4 or 8 and `data`.
     pub fn from_header_page(text: &[u8], endian: Endian) -> Result<PageLayout> {
         let mut commit = None;

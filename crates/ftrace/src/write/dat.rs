@@ -801,7 +801,7 @@ impl<W: Write + Seek> TraceDatWriter<W> {
             if !self.compression.is_compressed() || !c.chunk.is_empty() {
                 return Err(Error::invalid(self.pos, "write_chunk needs a compressed file and no pages pending"));
             }
-            if raw_len == 0 || raw_len > self.chunk_bytes() || raw_len % self.page_size as usize != 0 {
+            if raw_len == 0 || raw_len > self.chunk_bytes() || !raw_len.is_multiple_of(self.page_size as usize) {
                 return Err(Error::invalid(self.pos, format!("chunk of {raw_len} bytes: expected whole pages, at most {}", self.chunk_bytes())));
             }
             self.start_data(&mut c)?;

@@ -228,8 +228,8 @@ impl VcpuEntity {
                 out.push(self.guest_ev(t, what));
             }
             t += self.rng.range(50, 400);
-            let tsc_write = self.write_every > 0 && (self.window + 3 * self.vcpu as u64) % self.write_every == 0;
-            let reason = if tsc_write { "MSR_WRITE" } else if self.window % 3 == 0 { "HLT" } else { "CPUID" };
+            let tsc_write = self.write_every > 0 && (self.window + 3 * self.vcpu as u64).is_multiple_of(self.write_every);
+            let reason = if tsc_write { "MSR_WRITE" } else if self.window.is_multiple_of(3) { "HLT" } else { "CPUID" };
             out.push(self.ev(t, Happening::KvmExit { reason }));
             if reason == "CPUID" {
                 t += self.rng.range(100, 300);
