@@ -379,6 +379,12 @@ impl Input {
         &self.offset_writes
     }
 
+    /// The offset writes, moved out (the input keeps none): a busy host's
+    /// run up to tens of MB, which the timeline built from them replaces.
+    pub fn take_offset_writes(&mut self) -> Vec<OffsetWrite> {
+        std::mem::take(&mut self.offset_writes)
+    }
+
     /// One buffer by CPU for a page-copying writer: binary inputs give page
     /// sources, text gives a cursor per CPU. `clock` makes a CPU's guest
     /// clock (`None` for the host); `cursors(buffer, per_cpu)` numbers the
