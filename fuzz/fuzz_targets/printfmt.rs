@@ -65,4 +65,10 @@ fuzz_target!(|data: &[u8]| {
         // field widths alone: catch runaway output.
         assert!(out.len() <= 1 << 24, "render produced {} bytes", out.len());
     }
+    // What the two-thread merge does for bodies rendered elsewhere: learn
+    // the comms without rendering, then render without the state.
+    f.learn(rec, &ctx);
+    let _ = f.render_reads_state();
+    out.clear();
+    f.render(rec, &RenderCtx { state: None, ..ctx }, Style::TraceCmd, &mut out);
 });
