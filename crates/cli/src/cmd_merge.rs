@@ -42,6 +42,10 @@ pub struct Args {
     /// Write to FILE (complete or not at all) instead of stdout.
     #[arg(short = 'o', long = "output")]
     pub output: Option<PathBuf>,
+    /// Compression of the trace.dat (v7) that --format dat writes, as
+    /// `trace-cmd convert --compression` [default: zstd].
+    #[arg(long, value_enum)]
+    pub compression: Option<crate::cmd_synth::Codec>,
     /// Threads: 1 runs everything on one; 2 renders and writes on a second
     /// thread. Default: 2 when this process may use two CPUs, else 1.
     #[arg(short = 'j', long)]
@@ -224,11 +228,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let names = machines.clone();
     // The machine of each merge cursor, for --stats.
     let sources: Vec<usize>;
+    if a.compression.is_some() && format != Format::Dat {
+        bail!("--compression applies to --format dat only");
+    }
+    let compression = a.compression.map_or(ftrace::write::Compression::Zstd, Into::into);
     let (stats, check_failed) = if format == Format::Dat && !a.check {
         let Some(path) = a.output.as_deref() else { bail!("--format dat writes a binary file: give it with -o FILE.dat") };
         // Each output CPU on its own, pages copied where they can be: no merge cursors.
         let (groups, machine_of) = plan.page_groups()?;
-        let (stats, pages) = tscmerge::sink::dat::write_pages(path, machines, provenance(&plan), groups, machine_of.len(), threads)?;
+        let (stats, pages) = tscmerge::sink::dat::write_pages(path, machines, provenance(&plan), groups, machine_of.len(), threads, compression)?;
         if a.stats {
             eprintln!("tscmerge: {} pages copied whole, {} built ({} events re-encoded, the rest copied in runs)", pages.copied, pages.built, pages.encoded);
         }
@@ -239,7 +247,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         // The check follows the merged order: the merge-fed sink.
         let cursors = plan.cursors()?;
         sources = cursors.iter().map(|c| c.machine).collect();
-        let mut sink = DatSink::create(path, machines, provenance(&plan))?;
+        let mut sink = DatSink::create(path, machines, provenance(&plan))?.with_compression(compression);
         run_merge(cursors, total, &mut sink, check, threads)?
     } else {
         let cursors = plan.cursors()?;

@@ -26,6 +26,16 @@ pub enum Codec {
     None,
 }
 
+impl From<Codec> for Compression {
+    fn from(c: Codec) -> Compression {
+        match c {
+            Codec::Zstd => Compression::Zstd,
+            Codec::Zlib => Compression::Zlib,
+            Codec::None => Compression::None,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  tscmerge synth -o /tmp/s                       # text, small\n  tscmerge synth -o /tmp/s --format dat --windows 1900000 --compression none   # 1.0 GB host.dat, ~5 MB RSS")]
 pub struct Args {
@@ -68,11 +78,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         scaling,
         ..Default::default()
     };
-    let compression = match a.compression {
-        Codec::Zstd => Compression::Zstd,
-        Codec::Zlib => Compression::Zlib,
-        Codec::None => Compression::None,
-    };
+    let compression = Compression::from(a.compression);
     let ctx = || format!("writing {}", a.dir.display());
     let sum = match a.format {
         Format::Text => write_text(&cfg, &a.dir).with_context(ctx)?,

@@ -185,3 +185,36 @@ fn lost_event_marks_stay_on_their_page() {
     // in the input as in the output.)
     assert_eq!(report.matches("CPU:0 [EVENTS DROPPED]").count(), 2, "{}", &report[..report.len().min(2000)]);
 }
+
+/// `--compression none|zlib|zstd`: the same events whatever the codec (one
+/// thread or two), the file's own header naming it; only with `--format dat`.
+#[test]
+fn compression_is_the_users_choice() {
+    let d = tmp("datpages-codec");
+    tscmerge(&["synth", "-o", s(&d), "--windows", "600", "--format", "dat", "--compression", "none"]);
+    let ins = inputs(&d, &["host.dat"], "dat");
+    let mut reports = Vec::new();
+    for codec in ["zstd", "none", "zlib"] {
+        for j in ["1", "2"] {
+            let out = d.join(format!("{codec}-j{j}.dat"));
+            let mut a: Vec<&str> = vec!["merge"];
+            a.extend(ins.iter().map(String::as_str));
+            a.extend(["--format", "dat", "--compression", codec, "-j", j, "-o", s(&out)]);
+            tscmerge(&a);
+            let info = String::from_utf8(tscmerge(&["info", s(&out)])).unwrap();
+            let want = if codec == "none" { "compression: none".to_string() } else { format!("compression: {codec}") };
+            assert!(info.lines().any(|l| l.starts_with(&want)), "{codec}: {info}");
+            reports.push((codec, tscmerge(&["report", s(&out)])));
+        }
+    }
+    assert!(reports[0].1.len() > 1000);
+    for (codec, r) in &reports {
+        assert!(r == &reports[0].1, "{codec}: report differs from zstd's");
+    }
+    if trace_cmd("the trace-cmd reading of an uncompressed merge") {
+        // Debian's trace-cmd reads zstd and none (it has no zlib).
+        assert!(tc_report(&d.join("none-j1.dat")) == tc_report(&d.join("zstd-j1.dat")), "trace-cmd report: none and zstd differ");
+    }
+    let (ok, _, err) = run(&["merge", s(&d.join("host.dat")), "--compression", "none"]);
+    assert!(!ok && err.contains("--compression applies to --format dat only"), "{err}");
+}

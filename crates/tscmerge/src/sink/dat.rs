@@ -182,6 +182,7 @@ pub struct DatSink {
     dest: PathBuf,
     machines: Vec<String>,
     provenance: Vec<MachineProvenance>,
+    compression: Compression,
     enc: Encoder,
     /// Spools in creation order, found by (machine, cpu) through `spool_at`.
     spools: Vec<((usize, u32), Spool)>,
@@ -204,10 +205,17 @@ impl DatSink {
             dest: dest.to_path_buf(),
             machines,
             provenance,
+            compression: Compression::Zstd,
             enc,
             spools: Vec::new(),
             spool_at: HashMap::default(),
         })
+    }
+
+    /// The output's compression (zstd unless set).
+    pub fn with_compression(mut self, compression: Compression) -> DatSink {
+        self.compression = compression;
+        self
     }
 
     /// Events written, and those of them encoded from text.
@@ -489,13 +497,13 @@ struct Output {
 impl Output {
     /// Creates the file with its options and one buffer per machine
     /// (`cpus[m]` CPUs each).
-    fn create(dest: &Path, machines: &[String], provenance: &[MachineProvenance], cpus: &[u32]) -> Result<Output> {
+    fn create(dest: &Path, machines: &[String], provenance: &[MachineProvenance], cpus: &[u32], compression: Compression) -> Result<Output> {
         let mut name = dest.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".tmp{}", std::process::id()));
         let tmp = dest.with_file_name(name);
         let mut out = Output { tmp: tmp.clone(), dest: dest.to_path_buf(), w: None, bufs: Vec::new() };
         let f = File::create(&tmp).map_err(io_err(&tmp))?;
-        let mut w = TraceDatWriter::new_deferred(BufWriter::with_capacity(1 << 20, f), Compression::Zstd, Endian::Little, LONG_SIZE, PAGE_SIZE as u32)?;
+        let mut w = TraceDatWriter::new_deferred(BufWriter::with_capacity(1 << 20, f), compression, Endian::Little, LONG_SIZE, PAGE_SIZE as u32)?;
         // One chunk = one zstd block (ZSTD_BLOCKSIZE_MAX, 128 KiB): fewer
         // per-block table builds than trace-cmd's 10 pages, a file no larger
         // (bench/README), and trace-cmd reads chunks of any size.
@@ -577,7 +585,7 @@ impl DatSink {
                 *n = (*n).max(c + 1);
             }
         }
-        let mut out = Output::create(&self.dest, &self.machines, &self.provenance, &cpus)?;
+        let mut out = Output::create(&self.dest, &self.machines, &self.provenance, &cpus, self.compression)?;
         for ((m, cpu), spool) in self.spools.iter_mut() {
             let (m, cpu) = (*m, *cpu);
             let file = spool.file.get_mut();
@@ -598,7 +606,7 @@ impl DatSink {
 /// buffers) are interleaved by time with the merge's tie rule, so each CPU's
 /// records come out as the merge would order them.
 ///
-/// With `threads` ≥ 2 a second thread writes, and both compress (the
+/// With `threads` ≥ 2 and a compressed output a second thread writes, and both compress (the
 /// pages' thread takes a chunk when the writer lags). Returns the events per merge cursor, as the merge counts them.
 pub fn write_pages(
     dest: &Path,
@@ -607,6 +615,7 @@ pub fn write_pages(
     groups: Vec<crate::plan::PageGroup<'_>>,
     cursors: usize,
     threads: usize,
+    compression: Compression,
 ) -> Result<(crate::merge::MergeStats, PageCounts)> {
     let mut cpus = vec![0u32; machines.len()];
     for g in &groups {
@@ -614,10 +623,11 @@ pub fn write_pages(
             *n = (*n).max(g.cpu + 1);
         }
     }
-    let mut out = Output::create(dest, &machines, &provenance, &cpus)?;
+    let mut out = Output::create(dest, &machines, &provenance, &cpus, compression)?;
     let mut enc = Encoder::new(dest, &machines);
     let mut stats = crate::merge::MergeStats { per_input: vec![0; cursors], total: 0 };
-    if threads < 2 {
+    // Uncompressed, there is no work to share: pages go straight out.
+    if threads < 2 || !compression.is_compressed() {
         let (w, bufs) = out.writer_and_bufs();
         let mut sink = |m: PageMsg<'_>| -> Result<()> {
             match m {
