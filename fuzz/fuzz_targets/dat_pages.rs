@@ -23,6 +23,6 @@ fuzz_target!(|data: &[u8]| {
         let spec = MergeSpec { hosts: vec![input.clone()], guests, ..Default::default() };
         let Ok(plan) = Plan::new(spec) else { continue };
         let Ok((groups, cursors)) = plan.page_groups() else { continue };
-        let _ = tscmerge::sink::dat::write_pages(&out, plan.machines(), Vec::new(), groups, cursors.len(), 1);
+        let _ = tscmerge::sink::dat::write_pages(&out, plan.machines(), Vec::new(), groups, cursors.len(), 1, ftrace::write::Compression::Zstd);
     }
 });
