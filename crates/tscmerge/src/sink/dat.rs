@@ -606,8 +606,9 @@ impl DatSink {
 /// buffers) are interleaved by time with the merge's tie rule, so each CPU's
 /// records come out as the merge would order them.
 ///
-/// With `threads` ≥ 2 and a compressed output a second thread writes, and both compress (the
-/// pages' thread takes a chunk when the writer lags). Returns the events per merge cursor, as the merge counts them.
+/// With `threads` ≥ 2 and a compressed output a second thread writes, and
+/// both compress (the pages' thread takes a chunk when the writer lags).
+/// Returns the events per merge cursor, as the merge counts them.
 pub fn write_pages(
     dest: &Path,
     machines: Vec<String>,
