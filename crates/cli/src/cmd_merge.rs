@@ -45,7 +45,7 @@ pub struct Args {
     /// Compression of the trace.dat (v7) that --format dat writes, as
     /// `trace-cmd convert --compression` [default: zstd].
     #[arg(long, value_enum)]
-    pub compression: Option<crate::cmd_synth::Codec>,
+    pub compression: Option<crate::output::Codec>,
     /// Threads: 1 runs everything on one; 2 renders and writes on a second
     /// thread. Default: 2 when this process may use two CPUs, else 1.
     #[arg(short = 'j', long)]

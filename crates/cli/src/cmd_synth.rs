@@ -9,6 +9,8 @@ use tscmerge::clock::Scaling;
 use ftrace::write::Compression;
 use tscmerge::synth::{write_dat, write_text, SynthConfig};
 
+use crate::output::Codec;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// host.txt, host-tsc_offset.txt, guest-vmN.txt (tracefs `trace` files).
@@ -17,23 +19,6 @@ pub enum Format {
     Dat,
     /// Both sets, side by side.
     Both,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Codec {
-    Zstd,
-    Zlib,
-    None,
-}
-
-impl From<Codec> for Compression {
-    fn from(c: Codec) -> Compression {
-        match c {
-            Codec::Zstd => Compression::Zstd,
-            Codec::Zlib => Compression::Zlib,
-            Codec::None => Compression::None,
-        }
-    }
 }
 
 #[derive(clap::Args)]

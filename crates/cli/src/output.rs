@@ -87,3 +87,22 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
                 .is_some_and(|t| matches!(t, tscmerge::Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe))
     })
 }
+
+/// A trace.dat (v7) compression as the command line names it (`synth`,
+/// `merge --format dat`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Codec {
+    Zstd,
+    Zlib,
+    None,
+}
+
+impl From<Codec> for ftrace::write::Compression {
+    fn from(c: Codec) -> Self {
+        match c {
+            Codec::Zstd => Self::Zstd,
+            Codec::Zlib => Self::Zlib,
+            Codec::None => Self::None,
+        }
+    }
+}
