@@ -780,3 +780,65 @@ fn big_endian_and_missed_events_reported_by_trace_cmd() {
         assert!(out.contains("[5 EVENTS DROPPED]"), "{out}");
     }
 }
+
+/// Every page of `dat` as (file offset, bytes), read by `open`'s stream.
+fn all_pages<'d>(dat: &ftrace::tracedat::TraceDat<'d>, open: &dyn Fn(ftrace::tracedat::PageStream<'d>) -> ftrace::tracedat::PageStream<'d>) -> ftrace::Result<Vec<(u64, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for (bi, b) in dat.buffers().iter().enumerate() {
+        for ci in 0..b.cpus.len() {
+            let mut s = open(dat.pages(bi, ci)?);
+            while let Some((at, p)) = s.next_page()? {
+                out.push((at.0, p.to_vec()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn pages_read_with_pread_are_the_mapped_pages() {
+    for (version, comp, file) in [(6, Compression::None, "pread-v6.dat"), (7, Compression::None, "pread-v7.dat"), (7, Compression::Zstd, "pread-v7zstd.dat")] {
+        let (bytes, _) = write_file(version, comp);
+        let path = tmp(file);
+        std::fs::write(&path, &bytes).unwrap();
+        let fd = std::fs::File::open(&path).unwrap();
+        let dat = ftrace::tracedat::TraceDat::parse(&bytes).unwrap();
+        let mapped = all_pages(&dat, &|s| s).unwrap();
+        assert!(mapped.len() > 20, "{file}: {} pages", mapped.len());
+        // Whole blocks, blocks cut inside the data, one page per read.
+        for block in [ftrace::tracedat::READ_BLOCK, 3 * 4096 + 1, 1] {
+            let read = all_pages(&dat, &|s| {
+                let s = s.read_with_block(&fd, block);
+                assert_eq!(s.borrows_mapping(), comp != Compression::None, "{file}: compressed chunks stay in the mapping");
+                s
+            })
+            .unwrap();
+            assert!(read == mapped, "{file}, block {block}: pages differ");
+        }
+        // The same events through the decoder.
+        let count = |read: bool| -> usize {
+            let mut n = 0;
+            for (bi, b) in dat.buffers().iter().enumerate() {
+                for ci in 0..b.cpus.len() {
+                    let mut ev = dat.cpu_events(bi, ci).unwrap();
+                    if read {
+                        ev = ev.read_with(&fd);
+                    }
+                    while let Some(r) = ev.next_event().unwrap() {
+                        n += matches!(r, ftrace::ring::RingEvent::Event { .. }) as usize;
+                    }
+                }
+            }
+            n
+        };
+        assert_eq!(count(true), count(false), "{file}");
+        // A file cut short under the reader: an error naming the offset, no panic.
+        if comp == Compression::None {
+            let short = tmp(&format!("short-{file}"));
+            std::fs::write(&short, &bytes[..bytes.len() - 5000]).unwrap();
+            let fd = std::fs::File::open(&short).unwrap();
+            let e = all_pages(&dat, &|s| s.read_with(&fd)).unwrap_err().to_string();
+            assert!(e.contains("bytes of CPU data at byte"), "{e}");
+        }
+    }
+}

@@ -27,7 +27,7 @@ mod stream;
 
 pub use compress::{Codec, MAX_BLOCK};
 pub use options::{Guest, TimeShift, TimeShiftCpu, TraceOption};
-pub use stream::{CpuEvents, PageStream};
+pub use stream::{CpuEvents, PageStream, READ_BLOCK};
 
 use crate::ring::PageLayout;
 use crate::{Endian, Error, FileOffset, Reader, Result};

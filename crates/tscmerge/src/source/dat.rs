@@ -41,7 +41,8 @@ pub fn meta(dat: &TraceDat<'_>) -> Meta {
 }
 
 /// Cursor over one CPU of one buffer. The current record is a view into
-/// the page the walk is on: nothing is copied.
+/// the page the walk is on (in the block the stream read, or the inflated
+/// chunk): nothing is copied per record.
 pub struct DatCursor<'d> {
     events: CpuEvents<'d>,
     meta: &'d Meta,

@@ -50,8 +50,11 @@ impl BufferDesc {
 }
 
 /// Releases the pages of a read-only file mapping behind a reader that moves
-/// forward through one region of it, so that peak RSS stays at a few MiB per
-/// cursor instead of the whole file (mapped pages count in RSS once touched).
+/// forward through one region of it (text inputs, raw captures, compressed
+/// trace.dat chunks; uncompressed trace.dat pages are read with pread(2)
+/// instead, [`ftrace::tracedat::PageStream::read_with`]), so that peak RSS
+/// stays at a few MiB per cursor instead of the whole file (mapped pages
+/// count in RSS once touched).
 /// `MADV_DONTNEED` on a shared file mapping only unmaps: a later read of the
 /// range faults the same bytes in again from the page cache, so slices
 /// handed out earlier stay valid (madvise(2)); it is never used on anything
@@ -151,7 +154,9 @@ fn drop_pages(map: &memmap2::Mmap, from: usize, to: usize) {
 
 enum Data {
     Map(memmap2::Mmap),
-    Dat { file: dat::DatFile, meta: meta::Meta },
+    /// `fd` is the mapped file, open: uncompressed pages are read from it
+    /// ([`ftrace::tracedat::PageStream::read_with`]), not from the mapping.
+    Dat { file: dat::DatFile, meta: meta::Meta, fd: std::fs::File },
     Raw(raw::RawDir),
 }
 
@@ -214,7 +219,7 @@ impl Input {
         if let Data::Map(m) = &data {
             if m.starts_with(TRACEDAT_MAGIC) {
                 let Data::Map(m) = data else { unreachable!() };
-                return Self::open_dat(path, m, threads);
+                return Self::open_dat(path, m, file, threads);
             }
         }
         let bytes = data.bytes();
@@ -236,7 +241,7 @@ impl Input {
         Ok(Input { path: path.to_path_buf(), kind: InputKind::Text, data, buffers, offset_writes: scan.offset_writes })
     }
 
-    fn open_dat(path: &Path, map: memmap2::Mmap, threads: usize) -> Result<Input> {
+    fn open_dat(path: &Path, map: memmap2::Mmap, fd: std::fs::File, threads: usize) -> Result<Input> {
         let name = path.display().to_string();
         let file = dat::parse(map, &name)?;
         let dat = file.borrow_dependent();
@@ -253,9 +258,9 @@ impl Input {
             Vec::new()
         };
         let scan_cpu = |(bi, ci): (usize, usize)| -> Result<(u64, Vec<OffsetWrite>)> {
-            let mut ev = dat.cpu_events(bi, ci).map_err(|e| e.in_file(&name))?;
+            let mut ev = dat.cpu_events(bi, ci).map_err(|e| e.in_file(&name))?.read_with(&fd);
             let cpu = ev.cpu();
-            let mut release = ReleaseBehind::new(Some(file.borrow_owner()));
+            let mut release = ReleaseBehind::new(ev.borrows_mapping().then(|| file.borrow_owner()));
             let (mut events, mut writes) = (0u64, Vec::new());
             loop {
                 release.reached(ev.page_offset().0);
@@ -312,7 +317,7 @@ impl Input {
                 events: scan.then_some(events),
             })
             .collect();
-        Ok(Input { path: path.to_path_buf(), kind: InputKind::TraceDat, data: Data::Dat { file, meta }, buffers, offset_writes })
+        Ok(Input { path: path.to_path_buf(), kind: InputKind::TraceDat, data: Data::Dat { file, meta, fd }, buffers, offset_writes })
     }
 
     fn open_raw(path: &Path) -> Result<Input> {
@@ -393,14 +398,14 @@ impl Input {
         let name = self.name();
         let desc = self.buffers.get(buffer).ok_or_else(|| Error::Usage(format!("{name}: no buffer #{buffer}")))?;
         match &self.data {
-            Data::Dat { file, meta } => {
+            Data::Dat { file, meta, fd } => {
                 let dat = file.borrow_dependent();
                 let path = self.path.to_str().unwrap_or("trace.dat");
                 (0..desc.cpus.len())
                     .map(|ci| {
-                        let stream = dat.pages(buffer, ci).map_err(|e| e.in_file(path))?;
+                        let stream = dat.pages(buffer, ci).map_err(|e| e.in_file(path))?.read_with(fd);
                         let cpu = stream.cpu();
-                        let release = ReleaseBehind::new(Some(file.borrow_owner()));
+                        let release = ReleaseBehind::new(stream.borrows_mapping().then(|| file.borrow_owner()));
                         Ok((cpu, PageFeed::Pages(pages::PageSource::dat(stream, dat.page_layout(), meta, release, path, clock(cpu)))))
                     })
                     .collect()
@@ -442,14 +447,14 @@ impl Input {
                 }
             }
             InputKind::TraceDat => {
-                let Data::Dat { file, meta } = &self.data else { unreachable!("a TraceDat input holds Data::Dat") };
+                let Data::Dat { file, meta, fd } = &self.data else { unreachable!("a TraceDat input holds Data::Dat") };
                 let dat = file.borrow_dependent();
                 let path = self.path.to_str().unwrap_or("trace.dat");
                 (0..desc.cpus.len())
                     .map(|ci| {
-                        let ev = dat.cpu_events(buffer, ci).map_err(|e| e.in_file(path))?;
+                        let ev = dat.cpu_events(buffer, ci).map_err(|e| e.in_file(path))?.read_with(fd);
                         let cpu = ev.cpu();
-                        let release = ReleaseBehind::new(Some(file.borrow_owner()));
+                        let release = ReleaseBehind::new(ev.borrows_mapping().then(|| file.borrow_owner()));
                         Ok((Some(cpu), Box::new(dat::DatCursor::new(ev, meta, release, path)?) as Box<dyn Cursor>))
                     })
                     .collect()
