@@ -114,11 +114,13 @@ impl<'a> Env<'a> {
         self.fields.get(i)
     }
 
+    #[inline]
     fn read(&self, off: usize, size: usize) -> Option<u64> {
         let b = self.rec.get(off..off.checked_add(size)?)?;
         self.ctx.endian.uint(b)
     }
 
+    #[inline]
     fn read_field(&self, f: &Field) -> u64 {
         let v = self.read(f.offset as usize, f.size as usize).unwrap_or(0);
         if self.kernel && f.signed && f.kind == FieldKind::Int {
@@ -132,6 +134,17 @@ impl<'a> Env<'a> {
     /// when the field lies outside the record.
     fn dyn_of(&self, f: &Field) -> (usize, usize) {
         f.dyn_range(self.rec, self.ctx.endian).unwrap_or((0, 0))
+    }
+
+    /// [`num`](Self::num) with the commonest argument, a field, read in
+    /// line: `num` is recursive and never inlined, and its call costs more
+    /// than the read.
+    #[inline(always)]
+    fn leaf(&self, e: &Expr) -> u64 {
+        match e {
+            Expr::Field(i) => self.field(*i).map_or(0, |f| self.read_field(f)),
+            _ => self.num(e),
+        }
     }
 
     pub(crate) fn num(&self, e: &Expr) -> u64 {
@@ -150,9 +163,9 @@ impl<'a> Env<'a> {
                 self.ctx.kallsyms.and_then(|k| k.addr_of(a)).unwrap_or(0)
             }
             Expr::Field(i) => self.field(*i).map_or(0, |f| self.read_field(f)),
-            Expr::Cast { ty, item } => {
-                let v = self.num(item);
-                if self.kernel { kernel_cast(v, ty, self.ctx.long_size) } else { tep_cast(v, ty, false) }
+            Expr::Cast { ty, item, tep_mask } => {
+                let v = self.leaf(item);
+                if self.kernel { kernel_cast(v, ty, self.ctx.long_size) } else { v & tep_mask }
             }
             Expr::SizeofLong => self.ctx.long_size as u64,
             Expr::DynArrayLen(i) => self.field(*i).map_or(0, |f| self.dyn_of(f).1 as u64),
@@ -201,7 +214,7 @@ impl<'a> Env<'a> {
         let idx = self.num(right);
         let mut larg = left;
         let mut typearg = None;
-        while let Expr::Cast { ty, item } = larg {
+        while let Expr::Cast { ty, item, .. } = larg {
             typearg.get_or_insert(ty);
             larg = item;
         }
@@ -244,7 +257,7 @@ impl<'a> Env<'a> {
                     let bstr = bstrings.get(*arg).and_then(|b| b.as_deref());
                     match kind {
                         Kind::Digit => {
-                            let v = self.num(a);
+                            let v = self.leaf(a);
                             let bits = match spec.ls {
                                 -2 => 8,
                                 -1 => 16,
@@ -420,7 +433,7 @@ impl<'a> Env<'a> {
         let ext = spec.ext.as_bytes();
         match ext.first() {
             Some(c @ (b'F' | b'f' | b'S' | b's')) => {
-                let val = self.num(e);
+                let val = self.leaf(e);
                 let with_off = matches!(c, b'F' | b'S');
                 self.print_function(out, val, with_off);
             }
@@ -537,5 +550,25 @@ impl<'a> Env<'a> {
         } else {
             w(out, format_args!("{val}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tep_cast;
+
+    /// `Expr::Cast` keeps `tep_cast(u64::MAX, ty)` as a mask: that holds
+    /// only while every cast of libtraceevent's is an identity or a mask.
+    #[test]
+    fn tep_casts_are_masks() {
+        let types = ["u8", "u16", "u32", "u64", "s8", "s16", "s32", "s64", "char", "unsigned char", "short", "unsigned short", "int", "unsigned int", "long", "unsigned long", "long long", "void *", "struct foo *", "struct rq", "x", "", " u8 ", "bool", "pid_t"];
+        let values = [0u64, 1, 0x7f, 0x80, 0xff, 0x1234, 0xffff_ffff, 0x8000_0000_0000_0001, u64::MAX];
+        for ty in types {
+            let mask = tep_cast(u64::MAX, ty, false);
+            for v in values {
+                assert_eq!(tep_cast(v, ty, false), v & mask, "({ty}){v:#x}");
+            }
+        }
+        assert_eq!(tep_cast(u64::MAX, "u16", false), 0xffff);
     }
 }

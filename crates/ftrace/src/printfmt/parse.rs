@@ -180,7 +180,9 @@ pub(crate) enum Expr {
     NoField(Box<str>),
     /// Unary minus/plus are `Sub`/`Add` with a `Null` left.
     Op { op: Op, prio: i32, left: Box<Expr>, right: Box<Expr> },
-    Cast { ty: Box<str>, item: Box<Expr> },
+    /// `(ty)item`; `tep_mask` is libtraceevent's cast of it as a mask
+    /// (its casts only mask: `tep_cast(v) == v & tep_mask`), computed once.
+    Cast { ty: Box<str>, item: Box<Expr>, tep_mask: u64 },
     Flags { field: Box<Expr>, delim: Option<Box<str>>, flags: Vec<(Box<str>, Box<str>)> },
     Symbol { field: Box<Expr>, syms: Vec<(Box<str>, Box<str>)> },
     Hex { as_str: bool, field: Box<Expr>, size: Box<Expr> },
@@ -353,7 +355,8 @@ impl<'a> Parser<'a> {
             let Expr::Atom(ty) = std::mem::replace(arg, Expr::Null) else { return Err(()) };
             let mut item = Expr::Null;
             let t = self.process_arg_token(&mut item, t)?;
-            *arg = Expr::Cast { ty, item: Box::new(item) };
+            let tep_mask = super::eval::tep_cast(u64::MAX, &ty, false);
+            *arg = Expr::Cast { ty, item: Box::new(item), tep_mask };
             return Ok(t);
         }
         Ok(t)
@@ -762,7 +765,7 @@ pub(crate) fn strtoll(s: &str) -> i64 {
 fn arg_num_eval(e: &Expr) -> Option<i64> {
     match e {
         Expr::Atom(a) => Some(strtoll(a)),
-        Expr::Cast { ty, item } => Some(super::eval::tep_cast(arg_num_eval(item)? as u64, ty, false) as i64),
+        Expr::Cast { item, tep_mask, .. } => Some((arg_num_eval(item)? as u64 & tep_mask) as i64),
         Expr::Op { op, left, right, .. } => {
             let l = || if **left == Expr::Null { Some(0) } else { arg_num_eval(left) };
             let r = || arg_num_eval(right);
