@@ -202,22 +202,33 @@ pub fn dec_i64_left(out: &mut Vec<u8>, v: i64, width: usize) {
     fill(out, b' ', width.saturating_sub(out.len() - start));
 }
 
+/// The 8 hex digits of `x` as ASCII, most significant first (SWAR: each
+/// nibble spread to a byte, then `0`..`9`/`a`..`f` added to all at once).
+#[inline(always)]
+fn hex8(x: u32) -> [u8; 8] {
+    let x = x as u64;
+    let x = (x | x << 16) & 0x0000_ffff_0000_ffff;
+    let x = (x | x << 8) & 0x00ff_00ff_00ff_00ff;
+    let x = (x | x << 4) & 0x0f0f_0f0f_0f0f_0f0f;
+    // 1 in each byte holding 10..15: those get 'a' - '0' - 10 = 39 more.
+    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (x + 0x3030_3030_3030_3030 + letters * 39).to_be_bytes()
+}
+
 /// `{v:x}`: lowercase hex digits, no prefix.
 #[inline]
 pub fn hex(out: &mut Vec<u8>, v: u64) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digits = (64 - (v | 1).leading_zeros() as usize).div_ceil(4);
+    // The digits moved to the top: all 16 are written, `digits` kept.
+    let v = v << (4 * (16 - digits));
     out.reserve(ROOM);
     let len = out.len();
-    // SAFETY: `digits` <= 16 < ROOM writable bytes after `len` (reserve);
-    // each is written once, `set_len` covers them.
+    // SAFETY: 16 <= ROOM writable bytes after `len` (reserve); `set_len`
+    // covers the first `digits` <= 16 of them, all written.
     unsafe {
         let dst = out.as_mut_ptr().add(len);
-        let mut v = v;
-        for i in (0..digits).rev() {
-            *dst.add(i) = HEX[(v & 15) as usize];
-            v >>= 4;
-        }
+        ptr::write_unaligned(dst as *mut [u8; 8], hex8((v >> 32) as u32));
+        ptr::write_unaligned(dst.add(8) as *mut [u8; 8], hex8(v as u32));
         out.set_len(len + digits);
     }
 }
@@ -250,7 +261,7 @@ mod tests {
         #[test]
         fn numbers_are_format(v in any::<u64>(), small in 0u64..1000, i in any::<i64>(), width in 0usize..40, pre in 0usize..70, e in 0u32..20) {
             let p = 10u64.pow(e);
-            for v in [v, small, 0, 9, 10, 99, 100, 99_999_999, 100_000_000, u64::MAX, p - 1, p, p + 1, v >> (v % 64)] {
+            for v in [v, small, 0, 9, 10, 99, 100, 99_999_999, 100_000_000, u64::MAX, p - 1, p, p + 1, v >> (v % 64), 0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210, 0xa, 0xf0] {
                 let mut a = vec![b'x'; pre];
                 dec(&mut a, v, width, b' ');
                 prop_assert_eq!(a[pre..].to_vec(), format!("{v:>width$}").into_bytes());

@@ -83,15 +83,23 @@ impl F {
     }
 }
 
-/// Index into the format's fields of each [`F`], when present.
+/// Where each [`F`] lies in a record (byte offset and size), when the
+/// format has it: found once, so the per-event path reads bytes at known
+/// places instead of going through the field list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    offset: usize,
+    size: usize,
+}
+
 #[derive(Clone, Debug)]
-pub(crate) struct PluginFields([Option<u16>; 27]);
+pub(crate) struct PluginFields([Option<Slot>; 27]);
 
 impl PluginFields {
     pub(crate) fn resolve(fields: &[crate::format::Field]) -> PluginFields {
         let mut at = [None; 27];
         for (slot, name) in at.iter_mut().zip(NAMES) {
-            *slot = fields.iter().position(|f| f.name == name).and_then(|i| u16::try_from(i).ok());
+            *slot = fields.iter().find(|f| f.name == name).map(|f| Slot { offset: f.offset as usize, size: f.size as usize });
         }
         PluginFields(at)
     }
@@ -104,15 +112,18 @@ pub(crate) struct PEnv<'e, 'a> {
 }
 
 impl<'a> PEnv<'_, 'a> {
-    fn field(&self, f: F) -> Option<&'a crate::format::Field> {
-        self.env.fields.get(usize::from(self.pf.0[f as usize]?))
+    /// The field's bytes (`Field::raw`): `None` when absent or out of the record.
+    #[inline(always)]
+    fn raw(&self, f: F) -> Option<&'a [u8]> {
+        let s = self.pf.0[f as usize]?;
+        self.env.rec.get(s.offset..s.offset.checked_add(s.size)?)
     }
 }
 
 /// `tep_get_field_val`: an integer field read unsigned (no sign extension).
+#[inline(always)]
 fn val(env: &PEnv, f: F) -> Option<u64> {
-    let b = env.field(f)?.raw(env.env.rec)?;
-    env.env.ctx.endian.uint(b)
+    env.env.ctx.endian.uint(env.raw(f)?)
 }
 
 /// `tep_get_field_val(..., err=1)` writes this when the field is missing.
@@ -133,11 +144,12 @@ fn comm(env: &PEnv, out: &mut Vec<u8>, name: F, pid: u64) -> bool {
 }
 
 /// The comm field `name` up to its NUL.
+#[inline(always)]
 fn comm_bytes<'a>(env: &PEnv<'_, 'a>, name: F) -> Option<&'a [u8]> {
-    let f = env.field(name)?;
+    let f = env.pf.0[name as usize]?;
     let rec = env.env.rec;
-    let start = (f.offset as usize).min(rec.len());
-    let end = (start + f.size as usize).min(rec.len());
+    let start = f.offset.min(rec.len());
+    let end = start.saturating_add(f.size).min(rec.len());
     Some(until_nul(&rec[start..end]))
 }
 
