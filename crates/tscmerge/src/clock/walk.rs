@@ -46,14 +46,33 @@ pub struct VcpuClock<'t> {
     period: usize,
     conv: Option<Conversion>,
     last_guest: Option<GuestTsc>,
+    /// Host times `floor..recheck` an event may have to be placed in the
+    /// current period without the walk (when its guest time does not step
+    /// back): `recheck` is the next period's start (`u64::MAX` when none
+    /// can be reached); `floor` is the first period's start while in it
+    /// (earlier events are errors), else 0.
+    floor: u64,
+    recheck: u64,
 }
 
 impl<'t> VcpuClock<'t> {
     pub fn new(tl: &'t VcpuTimeline) -> Self {
-        VcpuClock { tl, period: 0, conv: tl.conversion(0), last_guest: None }
+        VcpuClock { tl, period: 0, conv: tl.conversion(0), last_guest: None, floor: 0, recheck: 0 }
     }
 
+    #[inline]
     pub fn place(&mut self, g: GuestTsc) -> Result<Placed, PlaceError> {
+        if let (Some(conv), Some(last)) = (self.conv, self.last_guest) {
+            let host = conv.to_host(g);
+            if g >= last && host.0 < self.recheck && host.0 >= self.floor {
+                self.last_guest = Some(g);
+                return Ok(Placed { host, period: self.period });
+            }
+        }
+        self.walk(g)
+    }
+
+    fn walk(&mut self, g: GuestTsc) -> Result<Placed, PlaceError> {
         let mut conv = self.conv.ok_or(PlaceError::NoOffset)?;
         let mut stepped_back = self.last_guest.is_some_and(|last| g < last);
         while let Some(next) = self.tl.periods.get(self.period + 1) {
@@ -74,6 +93,11 @@ impl<'t> VcpuClock<'t> {
         self.conv = Some(conv);
         self.last_guest = Some(g);
         let host = conv.to_host(g);
+        self.recheck = self.tl.periods.get(self.period + 1).map_or(u64::MAX, |next| next.start.map_or(u64::MAX, |s| s.0));
+        self.floor = match self.tl.periods.first().and_then(|p| p.start) {
+            Some(first) if self.period == 0 => first.0,
+            _ => 0,
+        };
         if self.period == 0 {
             if let Some(first) = self.tl.periods.first().and_then(|p| p.start) {
                 if host < first {
@@ -132,6 +156,29 @@ mod tests {
         assert_eq!(c.place(GuestTsc(95)).unwrap(), Placed { host: HostTsc(95), period: 0 });
         // A later step backward moves it on.
         assert_eq!(c.place(GuestTsc(94)).unwrap(), Placed { host: HostTsc(104), period: 1 });
+    }
+
+    proptest::proptest! {
+        /// The shortcut of `place` gives what the walk alone gives, for any
+        /// timeline (rises, falls) and guest times (steps back included).
+        #[test]
+        fn shortcut_is_the_walk(
+            steps in proptest::collection::vec((1u64..5000, -3000i64..3000), 1..8),
+            mut gs in proptest::collection::vec(0u64..40_000, 1..200),
+            sorted in proptest::bool::ANY,
+        ) {
+            if sorted {
+                gs.sort_unstable();
+            }
+            let mut start = 1000u64;
+            let periods: Vec<(u64, i64)> = steps.iter().map(|&(gap, off)| { start += gap; (start, off) }).collect();
+            let t = tl(&periods);
+            let mut fast = VcpuClock::new(&t);
+            let mut slow = VcpuClock::new(&t);
+            for g in gs {
+                proptest::prop_assert_eq!(fast.place(GuestTsc(g)), slow.walk(GuestTsc(g)));
+            }
+        }
     }
 
     #[test]
