@@ -215,6 +215,13 @@ fn hex8(x: u32) -> [u8; 8] {
     (x + 0x3030_3030_3030_3030 + letters * 39).to_be_bytes()
 }
 
+/// `{b:02x}`.
+#[inline]
+pub fn hex2(out: &mut Vec<u8>, b: u8) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.extend_from_slice(&[DIGITS[(b >> 4) as usize], DIGITS[(b & 15) as usize]]);
+}
+
 /// `{v:x}`: lowercase hex digits, no prefix.
 #[inline]
 pub fn hex(out: &mut Vec<u8>, v: u64) {
@@ -271,6 +278,9 @@ mod tests {
                 let mut e8 = Vec::new();
                 dec8(&mut e8, (v % 100_000_000) as u32);
                 prop_assert_eq!(e8, format!("{:08}", v % 100_000_000).into_bytes());
+                let mut h2 = Vec::new();
+                hex2(&mut h2, v as u8);
+                prop_assert_eq!(h2, format!("{:02x}", v as u8).into_bytes());
                 let mut h = vec![b'x'; pre];
                 hex(&mut h, v);
                 prop_assert_eq!(h[pre..].to_vec(), format!("{v:x}").into_bytes());

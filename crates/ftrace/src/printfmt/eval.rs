@@ -305,11 +305,11 @@ impl<'a> Env<'a> {
                 let mut printed = false;
                 if self.kernel {
                     // kernel/trace/trace_output.c trace_print_flags_seq
-                    for (v, name) in flags {
+                    for f in flags {
                         if val == 0 {
                             break;
                         }
-                        let mask = eval_flag(v, true) as u64;
+                        let (mask, name) = (f.kernel as u64, &f.name);
                         if val & mask != mask {
                             continue;
                         }
@@ -321,8 +321,8 @@ impl<'a> Env<'a> {
                         printed = true;
                     }
                 } else {
-                    for (v, name) in flags {
-                        let fval = eval_flag(v, false);
+                    for f in flags {
+                        let (fval, name) = (f.tep, &f.name);
                         if val == 0 && fval < 0 {
                             put_str(out, spec, star, name.as_bytes());
                             break;
@@ -346,8 +346,8 @@ impl<'a> Env<'a> {
             }
             Expr::Symbol { field, syms } => {
                 let val = self.num(field);
-                match syms.iter().find(|(v, _)| eval_flag(v, self.kernel) as u64 == val) {
-                    Some((_, name)) => put_str(out, spec, star, name.as_bytes()),
+                match syms.iter().find(|s| (if self.kernel { s.kernel } else { s.tep }) as u64 == val) {
+                    Some(s) => put_str(out, spec, star, s.name.as_bytes()),
                     None => w(out, format_args!("0x{val:x}")),
                 }
             }
@@ -355,11 +355,11 @@ impl<'a> Env<'a> {
                 let Some(start) = self.array_start(field) else { return };
                 let len = self.num(size);
                 let data = self.rec.get(start..).unwrap_or(&[]);
-                for (i, b) in data.iter().take(len.min(1 << 20) as usize).enumerate() {
+                for (i, &b) in data.iter().take(len.min(1 << 20) as usize).enumerate() {
                     if i > 0 && !as_str {
                         out.push(b' ');
                     }
-                    w(out, format_args!("{b:02x}"));
+                    crate::put::hex2(out, b);
                 }
             }
             Expr::IntArray { field, count, el_size } => {

@@ -183,8 +183,8 @@ pub(crate) enum Expr {
     /// `(ty)item`; `tep_mask` is libtraceevent's cast of it as a mask
     /// (its casts only mask: `tep_cast(v) == v & tep_mask`), computed once.
     Cast { ty: Box<str>, item: Box<Expr>, tep_mask: u64 },
-    Flags { field: Box<Expr>, delim: Option<Box<str>>, flags: Vec<(Box<str>, Box<str>)> },
-    Symbol { field: Box<Expr>, syms: Vec<(Box<str>, Box<str>)> },
+    Flags { field: Box<Expr>, delim: Option<Box<str>>, flags: Vec<Sym> },
+    Symbol { field: Box<Expr>, syms: Vec<Sym> },
     Hex { as_str: bool, field: Box<Expr>, size: Box<Expr> },
     IntArray { field: Box<Expr>, count: Box<Expr>, el_size: Box<Expr> },
     /// `__get_str(name)` (field index or unknown).
@@ -193,6 +193,22 @@ pub(crate) enum Expr {
     DynArray(usize),
     DynArrayLen(usize),
     SizeofLong,
+}
+
+/// One `{ value, "name" }` of `__print_flags`/`__print_symbolic`, with the
+/// value as each style evaluates it ([`super::eval::eval_flag`]), worked out
+/// once instead of per record.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Sym {
+    pub name: Box<str>,
+    pub tep: i64,
+    pub kernel: i64,
+}
+
+impl Sym {
+    fn new(value: &str, name: Box<str>) -> Sym {
+        Sym { name, tep: super::eval::eval_flag(value, false), kernel: super::eval::eval_flag(value, true) }
+    }
 }
 
 type Res<T> = Result<T, ()>;
@@ -581,6 +597,7 @@ impl<'a> Parser<'a> {
                     return Err(());
                 }
                 let field = Box::new(field);
+                let list = list.into_iter().map(|(v, name)| Sym::new(&v, name)).collect();
                 *arg = if flags { Expr::Flags { field, delim, flags: list } } else { Expr::Symbol { field, syms: list } };
                 Ok(self.next())
             }
