@@ -182,6 +182,14 @@ fn record_host_with_a_vm() {
         eprintln!("SKIPPED: debugfs snapshot part: no python3 to hold a VM");
     }
     assert_eq!(facts.meta("format"), Some("tscmerge-raw 1"));
+    // Each buffer's events are listed under its name in the file: the top
+    // level (no kvm_write_tsc_offset there) is not scanned for offsets, the
+    // tsc_offset buffer is.
+    let top = facts.meta("buffer_events.").unwrap_or_else(|| panic!("no top-level event list: {facts:?}"));
+    assert!(top.split(',').any(|e| e == "kvm:kvm_pio") && !top.contains("kvm_write_tsc_offset"), "{top}");
+    assert_eq!(facts.meta("buffer_events.tsc_offset"), Some("kvm:kvm_write_tsc_offset"));
+    assert_eq!(input.buffers()[0].events, None, "top level scanned");
+    assert!(input.buffers()[1].events.is_some_and(|n| n >= 1), "{:?}", input.buffers()[1]);
     let offsets = Command::new(BIN).arg("offsets").arg(&out).output().unwrap();
     let (otext, _) = text(&offsets);
     assert!(otext.contains(&format!("(VMM pid {})", w.tgid.unwrap())), "{otext}");

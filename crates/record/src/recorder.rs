@@ -275,6 +275,12 @@ impl Recorder {
                 .collect::<Vec<_>>()
                 .join(","),
         );
+        // What each instance traces (globs expanded): a reader that needs
+        // one event type (kvm_write_tsc_offset) skips the buffers without it.
+        for r in &running {
+            let evs: Vec<String> = r.instance.events().iter().map(|e| e.to_string()).collect();
+            meta.set(&format!("events.{}", r.instance.name()), evs.join(","));
+        }
         match crate::tsc::tsc_frequency() {
             Some(f) => {
                 meta.set("tsc_hz", format!("{:.0}", f.hz));

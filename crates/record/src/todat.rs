@@ -12,7 +12,7 @@
 //!
 //! | id | [`opt`] | content (UTF-8 text) |
 //! |---|---|---|
-//! | 0x7f00 | `RECORD_META` | `meta.txt` of the recording, `key=value` lines |
+//! | 0x7f00 | `RECORD_META` | `meta.txt` of the recording, `key=value` lines, plus `buffer_events.NAME=sys:event,...` per buffer |
 //! | 0x7f01 | `PROCESSES`   | `processes.txt`: `pid tgid comm` lines (`-` when unknown) |
 //! | 0x7f02 | `KVM_DEBUGFS` | `kvm_debugfs.txt` lines (format in [`crate::kvm`]) |
 //! | 0x7f03 | `TSC_HZ`      | one line `<hz> <source>` (source `perf_mmap`/`cpuinfo_mhz`) |
@@ -311,6 +311,15 @@ fn convert_to(raw: &Path, out: &Path, cfg: &ToDat) -> Result<Vec<ToDatBuffer>> {
         }
     }
     let raw_opt = |id: u16, data: Vec<u8>| OptionData::Raw { id, data };
+    // Each instance's events keyed by its buffer's name in the file
+    // (`buffer_events.` + name; the top level's name is empty), which is
+    // what a reader of the file sees.
+    let mut meta = meta;
+    for inst in &order {
+        if let Some(evs) = meta.get(&format!("events.{inst}")).map(str::to_string) {
+            meta.set(&format!("buffer_events.{}", file_name(inst)), evs);
+        }
+    }
     w.add_option(raw_opt(opt::RECORD_META, meta.to_text().into_bytes()))
         .map_err(write_err(out))?;
     if let Some(p) = read_opt(&raw.join("processes.txt"))? {

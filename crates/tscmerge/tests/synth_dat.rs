@@ -140,6 +140,13 @@ fn dat_equals_text(cfg: &SynthConfig, compression: Compression) {
         }
     }
     check_truth(&dat, &truth(&dir), cfg.scaling);
+    // host.dat lists its buffers' events as `tscmerge record` does: the top
+    // level, which has no offset writes, is not scanned for them; the
+    // tsc_offset buffer is, and gives every write.
+    let host = tscmerge::source::Input::open(&dir.join("host.dat")).unwrap();
+    let counts: Vec<_> = host.buffers().iter().map(|b| (b.name.as_str(), b.events)).collect();
+    assert_eq!(counts, [("", None), ("tsc_offset", Some(dat_sum.offset_writes))]);
+    assert_eq!(host.offset_writes().len() as u64, dat_sum.offset_writes);
     std::fs::remove_dir_all(&dir).ok();
 }
 

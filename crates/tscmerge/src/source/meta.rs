@@ -311,6 +311,17 @@ impl Meta {
         self.write_tsc_offset.is_some()
     }
 
+    /// Whether the file says buffer `name` (`""`: the top level) traced no
+    /// kvm:kvm_write_tsc_offset: `tscmerge record` lists each buffer's
+    /// events (`buffer_events.NAME`, globs expanded). Files that do not
+    /// say, and lists with anything but plain `system:event` names, may
+    /// hold some.
+    pub fn lacks_offset_writes(&self, buffer: &str) -> bool {
+        let key = format!("buffer_events.{buffer}");
+        let Some(list) = self.recorded.as_ref().and_then(|f| f.meta(&key)) else { return false };
+        !list.split(',').map(str::trim).any(|e| e == "kvm:kvm_write_tsc_offset" || e.contains(['*', '?', '[']) || !e.contains(':'))
+    }
+
     /// Decodes a kvm_write_tsc_offset record.
     pub fn offset_write(&self, rec: &[u8], ts: u64, cpu: u32) -> Option<OffsetWrite> {
         let id = self.write_tsc_offset?;
@@ -328,5 +339,28 @@ impl Meta {
             prev: self.uint(f, rec, "previous_tsc_offset")?,
             next: self.uint(f, rec, "next_tsc_offset")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_meta(text: &str) -> Meta {
+        let mut m = Meta::new(Endian::Little, 8);
+        m.add_record_option(record_opt::RECORD_META, text.as_bytes());
+        m
+    }
+
+    #[test]
+    fn only_plain_lists_without_the_event_skip_a_buffer() {
+        let m = with_meta("format=tscmerge-raw 1\nbuffer_events.=sched:sched_switch,kvm:kvm_exit\nbuffer_events.tsc_offset=kvm:kvm_write_tsc_offset\nbuffer_events.a=kvm:*\nbuffer_events.b=kvm\nbuffer_events.c=\n");
+        assert!(m.lacks_offset_writes(""));
+        assert!(!m.lacks_offset_writes("tsc_offset"));
+        assert!(!m.lacks_offset_writes("a"), "a glob may hold it");
+        assert!(!m.lacks_offset_writes("b"), "a whole system may hold it");
+        assert!(!m.lacks_offset_writes("c"), "an empty name says nothing");
+        assert!(!m.lacks_offset_writes("other"), "no list: scan");
+        assert!(!Meta::new(Endian::Little, 8).lacks_offset_writes(""), "no record option: scan");
     }
 }

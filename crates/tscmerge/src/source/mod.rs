@@ -252,11 +252,11 @@ impl Input {
         let scan = meta.has_offset_writes();
         // One job per (buffer, CPU), taken in turn by `threads` threads;
         // results kept in job order, so the outcome does not depend on them.
-        let jobs: Vec<(usize, usize)> = if scan {
-            dat.buffers().iter().enumerate().flat_map(|(bi, b)| (0..b.cpus.len()).map(move |ci| (bi, ci))).collect()
-        } else {
-            Vec::new()
-        };
+        // Buffers the recording says hold no such event are not scanned
+        // either (their events are then not counted).
+        let scanned: Vec<bool> = dat.buffers().iter().map(|b| scan && !meta.lacks_offset_writes(&b.name)).collect();
+        let jobs: Vec<(usize, usize)> =
+            dat.buffers().iter().enumerate().filter(|(bi, _)| scanned[*bi]).flat_map(|(bi, b)| (0..b.cpus.len()).map(move |ci| (bi, ci))).collect();
         let scan_cpu = |(bi, ci): (usize, usize)| -> Result<(u64, Vec<OffsetWrite>)> {
             let mut ev = dat.cpu_events(bi, ci).map_err(|e| e.in_file(&name))?.read_with(&fd);
             let cpu = ev.cpu();
@@ -310,11 +310,12 @@ impl Input {
             .buffers()
             .iter()
             .zip(per_buffer)
-            .map(|(b, events)| BufferDesc {
+            .zip(scanned)
+            .map(|((b, events), scanned)| BufferDesc {
                 name: b.name.clone(),
                 clock: b.clock.clone().unwrap_or_else(|| "unknown (the file does not say)".into()),
                 cpus: b.cpus.iter().map(|c| c.cpu).collect(),
-                events: scan.then_some(events),
+                events: scanned.then_some(events),
             })
             .collect();
         Ok(Input { path: path.to_path_buf(), kind: InputKind::TraceDat, data: Data::Dat { file, meta, fd }, buffers, offset_writes })

@@ -306,8 +306,13 @@ fn header<'a>(events: Vec<(&'a str, &'a [u8])>, cmdlines: &'a [u8]) -> Header<'a
     }
 }
 
-fn provenance(w: &mut TraceDatWriter<impl Write + Seek>, cfg: &SynthConfig, what: &str) -> io::Result<()> {
-    let note = format!("synthetic {what} written by tscmerge synth (seed {})", cfg.seed);
+/// `buffers`: each buffer's name and events, listed as `tscmerge record`
+/// lists them in its meta option (`buffer_events.NAME=sys:event,...`).
+fn provenance(w: &mut TraceDatWriter<impl Write + Seek>, cfg: &SynthConfig, what: &str, buffers: &[(&str, &str)]) -> io::Result<()> {
+    let mut note = format!("synthetic {what} written by tscmerge synth (seed {})\n", cfg.seed);
+    for (name, events) in buffers {
+        note += &format!("buffer_events.{name}={events}\n");
+    }
     for o in [
         OptionData::Version(format!("tscmerge {}", env!("CARGO_PKG_VERSION"))),
         OptionData::Uname("Linux synth 6.18.0-synth #1 SMP x86_64".into()),
@@ -362,7 +367,7 @@ pub fn write_dat(cfg: &SynthConfig, dir: &Path, compression: Compression) -> io:
         let cpus = cfg.host_cpus();
         let top = w.add_buffer("", "x86-tsc", cpus).map_err(ferr)?;
         let inst = w.add_buffer("tsc_offset", "x86-tsc", cpus).map_err(ferr)?;
-        provenance(&mut w, cfg, "KVM host")?;
+        provenance(&mut w, cfg, "KVM host", &[("", "kvm:kvm_entry,kvm:kvm_exit,kvm:kvm_cpuid,sched:sched_switch"), ("tsc_offset", "kvm:kvm_write_tsc_offset")])?;
         let mut pb = PageBuilder::default();
         let mut rec_err = |ev: &SynthEvent, out: &mut Vec<u8>| host_record(&fm, cfg, ev, out);
         for cpu in 0..cpus {
@@ -387,7 +392,7 @@ pub fn write_dat(cfg: &SynthConfig, dir: &Path, compression: Compression) -> io:
         write_atomically(&dir.join(format!("guest-vm{vm}.dat")), |out| {
             let mut w = TraceDatWriter::new(out, 7, compression, &ghdr).map_err(ferr)?;
             let top = w.add_buffer("", "x86-tsc", vcpus).map_err(ferr)?;
-            provenance(&mut w, cfg, &format!("guest vm{vm}"))?;
+            provenance(&mut w, cfg, &format!("guest vm{vm}"), &[("", "sched:sched_switch,ftrace:print")])?;
             let mut pb = PageBuilder::default();
             let mut line = String::new();
             for vcpu in 0..vcpus {
