@@ -50,6 +50,7 @@ pub fn copy_atomic(src: &Path, dst: &Path) -> Result<()> {
 /// Ordered `key=value` metadata (`meta.txt`). Keys written by the recorder:
 /// `format` (`tscmerge-raw 1`), `page_size`, `long_size`, `endian`
 /// (`little`/`big`), `uname`, `cpus`, `instances` (comma-separated),
+/// `events.INSTANCE` (its enabled events, `system:event`, globs expanded),
 /// `tsc_hz` + `tsc_hz_source` (`perf_mmap`/`cpuinfo_mhz`) + `tsc_mult`/`tsc_shift`
 /// when from perf, `date` (UTC, RFC 3339), `start_unix_ns`, `start_tsc`,
 /// `stop_tsc`, `stop_unix_ns`, `kallsyms` (0/1), `complete` (0 while running).
