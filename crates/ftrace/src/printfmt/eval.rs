@@ -407,7 +407,7 @@ impl<'a> Env<'a> {
                     if n > 0 && (len - n) % 4 == 0 {
                         s.push(b',');
                     }
-                    w(&mut s, format_args!("{:02x}", data[idx]));
+                    crate::put::hex2(&mut s, data[idx]);
                 }
                 put_str(out, spec, star, &s);
             }
@@ -444,7 +444,7 @@ impl<'a> Env<'a> {
                     if i > 0 {
                         out.extend_from_slice(sep.as_bytes());
                     }
-                    w(out, format_args!("{x:02x}"));
+                    crate::put::hex2(out, *x);
                 }
             }
             Some(b'I' | b'i') if ext.get(1) == Some(&b'4') => {
@@ -527,7 +527,7 @@ impl<'a> Env<'a> {
                     if i > 0 {
                         out.extend_from_slice(b", ");
                     }
-                    w(out, format_args!("{b:02x}"));
+                    crate::put::hex2(out, *b);
                 }
                 out.push(b']');
             }

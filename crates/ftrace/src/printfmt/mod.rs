@@ -168,7 +168,7 @@ impl EventFormat {
                 Some(FieldValue::Bytes(b)) => {
                     out.extend_from_slice(b"0x");
                     for x in b.iter().take(256) {
-                        w(out, format_args!("{x:02x}"));
+                        crate::put::hex2(out, *x);
                     }
                 }
                 None => out.extend_from_slice(b"?"),
