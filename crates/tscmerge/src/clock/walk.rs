@@ -98,12 +98,9 @@ impl<'t> VcpuClock<'t> {
             Some(first) if self.period == 0 => first.0,
             _ => 0,
         };
-        if self.period == 0 {
-            if let Some(first) = self.tl.periods.first().and_then(|p| p.start) {
-                if host < first {
-                    return Err(PlaceError::BeforeFirstOffset { guest: g, host, first_write: first });
-                }
-            }
+        // In the first period, before its start: no offset applies yet.
+        if host.0 < self.floor {
+            return Err(PlaceError::BeforeFirstOffset { guest: g, host, first_write: HostTsc(self.floor) });
         }
         Ok(Placed { host, period: self.period })
     }
