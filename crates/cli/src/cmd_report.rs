@@ -2,6 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use ftrace::tracedat::time::{report_cpus, ReportClock, ReportTimeOpts};
+use tscmerge::clock::report::ReportTimeCursor;
 
 use tscmerge::merge;
 use tscmerge::sink::{JsonSink, TextSink, TsFormat};
@@ -23,6 +27,22 @@ pub struct Args {
     /// thread. Default: 2 when this process may use two CPUs, else 1.
     #[arg(short = 'j', long)]
     pub threads: Option<usize>,
+    /// Nanoseconds where seconds print (`trace-cmd report -t`).
+    #[arg(short = 't')]
+    pub nsecs: bool,
+    /// The ring buffer's timestamps as recorded: no TSC2NSEC, TIME_SHIFT,
+    /// DATE or OFFSET, printed as numbers (`trace-cmd report --raw-ts`).
+    #[arg(long)]
+    pub raw_ts: bool,
+    /// The trace clock runs at HZ: timestamps become nanoseconds by
+    /// 1e9/HZ, instead of by a file's TSC2NSEC (`trace-cmd report
+    /// --ts2secs`). Whether they print as seconds still follows the file's
+    /// clock, as in trace-cmd.
+    #[arg(long, value_name = "HZ", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ts2secs: Option<u64>,
+    /// Leave out the DATE option's offset (`trace-cmd report --nodate`).
+    #[arg(long)]
+    pub nodate: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -32,16 +52,29 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     // labels instance buffers: `tsc_offset: ...`, the top level blank. With
     // several files, the file name leads the label.
     let mut labels: Vec<String> = Vec::new();
+    let mut ts_formats = Vec::new();
     let mut cursors = Vec::new();
+    let opts = ReportTimeOpts { raw_ts: a.raw_ts, nsecs: a.nsecs, ts2secs_hz: a.ts2secs, no_date: a.nodate };
     for input in &inputs {
         for (b, desc) in input.buffers().iter().enumerate() {
+            // trace.dat times as trace-cmd computes and prints them; other
+            // inputs' as they are.
+            let clock = input.tracedat().map(|dat| Arc::new(ReportClock::of(dat, opts, !desc.name.is_empty())));
+            ts_formats.push(match &clock {
+                Some(c) => TsFormat::TraceCmd(c.style),
+                None => TsFormat::Cycles,
+            });
             let label = match (inputs.len() > 1, desc.name.is_empty()) {
                 (false, _) => desc.name.clone(),
                 (true, true) => input.name(),
                 (true, false) => format!("{}:{}", input.name(), desc.name),
             };
             labels.push(label);
-            for (_, cursor) in input.cursors(b, false)? {
+            for (cpu, cursor) in input.cursors(b, false)? {
+                let cursor = match (&clock, cpu) {
+                    (Some(c), Some(cpu)) if !c.is_identity() => Box::new(ReportTimeCursor::new(cursor, c.clone(), cpu)),
+                    _ => cursor,
+                };
                 cursors.push(merge::Input { machine: labels.len() - 1, cursor, meta: input.meta() });
             }
         }
@@ -55,11 +88,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         sink.into_inner()
     } else {
         let mut sink = TextSink::new(out, labels, TsFormat::Cycles, false, &name);
+        sink.set_machine_ts_formats(ts_formats);
         // trace-cmd report opens with the CPU count of a trace.dat.
         if let [only] = inputs.as_slice() {
             if let Some(dat) = only.tracedat() {
-                let cpus = dat.buffers().iter().map(|b| b.cpus.len()).max().unwrap_or(0);
-                sink.raw_line(&format!("cpus={cpus}"))?;
+                sink.raw_line(&format!("cpus={}", report_cpus(dat)))?;
             }
         }
         merge::merge_threads(cursors, &mut sink, threads)?;

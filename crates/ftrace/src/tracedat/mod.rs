@@ -24,6 +24,7 @@
 mod compress;
 pub mod options;
 mod stream;
+pub mod time;
 
 pub use compress::{Codec, MAX_BLOCK};
 pub use options::{Guest, TimeShift, TimeShiftCpu, TraceOption};
@@ -119,6 +120,11 @@ pub struct TraceDat<'d> {
     options: Vec<TraceOption>,
     buffers: Vec<Buffer>,
     sections: Vec<Section>,
+    /// v6: the CPU count of the header, before any CPUCOUNT option.
+    header_cpus: Option<u32>,
+    /// v6 with a TRACECLOCK option: the trace_clock text after the CPU
+    /// table, as trace-cmd reads it (`None` when unreadable).
+    v6_clock: Option<Option<String>>,
 }
 
 impl std::fmt::Debug for TraceDat<'_> {
@@ -258,6 +264,8 @@ impl<'d> TraceDat<'d> {
             options: Vec::new(),
             buffers: Vec::new(),
             sections: Vec::new(),
+            header_cpus: None,
+            v6_clock: None,
         };
         if version == 6 {
             t.parse_v6(r)?;
@@ -287,19 +295,25 @@ impl<'d> TraceDat<'d> {
     /// A v6 flyrecord/latency block at `r`: the 10-byte tag, then the CPU
     /// table and the optional trace_clock text.
     fn v6_buffer(&self, r: &mut Reader<'d>, name: String, cpus: u32, with_clock: bool) -> Result<Buffer> {
+        self.v6_buffer_clock(r, name, cpus, with_clock).map(|(b, _)| b)
+    }
+
+    /// [`Self::v6_buffer`] and the trace_clock text read after it.
+    fn v6_buffer_clock(&self, r: &mut Reader<'d>, name: String, cpus: u32, with_clock: bool) -> Result<(Buffer, Option<String>)> {
         let at = r.offset();
         let tag = r.bytes(10, "flyrecord/latency tag")?;
         if tag.starts_with(b"latency") {
             let off = r.offset();
             let size = r.remaining() as u64;
-            return Ok(Buffer {
+            let b = Buffer {
                 name,
                 clock: None,
                 page_size: self.page_size,
                 cpus: vec![BufferCpu { cpu: 0, offset: FileOffset(off), size }],
                 kind: BufferKind::Latency,
                 compressed: false,
-            });
+            };
+            return Ok((b, None));
         }
         if tag != b"flyrecord\0" {
             return Err(Error::invalid(at, format!("expected \"flyrecord\\0\" or \"latency  \\0\", found {:?}", String::from_utf8_lossy(tag))));
@@ -312,32 +326,38 @@ impl<'d> TraceDat<'d> {
             let e = r.offset();
             let offset = r.u64("CPU data offset")?;
             let size = r.u64("CPU data size")?;
-            self.check_range(e, offset, size)?;
+            let offset = self.check_range(e, offset, size)?;
             v.push(BufferCpu { cpu, offset: FileOffset(offset), size });
         }
         // trace-input.c `init_data_v6`: the trace_clock file follows when the
         // TRACECLOCK option was given; a bad one means "unknown", not an error.
         let mut clock = None;
+        let mut text = None;
         if with_clock {
             let mut c = r.clone();
             if let Ok(n) = c.u64("trace_clock size") {
                 if n <= MAX_CLOCK_TEXT {
                     if let Ok(b) = c.bytes(n, "trace_clock") {
-                        clock = options::current_clock(&options::text(b));
+                        let t = options::text(b);
+                        clock = options::current_clock(&t);
+                        text = Some(t);
                     }
                 }
             }
         }
-        Ok(Buffer { name, clock, page_size: self.page_size, cpus: v, kind: BufferKind::Flyrecord, compressed: false })
+        Ok((Buffer { name, clock, page_size: self.page_size, cpus: v, kind: BufferKind::Flyrecord, compressed: false }, text))
     }
 
-    fn check_range(&self, at: u64, offset: u64, size: u64) -> Result<()> {
+    /// Checks a CPU's data range; returns the offset to keep. A CPU with no
+    /// data may point anywhere, even past the end of the file: trace-cmd
+    /// reads such a file (a v6 CPU with 0 bytes at an offset beyond the
+    /// end: `cpus=1`, no events), so its offset is clamped, not refused.
+    fn check_range(&self, at: u64, offset: u64, size: u64) -> Result<u64> {
+        let len = self.data.len() as u64;
         match offset.checked_add(size) {
-            Some(end) if end <= self.data.len() as u64 => Ok(()),
-            _ => Err(Error::invalid(
-                at,
-                format!("CPU data at {offset} of {size} bytes runs past the end of the file ({} bytes)", self.data.len()),
-            )),
+            _ if size == 0 => Ok(offset.min(len)),
+            Some(end) if end <= len => Ok(offset),
+            _ => Err(Error::invalid(at, format!("CPU data at {offset} of {size} bytes runs past the end of the file ({len} bytes)"))),
         }
     }
 
@@ -351,6 +371,7 @@ impl<'d> TraceDat<'d> {
         self.printk = Some(Self::file_blob(content::sized32(&mut r, "printk formats")?));
         self.cmdlines = Some(Self::file_blob(content::sized64(&mut r, "saved cmdlines")?));
         let mut cpus = r.u32("CPU count")?;
+        self.header_cpus = Some(cpus);
         let at = r.offset();
         let tag = r.bytes(10, "options/flyrecord tag")?;
         if tag == b"options  \0" {
@@ -365,7 +386,10 @@ impl<'d> TraceDat<'d> {
             }
         }
         let with_clock = self.options.iter().any(|o| matches!(o, TraceOption::TraceClock(_)));
-        let mut top = self.v6_buffer(&mut r, String::new(), cpus, with_clock)?;
+        let (mut top, text) = self.v6_buffer_clock(&mut r, String::new(), cpus, with_clock)?;
+        if with_clock {
+            self.v6_clock = Some(text);
+        }
         if let Some(c) = self.option_clock() {
             top.clock = Some(c);
         }
@@ -589,7 +613,7 @@ impl<'d> TraceDat<'d> {
             let cpu = r.u32("buffer CPU id")?;
             let offset = r.u64("buffer CPU data offset")?;
             let size = r.u64("buffer CPU data size")?;
-            self.check_range(e, offset, size)?;
+            let offset = self.check_range(e, offset, size)?;
             cpus.push(BufferCpu { cpu, offset: FileOffset(offset), size });
         }
         Ok(Buffer { name, clock, page_size, cpus, kind: BufferKind::Flyrecord, compressed })
@@ -685,6 +709,20 @@ impl<'d> TraceDat<'d> {
         self.cmdlines.map(|b| self.blob(b)).unwrap_or(&[])
     }
     /// All options, in file order (across chained v7 options sections).
+    /// v6: the CPU count of the file's header (a CPUCOUNT option may say
+    /// more); `None` for v7, which has none.
+    pub fn header_cpus(&self) -> Option<u32> {
+        self.header_cpus
+    }
+
+    /// v6 files with a TRACECLOCK option: the trace_clock text that follows
+    /// the CPU table, as trace-input.c `init_data_v6` reads it ("[local]"
+    /// when it cannot be read: the "trace_clock bug" fallback). `None`
+    /// otherwise.
+    pub fn v6_clock_text(&self) -> Option<String> {
+        self.v6_clock.as_ref().map(|t| t.clone().unwrap_or_else(|| "[local]".to_string()))
+    }
+
     pub fn options(&self) -> &[TraceOption] {
         &self.options
     }

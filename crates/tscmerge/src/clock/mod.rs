@@ -5,6 +5,7 @@
 mod convert;
 pub(crate) mod cursor;
 mod debugfs;
+pub mod report;
 mod timeline;
 mod walk;
 

@@ -17,6 +17,9 @@ pub enum TsFormat {
     Cycles,
     /// Seconds with nanoseconds, from the TSC frequency in kHz.
     Secs { khz: u64 },
+    /// As `trace-cmd report` prints a file's times (the time is already
+    /// the file's report time, [`crate::clock::report`]).
+    TraceCmd(ftrace::tracedat::time::TimeStyle),
 }
 
 /// Prints timestamps in a [`TsFormat`]. Cycles print as `{ts:>12}`, the
@@ -24,6 +27,9 @@ pub enum TsFormat {
 /// forward, so those change once per 10^8 cycles at most.
 struct TsPrinter {
     format: TsFormat,
+    /// Per machine, where machines print differently (`report` of files
+    /// with different clocks); others use `format`.
+    per_machine: Vec<TsFormat>,
     /// The high digits' value and text (padding included).
     high: u64,
     high_text: Vec<u8>,
@@ -31,11 +37,12 @@ struct TsPrinter {
 
 impl TsPrinter {
     fn new(format: TsFormat) -> Self {
-        TsPrinter { format, high: u64::MAX, high_text: Vec::new() }
+        TsPrinter { format, per_machine: Vec::new(), high: u64::MAX, high_text: Vec::new() }
     }
 
-    fn write(&mut self, out: &mut Vec<u8>, ts: u64) {
-        match self.format {
+    fn write(&mut self, out: &mut Vec<u8>, machine: usize, ts: u64) {
+        let format = self.per_machine.get(machine).copied().unwrap_or(self.format);
+        match format {
             // `{ts:>12}` as `{high:>4}` and the last eight digits.
             TsFormat::Cycles if ts >= 100_000_000 => {
                 let high = ts / 100_000_000;
@@ -55,6 +62,7 @@ impl TsPrinter {
                 out.push(b'.');
                 put::dec(out, ns % 1_000_000_000, 9, b'0');
             }
+            TsFormat::TraceCmd(style) => ftrace::tracedat::time::put_time(out, style, ts),
         }
     }
 }
@@ -159,6 +167,12 @@ impl<W: Write> TextSink<W> {
         r.map_err(|source| Error::Io { path: self.path.clone().into(), source })
     }
 
+    /// Timestamps of machine `i` print as `formats[i]` (the rest as the
+    /// sink's own format).
+    pub fn set_machine_ts_formats(&mut self, formats: Vec<TsFormat>) {
+        self.ts.per_machine = formats;
+    }
+
     /// Writes a line as is (headers such as trace-cmd's `cpus=N`).
     pub fn raw_line(&mut self, line: &str) -> Result<()> {
         self.line.extend_from_slice(line.as_bytes());
@@ -204,7 +218,7 @@ impl<W: Write> TextSink<W> {
                     p.comm.extend_from_slice(r.comm.as_bytes());
                 }
                 put::bytes(l, &p.bytes);
-                self.ts.write(l, ev.ts);
+                self.ts.write(l, machine, ev.ts);
                 if self.show_guest_ts {
                     match ev.orig_ts {
                         Some(g) => {
