@@ -381,3 +381,52 @@ fn learning_matches_rendering() {
     assert_eq!(learned.comm(21), Some("migration/1"));
     assert!(load("ftrace", "function").render_reads_state());
 }
+
+/// `REC->write ? "true" : "false"` as a `%s` argument: libtraceevent
+/// evaluates the condition and prints the chosen string (the corpus's
+/// vmx-guest file shows `write=false` in trace-cmd 3.1.6's output).
+#[test]
+fn conditional_string_argument() {
+    let ev = load("mmap_lock", "mmap_lock_start_locking");
+    for (w, s) in [(1, "true"), (0, "false")] {
+        let mut r = Rec::new(&ev);
+        r.int("mm", 0xffff93008406bb80).int("memcg_id", 7).int("write", w);
+        let want = format!("mm=0xffff93008406bb80 memcg_id=7 write={s}");
+        assert_eq!(render(&ev, &r.buf, Style::TraceCmd, None, None), want);
+    }
+}
+
+/// The same with the kernels before 6.x's `memcg_path` string (the format
+/// of the corpus's vmx-guest file; this file is this machine's with that
+/// field put back, see data/formats/README.md).
+#[test]
+fn conditional_string_after_dynamic_string() {
+    let text = std::fs::read(format!("{DIR}/mmap_lock_mmap_lock_start_locking_memcg_path.format")).unwrap();
+    let ev = EventFormat::parse("mmap_lock", &text).unwrap();
+    for (w, s) in [(1, "true"), (0, "false")] {
+        let mut r = Rec::new(&ev);
+        r.int("mm", 0xffff93008406bb80).int("write", w).str("memcg_path", "/");
+        let want = format!("mm=0xffff93008406bb80 memcg_path=/ write={s}");
+        assert_eq!(render(&ev, &r.buf, Style::TraceCmd, None, None), want);
+    }
+}
+
+/// A print format whose string holds real newlines (as the corpus's
+/// vmx-guest file stores 9p_protocol_dump), `%16ph` of a plain array (which
+/// libtraceevent refuses: only dynamic arrays) and of an expression, as
+/// trace-cmd 3.1.6 printed that file's records.
+#[test]
+fn format_string_across_lines_and_raw_buffers() {
+    let text = "name: p9\nID: 9\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+        \tfield:void * clnt;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:unsigned char line[32];\toffset:16;\tsize:32;\tsigned:0;\n\
+        \tfield:__data_loc u8[] buf;\toffset:48;\tsize:4;\tsigned:0;\n\n\
+        print fmt: \"clnt %lu\n%.3x: %16ph\n%.3x: %16ph\n%*phC\", (unsigned long)REC->clnt, 0, REC->line, 16, REC->line + 16, 2, __get_dynamic_array(buf)\n";
+    let ev = EventFormat::parse("9p", text.as_bytes()).unwrap();
+    let mut r = Rec::new(&ev);
+    r.int("clnt", 0xffff930083d5c840).int("buf", (3 << 16) | 52);
+    r.buf.extend_from_slice(&[0xab, 0xcd, 0xef]);
+    assert_eq!(
+        render(&ev, &r.buf, Style::TraceCmd, None, None),
+        "clnt 18446624229153949760\n000: ARG TYPE NOT FIELD BUT 2\n010: ARG TYPE NOT FIELD BUT 11\nab:cd"
+    );
+}

@@ -204,7 +204,12 @@ impl EventFormat {
         let mut id = None;
         let mut fields = Vec::new();
         let mut print_fmt = String::new();
-        for (i, line) in text.lines().enumerate() {
+        let mut at = 0;
+        for (i, line) in text.split_inclusive('\n').enumerate() {
+            let start = at;
+            at += line.len();
+            let line = line.strip_suffix('\n').unwrap_or(line);
+            let line = line.strip_suffix('\r').unwrap_or(line);
             let lno = i as u64 + 1;
             let t = line.trim();
             if let Some(v) = t.strip_prefix("name:") {
@@ -216,8 +221,14 @@ impl EventFormat {
                 if let Some(f) = parse_field_line(t) {
                     fields.push(f);
                 }
-            } else if let Some(v) = line.trim_start().strip_prefix("print fmt:") {
+            } else if line.trim_start().starts_with("print fmt:") {
+                // The format runs to the end of the text, not of the line:
+                // libtraceevent's tokenizer reads quoted strings across real
+                // newlines, which some writers store in place of `\n`.
+                let rest = &text[start..];
+                let v = &rest[rest.find("print fmt:").map_or(0, |p| p + "print fmt:".len())..];
                 print_fmt = v.strip_prefix(' ').unwrap_or(v).trim_end_matches(['\r', '\n']).to_string();
+                break;
             }
         }
         let name = name.ok_or_else(|| Error::line(1, "format file has no `name:` line"))?;

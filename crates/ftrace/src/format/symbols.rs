@@ -10,16 +10,22 @@ pub struct Kallsyms {
 }
 
 impl Kallsyms {
-    /// Parses `addr type name [module]` lines. Malformed lines are skipped;
-    /// absolute symbols (`A`/`a`, per-CPU offsets on x86-64) and ARM `$`
-    /// mapping symbols are left out as libtraceevent does (`tep_parse_kallsyms`).
+    /// Parses `addr type name [module]` lines. Absolute symbols (`A`/`a`,
+    /// per-CPU offsets on x86-64) and ARM `$` mapping symbols are left out,
+    /// and a malformed line ends the table, as libtraceevent's
+    /// `tep_parse_kallsyms` does (event-parse.c: its sscanf failing is `goto out`).
     pub fn parse(text: &[u8]) -> Kallsyms {
         let text = String::from_utf8_lossy(text);
         let mut syms = Vec::new();
-        for line in text.lines() {
+        for line in text.split('\n').filter(|l| !l.is_empty()) {
             let mut it = line.split_whitespace();
-            let (Some(a), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else { continue };
-            let Ok(addr) = u64::from_str_radix(a.trim_start_matches("0x"), 16) else { continue };
+            let (Some(a), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else { break };
+            let a = a.strip_prefix("0x").or_else(|| a.strip_prefix("0X")).unwrap_or(a);
+            // `%16llx`: at most 16 digits, the rest left for `%c`.
+            let Ok(addr) = u64::from_str_radix(&a[..a.len().min(16)], 16) else { break };
+            if a.len() > 16 || ty.len() != 1 {
+                break;
+            }
             if ty == "A" || ty == "a" || name.starts_with('$') {
                 continue;
             }
@@ -62,16 +68,40 @@ impl Kallsyms {
         Some((&s.1, addr - s.0, next - s.0, s.2.as_deref()))
     }
 
-    /// libtraceevent's lookup (`__find_func`): the bsearch's end sentinel has
-    /// address 0, so an address past the last symbol only matches it exactly.
+    /// libtraceevent's lookup (`__find_func`, event-parse.c), alias choice
+    /// included. Its table is the registration list (each kallsyms line
+    /// pushed on the front, so file order reversed) sorted by address with
+    /// glibc's stable merge sort: among symbols of one address, the last in
+    /// the file comes first. glibc `bsearch` then probes with `func_bcmp`,
+    /// which accepts an entry of the same address or one that `addr` lies
+    /// after and before the next entry; the table's end is a sentinel of
+    /// address 0, so past the last symbol only an exact address matches. Of
+    /// several names at one address, the one returned is where the probes
+    /// land: for an address inside a function the last of the run (the
+    /// first in the file), for an exact address whichever the halving meets.
     pub(crate) fn lookup_tep(&self, addr: u64) -> Option<(&str, u64)> {
-        let i = self.index(addr)?;
-        let s = &self.syms[i];
-        let last_addr = self.syms.last().map(|l| l.0);
-        if Some(s.0) == last_addr && addr != s.0 {
-            return None;
+        let n = self.syms.len();
+        let at = |i: usize| self.syms.get(i).map_or(0, |s| s.0);
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let i = (lo + hi) / 2;
+            let a = at(i);
+            if addr == a || (addr > a && addr < at(i + 1)) {
+                // Position i of libtraceevent's table: within the run of
+                // equal addresses [s, e) in file order, position i holds
+                // file entry s + (e - 1 - i).
+                let s = self.syms[..i].partition_point(|x| x.0 < a);
+                let e = i + self.syms[i..].partition_point(|x| x.0 == a);
+                let sym = &self.syms[s + (e - 1 - i)];
+                return Some((&sym.1, sym.0));
+            }
+            if addr < a {
+                hi = i;
+            } else {
+                lo = i + 1;
+            }
         }
-        Some((&s.1, s.0))
+        None
     }
 
     /// Address of a symbol by name (linear; only used for print-format atoms).
@@ -118,5 +148,63 @@ impl PrintkFormats {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kallsyms;
+    use proptest::prelude::*;
+
+    /// libtraceevent's table and lookup written out as the C does them
+    /// (event-parse.c `tep_register_function`, `func_map_init`,
+    /// `__find_func`, glibc `bsearch`), to check [`Kallsyms::lookup_tep`]'s
+    /// index arithmetic against.
+    fn c_lookup(lines: &[(u64, String)], addr: u64) -> Option<(String, u64)> {
+        let mut list: Vec<(u64, String)> = Vec::new();
+        for l in lines {
+            list.insert(0, l.clone()); // item->next = tep->funclist
+        }
+        list.sort_by_key(|e| e.0); // glibc qsort: merge sort, stable
+        let n = list.len();
+        list.push((0, String::new())); // the sentinel
+        let (mut l, mut u) = (0, n);
+        while l < u {
+            let idx = (l + u) / 2;
+            let fb = &list[idx];
+            let cmp = if addr == fb.0 || (addr > fb.0 && addr < list[idx + 1].0) {
+                0
+            } else if addr < fb.0 {
+                -1
+            } else {
+                1
+            };
+            match cmp {
+                -1 => u = idx,
+                1 => l = idx + 1,
+                _ => return Some((fb.1.clone(), fb.0)),
+            }
+        }
+        None
+    }
+
+    proptest! {
+        #[test]
+        fn alias_choice_as_libtraceevent(addrs in proptest::collection::vec(0u64..24, 1..40), probe in 0u64..30) {
+            let lines: Vec<(u64, String)> = addrs.iter().enumerate().map(|(i, a)| (a * 4, format!("f{i}"))).collect();
+            let text: String = lines.iter().map(|(a, n)| format!("{a:x} T {n}\n")).collect();
+            let k = Kallsyms::parse(text.as_bytes());
+            for addr in [probe * 4, probe * 4 + 1] {
+                let ours = k.lookup_tep(addr).map(|(n, a)| (n.to_string(), a));
+                prop_assert_eq!(ours, c_lookup(&lines, addr), "addr {}", addr);
+            }
+        }
+    }
+
+    #[test]
+    fn a_malformed_line_ends_the_table() {
+        let k = Kallsyms::parse(b"1000 T a\n\n2000 t b [mod]\n3000 A abs\n4000 T $x\nzz T c\n5000 T d\n");
+        assert_eq!(k.len(), 2);
+        assert_eq!(k.lookup(0x2004), Some(("b", 4)));
     }
 }

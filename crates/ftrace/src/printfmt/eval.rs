@@ -7,6 +7,7 @@
 //! casts truncate/extend, `%p` prints the raw address (the kernel hashes it
 //! with a boot-time key, which cannot be reproduced).
 
+use super::addr;
 use super::cfmt::{put_int, put_str, w, Kind, Piece, Spec};
 use super::parse::{strtoull, Expr, Op};
 use super::RenderCtx;
@@ -273,7 +274,7 @@ impl<'a> Env<'a> {
                         },
                         Kind::Pointer => match bstr {
                             Some(b) => out.extend_from_slice(b),
-                            None => self.print_pointer(out, spec, a),
+                            None => self.print_pointer(out, spec, a, star),
                         },
                     }
                 }
@@ -429,7 +430,50 @@ impl<'a> Env<'a> {
         }
     }
 
-    fn print_pointer(&self, out: &mut Vec<u8>, spec: &Spec, e: &Expr) {
+    /// The bytes an address printer reads (print_mac_arg, print_ipv4_arg,
+    /// print_ipsa_arg...): casts skipped, a field's own bytes (or, for a
+    /// sockaddr, a dynamic array's); any other argument writes
+    /// libtraceevent's `ARG TYPE NOT FIELD BUT n` (its `tep_print_arg_type`).
+    /// `None` when nothing more is to be written.
+    fn addr_arg(&self, out: &mut Vec<u8>, mut e: &'a Expr, dyn_ok: bool) -> Option<&'a [u8]> {
+        while let Expr::Cast { item, .. } = e {
+            e = item;
+        }
+        let (off, len) = match e {
+            Expr::Field(i) => {
+                let f = self.field(*i)?;
+                (f.offset as usize, f.size as usize)
+            }
+            Expr::DynArray(i) if dyn_ok => self.dyn_of(self.field(*i)?),
+            // tep_find_any_field failed: a warning, nothing printed.
+            Expr::NoField(_) => return None,
+            other => {
+                let ty = match other {
+                    Expr::Null => 0,
+                    Expr::Flags { .. } => 3,
+                    Expr::Symbol { .. } => 4,
+                    Expr::Hex { as_str: false, .. } => 5,
+                    Expr::Hex { as_str: true, .. } => 15,
+                    Expr::IntArray { .. } => 6,
+                    Expr::Str(_) => 8,
+                    Expr::DynArray(_) => 10,
+                    Expr::Op { .. } => 11,
+                    Expr::Bitmask(_) => 13,
+                    Expr::DynArrayLen(_) => 14,
+                    _ => 1,
+                };
+                if dyn_ok {
+                    w(out, format_args!("ARG NOT FIELD NOR DYNAMIC ARRAY BUT TYPE {ty}"));
+                } else {
+                    w(out, format_args!("ARG TYPE NOT FIELD BUT {ty}"));
+                }
+                return None;
+            }
+        };
+        self.rec.get(off..off.checked_add(len)?)
+    }
+
+    fn print_pointer(&self, out: &mut Vec<u8>, spec: &Spec, e: &'a Expr, star: Option<i64>) {
         let ext = spec.ext.as_bytes();
         match ext.first() {
             Some(c @ (b'F' | b'f' | b'S' | b's')) => {
@@ -438,29 +482,103 @@ impl<'a> Env<'a> {
                 self.print_function(out, val, with_off);
             }
             Some(b'M' | b'm') => {
-                let Some(b) = self.array_start(e).and_then(|s| self.rec.get(s..s + 6)) else { return };
-                let sep = if ext[0] == b'M' { ":" } else { "" };
-                for (i, x) in b.iter().enumerate() {
+                // print_mac_arg: `%pMF` dashes, `R` reversed.
+                let Some(b) = self.addr_arg(out, e, false) else { return };
+                let Ok(b) = <[u8; 6]>::try_from(b) else {
+                    out.extend_from_slice(b"INVALIDMAC");
+                    return;
+                };
+                let sep: &[u8] = match (ext[0], ext.get(1)) {
+                    (b'm', _) => b"",
+                    (_, Some(b'F')) => b"-",
+                    _ => b":",
+                };
+                let reverse = ext[1..].contains(&b'R');
+                for i in 0..6 {
                     if i > 0 {
-                        out.extend_from_slice(sep.as_bytes());
+                        out.extend_from_slice(sep);
                     }
-                    crate::put::hex2(out, *x);
+                    crate::put::hex2(out, b[if reverse { 5 - i } else { i }]);
                 }
             }
-            Some(b'I' | b'i') if ext.get(1) == Some(&b'4') => {
-                let Some(b) = self.array_start(e).and_then(|s| self.rec.get(s..s + 4)) else { return };
-                for (i, x) in b.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b'.');
+            Some(&c @ (b'I' | b'i')) => {
+                let lower = c == b'i';
+                // parse_ip4_print_args: `h` host order (reversed on a
+                // little-endian file), `l` reversed, `n`/`b` as stored.
+                let reverse = |m: Option<&u8>| match m {
+                    Some(b'h') => self.ctx.endian != crate::Endian::Big,
+                    Some(b'l') => true,
+                    _ => false,
+                };
+                match ext.get(1) {
+                    Some(b'4') => {
+                        let Some(b) = self.addr_arg(out, e, false) else { return };
+                        match <[u8; 4]>::try_from(b) {
+                            Ok(b) => addr::ip4(out, lower, reverse(ext.get(2)), b),
+                            Err(_) => out.extend_from_slice(b"INVALIDIPv4"),
+                        }
                     }
-                    if ext[0] == b'i' {
-                        w(out, format_args!("{x:03}"));
-                    } else {
-                        w(out, format_args!("{x}"));
+                    Some(b'6') => {
+                        let Some(b) = self.addr_arg(out, e, false) else { return };
+                        match <&[u8; 16]>::try_from(b) {
+                            Ok(b) if !lower && ext.get(2) == Some(&b'c') => addr::ip6c(out, b),
+                            Ok(b) => addr::ip6(out, !lower, b),
+                            Err(_) => out.extend_from_slice(b"INVALIDIPv6"),
+                        }
                     }
+                    Some(b'S') => {
+                        let mods = &ext[2..];
+                        let (port, compressed) = if lower { (false, false) } else {
+                            let p = mods.first() == Some(&b'p');
+                            (p, mods.get(p as usize) == Some(&b'c'))
+                        };
+                        let rest = &mods[if lower { 0 } else { port as usize + compressed as usize }..];
+                        let Some(b) = self.addr_arg(out, e, true) else { return };
+                        addr::ipsa(out, lower, port, compressed, reverse(rest.first()), b);
+                    }
+                    _ => {}
                 }
             }
-            Some(b'I' | b'i' | b'U' | b'h') => {}
+            Some(b'U') => {
+                let Some(b) = self.addr_arg(out, e, false) else { return };
+                match <&[u8; 16]>::try_from(b) {
+                    Ok(b) => addr::uuid(out, ext.get(1).copied().unwrap_or(0), b),
+                    Err(_) => out.extend_from_slice(b"INVALIDUUID"),
+                }
+            }
+            Some(b'h') => {
+                // print_raw_buff_arg: a dynamic array only (no cast skipped),
+                // `*` bytes at most (none given: the whole array), `C`/`D`/`N`
+                // for `:`/`-`/no delimiter.
+                let delim: &[u8] = match ext.get(1) {
+                    Some(b'C') => b":",
+                    Some(b'D') => b"-",
+                    Some(b'N') => b"",
+                    _ => b" ",
+                };
+                let Expr::DynArray(i) = e else {
+                    let ty = match e {
+                        Expr::Field(_) | Expr::NoField(_) => 2,
+                        Expr::Cast { .. } => 7,
+                        Expr::Op { .. } => 11,
+                        _ => 1,
+                    };
+                    w(out, format_args!("ARG TYPE NOT FIELD BUT {ty}"));
+                    return;
+                };
+                let Some(f) = self.field(*i) else { return };
+                let (off, len) = self.dyn_of(f);
+                let n = match star {
+                    Some(p) if p < len as i64 => p.max(0) as usize,
+                    _ => len,
+                };
+                for (k, b) in self.rec.get(off..off + n).unwrap_or_default().iter().enumerate() {
+                    if k > 0 {
+                        out.extend_from_slice(delim);
+                    }
+                    crate::put::hex2(out, *b);
+                }
+            }
             _ => {
                 let val = self.num(e);
                 if self.kernel {

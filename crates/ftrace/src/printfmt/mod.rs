@@ -7,6 +7,7 @@
 //! (libtraceevent 1.7.1 semantics and quirks, plus its plugins). A format
 //! that cannot be compiled falls back to printing the fields, never fails.
 
+mod addr;
 mod cfmt;
 mod eval;
 mod parse;

@@ -24,6 +24,10 @@ pub(crate) enum Plugin {
     KvmExit,
     KvmEntry,
     Function,
+    /// plugin_kmem.c `call_site_handler`.
+    KmemCallSite,
+    /// plugin_tlb.c `tlb_flush_handler`.
+    TlbFlush,
 }
 
 impl Plugin {
@@ -36,6 +40,10 @@ impl Plugin {
             ("kvm", "kvm_exit") => Plugin::KvmExit,
             ("kvm", "kvm_entry") => Plugin::KvmEntry,
             ("ftrace", "function") => Plugin::Function,
+            ("kmem", "kfree" | "kmalloc" | "kmalloc_node" | "kmem_cache_alloc" | "kmem_cache_alloc_node" | "kmem_cache_free") => {
+                Plugin::KmemCallSite
+            }
+            ("tlb", "tlb_flush") => Plugin::TlbFlush,
             _ => return None,
         })
     }
@@ -73,9 +81,12 @@ pub(crate) enum F {
     Rip,
     Ip,
     ParentIp,
+    CallSite,
+    Pages,
+    Reason,
 }
 
-const NAMES: [&str; 27] = ["prev_comm", "prev_pid", "prev_prio", "prev_state", "next_comm", "next_pid", "next_prio", "pid", "comm", "prio", "success", "target_cpu", "timer", "hrtimer", "now", "function", "expires", "softexpires", "exit_reason", "isa", "guest_rip", "info1", "info2", "vcpu_id", "rip", "ip", "parent_ip"];
+const NAMES: [&str; 30] = ["prev_comm", "prev_pid", "prev_prio", "prev_state", "next_comm", "next_pid", "next_prio", "pid", "comm", "prio", "success", "target_cpu", "timer", "hrtimer", "now", "function", "expires", "softexpires", "exit_reason", "isa", "guest_rip", "info1", "info2", "vcpu_id", "rip", "ip", "parent_ip", "call_site", "pages", "reason"];
 
 impl F {
     fn name(self) -> &'static str {
@@ -93,11 +104,11 @@ pub(crate) struct Slot {
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct PluginFields([Option<Slot>; 27]);
+pub(crate) struct PluginFields([Option<Slot>; NAMES.len()]);
 
 impl PluginFields {
     pub(crate) fn resolve(fields: &[crate::format::Field]) -> PluginFields {
-        let mut at = [None; 27];
+        let mut at = [None; NAMES.len()];
         for (slot, name) in at.iter_mut().zip(NAMES) {
             *slot = fields.iter().find(|f| f.name == name).map(|f| Slot { offset: f.offset as usize, size: f.size as usize });
         }
@@ -379,7 +390,52 @@ pub(crate) fn run(p: Plugin, pf: &PluginFields, env: &Env, out: &mut Vec<u8>) ->
             }
             true
         }
+        Plugin::KmemCallSite => {
+            // `(func+0xoff) ` before the print format, when the call site
+            // resolves; the offset printed as `(int)` with %x.
+            if let Some(v) = num(env, F::CallSite) {
+                if let Some((n, addr)) = env.env.ctx.kallsyms.and_then(|k| k.lookup_tep(v)) {
+                    w(out, format_args!("({n}+0x{:x}) ", v.wrapping_sub(addr) as u32));
+                }
+            }
+            false
+        }
+        Plugin::TlbFlush => {
+            out.extend_from_slice(b"pages=");
+            // tep_print_num_field(s, "%ld", ...): the value, read unsigned,
+            // as the 64-bit long of the machine running the report.
+            match num(env, F::Pages) {
+                Some(v) => dec(out, v as i64),
+                None => missing(out, F::Pages),
+            }
+            let Some(v) = num(env, F::Reason) else {
+                // tep_get_field_val(..., err=1) then `return -1`: the print
+                // format follows what was written.
+                match env.raw(F::Reason) {
+                    None => w(out, format_args!("<CANT FIND FIELD reason>")),
+                    Some(_) => w(out, format_args!(" reason=INVALID")),
+                }
+                return false;
+            };
+            out.extend_from_slice(b" reason=");
+            // TLB_FLUSH_ON_TASK_SWITCH, TLB_REMOTE_SHOOTDOWN,
+            // TLB_LOCAL_SHOOTDOWN, TLB_LOCAL_MM_SHOOTDOWN.
+            out.extend_from_slice(match v {
+                0 => b"flush on task switch".as_slice(),
+                1 => b"remote shootdown",
+                2 => b"local shootdown",
+                3 => b"local mm shootdown",
+                _ => b"",
+            });
+            w(out, format_args!(" ({})", v as i64));
+            true
+        }
     }
+}
+
+/// `tep_read_number_field`: only fields of 1, 2, 4 or 8 bytes are numbers.
+fn num(env: &PEnv, f: F) -> Option<u64> {
+    env.raw(f).filter(|r| matches!(r.len(), 1 | 2 | 4 | 8)).and_then(|r| env.env.ctx.endian.uint(r))
 }
 
 /// The per-CPU call stacks of libtraceevent's plugin_function.c, which
