@@ -21,11 +21,11 @@ impl Kallsyms {
             let mut it = line.split_whitespace();
             let (Some(a), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else { break };
             let a = a.strip_prefix("0x").or_else(|| a.strip_prefix("0X")).unwrap_or(a);
-            // `%16llx`: at most 16 digits, the rest left for `%c`.
-            let Ok(addr) = u64::from_str_radix(&a[..a.len().min(16)], 16) else { break };
+            // `%16llx`: at most 16 digits (more would be read by `%c`).
             if a.len() > 16 || ty.len() != 1 {
                 break;
             }
+            let Ok(addr) = u64::from_str_radix(a, 16) else { break };
             if ty == "A" || ty == "a" || name.starts_with('$') {
                 continue;
             }
