@@ -9,6 +9,7 @@ use tscmerge::clock::report::ReportTimeCursor;
 
 use tscmerge::merge;
 use tscmerge::sink::{JsonSink, TextSink, TsFormat};
+use tscmerge::source::graph::GraphFold;
 use tscmerge::source::Input;
 
 use crate::output::Output;
@@ -70,12 +71,23 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 (true, false) => format!("{}:{}", input.name(), desc.name),
             };
             labels.push(label);
+            let mut buffer = Vec::new();
             for (cpu, cursor) in input.cursors(b, false)? {
                 let cursor = match (&clock, cpu) {
                     (Some(c), Some(cpu)) if !c.is_identity() => Box::new(ReportTimeCursor::new(cursor, c.clone(), cpu)),
                     _ => cursor,
                 };
-                cursors.push(merge::Input { machine: labels.len() - 1, cursor, meta: input.meta() });
+                buffer.push(cursor);
+            }
+            let machine = labels.len() - 1;
+            match input.meta() {
+                // Function graph leaves need the buffer's next record: its
+                // CPUs merge first (text only; JSON keeps every record).
+                Some(meta) if !a.json && GraphFold::wanted(meta) => {
+                    let cursor = Box::new(GraphFold::new(buffer, meta)?);
+                    cursors.push(merge::Input { machine, cursor, meta: Some(meta) });
+                }
+                meta => cursors.extend(buffer.into_iter().map(|cursor| merge::Input { machine, cursor, meta })),
             }
         }
     }

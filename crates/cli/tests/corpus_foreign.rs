@@ -19,12 +19,12 @@ const FLOORS: &[(&str, f64)] = &[
     ("arm64-v6-rtapp.dat", 100.0),
     ("armv7-v6-rpi.dat", 100.0),
     ("i686-v6-function.dat", 100.0),
-    ("i686-v6-function_graph.dat", 36.0),
+    ("i686-v6-function_graph.dat", 100.0),
     ("i686-v6-sched.dat", 100.0),
     ("vmx-guest-v7zlib-time_shift.dat", 100.0),
     ("vmx-host-v7zlib-guest-option.dat", 100.0),
     ("x86_64-v6-empty-cpu-data.dat", 100.0),
-    ("x86_64-v7zstd-perfclock-kernel_stack.dat", 6.0),
+    ("x86_64-v7zstd-perfclock-kernel_stack.dat", 100.0),
 ];
 
 fn corpus() -> Option<PathBuf> {

@@ -130,6 +130,8 @@ pub fn first_diffs(ours: &str, theirs: &str, n: usize) -> String {
 pub const FUNCTION_ID: u16 = 1;
 pub const SCHED_SWITCH_ID: u16 = 372;
 pub const KVM_TSC_ID: u16 = 83;
+pub const FUNCGRAPH_ENTRY_ID: u16 = 11;
+pub const FUNCGRAPH_EXIT_ID: u16 = 10;
 
 pub struct Formats {
     pub header_page: Vec<u8>,
@@ -138,6 +140,8 @@ pub struct Formats {
     pub sched_switch: Vec<u8>,
     pub kvm_tsc: Vec<u8>,
     pub kallsyms: Vec<u8>,
+    pub funcgraph_entry: Vec<u8>,
+    pub funcgraph_exit: Vec<u8>,
 }
 
 impl Formats {
@@ -149,8 +153,17 @@ impl Formats {
             sched_switch: data("sched_sched_switch.format"),
             kvm_tsc: data("kvm_kvm_write_tsc_offset.format"),
             kallsyms: data("kallsyms.excerpt"),
+            funcgraph_entry: data("ftrace_funcgraph_entry.format"),
+            funcgraph_exit: data("ftrace_funcgraph_exit.format"),
         };
-        for (text, id) in [(&f.function, FUNCTION_ID), (&f.sched_switch, SCHED_SWITCH_ID), (&f.kvm_tsc, KVM_TSC_ID)] {
+        let ids = [
+            (&f.function, FUNCTION_ID),
+            (&f.sched_switch, SCHED_SWITCH_ID),
+            (&f.kvm_tsc, KVM_TSC_ID),
+            (&f.funcgraph_entry, FUNCGRAPH_ENTRY_ID),
+            (&f.funcgraph_exit, FUNCGRAPH_EXIT_ID),
+        ];
+        for (text, id) in ids {
             assert!(String::from_utf8_lossy(text).contains(&format!("\nID: {id}\n")), "format ids changed: regenerate tests/data");
         }
         f
@@ -163,7 +176,7 @@ impl Formats {
             page_size: 4096,
             header_page: &self.header_page,
             header_event: &self.header_event,
-            ftrace_formats: vec![&self.function],
+            ftrace_formats: vec![&self.function, &self.funcgraph_entry, &self.funcgraph_exit],
             event_formats: vec![("sched", &self.sched_switch), ("kvm", &self.kvm_tsc)],
             kallsyms: Some(&self.kallsyms),
             printk: None,
@@ -218,6 +231,24 @@ pub fn kvm_tsc(pid: i32, vcpu: u32, prev: u64, next: u64) -> Vec<u8> {
     r.extend_from_slice(&[0; 4]);
     r.extend_from_slice(&prev.to_le_bytes());
     r.extend_from_slice(&next.to_le_bytes());
+    r
+}
+
+pub fn funcgraph_entry(pid: i32, func: u64, depth: u32) -> Vec<u8> {
+    let mut r = common(FUNCGRAPH_ENTRY_ID, pid);
+    r.extend_from_slice(&func.to_le_bytes());
+    r.extend_from_slice(&depth.to_le_bytes());
+    r.extend_from_slice(&[0; 4]);
+    r
+}
+
+pub fn funcgraph_exit(pid: i32, func: u64, depth: u32, calltime: u64, rettime: u64) -> Vec<u8> {
+    let mut r = common(FUNCGRAPH_EXIT_ID, pid);
+    r.extend_from_slice(&func.to_le_bytes());
+    r.extend_from_slice(&depth.to_le_bytes());
+    r.extend_from_slice(&0u32.to_le_bytes());
+    r.extend_from_slice(&calltime.to_le_bytes());
+    r.extend_from_slice(&rettime.to_le_bytes());
     r
 }
 

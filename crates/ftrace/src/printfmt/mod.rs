@@ -35,6 +35,13 @@ pub struct RenderCtx<'a> {
     pub state: Option<&'a TraceCmdState>,
 }
 
+/// A function graph record's kind ([`EventFormat::graph_func`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphRole {
+    Entry,
+    Exit,
+}
+
 /// Which program's output to reproduce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Style {
@@ -100,6 +107,38 @@ impl EventFormat {
     /// report order, with the state.
     pub fn render_reads_state(&self) -> bool {
         matches!(self.compiled.plugin, Some((Plugin::Function, _)))
+    }
+
+    /// For the function graph tracer's events (`ftrace/funcgraph_entry`,
+    /// `funcgraph_exit`): which one this is and the record's function.
+    /// trace-cmd folds an entry and the next record of its buffer into one
+    /// line when that record is the same pid's exit of the same function
+    /// ([`render_graph_leaf`](Self::render_graph_leaf)).
+    pub fn graph_func(&self, rec: &[u8], ctx: &RenderCtx) -> Option<(GraphRole, u64)> {
+        let (p, pf) = self.compiled.plugin.as_ref()?;
+        let role = match p {
+            Plugin::FuncGraphEntry => GraphRole::Entry,
+            Plugin::FuncGraphExit => GraphRole::Exit,
+            _ => return None,
+        };
+        let func = plugins::graph_key(pf, &Env { rec, fields: &self.fields, ctx, kernel: false })?;
+        Some((role, func))
+    }
+
+    /// The body of a function graph entry `rec` whose exit is `exit_rec`
+    /// (of format `exit`), as trace-cmd prints a leaf call
+    /// (trace-ftrace.c `print_graph_entry_leaf`): `  1.234 us   |    func();`.
+    pub fn render_graph_leaf(&self, rec: &[u8], ctx: &RenderCtx, exit: &EventFormat, exit_rec: &[u8], out: &mut Vec<u8>) {
+        let (Some((_, pf)), Some((_, xpf))) = (&self.compiled.plugin, &exit.compiled.plugin) else {
+            return self.render(rec, ctx, Style::TraceCmd, out);
+        };
+        let env = Env { rec, fields: &self.fields, ctx, kernel: false };
+        let xenv = Env { rec: exit_rec, fields: &exit.fields, ctx, kernel: false };
+        if !plugins::graph_leaf((pf, &env), (xpf, &xenv), out) {
+            if let Some((p, pieces)) = self.compiled.tep.as_ref().and_then(|p| Some((p, p.pieces.as_ref()?))) {
+                env.print(out, pieces, &p.args, &[]);
+            }
+        }
     }
 
     /// Teaches `ctx.state` what rendering `rec` in trace-cmd style would

@@ -28,6 +28,14 @@ pub(crate) enum Plugin {
     KmemCallSite,
     /// plugin_tlb.c `tlb_flush_handler`.
     TlbFlush,
+    /// plugin_function.c `trace_stack_handler`.
+    KernelStack,
+    /// trace-cmd lib/trace-cmd/trace-ftrace.c `fgraph_ent_handler`, its
+    /// nested form (`func() {`); the leaf form (`func();`, the exit folded
+    /// in) needs the next record and is [`graph_leaf`].
+    FuncGraphEntry,
+    /// trace-ftrace.c `fgraph_ret_handler`.
+    FuncGraphExit,
 }
 
 impl Plugin {
@@ -44,6 +52,9 @@ impl Plugin {
                 Plugin::KmemCallSite
             }
             ("tlb", "tlb_flush") => Plugin::TlbFlush,
+            ("ftrace", "kernel_stack") => Plugin::KernelStack,
+            ("ftrace", "funcgraph_entry") => Plugin::FuncGraphEntry,
+            ("ftrace", "funcgraph_exit") => Plugin::FuncGraphExit,
             _ => return None,
         })
     }
@@ -84,9 +95,14 @@ pub(crate) enum F {
     CallSite,
     Pages,
     Reason,
+    Caller,
+    Func,
+    Depth,
+    Calltime,
+    Rettime,
 }
 
-const NAMES: [&str; 30] = ["prev_comm", "prev_pid", "prev_prio", "prev_state", "next_comm", "next_pid", "next_prio", "pid", "comm", "prio", "success", "target_cpu", "timer", "hrtimer", "now", "function", "expires", "softexpires", "exit_reason", "isa", "guest_rip", "info1", "info2", "vcpu_id", "rip", "ip", "parent_ip", "call_site", "pages", "reason"];
+const NAMES: [&str; 35] = ["prev_comm", "prev_pid", "prev_prio", "prev_state", "next_comm", "next_pid", "next_prio", "pid", "comm", "prio", "success", "target_cpu", "timer", "hrtimer", "now", "function", "expires", "softexpires", "exit_reason", "isa", "guest_rip", "info1", "info2", "vcpu_id", "rip", "ip", "parent_ip", "call_site", "pages", "reason", "caller", "func", "depth", "calltime", "rettime"];
 
 impl F {
     fn name(self) -> &'static str {
@@ -430,7 +446,122 @@ pub(crate) fn run(p: Plugin, pf: &PluginFields, env: &Env, out: &mut Vec<u8>) ->
             w(out, format_args!(" ({})", v as i64));
             true
         }
+        Plugin::KernelStack => {
+            // One `=> name (addr)` line per return address from `caller` to
+            // the record's end, stopping at a -1 (ULONG_MAX, or a low 32
+            // bits of all ones: the C tests `(int)addr == -1` too).
+            let Some(slot) = env.pf.0[F::Caller as usize] else {
+                out.extend_from_slice(b"<CANT FIND FIELD caller>");
+                return true;
+            };
+            out.extend_from_slice(b"<stack trace >\n");
+            let ls = env.env.ctx.long_size as usize;
+            let rec = env.env.rec;
+            let k = env.env.ctx.kallsyms;
+            let mut at = slot.offset;
+            while let Some(b) = rec.get(at..at.saturating_add(ls)).filter(|_| ls > 0) {
+                at += ls;
+                let Some(addr) = env.env.ctx.endian.uint(b) else { break };
+                if (ls == 8 && addr == u64::MAX) || addr as u32 == u32::MAX {
+                    break;
+                }
+                match k.and_then(|k| k.lookup_tep(addr)) {
+                    Some((n, _)) => w(out, format_args!("=> {n} ({addr:x})\n")),
+                    None => w(out, format_args!("=> {addr:x}\n")),
+                }
+            }
+            true
+        }
+        Plugin::FuncGraphEntry => {
+            // print_graph_nested: no overhead mark, no time.
+            out.extend_from_slice(b"  ");
+            out.extend_from_slice(b"           |  ");
+            graph_func(env, out, b"() {")
+        }
+        Plugin::FuncGraphExit => {
+            let (Some(ret), Some(call)) = (num(env, F::Rettime), num(env, F::Calltime)) else {
+                return graph_missing(env, out, &[F::Rettime, F::Calltime]);
+            };
+            graph_duration(out, ret.wrapping_sub(call));
+            let Some(depth) = num(env, F::Depth) else { return graph_missing(env, out, &[F::Depth]) };
+            graph_indent(out, depth);
+            out.push(b'}');
+            true
+        }
     }
+}
+
+/// tep_get_field_val(..., err=1) failing in a graph handler: its message,
+/// then `!`, and the handler's non-zero return prints the format after.
+fn graph_missing(env: &PEnv, out: &mut Vec<u8>, fields: &[F]) -> bool {
+    if let Some(&f) = fields.iter().find(|&&f| num(env, f).is_none()) {
+        match env.raw(f) {
+            None => w(out, format_args!("<CANT FIND FIELD {}>", f.name())),
+            Some(_) => w(out, format_args!(" {}=INVALID", f.name())),
+        }
+    }
+    out.push(b'!');
+    false
+}
+
+/// `depth * TRACE_GRAPH_INDENT` blanks (the C loop's bound is an `int`).
+fn graph_indent(out: &mut Vec<u8>, depth: u64) {
+    let n = (depth as i32).max(0) as usize * 2;
+    out.extend(std::iter::repeat_n(b' ', n.min(1 << 16)));
+}
+
+/// The indent and function of an entry, then `tail` (`() {` or `();`).
+fn graph_func(env: &PEnv, out: &mut Vec<u8>, tail: &[u8]) -> bool {
+    let Some(depth) = num(env, F::Depth) else { return graph_missing(env, out, &[F::Depth]) };
+    graph_indent(out, depth);
+    let Some(func) = num(env, F::Func) else { return graph_missing(env, out, &[F::Func]) };
+    match env.env.ctx.kallsyms.and_then(|k| k.lookup_tep(func)) {
+        Some((n, _)) => out.extend_from_slice(n.as_bytes()),
+        None => hex(out, func),
+    }
+    out.extend_from_slice(tail);
+    true
+}
+
+/// trace-ftrace.c print_graph_overhead + print_graph_duration: a mark for
+/// long calls, microseconds with three decimals while they fit in seven
+/// characters, padded to seven, then `|  `.
+fn graph_duration(out: &mut Vec<u8>, duration: u64) {
+    out.extend_from_slice(match duration {
+        d if d > 1_000_000_000 => b"$ ",
+        d if d > 1_000_000 => b"# ",
+        d if d > 100_000 => b"! ",
+        d if d > 10_000 => b"+ ",
+        _ => b"  ",
+    });
+    let start = out.len();
+    dec_u(out, duration / 1000);
+    if out.len() - start < 7 {
+        w(out, format_args!(".{:03}", duration % 1000));
+    }
+    let len = out.len() - start;
+    out.extend_from_slice(b" us ");
+    out.extend(std::iter::repeat_n(b' ', 7usize.saturating_sub(len)));
+    out.extend_from_slice(b"|  ");
+}
+
+/// trace-ftrace.c `get_return_for_leaf`'s test: the (pid, func) an entry
+/// or exit record carries, for matching an entry with the record after it.
+pub(crate) fn graph_key(pf: &PluginFields, env: &Env) -> Option<u64> {
+    num(&PEnv { env, pf }, F::Func)
+}
+
+/// trace-ftrace.c `print_graph_entry_leaf`: an entry whose next record (in
+/// the buffer's time order) is its own function's exit, by the same pid,
+/// prints as one line with the exit's duration; the exit is not printed.
+pub(crate) fn graph_leaf(entry: (&PluginFields, &Env), exit: (&PluginFields, &Env), out: &mut Vec<u8>) -> bool {
+    let (xpf, xenv) = exit;
+    let x = &PEnv { env: xenv, pf: xpf };
+    let (Some(ret), Some(call)) = (num(x, F::Rettime), num(x, F::Calltime)) else {
+        return graph_missing(x, out, &[F::Rettime, F::Calltime]);
+    };
+    graph_duration(out, ret.wrapping_sub(call));
+    graph_func(&PEnv { env: entry.1, pf: entry.0 }, out, b"();")
 }
 
 /// `tep_read_number_field`: only fields of 1, 2, 4 or 8 bytes are numbers.

@@ -5,6 +5,7 @@
 //! - ftrace text (tracefs `trace`/`trace_pipe`, `trace-cmd report`).
 
 pub mod dat;
+pub mod graph;
 pub mod meta;
 pub mod pages;
 pub mod raw;
