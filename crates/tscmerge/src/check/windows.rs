@@ -124,6 +124,8 @@ pub struct VmThreads {
     pub pids: Vec<i32>,
     /// Guest CPU → vCPU where not the identity.
     pub vcpu_of_cpu: BTreeMap<u32, u32>,
+    /// vCPU → its host thread, as a trace-cmd GUEST option names it.
+    pub vcpu_pids: BTreeMap<u32, i32>,
 }
 
 /// What to check and how to map guest CPUs to host threads.
@@ -334,8 +336,17 @@ impl<'s> CheckSink<'s> {
     }
 
     fn guest_event(&mut self, machine: usize, cpu: u32, ts: u64, guest_ts: Option<u64>, name: &str, tsc_read: Option<TscRead>) {
-        let vcpu = self.cfg.vms.get(&machine).and_then(|vm| vm.vcpu_of_cpu.get(&cpu).copied()).unwrap_or(cpu);
-        let known = self.cfg.threads.get(&(machine, cpu)).or_else(|| self.vcpu_thread.get(&(machine, vcpu))).copied();
+        let vm = self.cfg.vms.get(&machine);
+        let vcpu = vm.and_then(|vm| vm.vcpu_of_cpu.get(&cpu).copied()).unwrap_or(cpu);
+        // The thread of the vCPU: pinned, else the GUEST option's, else the
+        // one whose kvm_entry names the vCPU.
+        let known = self
+            .cfg
+            .threads
+            .get(&(machine, cpu))
+            .or_else(|| vm.and_then(|vm| vm.vcpu_pids.get(&vcpu)))
+            .or_else(|| self.vcpu_thread.get(&(machine, vcpu)))
+            .copied();
         let cands: Vec<i32> = match known {
             Some(t) => vec![t],
             None => self.candidates.get(&machine).cloned().unwrap_or_default(),
