@@ -9,7 +9,10 @@ use tscmerge::plan::Plan;
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Exit status: 0 when violations <= --tolerance and every rdmsr read's value equals the host's kvm_msr, 1 otherwise, 2 on bad input."
+    after_help = "Inputs and offsets as for merge (see tscmerge merge --help for the precedence of offset sources).\n\
+Each vCPU's host thread: a trace-cmd GUEST option's map, else the thread whose kvm_entry names the vCPU,\n\
+else the VM's thread whose windows hold most of the CPU's events (reported as inferred).\n\
+Exit status: 0 when violations <= --tolerance and every rdmsr read's value equals the host's kvm_msr, 1 otherwise, 2 on bad input."
 )]
 pub struct CheckArgs {
     #[command(flatten)]
