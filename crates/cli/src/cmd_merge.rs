@@ -114,7 +114,8 @@ fn run_merge(
     let stats = run_merge_plain(cursors, total, &mut cs, threads)?;
     let mut r = cs.report();
     let _ = crate::cmd_check::print_report(plan, &mut r, khz, &mut std::io::stderr().lock());
-    Ok((stats, (r.host_windows > 0 && r.violations() > 0) || r.value_mismatches > 0))
+    let nothing_judged = r.host_windows > 0 && r.guest_events > 0 && r.judged() == 0;
+    Ok((stats, (r.host_windows > 0 && r.violations() > 0) || r.value_mismatches > 0 || nothing_judged))
 }
 
 fn run_merge_plain(cursors: Vec<tscmerge::merge::Input<'_>>, total: Option<u64>, sink: &mut dyn Sink, threads: usize) -> tscmerge::Result<tscmerge::merge::MergeStats> {
