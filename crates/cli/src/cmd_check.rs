@@ -9,7 +9,10 @@ use tscmerge::plan::Plan;
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Exit status: 0 when violations <= --tolerance and every rdmsr read's value equals the host's kvm_msr, 1 otherwise, 2 on bad input."
+    after_help = "Inputs and offsets as for merge (see tscmerge merge --help for the precedence of offset sources).\n\
+Each vCPU's host thread: a trace-cmd GUEST option's map, else the thread whose kvm_entry names the vCPU,\n\
+else the VM's thread whose windows hold most of the CPU's events (reported as inferred).\n\
+Exit status: 0 when violations <= --tolerance and every rdmsr read's value equals the host's kvm_msr, 1 otherwise, 2 on bad input."
 )]
 pub struct CheckArgs {
     #[command(flatten)]
@@ -72,6 +75,18 @@ pub fn print_report(plan: &Plan, r: &mut CheckReport, khz: Option<u64>, out: &mu
             r.guest_events
         )?;
     }
+    if r.outside_recording() > 0 {
+        writeln!(
+            out,
+            "check: {} guest events fall outside the host's recording ({} before its first event, {} after its last): not judged",
+            r.outside_recording(),
+            r.before_host,
+            r.after_host
+        )?;
+        if strong && r.judged() == 0 {
+            writeln!(out, "check: no guest event falls within the host's recording: nothing could be checked (the recordings do not overlap on this timeline: another session's files, or wrong offsets)")?;
+        }
+    }
     writeln!(out, "check: {} guest events out of time order on their CPU after conversion", r.non_monotonic)?;
     if r.rdmsr_reads > 0 {
         writeln!(out, "check: rdmsr reads: {} of {} values equal the host's kvm_msr", r.rdmsr_values_equal, r.rdmsr_reads)?;
@@ -96,7 +111,8 @@ pub fn print_report(plan: &Plan, r: &mut CheckReport, khz: Option<u64>, out: &mu
             (Some(t), true) => format!("thread {t} (inferred)"),
             (None, _) => "thread unknown".into(),
         };
-        writeln!(out, "  {} cpu {}: {thread}, {} events, {} inside", c.machine, c.cpu, c.events, c.inside)?;
+        let outside = if c.outside_recording > 0 { format!(" ({} outside the host's recording)", c.outside_recording) } else { String::new() };
+        writeln!(out, "  {} cpu {}: {thread}, {} events{outside}, {} inside", c.machine, c.cpu, c.events, c.inside)?;
         if !c.after_start.is_empty() {
             writeln!(out, "    event - window start: {}", dist(&mut c.after_start))?;
             writeln!(out, "    window end - event:   {}", dist(&mut c.before_end))?;
@@ -136,6 +152,7 @@ pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut r = sink.report();
     let mut stdout = std::io::stdout().lock();
     print_report(&plan, &mut r, a.inputs.tsc_khz, &mut stdout)?;
-    let failed = (r.violations() > a.tolerance && r.host_windows > 0) || r.value_mismatches > 0;
+    let nothing_judged = r.host_windows > 0 && r.guest_events > 0 && r.judged() == 0;
+    let failed = (r.violations() > a.tolerance && r.host_windows > 0) || r.value_mismatches > 0 || nothing_judged;
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -269,6 +269,7 @@ fn options(dat: &TraceDat<'_>, w: &mut impl Write) -> anyhow::Result<()> {
                 let vcpus: Vec<String> = g.vcpus.iter().map(|(v, pid)| format!("vcpu {v}→pid {pid}")).collect();
                 writeln!(w, "  GUEST        {:?}, trace id {:#018x}, {}", g.name, g.trace_id, vcpus.join(", "))?
             }
+            TraceOption::Malformed { id, error } => writeln!(w, "  {:<12} malformed, skipped as trace-cmd skips it: {error}", section_name(*id))?,
             TraceOption::Buffer { name, offset } => writeln!(w, "  BUFFER       {name:?} at {}", offset.0)?,
             TraceOption::BufferText { name, offset } => writeln!(w, "  BUFFER_TEXT  {name:?} at {}", offset.0)?,
             TraceOption::Section { id, offset } => writeln!(w, "  {:<12} section at {}", section_name(*id), offset.0)?,

@@ -15,10 +15,17 @@ use crate::output::Output;
 
 #[derive(clap::Args)]
 #[command(after_help = "Each guest CPU is taken to be the vCPU of the same number unless --vcpu-map says otherwise.\n\
+Offsets, per vCPU, in this precedence: (1) the host's kvm_write_tsc_offset events, each from its write on\n\
+(replaced by KVM debugfs snapshots that contradict them with --offsets auto, or always with --offsets debugfs);\n\
+(2) a trace-cmd guest's TIME_SHIFT samples, before the first of (1) or everywhere (1) has none; where (1)\n\
+covers a sample, (1) wins and a disagreement is said; (3) --tsc-offset, before everything else when (1) and (2)\n\
+do not reach back. trace-cmd host-guest files are recognised by content: the guest's TRACEID finds the host's\n\
+GUEST option, which names the vCPU threads: `tscmerge merge host.dat --guest guest.dat` needs no flags.\n\
 Formats: text (trace-cmd report layout with a machine column), json (one object per line),\n\
 perfetto (protobuf for ui.perfetto.dev; needs --tsc-khz), chrome (trace event JSON; needs --tsc-khz),\n\
 dat (trace.dat v7, zstd, one buffer per machine, for trace-cmd and KernelShark; needs -o).\n\
 Examples:\n  tscmerge merge host.txt host-tsc_offset.txt --guest vm0=guest-vm0.txt,pid=2000\n\
+  tscmerge merge trace-host.dat --guest trace-guest.dat          # trace-cmd record -A GUEST ...\n\
   tscmerge merge host.dat --guest vm0=guest.dat --format perfetto --tsc-khz 2995200 -o merged.pftrace\n\
   tscmerge merge host.dat --guest vm0=guest.dat --format dat -o merged.dat && kernelshark merged.dat")]
 pub struct Args {
@@ -107,7 +114,8 @@ fn run_merge(
     let stats = run_merge_plain(cursors, total, &mut cs, threads)?;
     let mut r = cs.report();
     let _ = crate::cmd_check::print_report(plan, &mut r, khz, &mut std::io::stderr().lock());
-    Ok((stats, (r.host_windows > 0 && r.violations() > 0) || r.value_mismatches > 0))
+    let nothing_judged = r.host_windows > 0 && r.guest_events > 0 && r.judged() == 0;
+    Ok((stats, (r.host_windows > 0 && r.violations() > 0) || r.value_mismatches > 0 || nothing_judged))
 }
 
 fn run_merge_plain(cursors: Vec<tscmerge::merge::Input<'_>>, total: Option<u64>, sink: &mut dyn Sink, threads: usize) -> tscmerge::Result<tscmerge::merge::MergeStats> {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tscmerge::clock::Scaling;
 use ftrace::write::Compression;
-use tscmerge::synth::{write_dat, write_text, SynthConfig};
+use tscmerge::synth::{write_dat, write_text, write_tracecmd_pair, PairConfig, Sampling, SynthConfig};
 
 use crate::output::Codec;
 
@@ -19,6 +19,20 @@ pub enum Format {
     Dat,
     /// Both sets, side by side.
     Both,
+    /// A trace-cmd 3.x host-guest pair: host.dat (GUEST options, kvm_entry/kvm_exit, no offset
+    /// writes), guest-vmN.dat (TRACEID, TIME_SHIFT, TSC2NSEC).
+    #[value(name = "trace-cmd")]
+    TraceCmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimeShift {
+    /// First and last guest event of each vCPU (trace-cmd's default).
+    StartEnd,
+    /// Also right after every offset write.
+    Changes,
+    /// Also at every 100th guest event.
+    Many,
 }
 
 #[derive(clap::Args)]
@@ -47,6 +61,9 @@ pub struct Args {
     /// What to write; truth.tsv is always written.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// --format trace-cmd: which TIME_SHIFT samples the guests get.
+    #[arg(long, value_enum, default_value_t = TimeShift::Changes)]
+    pub time_shift: TimeShift,
     /// trace.dat (v7) compression.
     #[arg(long, value_enum, default_value_t = Codec::Zstd)]
     pub compression: Codec,
@@ -68,6 +85,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let sum = match a.format {
         Format::Text => write_text(&cfg, &a.dir).with_context(ctx)?,
         Format::Dat => write_dat(&cfg, &a.dir, compression).with_context(ctx)?,
+        Format::TraceCmd => {
+            let sampling = match a.time_shift {
+                TimeShift::StartEnd => Sampling::StartEnd,
+                TimeShift::Changes => Sampling::Changes { every: 0 },
+                TimeShift::Many => Sampling::Changes { every: 100 },
+            };
+            write_tracecmd_pair(&cfg, &PairConfig { sampling, ..Default::default() }, &a.dir, compression).with_context(ctx)?
+        }
         Format::Both => {
             write_text(&cfg, &a.dir).with_context(ctx)?;
             write_dat(&cfg, &a.dir, compression).with_context(ctx)?

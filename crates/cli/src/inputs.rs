@@ -13,8 +13,10 @@ pub struct InputArgs {
     /// Host recordings (trace.dat, text of each tracefs buffer, raw capture directories).
     #[arg(required = true)]
     pub hosts: Vec<PathBuf>,
-    /// A guest: NAME=FILE[,FILE...][,pid=PID]; pid pins it to the VM of that VMM process or vCPU thread.
-    #[arg(long = "guest", value_name = "NAME=FILE,...")]
+    /// A guest: [NAME=]FILE[,FILE...][,pid=PID]; pid pins it to the VM of that VMM process or vCPU
+    /// thread. A trace-cmd guest (TRACEID) is tied to the host's GUEST option with its trace id and,
+    /// without NAME, named after it.
+    #[arg(long = "guest", value_name = "[NAME=]FILE,...")]
     pub guests: Vec<String>,
     /// Guest CPU to vCPU map: NAME:GCPU=VCPU[,GCPU=VCPU...].
     #[arg(long = "vcpu-map", value_name = "NAME:CPU=VCPU,...")]

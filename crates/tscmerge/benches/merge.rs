@@ -26,7 +26,7 @@ fn conversion(c: &mut Criterion) {
     });
     // A vCPU whose offset changes every 1000 events (rises and falls).
     let periods = (0..N / 1000 + 1)
-        .map(|k| Period { start: Some(HostTsc(k * 1_000_000)), offset: ((k % 3) as i64 * 700 - 1_000_000) as u64, prev: 0, pid: None })
+        .map(|k| Period { start: Some(HostTsc(k * 1_000_000)), offset: ((k % 3) as i64 * 700 - 1_000_000) as u64, prev: 0, pid: None, origin: Default::default() })
         .collect();
     let tl = VcpuTimeline { pid: Some(1), periods, scaling: None };
     let guest: Vec<GuestTsc> = (0..N)

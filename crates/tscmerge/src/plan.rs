@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::clock::{GuestCursor, OffsetTimeline, Scaling, VcpuClock, VcpuTimeline};
+use crate::clock::{GuestCursor, OffsetTimeline, Scaling, TimeShiftUse, VcpuClock, VcpuTimeline};
 use crate::merge;
 use crate::source::pages::GuestClock;
 use crate::source::{Input, InputKind, PageFeed};
@@ -40,10 +40,14 @@ impl GuestSpec {
             .collect()
     }
 
-    /// Parses `NAME=FILE[,FILE...][,pid=PID]`.
+    /// Parses `[NAME=]FILE[,FILE...][,pid=PID]`. Without a name (empty
+    /// `name`), the plan names the guest: after the host's GUEST option for
+    /// a trace-cmd guest, else after its first file.
     pub fn parse(s: &str) -> std::result::Result<GuestSpec, String> {
-        let (name, rest) = s.split_once('=').ok_or_else(|| format!("--guest {s:?}: expected NAME=FILE[,FILE...][,pid=PID]"))?;
-        if name.is_empty() || name == "host" {
+        let first = s.split(',').next().unwrap_or("");
+        let named = first.contains('=') && !first.starts_with("pid=") && !std::path::Path::new(first).exists();
+        let (name, rest) = if named { s.split_once('=').unwrap_or(("", s)) } else { ("", s) };
+        if named && (name.is_empty() || name == "host") {
             return Err(format!("--guest {s:?}: the guest needs a name other than 'host'"));
         }
         let mut g = GuestSpec { name: name.to_string(), ..Default::default() };
@@ -121,6 +125,35 @@ pub struct Plan {
     /// The tracepoint's timeline, kept when another source was chosen.
     pub tracepoint_timeline: Option<OffsetTimeline>,
     pub debugfs: Vec<crate::clock::DebugfsSnapshot>,
+    /// Each trace-cmd guest's TIME_SHIFT samples and what became of them.
+    pub time_shifts: Vec<TimeShiftUse>,
+}
+
+/// What a guest recording says of itself as trace-cmd wrote it.
+#[derive(Clone, Debug, Default)]
+struct GuestIds {
+    /// TRACEID: the host's GUEST option names the same.
+    trace_id: Option<u64>,
+    time_shift: Option<ftrace::tracedat::TimeShift>,
+}
+
+impl GuestIds {
+    fn of(inputs: &[Input]) -> GuestIds {
+        let mut ids = GuestIds::default();
+        for d in inputs.iter().filter_map(Input::tracedat) {
+            ids.trace_id = ids.trace_id.or(d.trace_id());
+            if ids.time_shift.is_none() {
+                ids.time_shift = d.time_shift().cloned();
+            }
+        }
+        ids
+    }
+}
+
+/// A name for a guest given without one: its file's stem.
+fn name_from_file(g: &GuestSpec) -> String {
+    let stem = g.files.first().and_then(|f| f.file_stem()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    if stem.is_empty() || stem == "host" { "guest".into() } else { stem }
 }
 
 static NO_TIMELINE: VcpuTimeline = VcpuTimeline { pid: None, periods: Vec::new(), scaling: None };
@@ -195,37 +228,112 @@ impl Plan {
                 require_tsc(h)?;
             }
         }
+        // trace-cmd host-guest recordings: the host's GUEST options name
+        // each guest's trace id and vCPU threads.
+        let mut host_ids: Vec<u64> = Vec::new();
+        for h in &hosts {
+            if let Some(d) = h.tracedat() {
+                host_ids.extend(d.trace_id());
+                for g in d.guests() {
+                    timeline.add_guest_option(g);
+                }
+                for o in d.options() {
+                    if let ftrace::tracedat::TraceOption::Malformed { error, .. } = o {
+                        notes.push(format!("{}: a GUEST option does not parse and is skipped, as trace-cmd skips it: {error}", h.name()));
+                    }
+                }
+            }
+        }
         let mut guests = Vec::new();
         let mut unresolved = Vec::new();
-        for g in spec.guests {
+        let mut ids = Vec::new();
+        for mut g in spec.guests {
             let inputs = g.files.iter().map(|p| Input::open(p)).collect::<Result<Vec<_>>>()?;
             for i in &inputs {
                 require_tsc(i)?;
             }
-            let (vm, reason) = match choose_vm(&mut timeline, &g)? {
+            let gid = GuestIds::of(&inputs);
+            let unnamed = g.name.is_empty();
+            if unnamed {
+                g.name = name_from_file(&g);
+            }
+            let (vm, reason) = match choose_vm(&mut timeline, &g, &gid)? {
                 Some(choice) => choice,
                 None => {
                     unresolved.push(guests.len());
                     (usize::MAX, String::new())
                 }
             };
+            if unnamed {
+                if let Some(n) = timeline.vms.get(vm).and_then(|v| v.guest_option.as_ref()).map(|o| o.name.clone()).filter(|n| !n.is_empty() && n != "host") {
+                    g.name = n;
+                }
+                let taken = |n: &str| guests.iter().any(|p: &PlannedGuest| p.spec.name == n);
+                if taken(&g.name) {
+                    let base = g.name.clone();
+                    g.name = (2..).map(|i| format!("{base}-{i}")).find(|n| !taken(n)).unwrap_or(base);
+                }
+            }
             guests.push(PlannedGuest { spec: g, inputs, vm, reason });
+            ids.push(gid);
         }
-        let mut plan = Plan { hosts, guests, timeline, matches: Vec::new(), notes, tracepoint_timeline, debugfs };
+        let mut plan = Plan { hosts, guests, timeline, matches: Vec::new(), notes, tracepoint_timeline, debugfs, time_shifts: Vec::new() };
         for gi in unresolved {
             plan.match_guest(gi)?;
         }
-        for gi in 0..plan.guests.len() {
+        for (gi, gid) in ids.iter().enumerate() {
+            plan.check_guest_threads(gi)?;
             let g = &plan.guests[gi];
-            let (vm, offsets, scaling) = (g.vm, g.spec.tsc_offsets.clone(), g.spec.scaling.or(spec.scaling));
+            let (vm, name) = (g.vm, g.spec.name.clone());
+            if let Some(ts) = &gid.time_shift {
+                let used = plan.timeline.apply_time_shift(vm, &name, ts).map_err(|e| Error::Usage(format!("guest {name}: {e}")))?;
+                if !host_ids.is_empty() && !host_ids.contains(&ts.peer_trace_id) {
+                    plan.notes.push(format!(
+                        "guest {name}: its TIME_SHIFT was sampled against host trace id {:#x}, not the host inputs' ({}): the files are not from one trace-cmd session",
+                        ts.peer_trace_id,
+                        host_ids.iter().map(|i| format!("{i:#x}")).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                plan.notes.extend(used.disagreement_note());
+                plan.time_shifts.push(used);
+            }
+            let g = &plan.guests[gi];
+            let (offsets, scaling) = (g.spec.tsc_offsets.clone(), g.spec.scaling.or(spec.scaling));
             for (vcpu, off) in offsets {
-                plan.timeline.assume_initial_offset(vm, VcpuId(vcpu), off);
+                if let Some(origin) = plan.timeline.assume_initial_offset(vm, VcpuId(vcpu), off) {
+                    plan.notes.push(format!(
+                        "guest {name}: --tsc-offset {vcpu}={} is not used: {} offsets already cover vCPU {vcpu} from the beginning, and they take precedence",
+                        off as i64,
+                        origin.name()
+                    ));
+                }
             }
             if let Some(s) = scaling {
                 plan.timeline.set_scaling(vm, None, s);
             }
         }
         Ok(plan)
+    }
+
+    /// A guest tied to a host's GUEST option: the vCPU threads the option
+    /// names must appear in the host recording (else the map is of another
+    /// recording, and no run window could ever be found).
+    fn check_guest_threads(&self, gi: usize) -> Result<()> {
+        let g = &self.guests[gi];
+        let Some(opt) = self.timeline.vms.get(g.vm).and_then(|v| v.guest_option.as_ref()) else { return Ok(()) };
+        let seen: BTreeMap<i32, u64> = self.hosts.iter().flat_map(|h| h.guest_thread_events().iter().copied()).fold(BTreeMap::new(), |mut m, (p, n)| {
+            *m.entry(p).or_default() += n;
+            m
+        });
+        let absent: Vec<String> = opt.vcpu_pids.iter().filter(|(_, p)| seen.get(p).copied().unwrap_or(0) == 0).map(|(v, p)| format!("vCPU {v} → thread {p}")).collect();
+        if !absent.is_empty() && absent.len() == opt.vcpu_pids.len() {
+            return Err(Error::Usage(format!(
+                "guest {}: the host's GUEST option names its vCPU threads ({}), but the host recording holds no event of any of them: the option describes another recording, or the host traced neither kvm_entry/kvm_exit nor anything else of those threads",
+                g.spec.name,
+                absent.join(", ")
+            )));
+        }
+        Ok(())
     }
 
     /// Ties guest `gi` to the VM whose run windows hold the largest share of
@@ -307,7 +415,12 @@ impl Plan {
             let Some(vm) = self.timeline.vms.get(g.vm) else { continue };
             cfg.vms.insert(
                 gi + 1,
-                crate::check::VmThreads { tgid: vm.tgid, pids: vm.pids().collect(), vcpu_of_cpu: g.spec.vcpu_map.clone() },
+                crate::check::VmThreads {
+                    tgid: vm.tgid,
+                    pids: vm.pids().collect(),
+                    vcpu_of_cpu: g.spec.vcpu_map.clone(),
+                    vcpu_pids: vm.guest_option.as_ref().map(|o| o.vcpu_pids.clone()).unwrap_or_default(),
+                },
             );
         }
         cfg
@@ -426,7 +539,7 @@ impl Plan {
 
 /// Ties a guest to a VM of the timeline when that needs no evidence; `None`
 /// when several VMs could be it (the caller matches by run windows).
-fn choose_vm(tl: &mut OffsetTimeline, g: &GuestSpec) -> Result<Option<(usize, String)>> {
+fn choose_vm(tl: &mut OffsetTimeline, g: &GuestSpec, ids: &GuestIds) -> Result<Option<(usize, String)>> {
     if let Some(pid) = g.pid {
         return match tl.vm_of_pid(pid) {
             Some(vm) => Ok(Some((vm, format!("pinned by pid={pid}")))),
@@ -437,10 +550,23 @@ fn choose_vm(tl: &mut OffsetTimeline, g: &GuestSpec) -> Result<Option<(usize, St
             ))),
         };
     }
-    if tl.vms.is_empty() && !g.tsc_offsets.is_empty() {
-        let vm = tl.vms.len();
-        tl.vms.push(crate::clock::Vm { index: vm, tgid: None, vcpus: BTreeMap::new(), first_write: crate::HostTsc(0) });
-        return Ok(Some((vm, "offsets given with --tsc-offset".into())));
+    // A trace-cmd guest: its TRACEID is the trace id of one GUEST option.
+    let options: Vec<(usize, u64)> = tl.vms.iter().filter_map(|v| Some((v.index, v.guest_option.as_ref()?.trace_id))).collect();
+    if let (Some(id), false) = (ids.trace_id, options.is_empty()) {
+        return match options.iter().find(|&&(_, t)| t == id) {
+            Some(&(vm, _)) => Ok(Some((vm, format!("its trace id {id:#x} is the one the host's GUEST option names")))),
+            None => Err(Error::Usage(format!(
+                "guest {}: its trace id {id:#x} (TRACEID) matches no GUEST option of the host inputs, which name {}: the guest was not recorded with this host; if it was, pin it with --guest {}=FILE,pid=VCPU_THREAD",
+                g.name,
+                options.iter().map(|(_, t)| format!("{t:#x}")).collect::<Vec<_>>().join(", "),
+                g.name
+            ))),
+        };
+    }
+    if tl.vms.is_empty() && (!g.tsc_offsets.is_empty() || ids.time_shift.is_some()) {
+        let vm = tl.add_empty_vm();
+        let why = if ids.time_shift.is_some() { "offsets from its TIME_SHIFT option" } else { "offsets given with --tsc-offset" };
+        return Ok(Some((vm, why.into())));
     }
     match tl.vms.len() {
         0 => Err(Error::Usage(format!(

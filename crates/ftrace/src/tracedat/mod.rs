@@ -27,7 +27,7 @@ mod stream;
 pub mod time;
 
 pub use compress::{Codec, MAX_BLOCK};
-pub use options::{Guest, TimeShift, TimeShiftCpu, TraceOption};
+pub use options::{Guest, TimeShift, TimeShiftCpu, TimeShiftSample, TraceOption};
 pub use stream::{CpuEvents, PageStream, READ_BLOCK};
 
 use crate::ring::PageLayout;
@@ -725,6 +725,41 @@ impl<'d> TraceDat<'d> {
 
     pub fn options(&self) -> &[TraceOption] {
         &self.options
+    }
+
+    /// TRACEID: this recording's trace id (trace-cmd host-guest tracing:
+    /// a guest's equals the trace id its host's GUEST option names). The
+    /// last one wins, as trace-input.c reads them in order.
+    pub fn trace_id(&self) -> Option<u64> {
+        self.options.iter().rev().find_map(|o| match o {
+            TraceOption::TraceId(v) => Some(*v),
+            _ => None,
+        })
+    }
+
+    /// GUEST options: the guests a host recording traced with trace-cmd.
+    pub fn guests(&self) -> impl Iterator<Item = &Guest> + '_ {
+        self.options.iter().filter_map(|o| match o {
+            TraceOption::Guest(g) => Some(g),
+            _ => None,
+        })
+    }
+
+    /// TIME_SHIFT: a guest recording's offsets to its host (the last one,
+    /// as trace-input.c keeps it).
+    pub fn time_shift(&self) -> Option<&TimeShift> {
+        self.options.iter().rev().find_map(|o| match o {
+            TraceOption::TimeShift(t) => Some(t),
+            _ => None,
+        })
+    }
+
+    /// TSC2NSEC `(mult, shift, offset)`: nanoseconds = `(tsc * mult) >> shift`.
+    pub fn tsc2nsec(&self) -> Option<(u32, u32, u64)> {
+        self.options.iter().rev().find_map(|o| match o {
+            TraceOption::Tsc2Nsec { mult, shift, offset } => Some((*mult, *shift, *offset)),
+            _ => None,
+        })
     }
     /// The top level first, then instances in file order.
     pub fn buffers(&self) -> &[Buffer] {

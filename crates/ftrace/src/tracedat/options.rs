@@ -54,6 +54,11 @@ pub enum TraceOption {
     TraceId(u64),
     TimeShift(TimeShift),
     Guest(Guest),
+    /// An option whose body does not parse where trace-cmd would skip it
+    /// too (a GUEST option: trace-input.c `trace_guest_load` drops a bad
+    /// one and reads on): the file stays readable, and the error is kept
+    /// for whoever needs the option.
+    Malformed { id: u16, error: String },
     Tsc2Nsec { mult: u32, shift: u32, offset: u64 },
     /// A flyrecord buffer (instance); its full description is in
     /// [`super::TraceDat::buffers`].
@@ -73,6 +78,41 @@ pub struct TimeShift {
     pub cpus: Vec<TimeShiftCpu>,
 }
 
+impl TimeShift {
+    /// Flag: offsets are interpolated linearly between samples
+    /// (include/trace-cmd/trace-cmd.h `TRACECMD_TSYNC_FLAG_INTERPOLATE`).
+    pub const FLAG_INTERPOLATE: u32 = 1;
+
+    /// Samples over all CPUs.
+    pub fn sample_count(&self) -> usize {
+        self.cpus.iter().map(|c| c.times.len()).sum()
+    }
+}
+
+/// One TIME_SHIFT sample, typed: at guest time `time` (the guest's raw
+/// trace timestamp of trace-cmd's sync marker), the host answered with
+/// `offset` = −(KVM's TSC offset) and the vCPU's scaling (trace-cmd
+/// lib/trace-cmd/trace-timesync-kvm.c `kvm_clock_host`: `packet.offset =
+/// -kvm_offset`; ratio 1 and fraction bits 0 when KVM's ratio is its
+/// default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeShiftSample {
+    pub time: u64,
+    /// As stored: the KVM offset negated.
+    pub offset: i64,
+    pub scaling: u64,
+    /// 0 when the file has no fraction bits (before trace-cmd 3.0).
+    pub frac_bits: u64,
+}
+
+impl TimeShiftSample {
+    /// The KVM TSC offset (`guest = ((host * ratio) >> frac) + offset`),
+    /// two's complement.
+    pub fn kvm_offset(&self) -> u64 {
+        (self.offset as u64).wrapping_neg()
+    }
+}
+
 /// One CPU's samples: parallel arrays. Offsets are the raw stored values
 /// (trace-cmd stores the guest→host correction, i.e. the KVM offset negated).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -84,13 +124,32 @@ pub struct TimeShiftCpu {
     pub frac_bits: Option<Vec<u64>>,
 }
 
+impl TimeShiftCpu {
+    /// The samples in file order.
+    pub fn samples(&self) -> impl Iterator<Item = TimeShiftSample> + '_ {
+        (0..self.times.len()).map(move |i| TimeShiftSample {
+            time: self.times[i],
+            offset: self.offsets.get(i).copied().unwrap_or(0),
+            scaling: self.scalings.get(i).copied().unwrap_or(0),
+            frac_bits: self.frac_bits.as_ref().and_then(|f| f.get(i)).copied().unwrap_or(0),
+        })
+    }
+}
+
 /// GUEST: a traced guest and the host tasks running its vCPUs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Guest {
     pub name: String,
     pub trace_id: u64,
-    /// `(vcpu, host pid)`.
+    /// `(vcpu, host pid)`, each vcpu below the count the option gives.
     pub vcpus: Vec<(u32, u32)>,
+}
+
+impl Guest {
+    /// The host thread running `vcpu`.
+    pub fn vcpu_pid(&self, vcpu: u32) -> Option<u32> {
+        self.vcpus.iter().find(|&&(v, _)| v == vcpu).map(|&(_, p)| p)
+    }
 }
 
 /// Option text: NUL-terminated when present; some options are empty.
@@ -158,7 +217,13 @@ fn guest(data: &[u8], endian: Endian, offset: u64) -> Result<Guest> {
     }
     let mut vcpus = Vec::with_capacity(n as usize);
     for _ in 0..n {
-        vcpus.push((r.u32("GUEST vcpu")?, r.u32("GUEST vcpu pid")?));
+        let at = r.offset();
+        let vcpu = r.u32("GUEST vcpu")?;
+        // trace_guest_load: a vCPU id at or past the count is an error.
+        if vcpu >= n {
+            return Err(Error::invalid(at, format!("GUEST vcpu {vcpu} is not below the option's vcpu count {n}")));
+        }
+        vcpus.push((vcpu, r.u32("GUEST vcpu pid")?));
     }
     Ok(Guest { name, trace_id, vcpus })
 }
@@ -184,7 +249,10 @@ pub(crate) fn parse(opt: u16, data: &[u8], endian: Endian, offset: u64) -> Resul
         id::PROCMAPS => TraceOption::ProcMaps(text(data)),
         id::TRACEID => TraceOption::TraceId(r.u64("TRACEID option")?),
         id::TIME_SHIFT => TraceOption::TimeShift(time_shift(data, endian, offset)?),
-        id::GUEST => TraceOption::Guest(guest(data, endian, offset)?),
+        id::GUEST => match guest(data, endian, offset) {
+            Ok(g) => TraceOption::Guest(g),
+            Err(e) => TraceOption::Malformed { id: opt, error: e.to_string() },
+        },
         id::TSC2NSEC => TraceOption::Tsc2Nsec {
             mult: r.u32("TSC2NSEC mult")?,
             shift: r.u32("TSC2NSEC shift")?,
@@ -204,4 +272,89 @@ pub(crate) fn parse(opt: u16, data: &[u8], endian: Endian, offset: u64) -> Resul
         }
         _ => TraceOption::Unknown { id: opt, data: data.to_vec() },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn le(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    #[test]
+    fn guest_option_typed() {
+        let d = le(&[b"vm1\0", &7u64.to_le_bytes(), &2u32.to_le_bytes(), &1u32.to_le_bytes(), &501u32.to_le_bytes(), &0u32.to_le_bytes(), &500u32.to_le_bytes()]);
+        let TraceOption::Guest(g) = parse(id::GUEST, &d, Endian::Little, 100).unwrap() else { panic!() };
+        assert_eq!((g.name.as_str(), g.trace_id, g.vcpus.clone()), ("vm1", 7, vec![(1, 501), (0, 500)]));
+        assert_eq!((g.vcpu_pid(0), g.vcpu_pid(1), g.vcpu_pid(2)), (Some(500), Some(501), None));
+    }
+
+    #[test]
+    fn bad_guest_options_are_kept_as_malformed() {
+        // A count far beyond the bytes: refused before any allocation.
+        let d = le(&[b"g\0", &1u64.to_le_bytes(), &u32::MAX.to_le_bytes(), &[0; 8]]);
+        let o = parse(id::GUEST, &d, Endian::Little, 0).unwrap();
+        assert!(matches!(&o, TraceOption::Malformed { id: 13, error } if error.contains("vcpu table")), "{o:?}");
+        // A vCPU id past the count (trace_guest_load refuses it too).
+        let d = le(&[b"g\0", &1u64.to_le_bytes(), &1u32.to_le_bytes(), &3u32.to_le_bytes(), &9u32.to_le_bytes()]);
+        let o = parse(id::GUEST, &d, Endian::Little, 0).unwrap();
+        assert!(matches!(&o, TraceOption::Malformed { error, .. } if error.contains("vcpu 3 is not below")), "{o:?}");
+        // Truncated trace id.
+        assert!(matches!(parse(id::GUEST, b"g\0\x01", Endian::Little, 0).unwrap(), TraceOption::Malformed { .. }));
+    }
+
+    fn time_shift_bytes(frac: bool) -> Vec<u8> {
+        let mut d = le(&[&0xabcu64.to_le_bytes(), &1u32.to_le_bytes(), &2u32.to_le_bytes()]);
+        // CPU 0: two samples; CPU 1: one.
+        d.extend(2u32.to_le_bytes());
+        for v in [100u64, 200, (-5i64) as u64, (-6i64) as u64, 1, 1] {
+            d.extend(v.to_le_bytes());
+        }
+        d.extend(1u32.to_le_bytes());
+        for v in [300u64, 9, 0xc000_0000_0000] {
+            d.extend(v.to_le_bytes());
+        }
+        if frac {
+            for v in [0u64, 0, 48] {
+                d.extend(v.to_le_bytes());
+            }
+        }
+        d
+    }
+
+    #[test]
+    fn time_shift_typed_with_and_without_fraction_bits() {
+        let TraceOption::TimeShift(t) = parse(id::TIME_SHIFT, &time_shift_bytes(true), Endian::Little, 0).unwrap() else { panic!() };
+        assert_eq!((t.peer_trace_id, t.flags, t.cpus.len(), t.sample_count()), (0xabc, TimeShift::FLAG_INTERPOLATE, 2, 3));
+        let s: Vec<TimeShiftSample> = t.cpus[0].samples().collect();
+        assert_eq!(s[1], TimeShiftSample { time: 200, offset: -6, scaling: 1, frac_bits: 0 });
+        assert_eq!(s[1].kvm_offset(), 6);
+        let s1: Vec<TimeShiftSample> = t.cpus[1].samples().collect();
+        assert_eq!(s1, vec![TimeShiftSample { time: 300, offset: 9, scaling: 0xc000_0000_0000, frac_bits: 48 }]);
+        let TraceOption::TimeShift(t) = parse(id::TIME_SHIFT, &time_shift_bytes(false), Endian::Little, 0).unwrap() else { panic!() };
+        assert!(t.cpus.iter().all(|c| c.frac_bits.is_none()));
+        assert_eq!(t.cpus[1].samples().next().unwrap().frac_bits, 0);
+    }
+
+    #[test]
+    fn time_shift_counts_are_bounded_by_the_bytes() {
+        // A CPU count, then a sample count, far beyond the option: errors,
+        // no allocation of the claimed size.
+        let d = le(&[&1u64.to_le_bytes(), &0u32.to_le_bytes(), &u32::MAX.to_le_bytes()]);
+        assert!(parse(id::TIME_SHIFT, &d, Endian::Little, 0).unwrap_err().to_string().contains("cpu count"));
+        let d = le(&[&1u64.to_le_bytes(), &0u32.to_le_bytes(), &1u32.to_le_bytes(), &u32::MAX.to_le_bytes(), &[0; 16]]);
+        assert!(parse(id::TIME_SHIFT, &d, Endian::Little, 0).is_err());
+        // Fraction bits cut short.
+        let mut d = time_shift_bytes(true);
+        d.truncate(d.len() - 4);
+        assert!(parse(id::TIME_SHIFT, &d, Endian::Little, 0).is_err());
+    }
+
+    #[test]
+    fn trace_id_and_tsc2nsec() {
+        assert_eq!(parse(id::TRACEID, &5u64.to_be_bytes(), Endian::Big, 0).unwrap(), TraceOption::TraceId(5));
+        let d = le(&[&735842807u32.to_le_bytes(), &31u32.to_le_bytes(), &0u64.to_le_bytes()]);
+        assert_eq!(parse(id::TSC2NSEC, &d, Endian::Little, 0).unwrap(), TraceOption::Tsc2Nsec { mult: 735842807, shift: 31, offset: 0 });
+    }
 }

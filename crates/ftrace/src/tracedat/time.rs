@@ -57,9 +57,8 @@ struct Sample {
     fraction: i64,
 }
 
-/// TIME_SHIFT's flag asking for linear interpolation between samples
-/// (trace-cmd include/trace-cmd/trace-cmd.h TRACECMD_TSYNC_FLAG_INTERPOLATE).
-const TSYNC_FLAG_INTERPOLATE: u32 = 1;
+/// TIME_SHIFT's flag asking for linear interpolation between samples.
+const TSYNC_FLAG_INTERPOLATE: u32 = super::options::TimeShift::FLAG_INTERPOLATE;
 
 /// A file's rules for record times, as trace-cmd 3.1.6 reads them.
 #[derive(Clone, Debug, PartialEq)]
@@ -168,13 +167,9 @@ impl ReportClock {
                         .cpus
                         .iter()
                         .map(|c| {
-                            let mut v: Vec<Sample> = (0..c.times.len())
-                                .map(|i| Sample {
-                                    time: c.times[i] as i64,
-                                    offset: c.offsets.get(i).copied().unwrap_or(0),
-                                    scaling: c.scalings.get(i).copied().unwrap_or(0) as i64,
-                                    fraction: c.frac_bits.as_ref().and_then(|f| f.get(i)).copied().unwrap_or(0) as i64,
-                                })
+                            let mut v: Vec<Sample> = c
+                                .samples()
+                                .map(|x| Sample { time: x.time as i64, offset: x.offset, scaling: x.scaling as i64, fraction: x.frac_bits as i64 })
                                 .collect();
                             // qsort by time (tsync_offset_cmp), then equal
                             // times dropped. qsort is not stable; equal

@@ -124,6 +124,8 @@ pub struct VmThreads {
     pub pids: Vec<i32>,
     /// Guest CPU → vCPU where not the identity.
     pub vcpu_of_cpu: BTreeMap<u32, u32>,
+    /// vCPU → its host thread, as a trace-cmd GUEST option names it.
+    pub vcpu_pids: BTreeMap<u32, i32>,
 }
 
 /// What to check and how to map guest CPUs to host threads.
@@ -163,6 +165,9 @@ pub struct GuestCpuReport {
     /// (window end − event), cycles, filled as windows close.
     pub before_end: Vec<u64>,
     pub outside_max: u64,
+    /// Events before the host's first event or after its last: outside the
+    /// host's recording, so not judged.
+    pub outside_recording: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -189,14 +194,31 @@ pub struct CheckReport {
     pub value_mismatches: u64,
     /// The mismatch with the largest difference.
     pub worst_value_mismatch: Option<ValueMismatch>,
+    /// Guest events placed before the host's first event: the guest's
+    /// recording began before the host's. Not judged.
+    pub before_host: u64,
+    /// Guest events placed after the host's last event. Not judged.
+    pub after_host: u64,
 }
 
 impl CheckReport {
+    /// Guest events outside every window of their vCPU while the host was
+    /// recording.
     pub fn violations(&self) -> u64 {
-        self.guest_events - self.inside
+        self.guest_events - self.inside - self.outside_recording()
     }
+    /// Guest events the host's recording could not judge (before it began,
+    /// after it ended).
+    pub fn outside_recording(&self) -> u64 {
+        self.before_host + self.after_host
+    }
+    /// Guest events within the host's recording.
+    pub fn judged(&self) -> u64 {
+        self.guest_events - self.outside_recording()
+    }
+    /// Share of the judged events inside a window.
     pub fn fraction_inside(&self) -> f64 {
-        if self.guest_events == 0 { 0.0 } else { self.inside as f64 / self.guest_events as f64 }
+        if self.judged() == 0 { 0.0 } else { self.inside as f64 / self.judged() as f64 }
     }
 }
 
@@ -208,6 +230,10 @@ struct CpuState {
     last_ts: Option<u64>,
     /// Inside events waiting for their window to close: (thread, ts).
     pending: Vec<(i32, u64)>,
+    /// Outside events since the host event numbered `tail_gen`: when no host
+    /// event follows them, they were after the host's recording ended.
+    tail_gen: u64,
+    tail: u64,
 }
 
 /// The check as a sink; forwards every event to `inner` when given.
@@ -227,6 +253,10 @@ pub struct CheckSink<'s> {
     deferred: Vec<Deferred>,
     report: CheckReport,
     seq: u64,
+    /// Host events seen, and the time of the first and last.
+    host_events: u64,
+    first_host: Option<u64>,
+    last_host_ts: u64,
 }
 
 impl<'s> CheckSink<'s> {
@@ -244,6 +274,9 @@ impl<'s> CheckSink<'s> {
             deferred: Vec::new(),
             report: CheckReport::default(),
             seq: 0,
+            host_events: 0,
+            first_host: None,
+            last_host_ts: 0,
         }
     }
 
@@ -334,8 +367,17 @@ impl<'s> CheckSink<'s> {
     }
 
     fn guest_event(&mut self, machine: usize, cpu: u32, ts: u64, guest_ts: Option<u64>, name: &str, tsc_read: Option<TscRead>) {
-        let vcpu = self.cfg.vms.get(&machine).and_then(|vm| vm.vcpu_of_cpu.get(&cpu).copied()).unwrap_or(cpu);
-        let known = self.cfg.threads.get(&(machine, cpu)).or_else(|| self.vcpu_thread.get(&(machine, vcpu))).copied();
+        let vm = self.cfg.vms.get(&machine);
+        let vcpu = vm.and_then(|vm| vm.vcpu_of_cpu.get(&cpu).copied()).unwrap_or(cpu);
+        // The thread of the vCPU: pinned, else the GUEST option's, else the
+        // one whose kvm_entry names the vCPU.
+        let known = self
+            .cfg
+            .threads
+            .get(&(machine, cpu))
+            .or_else(|| vm.and_then(|vm| vm.vcpu_pids.get(&vcpu)))
+            .or_else(|| self.vcpu_thread.get(&(machine, vcpu)))
+            .copied();
         let cands: Vec<i32> = match known {
             Some(t) => vec![t],
             None => self.candidates.get(&machine).cloned().unwrap_or_default(),
@@ -345,6 +387,8 @@ impl<'s> CheckSink<'s> {
             report: GuestCpuReport { machine: mname, cpu, ..Default::default() },
             last_ts: None,
             pending: Vec::new(),
+            tail_gen: 0,
+            tail: 0,
         });
         if known.is_some() {
             st.report.thread = known;
@@ -450,6 +494,18 @@ impl<'s> CheckSink<'s> {
             }
             return;
         }
+        // The merge is in time order: before any host event is before the
+        // host's recording; outside events after the last host event are
+        // counted out at the end (the tail).
+        if self.first_host.is_none() {
+            st.report.outside_recording += 1;
+            self.report.before_host += 1;
+            return;
+        }
+        if st.tail_gen != self.host_events {
+            (st.tail_gen, st.tail) = (self.host_events, 0);
+        }
+        st.tail += 1;
         if known {
             for h in holds {
                 *st.report.fits_other.entry(h.pid).or_default() += 1;
@@ -489,6 +545,10 @@ impl<'s> CheckSink<'s> {
         }
         for (_, st) in std::mem::take(&mut self.cpus) {
             let mut r = st.report;
+            if st.tail_gen == self.host_events && st.tail > 0 {
+                r.outside_recording += st.tail;
+                self.report.after_host += st.tail;
+            }
             if r.thread.is_none() {
                 if let Some((&pid, _)) = r.inside_by_thread.iter().max_by_key(|(_, n)| **n) {
                     r.thread = Some(pid);
@@ -497,6 +557,8 @@ impl<'s> CheckSink<'s> {
             }
             self.report.cpus.push(r);
         }
+        let last = self.last_host_ts;
+        self.report.worst.retain(|v| v.ts <= last);
         self.report
     }
 }
@@ -506,6 +568,9 @@ impl Sink for CheckSink<'_> {
         self.seq += 1;
         if let Payload::Event(r) = ev.payload {
             if machine == 0 {
+                self.host_events += 1;
+                self.first_host.get_or_insert(ev.ts);
+                self.last_host_ts = ev.ts;
                 let vcpu = if r.name == "kvm_entry" { entry_vcpu(&r.body) } else { None };
                 let reads = if r.name == "kvm_emulate_insn" { emulated_tsc_read(&r.body) } else { None };
                 let msr_tsc = if r.name == "kvm_msr" { msr_tsc_read(&r.body) } else { None };

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::convert::Scaling;
-use super::timeline::{OffsetTimeline, Period};
+use super::timeline::{OffsetTimeline, Origin, Period};
 use crate::time::{HostTsc, VcpuId};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -115,7 +115,7 @@ impl OffsetTimeline {
                 let prev = t.periods.last().map(|p| p.offset);
                 if prev != Some(s.offset) {
                     let start = if prev.is_none() { None } else { Some(s.taken_at) };
-                    t.periods.push(Period { start, offset: s.offset, prev: prev.unwrap_or(s.offset), pid: None });
+                    t.periods.push(Period { start, offset: s.offset, prev: prev.unwrap_or(s.offset), pid: None, origin: Origin::Debugfs });
                 }
                 if s.scaling.is_some() {
                     t.scaling = s.scaling;

@@ -6,11 +6,13 @@ mod convert;
 pub(crate) mod cursor;
 mod debugfs;
 pub mod report;
+pub mod sources;
 mod timeline;
 mod walk;
 
 pub use cursor::GuestCursor;
 pub use debugfs::{parse_kvm_debugfs, DebugfsSnapshot, Disagreement};
 pub use convert::{parse_offset, Conversion, Scaling};
-pub use timeline::{Anomaly, OffsetTimeline, OffsetWrite, Period, VcpuTimeline, Vm};
+pub use sources::{TimeShiftUse, TimeShiftVcpu};
+pub use timeline::{Anomaly, GuestOption, OffsetTimeline, OffsetWrite, Origin, Period, VcpuTimeline, Vm};
 pub use walk::{PlaceError, Placed, VcpuClock};

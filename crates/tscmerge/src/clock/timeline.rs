@@ -35,6 +35,33 @@ pub struct OffsetWrite {
     pub next: u64,
 }
 
+/// Where a period's offset came from (the precedence between them is
+/// [`super::sources`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// A `kvm_write_tsc_offset` event.
+    #[default]
+    Tracepoint,
+    /// A sample of trace-cmd's TIME_SHIFT option (guest file).
+    TimeShift,
+    /// A KVM debugfs `tsc-offset` snapshot.
+    Debugfs,
+    /// `--tsc-offset`.
+    Given,
+}
+
+impl Origin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Tracepoint => "tracepoint",
+            Origin::TimeShift => "TIME_SHIFT",
+            Origin::Debugfs => "debugfs",
+            Origin::Given => "--tsc-offset",
+        }
+    }
+}
+
 /// The offset in force from `start` until the next period's start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Period {
@@ -46,6 +73,7 @@ pub struct Period {
     pub prev: u64,
     /// The thread that wrote it (`None` for offsets from elsewhere).
     pub pid: Option<i32>,
+    pub origin: Origin,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -61,6 +89,17 @@ impl VcpuTimeline {
     }
 }
 
+/// What a host's trace-cmd GUEST option says of a VM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GuestOption {
+    /// May be empty (trace-cmd writes the name it was given).
+    pub name: String,
+    /// Equals the guest recording's TRACEID.
+    pub trace_id: u64,
+    /// vCPU → the host thread running it.
+    pub vcpu_pids: BTreeMap<u32, i32>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Vm {
     /// `vm0`, `vm1`, ... in order of first appearance.
@@ -69,6 +108,8 @@ pub struct Vm {
     pub tgid: Option<i32>,
     pub vcpus: BTreeMap<VcpuId, VcpuTimeline>,
     pub first_write: HostTsc,
+    /// The host's trace-cmd GUEST option for this VM, when it has one.
+    pub guest_option: Option<GuestOption>,
 }
 
 impl Vm {
@@ -130,7 +171,7 @@ impl OffsetTimeline {
 
     fn open_vm(&mut self, tgid: Option<i32>, ts: HostTsc) -> usize {
         let index = self.vms.len();
-        self.vms.push(Vm { index, tgid, vcpus: BTreeMap::new(), first_write: ts });
+        self.vms.push(Vm { index, tgid, vcpus: BTreeMap::new(), first_write: ts, guest_option: None });
         index
     }
 
@@ -162,17 +203,22 @@ impl OffsetTimeline {
             }
             _ => None,
         };
-        v.periods.push(Period { start: Some(w.ts), offset: w.next, prev: w.prev, pid: Some(w.pid) });
+        v.periods.push(Period { start: Some(w.ts), offset: w.next, prev: w.prev, pid: Some(w.pid), origin: Origin::Tracepoint });
         self.anomalies.extend(anomaly);
     }
 
     /// Offsets the user gave (`--tsc-offset VCPU=OFFSET`) hold from the
-    /// beginning of time until the first recorded write.
-    pub fn assume_initial_offset(&mut self, vm: usize, vcpu: VcpuId, offset: u64) {
-        if let Some(vm) = self.vms.get_mut(vm) {
-            let v = vm.vcpus.entry(vcpu).or_default();
-            v.periods.insert(0, Period { start: None, offset, prev: offset, pid: None });
+    /// beginning of time until the first recorded write. Returns the
+    /// source that already covers the beginning instead, if one does
+    /// (the given offset is then not used).
+    pub fn assume_initial_offset(&mut self, vm: usize, vcpu: VcpuId, offset: u64) -> Option<Origin> {
+        let vm = self.vms.get_mut(vm)?;
+        let v = vm.vcpus.entry(vcpu).or_default();
+        if let Some(p) = v.periods.first().filter(|p| p.start.is_none()) {
+            return Some(p.origin);
         }
+        v.periods.insert(0, Period { start: None, offset, prev: offset, pid: None, origin: Origin::Given });
+        None
     }
 
     pub fn set_scaling(&mut self, vm: usize, vcpu: Option<VcpuId>, scaling: Scaling) {

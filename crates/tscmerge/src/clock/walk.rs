@@ -117,7 +117,7 @@ mod tests {
             scaling: None,
             periods: periods
                 .iter()
-                .map(|&(s, o)| Period { start: Some(HostTsc(s)), offset: o as u64, prev: 0, pid: None })
+                .map(|&(s, o)| Period { start: Some(HostTsc(s)), offset: o as u64, prev: 0, pid: None, origin: Default::default() })
                 .collect(),
         }
     }

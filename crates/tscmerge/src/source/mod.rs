@@ -196,6 +196,9 @@ pub struct Input {
     data: Data,
     buffers: Vec<BufferDesc>,
     offset_writes: Vec<OffsetWrite>,
+    /// For a host with trace-cmd GUEST options: each vCPU thread they
+    /// name, with how many events of it the recording holds.
+    guest_thread_events: Vec<(i32, u64)>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -250,7 +253,7 @@ impl Input {
             _ => "x86-tsc".to_string(),
         };
         let buffers = vec![BufferDesc { name: String::new(), clock, cpus: scan.cpus, events: Some(scan.events) }];
-        Ok(Input { path: path.to_path_buf(), kind: InputKind::Text, data, buffers, offset_writes: scan.offset_writes })
+        Ok(Input { path: path.to_path_buf(), kind: InputKind::Text, data, buffers, offset_writes: scan.offset_writes, guest_thread_events: Vec::new() })
     }
 
     fn open_dat(path: &Path, map: memmap2::Mmap, fd: std::fs::File, threads: usize) -> Result<Input> {
@@ -262,32 +265,45 @@ impl Input {
         // merge: a pass over the file, skipped when the file has no such
         // event type (guests' files): it would touch every page twice.
         let scan = meta.has_offset_writes();
+        // A trace-cmd host names its guests' vCPU threads (GUEST options):
+        // the same pass counts their events, so that a map naming threads
+        // the recording never saw is found before the merge.
+        let mut watch: Vec<i32> = dat.guests().flat_map(|g| g.vcpus.iter().map(|&(_, p)| p as i32)).collect();
+        watch.sort_unstable();
+        watch.dedup();
+        let scan = scan || !watch.is_empty();
         // One job per (buffer, CPU), taken in turn by `threads` threads;
         // results kept in job order, so the outcome does not depend on them.
         // Buffers the recording says hold no such event are not scanned
         // either (their events are then not counted).
-        let scanned: Vec<bool> = dat.buffers().iter().map(|b| scan && !meta.lacks_offset_writes(&b.name)).collect();
+        let scanned: Vec<bool> = dat.buffers().iter().map(|b| scan && (!watch.is_empty() || !meta.lacks_offset_writes(&b.name))).collect();
         let jobs: Vec<(usize, usize)> =
             dat.buffers().iter().enumerate().filter(|(bi, _)| scanned[*bi]).flat_map(|(bi, b)| (0..b.cpus.len()).map(move |ci| (bi, ci))).collect();
-        let scan_cpu = |(bi, ci): (usize, usize)| -> Result<(u64, Vec<OffsetWrite>)> {
+        let scan_cpu = |(bi, ci): (usize, usize)| -> Result<(u64, Vec<OffsetWrite>, Vec<u64>)> {
             let mut ev = dat.cpu_events(bi, ci).map_err(|e| e.in_file(&name))?.read_with(&fd);
             let cpu = ev.cpu();
             let mut release = ReleaseBehind::new(ev.borrows_mapping().then(|| file.borrow_owner()));
             let (mut events, mut writes) = (0u64, Vec::new());
+            let mut seen = vec![0u64; watch.len()];
             loop {
                 release.reached(ev.page_offset().0);
                 let Some(r) = ev.next_event().map_err(|e| e.in_file(&name))? else { break };
                 if let ftrace::ring::RingEvent::Event { ts, data } = r {
                     events += 1;
                     writes.extend(meta.offset_write(data, ts, cpu));
+                    if !watch.is_empty() {
+                        if let Some(i) = meta.record_pid(data).and_then(|p| watch.binary_search(&p).ok()) {
+                            seen[i] += 1;
+                        }
+                    }
                 }
             }
             // Growth slack freed: at 10 GB the writes are tens of MB.
             writes.shrink_to_fit();
-            Ok((events, writes))
+            Ok((events, writes, seen))
         };
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let work = || -> Result<Vec<(usize, (u64, Vec<OffsetWrite>))>> {
+        let work = || -> Result<Vec<(usize, (u64, Vec<OffsetWrite>, Vec<u64>))>> {
             let mut done = Vec::new();
             loop {
                 let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -305,10 +321,12 @@ impl Input {
         })?;
         results.sort_by_key(|(j, _)| *j);
         let mut per_buffer = vec![0u64; dat.buffers().len()];
-        let total = results.iter().map(|(_, (_, w))| w.len()).sum::<usize>();
+        let total = results.iter().map(|(_, (_, w, _))| w.len()).sum::<usize>();
         let mut offset_writes: Vec<OffsetWrite> = Vec::new();
-        for (j, (events, writes)) in results {
+        let mut seen = vec![0u64; watch.len()];
+        for (j, (events, writes, s)) in results {
             per_buffer[jobs[j].0] += events;
+            seen.iter_mut().zip(s).for_each(|(a, b)| *a += b);
             // The first CPU's writes become the list (no copy of them);
             // the others join it once it holds room for all.
             if offset_writes.capacity() == 0 {
@@ -330,7 +348,8 @@ impl Input {
                 events: scanned.then_some(events),
             })
             .collect();
-        Ok(Input { path: path.to_path_buf(), kind: InputKind::TraceDat, data: Data::Dat { file, meta, fd }, buffers, offset_writes })
+        let guest_thread_events = watch.into_iter().zip(seen).collect();
+        Ok(Input { path: path.to_path_buf(), kind: InputKind::TraceDat, data: Data::Dat { file, meta, fd }, buffers, offset_writes, guest_thread_events })
     }
 
     fn open_raw(path: &Path) -> Result<Input> {
@@ -347,7 +366,7 @@ impl Input {
                 events: Some(n),
             })
             .collect();
-        Ok(Input { path: path.to_path_buf(), kind: InputKind::RawDir, data: Data::Raw(dir), buffers, offset_writes: scan.offset_writes })
+        Ok(Input { path: path.to_path_buf(), kind: InputKind::RawDir, data: Data::Raw(dir), buffers, offset_writes: scan.offset_writes, guest_thread_events: Vec::new() })
     }
 
     /// The decoding tables of a binary input (trace.dat, raw directory).
@@ -390,6 +409,12 @@ impl Input {
 
     pub fn buffers(&self) -> &[BufferDesc] {
         &self.buffers
+    }
+
+    /// Each vCPU thread this input's GUEST options name, with its events in
+    /// the recording (empty without GUEST options).
+    pub fn guest_thread_events(&self) -> &[(i32, u64)] {
+        &self.guest_thread_events
     }
 
     /// Every `kvm_write_tsc_offset` in any buffer of this input.

@@ -26,13 +26,13 @@ use super::model::{Happening, HostNoise, SynthConfig, SynthEvent, VcpuEntity};
 use super::text::{guest_comm, host_comm};
 use super::{guest_events, write_atomically, SynthSummary};
 
-const HEADER_PAGE: &[u8] = include_bytes!("formats/header_page");
+pub(super) const HEADER_PAGE: &[u8] = include_bytes!("formats/header_page");
 const HEADER_EVENT: &[u8] = include_bytes!("formats/header_event");
-const KVM_ENTRY: &[u8] = include_bytes!("formats/kvm/kvm_entry");
-const KVM_EXIT: &[u8] = include_bytes!("formats/kvm/kvm_exit");
-const KVM_CPUID: &[u8] = include_bytes!("formats/kvm/kvm_cpuid");
+pub(super) const KVM_ENTRY: &[u8] = include_bytes!("formats/kvm/kvm_entry");
+pub(super) const KVM_EXIT: &[u8] = include_bytes!("formats/kvm/kvm_exit");
+pub(super) const KVM_CPUID: &[u8] = include_bytes!("formats/kvm/kvm_cpuid");
 const KVM_WRITE_TSC_OFFSET: &[u8] = include_bytes!("formats/kvm/kvm_write_tsc_offset");
-const SCHED_SWITCH: &[u8] = include_bytes!("formats/sched/sched_switch");
+pub(super) const SCHED_SWITCH: &[u8] = include_bytes!("formats/sched/sched_switch");
 const FTRACE_PRINT: &[u8] = include_bytes!("formats/ftrace/print");
 
 /// Where `tracing_mark_write` sits in the one-line kallsyms we store, so the
@@ -128,7 +128,7 @@ pub fn encode_record(format: &EventFormat, common: Common, values: &[(&str, Valu
 }
 
 /// The formats records are encoded by.
-struct Formats {
+pub(super) struct Formats {
     entry: EventFormat,
     exit: EventFormat,
     cpuid: EventFormat,
@@ -138,7 +138,7 @@ struct Formats {
 }
 
 impl Formats {
-    fn load() -> io::Result<Formats> {
+    pub(super) fn load() -> io::Result<Formats> {
         let p = |sys: &str, t: &[u8]| EventFormat::parse(sys, t).map_err(io::Error::other);
         Ok(Formats {
             entry: p("kvm", KVM_ENTRY)?,
@@ -172,7 +172,7 @@ fn switch_comm(pid: i32, cpu: u32) -> String {
 }
 
 /// Encodes a host-side event (top-level buffer or offset instance).
-fn host_record(fm: &Formats, cfg: &SynthConfig, ev: &SynthEvent, out: &mut Vec<u8>) -> io::Result<()> {
+pub(super) fn host_record(fm: &Formats, cfg: &SynthConfig, ev: &SynthEvent, out: &mut Vec<u8>) -> io::Result<()> {
     let vcpu_common = |vm: usize| Common { pid: cfg.vcpu_tid(vm, ev.vcpu), flags: TRACE_FLAG_IRQS_OFF, preempt_count: 1 };
     let rip = 0xffff_ffff_8100_0000 | ((ev.host.0 >> 4) & 0xff_ffff);
     let vcpu = Value::U(u64::from(ev.vcpu));
@@ -228,7 +228,7 @@ fn host_record(fm: &Formats, cfg: &SynthConfig, ev: &SynthEvent, out: &mut Vec<u
 }
 
 /// Encodes a guest event; `line` is scratch for the marker text.
-fn guest_record(fm: &Formats, ev: &SynthEvent, line: &mut String, out: &mut Vec<u8>) -> io::Result<()> {
+pub(super) fn guest_record(fm: &Formats, ev: &SynthEvent, line: &mut String, out: &mut Vec<u8>) -> io::Result<()> {
     match ev.what {
         Happening::GuestSwitch { prev_pid, next_pid } => encode_record(
             &fm.switch,
@@ -262,7 +262,7 @@ fn guest_record(fm: &Formats, ev: &SynthEvent, line: &mut String, out: &mut Vec<
 /// refuses a negative delta (the event header holds an unsigned one), and
 /// we write no TIME_STAMP events; a page's header timestamp is absolute, so
 /// the step starts a new page and every reader (kbuffer, ours) follows it.
-fn write_cpu<W: Write + Seek>(
+pub(super) fn write_cpu<W: Write + Seek>(
     w: &mut TraceDatWriter<W>,
     pb: &mut PageBuilder,
     buf: BufferId,
@@ -291,7 +291,7 @@ fn write_cpu<W: Write + Seek>(
 }
 
 /// The metadata of a synthetic trace.dat holding `events`.
-fn header<'a>(events: Vec<(&'a str, &'a [u8])>, cmdlines: &'a [u8]) -> Header<'a> {
+pub(super) fn header<'a>(events: Vec<(&'a str, &'a [u8])>, cmdlines: &'a [u8]) -> Header<'a> {
     Header {
         endian: Endian::Little,
         long_size: 8,
@@ -411,7 +411,7 @@ pub fn write_dat(cfg: &SynthConfig, dir: &Path, compression: Compression) -> io:
 
 /// `truth.tsv` exactly as [`super::write_text`] writes it: guest events in
 /// guest file order (by guest TSC across vCPUs), each with its true host TSC.
-fn write_truth(cfg: &SynthConfig, dir: &Path) -> io::Result<()> {
+pub(super) fn write_truth(cfg: &SynthConfig, dir: &Path) -> io::Result<()> {
     write_atomically(&dir.join("truth.tsv"), |t| {
         writeln!(t, "guest\tcpu\tguest_tsc\thost_tsc")?;
         for vm in 0..cfg.vms.len() {

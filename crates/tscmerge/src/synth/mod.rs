@@ -14,6 +14,7 @@
 pub mod dat;
 mod model;
 mod text;
+pub mod tracecmd;
 
 use std::collections::BinaryHeap;
 use std::cmp::Reverse;
@@ -21,6 +22,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 pub use dat::write_dat;
+pub use tracecmd::{write_tracecmd_pair, PairConfig, Sampling};
 pub use model::{Happening, HostNoise, Rng, SynthConfig, SynthEvent, VcpuEntity};
 pub use text::{write_guest_line, write_header, write_host_line};
 
