@@ -49,6 +49,9 @@ enum Cmd {
 
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // Temporary outputs are removed when SIGINT/SIGTERM/SIGHUP end the run
+    // (`record` replaces the first two with its own stop flag, and stops cleanly).
+    safefs::install_cleanup_handlers().map_err(|e| anyhow::anyhow!("installing signal handlers: {e}"))?;
     match cli.cmd {
         Cmd::Merge(a) => cmd_merge::run(a),
         Cmd::Check(a) => cmd_check::run(a),

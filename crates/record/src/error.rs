@@ -112,6 +112,9 @@ pub enum Error {
         #[source]
         source: ftrace::Error,
     },
+    /// An output file could not be created, written or renamed into place.
+    #[error(transparent)]
+    Output(#[from] safefs::Error),
     /// A file we read had unexpected content.
     #[error("{}: line {line}: {what}", .path.display())]
     Parse {

@@ -194,26 +194,17 @@ fn cpustat_texts(stats: &str) -> Vec<String> {
     out
 }
 
-/// Convert `raw` into `out` (written as `out.tmp<pid>`, renamed into place
-/// when complete; removed on error).
+/// Convert `raw` into `out`, written under an unguessable temporary name
+/// beside it ([`safefs::AtomicFile`]), renamed into place when complete and
+/// removed on error.
 pub fn convert(raw: &Path, out: &Path, cfg: &ToDat) -> Result<Vec<ToDatBuffer>> {
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let r = convert_to(raw, &tmp, cfg);
-    match r {
-        Ok(v) => {
-            fs::rename(&tmp, out).map_err(|e| Error::io("renaming into place", out, e))?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    let file = safefs::AtomicFile::create(out)?;
+    let (done, file) = convert_to(raw, out, file, cfg)?;
+    file.commit()?;
+    Ok(done)
 }
 
-fn convert_to(raw: &Path, out: &Path, cfg: &ToDat) -> Result<Vec<ToDatBuffer>> {
+fn convert_to(raw: &Path, out: &Path, file: safefs::AtomicFile, cfg: &ToDat) -> Result<(Vec<ToDatBuffer>, safefs::AtomicFile)> {
     let meta = Meta::read(raw)?;
     let page_size: u32 = parse_field(&meta, "page_size", raw)?;
     let long_size: u8 = parse_field(&meta, "long_size", raw)?;
@@ -259,7 +250,6 @@ fn convert_to(raw: &Path, out: &Path, cfg: &ToDat) -> Result<Vec<ToDatBuffer>> {
         printk: printk.as_deref(),
         cmdlines: &cmdlines,
     };
-    let file = fs::File::create(out).map_err(|e| Error::io("creating", out, e))?;
     let mut w = TraceDatWriter::new(
         BufWriter::with_capacity(1 << 20, file),
         7,
@@ -377,8 +367,7 @@ fn convert_to(raw: &Path, out: &Path, cfg: &ToDat) -> Result<Vec<ToDatBuffer>> {
     let f = bw
         .into_inner()
         .map_err(|e| Error::io("flushing", out, e.into_error()))?;
-    f.sync_all().map_err(|e| Error::io("syncing", out, e))?;
-    Ok(done)
+    Ok((done, f))
 }
 
 /// The private option ids are in trace-cmd-ignored space.
