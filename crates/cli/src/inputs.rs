@@ -58,7 +58,8 @@ fn parse_vcpu_map(s: &str) -> anyhow::Result<(String, BTreeMap<u32, u32>)> {
 pub fn load_debugfs(files: &[PathBuf]) -> anyhow::Result<Vec<DebugfsSnapshot>> {
     let mut out = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let bytes = safefs::read_capped(f, safefs::SIDE_FILE_CAP, "a --kvm-debugfs file").context("--kvm-debugfs")?;
+        let text = String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("--kvm-debugfs {}: not UTF-8 text (byte {})", f.display(), e.utf8_error().valid_up_to()))?;
         out.extend(tscmerge::clock::parse_kvm_debugfs(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?);
     }
     Ok(out)

@@ -54,6 +54,34 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// A file that must be a regular file is something else.
+    #[error("{} is {kind}, not a regular file; refused as {what}", .path.display())]
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+        /// "a FIFO (named pipe)", "a character device", ...
+        kind: &'static str,
+        /// What the file was to be.
+        what: &'static str,
+    },
+    /// A file is larger than its cap.
+    #[error("{}: more than {cap} bytes, the most read for {what}", .path.display())]
+    TooBig {
+        /// The path.
+        path: PathBuf,
+        /// The cap in bytes.
+        cap: u64,
+        /// What the file was to be.
+        what: &'static str,
+    },
+    /// Reading a file failed.
+    #[error("reading {}: {source}", .path.display())]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
     /// An input could not be examined.
     #[error("{}: {source}", .path.display())]
     Stat {
@@ -69,8 +97,8 @@ impl From<Error> for io::Error {
     /// there is one, and the message names the file.
     fn from(e: Error) -> io::Error {
         let kind = match &e {
-            Error::CreateTemp { source, .. } | Error::Write { source, .. } | Error::Rename { source, .. } | Error::Stat { source, .. } => source.kind(),
-            Error::OutputIsDirectory { .. } | Error::OutputIsInput { .. } => io::ErrorKind::InvalidInput,
+            Error::CreateTemp { source, .. } | Error::Write { source, .. } | Error::Rename { source, .. } | Error::Stat { source, .. } | Error::Read { source, .. } => source.kind(),
+            _ => io::ErrorKind::InvalidInput,
         };
         io::Error::new(kind, e)
     }
