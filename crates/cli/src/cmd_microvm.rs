@@ -69,16 +69,18 @@ pub struct Args {
     pub child: Option<usize>,
 }
 
-fn num(s: &str) -> anyhow::Result<u64> {
-    Ok(match s.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16)?,
-        None => s.parse()?,
-    })
+/// A decimal or 0x-hex number given to `option`.
+fn num(option: &str, s: &str) -> anyhow::Result<u64> {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .with_context(|| format!("{option} {s:?}: expected a number from 0 to {} (decimal or 0x-hex)", u64::MAX))
 }
 
 fn run_one(a: &Args, index: usize) -> anyhow::Result<()> {
     let wrmsr = match a.wrmsr_after {
-        Some(after) => Some(microvm::WrmsrPlan { after_read: after, msr: num(&a.msr)? as u32, value: num(&a.value)? }),
+        Some(after) => Some(microvm::WrmsrPlan { after_read: after, msr: u32::try_from(num("--msr", &a.msr)?).map_err(|_| anyhow::anyhow!("--msr {:?}: MSR numbers are 32 bits", a.msr))?, value: num("--value", &a.value)? }),
         None => None,
     };
     let cfg = microvm::Config {
