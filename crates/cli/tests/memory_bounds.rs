@@ -1,0 +1,55 @@
+//! Crafted trace.dat files cost memory for what they hold, not for what
+//! they claim (issue 20, item 1): each run's peak RSS, from wait4(2).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Runs tscmerge; returns (exit code, stderr, peak RSS in KiB).
+fn measured(args: &[&str], dir: &Path) -> (i32, String, i64) {
+    let err_path = dir.join("stderr");
+    let child = Command::new(env!("CARGO_BIN_EXE_tscmerge"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid; wait4 on our own child, which the
+    // Child handle then never waits for.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    assert_eq!(pid, child.id() as i32);
+    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -libc::WTERMSIG(status) };
+    (code, std::fs::read_to_string(&err_path).unwrap(), ru.ru_maxrss)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tscmerge-memory-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A zlib v7 file whose first compressed section (HEADER_INFO) declares
+/// 512 MiB: it used to cost 520 MB (a zero-filled buffer) before failing.
+#[test]
+fn lying_section_size_costs_no_memory() {
+    let d = tmp("lying");
+    let (code, err, _) = measured(&["synth", "-o", d.to_str().unwrap(), "--format", "dat", "--compression", "zlib", "--windows", "20"], &d);
+    assert_eq!(code, 0, "{err}");
+    let mut bytes = std::fs::read(d.join("host.dat")).unwrap();
+    let dat = ftrace::tracedat::TraceDat::parse(&bytes).unwrap();
+    let s = dat.sections().iter().find(|s| s.flags & 1 != 0).expect("a compressed section").clone();
+    // Section header (id u16, flags u16, description u32, size u64), then
+    // the compressed body: u32 compressed size, u32 uncompressed size.
+    let at = s.offset.0 as usize + 16 + 4;
+    bytes[at..at + 4].copy_from_slice(&(512u32 << 20).to_le_bytes());
+    let bomb = d.join("bomb.dat");
+    std::fs::write(&bomb, &bytes).unwrap();
+    for cmd in ["info", "report"] {
+        let (code, err, rss_kb) = measured(&[cmd, bomb.to_str().unwrap()], &d);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("bomb.dat") && err.contains("declares"), "{err}");
+        assert!(rss_kb < 100 << 10, "{cmd}: peak RSS {rss_kb} KiB");
+    }
+}
