@@ -8,6 +8,7 @@
 //! size up front made a one-byte flip cost 512 MiB of resident memory.) The
 //! declared size must come out exactly.
 
+use crate::budget::Reservation;
 use crate::{Error, Result};
 
 /// Largest uncompressed block we accept. trace-cmd's chunks are a few pages
@@ -78,8 +79,17 @@ pub struct Inflater {
 impl Inflater {
     /// Decompresses `src` (the frame of the block whose header is at
     /// `offset`) into `out`, replacing its contents; `declared` is the
-    /// uncompressed size the block header gives.
-    pub fn inflate(&mut self, codec: Codec, src: &[u8], declared: u32, offset: u64, out: &mut Vec<u8>) -> Result<()> {
+    /// uncompressed size the block header gives. `res` holds `out`'s share
+    /// of the memory budget: the declared size must fit in it before
+    /// anything is allocated.
+    pub fn inflate(&mut self, codec: Codec, src: &[u8], declared: u32, offset: u64, out: &mut Vec<u8>, res: &mut Reservation) -> Result<()> {
+        let r = self.inflate_in(codec, src, declared, offset, out, res);
+        // Whatever happened, the share is what `out` holds now.
+        let _ = res.set((out.capacity() as u64).min(res.bytes()));
+        r
+    }
+
+    fn inflate_in(&mut self, codec: Codec, src: &[u8], declared: u32, offset: u64, out: &mut Vec<u8>, res: &mut Reservation) -> Result<()> {
         let fail = |what: String| Error::Decompress { offset, codec: codec.label(), what };
         if declared > MAX_BLOCK {
             return Err(fail(format!("declared size {declared} exceeds the {MAX_BLOCK}-byte limit")));
@@ -88,6 +98,13 @@ impl Inflater {
         // One byte past the declared size: room to notice a frame that
         // inflates to more than it declares.
         let limit = declared as usize + 1;
+        res.set(out.capacity().max(limit) as u64).map_err(|e| Error::Budget {
+            offset,
+            what: "a compressed block",
+            want: u64::from(declared),
+            others: e.others,
+            limit: e.limit,
+        })?;
         let no_room = |_| fail(format!("cannot allocate memory for the declared {declared} bytes"));
         let too_long = || fail(format!("inflates to more than the declared {declared} bytes"));
         let check = |out: &Vec<u8>| {
@@ -184,14 +201,15 @@ mod tests {
             let data: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
             let mut inf = Inflater::default();
             let mut out = Vec::new();
+            let mut res = Reservation::default();
             for (codec, frame) in [(Codec::Zlib, zlib(&data)), (Codec::Zstd, zstd::bulk::compress(&data, 3).unwrap())] {
-                inf.inflate(codec, &frame, data.len() as u32, 0, &mut out).unwrap();
+                inf.inflate(codec, &frame, data.len() as u32, 0, &mut out, &mut res).unwrap();
                 assert!(out == data, "{codec:?}");
                 // Declared one byte short or long: an error either way.
-                assert!(inf.inflate(codec, &frame, data.len() as u32 - 1, 0, &mut out).is_err());
-                assert!(inf.inflate(codec, &frame, data.len() as u32 + 1, 0, &mut out).is_err());
+                assert!(inf.inflate(codec, &frame, data.len() as u32 - 1, 0, &mut out, &mut res).is_err());
+                assert!(inf.inflate(codec, &frame, data.len() as u32 + 1, 0, &mut out, &mut res).is_err());
                 // Cut short.
-                assert!(inf.inflate(codec, &frame[..frame.len() / 2], data.len() as u32, 0, &mut out).is_err());
+                assert!(inf.inflate(codec, &frame[..frame.len() / 2], data.len() as u32, 0, &mut out, &mut res).is_err());
             }
         }
     }
@@ -203,11 +221,13 @@ mod tests {
         let mut inf = Inflater::default();
         for (codec, frame) in [(Codec::Zlib, zlib(b"0123456789")), (Codec::Zstd, zstd::bulk::compress(b"0123456789", 3).unwrap())] {
             let mut out = Vec::new();
-            let e = inf.inflate(codec, &frame, MAX_BLOCK, 7, &mut out).unwrap_err();
+            let mut res = Reservation::default();
+            let e = inf.inflate(codec, &frame, MAX_BLOCK, 7, &mut out, &mut res).unwrap_err();
             assert!(e.to_string().contains("10"), "{e}");
             assert!(out.capacity() <= FIRST_STEP, "{codec:?}: {} bytes reserved", out.capacity());
             let mut out = Vec::new();
-            assert!(inf.inflate(codec, &frame, ONE_CALL_MAX + 1, 7, &mut out).is_err());
+            assert!(inf.inflate(codec, &frame, ONE_CALL_MAX + 1, 7, &mut out, &mut res).is_err());
+            assert!(res.bytes() <= FIRST_STEP as u64, "{codec:?}: {} bytes held", res.bytes());
             assert!(out.capacity() <= FIRST_STEP, "{codec:?}: {} bytes reserved", out.capacity());
         }
     }

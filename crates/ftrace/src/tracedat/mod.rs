@@ -30,6 +30,7 @@ pub use compress::{Codec, MAX_BLOCK};
 pub use options::{Guest, TimeShift, TimeShiftCpu, TraceOption};
 pub use stream::{CpuEvents, PageStream, READ_BLOCK};
 
+use crate::budget::Reservation;
 use crate::ring::PageLayout;
 use crate::{Endian, Error, FileOffset, Reader, Result};
 use compress::Inflater;
@@ -118,6 +119,8 @@ pub struct TraceDat<'d> {
     compression: Option<(String, String)>,
     codec: Codec,
     bodies: Vec<Cow<'d, [u8]>>,
+    /// The inflated bodies' shares of the memory budget, by body index.
+    held: Vec<(usize, Reservation)>,
     header_page: Option<Blob>,
     header_event: Option<Blob>,
     ftrace: Vec<Blob>,
@@ -262,6 +265,7 @@ impl<'d> TraceDat<'d> {
             compression: None,
             codec: Codec::None,
             bodies: vec![Cow::Borrowed(data)],
+            held: Vec::new(),
             header_page: None,
             header_event: None,
             ftrace: Vec::new(),
@@ -446,16 +450,18 @@ impl<'d> TraceDat<'d> {
         Ok((id, flags, desc, size, start..start + size as usize))
     }
 
-    /// Inflates a compressed section body (`u32 csize, u32 usize, frame`).
-    fn inflate_body(&self, inf: &mut Inflater, body: Range<usize>) -> Result<Vec<u8>> {
+    /// Inflates a compressed section body (`u32 csize, u32 usize, frame`);
+    /// the bytes come with their share of the memory budget.
+    fn inflate_body(&self, inf: &mut Inflater, body: Range<usize>) -> Result<(Vec<u8>, Reservation)> {
         let mut r = Reader::new(&self.data[body.clone()], self.endian, body.start as u64);
         let at = r.offset();
         let csize = r.u32("compressed size")?;
         let usize_ = r.u32("uncompressed size")?;
         let frame = r.bytes(csize as u64, "compressed section data")?;
         let mut out = Vec::new();
-        inf.inflate(self.codec, frame, usize_, at, &mut out)?;
-        Ok(out)
+        let mut res = Reservation::default();
+        inf.inflate(self.codec, frame, usize_, at, &mut out, &mut res)?;
+        Ok((out, res))
     }
 
     /// Reads the section at `off`, which must have id `want`, as a body
@@ -478,8 +484,9 @@ impl<'d> TraceDat<'d> {
 
     fn load_section_body(&mut self, inf: &mut Inflater, flags: u16, body: Range<usize>) -> Result<(usize, u64)> {
         if flags & SEC_COMPRESSED != 0 {
-            let v = self.inflate_body(inf, body.clone())?;
+            let (v, res) = self.inflate_body(inf, body.clone())?;
             self.bodies.push(Cow::Owned(v));
+            self.held.push((self.bodies.len() - 1, res));
         } else {
             self.bodies.push(Cow::Borrowed(&self.data[body.clone()]));
         }
@@ -520,6 +527,7 @@ impl<'d> TraceDat<'d> {
             // inflated one freed once read (nothing else refers to it:
             // another reference to this offset wants another section id).
             let body = std::mem::take(&mut self.bodies[bi]);
+            self.held.retain(|(b, _)| *b != bi);
             let mut o = Reader::new(&body, self.endian, base);
             loop {
                 if o.is_empty() {
@@ -662,17 +670,23 @@ impl<'d> TraceDat<'d> {
     /// end of the file means a truncated file.
     fn scan_sections(&mut self, inf: &mut Inflater, start: u64) -> Result<()> {
         let mut strings: Vec<u8> = Vec::new();
+        let mut strings_res = Reservation::default();
         let mut off = start;
         let mut found = Vec::new();
         while found.len() < MAX_SECTIONS && off < self.data.len() as u64 {
             let (sid, flags, desc, size, body) = self.section_header(off, "section")?;
             if sid == id::STRINGS {
-                if flags & SEC_COMPRESSED != 0 {
-                    let v = self.inflate_body(inf, body.clone())?;
-                    strings.extend_from_slice(&v);
+                // Every STRINGS section is kept (their offsets are one
+                // space), so their sum is checked against the budget.
+                let (v, _res) = if flags & SEC_COMPRESSED != 0 {
+                    let (v, res) = self.inflate_body(inf, body.clone())?;
+                    (Cow::Owned(v), res)
                 } else {
-                    strings.extend_from_slice(&self.data[body.clone()]);
-                }
+                    (Cow::Borrowed(&self.data[body.clone()]), Reservation::default())
+                };
+                let want = strings.len() as u64 + v.len() as u64;
+                strings_res.set(want).map_err(|e| Error::Budget { offset: off, what: "the STRINGS sections", want: e.want, others: e.others, limit: e.limit })?;
+                strings.extend_from_slice(&v);
             }
             found.push((sid, flags, desc, off, size));
             off = body.end as u64;
