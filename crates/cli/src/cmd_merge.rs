@@ -206,7 +206,11 @@ fn provenance(plan: &Plan) -> Vec<MachineProvenance> {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let threads = crate::inputs::threads(a.threads);
-    let plan = Plan::new(MergeSpec { threads, ..crate::inputs::spec(&a.inputs)? })?;
+    let spec = crate::inputs::spec(&a.inputs)?;
+    if let Some(o) = a.output.as_deref() {
+        crate::output::refuse_input_as_output(o, &spec, &a.inputs.kvm_debugfs)?;
+    }
+    let plan = Plan::new(MergeSpec { threads, ..spec })?;
     for n in &plan.notes {
         eprintln!("tscmerge: {n}");
     }

@@ -69,16 +69,18 @@ pub struct Args {
     pub child: Option<usize>,
 }
 
-fn num(s: &str) -> anyhow::Result<u64> {
-    Ok(match s.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16)?,
-        None => s.parse()?,
-    })
+/// A decimal or 0x-hex number given to `option`.
+fn num(option: &str, s: &str) -> anyhow::Result<u64> {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .with_context(|| format!("{option} {s:?}: expected a number from 0 to {} (decimal or 0x-hex)", u64::MAX))
 }
 
 fn run_one(a: &Args, index: usize) -> anyhow::Result<()> {
     let wrmsr = match a.wrmsr_after {
-        Some(after) => Some(microvm::WrmsrPlan { after_read: after, msr: num(&a.msr)? as u32, value: num(&a.value)? }),
+        Some(after) => Some(microvm::WrmsrPlan { after_read: after, msr: u32::try_from(num("--msr", &a.msr)?).map_err(|_| anyhow::anyhow!("--msr {:?}: MSR numbers are 32 bits", a.msr))?, value: num("--value", &a.value)? }),
         None => None,
     };
     let cfg = microvm::Config {
@@ -94,11 +96,9 @@ fn run_one(a: &Args, index: usize) -> anyhow::Result<()> {
     let Some(vm) = report.vms.first_mut() else { bail!("the micro-VM run reported no VM") };
     vm.index = index;
     let path = a.dir.join(format!("guest-vm{index}.txt"));
-    let tmp = path.with_extension("tmp");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    let mut f = std::io::BufWriter::new(safefs::AtomicFile::create(&path)?);
     microvm::write_guest_trace(vm, &mut f)?;
-    drop(f);
-    std::fs::rename(&tmp, &path)?;
+    f.into_inner().map_err(|e| anyhow::Error::new(e.into_error()).context(format!("writing {}", path.display())))?.commit()?;
     // KVM debugfs as the VMM read it, in tscmerge's kvm_debugfs.txt lines
     // (crates/record/src/kvm.rs): at vCPU creation and after the halt.
     let mut snaps = String::new();
@@ -114,7 +114,9 @@ fn run_one(a: &Args, index: usize) -> anyhow::Result<()> {
             }
         }
     }
-    std::fs::write(a.dir.join(format!("kvm_debugfs-vm{index}.txt")), snaps)?;
+    let mut f = safefs::AtomicFile::create(&a.dir.join(format!("kvm_debugfs-vm{index}.txt")))?;
+    std::io::Write::write_all(&mut f, snaps.as_bytes()).with_context(|| format!("writing {}", f.tmp_path().display()))?;
+    f.commit()?;
     let tids: Vec<String> = vm.vcpus.iter().map(|v| v.tid.to_string()).collect();
     let offs: Vec<String> = vm.vcpus.iter().map(|v| format!("{:?}", v.debugfs.offset_at_end)).collect();
     // One line per VM: how to find it on the host (pid = tgid of its threads).

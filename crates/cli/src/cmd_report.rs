@@ -1,6 +1,8 @@
 //! `tscmerge report FILE...`: events in trace-cmd report's line layout.
 
 use std::path::PathBuf;
+
+use anyhow::Context;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -48,6 +50,9 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let threads = crate::inputs::threads(a.threads);
+    if let Some(o) = a.output.as_deref() {
+        safefs::refuse_input_as_output(o, a.files.iter().map(|p| p.as_path())).context("-o")?;
+    }
     let inputs = a.files.iter().map(|p| Input::open(p)).collect::<Result<Vec<_>, _>>()?;
     // Every (file, buffer) is a source labelled in a column, as trace-cmd
     // labels instance buffers: `tsc_offset: ...`, the top level blank. With

@@ -25,6 +25,34 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Memory that sizes declared by inputs (inflated trace.dat sections
+    /// and chunks) may take in all: bytes, or with K, M, G, T (powers of 1024).
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size, default_value = "768M")]
+    max_memory: u64,
+}
+
+/// `768M`, `2G`, `1048576`: bytes, or K/M/G/T (KiB, MiB, GiB, TiB).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("{s:?}: unknown unit {c:?}; expected K, M, G or T")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?}: expected a whole number of bytes, optionally with K, M, G or T"))?;
+    let bytes = n.checked_mul(1 << shift).ok_or_else(|| format!("{s:?}: more than {} bytes", u64::MAX))?;
+    if bytes < 1 << 20 {
+        return Err(format!("{s:?}: below 1M, too little to read any trace"));
+    }
+    Ok(bytes)
 }
 
 #[derive(Subcommand)]
@@ -49,6 +77,10 @@ enum Cmd {
 
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    ftrace::budget::set_limit(cli.max_memory);
+    // Temporary outputs are removed when SIGINT/SIGTERM/SIGHUP end the run
+    // (`record` replaces the first two with its own stop flag, and stops cleanly).
+    safefs::install_cleanup_handlers().map_err(|e| anyhow::anyhow!("installing signal handlers: {e}"))?;
     match cli.cmd {
         Cmd::Merge(a) => cmd_merge::run(a),
         Cmd::Check(a) => cmd_check::run(a),
@@ -96,5 +128,14 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// The --max-memory default as written in its help is the library's.
+    #[test]
+    fn max_memory_default_is_the_budget_default() {
+        let cli = <super::Cli as clap::Parser>::try_parse_from(["tscmerge", "info", "x"]).unwrap();
+        assert_eq!(cli.max_memory, ftrace::budget::DEFAULT_LIMIT);
+        assert_eq!(super::parse_size("2G"), Ok(2 << 30));
+        assert!(super::parse_size("99999999999T").is_err() && super::parse_size("1K").is_err());
     }
 }

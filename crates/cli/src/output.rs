@@ -1,59 +1,43 @@
-//! Where data goes: stdout, or a file written under a temporary name and
-//! renamed into place only when complete, so an interrupted run never leaves
-//! a file that looks whole.
+//! Where data goes: stdout, or a file written under an unguessable
+//! temporary name ([`safefs::AtomicFile`]) and renamed into place only when
+//! complete, so an interrupted run never leaves a file that looks whole, nor
+//! a temporary file.
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::Context;
+use safefs::AtomicFile;
 
 pub enum Output {
     Stdout(BufWriter<io::Stdout>),
-    File { w: BufWriter<File>, tmp: PathBuf, dest: PathBuf, done: bool },
+    File(BufWriter<AtomicFile>),
 }
 
 impl Output {
     pub fn open(path: Option<&Path>) -> anyhow::Result<Output> {
         Ok(match path {
             None => Output::Stdout(BufWriter::with_capacity(1 << 16, io::stdout())),
-            Some(dest) => {
-                let mut name = dest.file_name().unwrap_or_default().to_os_string();
-                name.push(format!(".tmp{}", std::process::id()));
-                let tmp = dest.with_file_name(name);
-                let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-                Output::File { w: BufWriter::with_capacity(1 << 20, f), tmp, dest: dest.to_path_buf(), done: false }
-            }
+            Some(dest) => Output::File(BufWriter::with_capacity(1 << 20, AtomicFile::create(dest)?)),
         })
     }
 
     pub fn name(&self) -> String {
         match self {
             Output::Stdout(_) => "<stdout>".into(),
-            Output::File { dest, .. } => dest.display().to_string(),
+            Output::File(w) => w.get_ref().dest().display().to_string(),
         }
     }
 
-    /// Flushes and, for a file, renames it into place.
-    pub fn finish(mut self) -> anyhow::Result<()> {
-        match &mut self {
-            Output::Stdout(w) => Ok(w.flush()?),
-            Output::File { w, tmp, dest, done } => {
-                w.flush()?;
-                w.get_ref().sync_all()?;
-                std::fs::rename(&*tmp, &*dest).with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
-                *done = true;
-                Ok(())
+    /// Flushes and, for a file, renames it into place. Not reached (an
+    /// error, a signal): the temporary file is removed.
+    pub fn finish(self) -> anyhow::Result<()> {
+        match self {
+            Output::Stdout(mut w) => Ok(w.flush()?),
+            Output::File(w) => {
+                let dest = w.get_ref().dest().to_path_buf();
+                let f = w.into_inner().map_err(|e| anyhow::Error::new(e.into_error()).context(format!("writing {}", dest.display())))?;
+                Ok(f.commit()?)
             }
-        }
-    }
-}
-
-impl Drop for Output {
-    fn drop(&mut self) {
-        if let Output::File { tmp, done: false, .. } = self {
-            // Still here: finish() was not reached; leave no partial file.
-            let _ = std::fs::remove_file(tmp);
         }
     }
 }
@@ -62,21 +46,28 @@ impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Output::Stdout(w) => w.write(buf),
-            Output::File { w, .. } => w.write(buf),
+            Output::File(w) => w.write(buf),
         }
     }
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Output::Stdout(w) => w.write_all(buf),
-            Output::File { w, .. } => w.write_all(buf),
+            Output::File(w) => w.write_all(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Output::Stdout(w) => w.flush(),
-            Output::File { w, .. } => w.flush(),
+            Output::File(w) => w.flush(),
         }
     }
+}
+
+/// Refuses an `-o` that is one of a merge's inputs (host, guest or KVM
+/// debugfs file), before any work.
+pub fn refuse_input_as_output(dest: &Path, spec: &tscmerge::plan::MergeSpec, debugfs: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    let inputs = spec.hosts.iter().chain(spec.guests.iter().flat_map(|g| g.files.iter())).chain(debugfs);
+    Ok(safefs::refuse_input_as_output(dest, inputs.map(|p| p.as_path())).map_err(|e| anyhow::Error::new(e).context("-o"))?)
 }
 
 /// Whether an error chain ends in EPIPE (the reader went away).

@@ -18,6 +18,10 @@ pub enum Error {
     /// A compressed block could not be inflated.
     #[error("byte {offset}: {codec} decompression failed: {what}")]
     Decompress { offset: u64, codec: &'static str, what: String },
+    /// A size the input declares does not fit in the memory budget
+    /// ([`crate::budget`]).
+    #[error("byte {offset}: {what} declares {want} bytes; with {others} bytes in use elsewhere that exceeds the {limit}-byte memory budget (tscmerge --max-memory raises it)")]
+    Budget { offset: u64, what: &'static str, want: u64, others: u64, limit: u64 },
     /// Reading the underlying file failed.
     #[error("{what}: {source}")]
     Io { what: String, #[source] source: std::io::Error },

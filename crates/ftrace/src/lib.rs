@@ -13,6 +13,7 @@
 //! - [`write`]: a trace.dat v6/v7 writer (none, zstd, zlib).
 //! - [`put`]: appending the small pieces of rendered lines.
 
+pub mod budget;
 pub mod bytes;
 mod error;
 pub mod format;

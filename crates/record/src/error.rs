@@ -112,6 +112,10 @@ pub enum Error {
         #[source]
         source: ftrace::Error,
     },
+    /// At the file-system edge: an output that could not be created,
+    /// written or renamed into place; a side file refused by type or size.
+    #[error(transparent)]
+    Fs(#[from] safefs::Error),
     /// A file we read had unexpected content.
     #[error("{}: line {line}: {what}", .path.display())]
     Parse {

@@ -24,18 +24,17 @@ use crate::error::{Error, Result};
 use crate::sys;
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Write `bytes` to `path` through `path.tmp` + rename.
+/// Write `bytes` to `path` through an unguessable temporary name + rename
+/// ([`safefs::AtomicFile`]; removed on error).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+    let mut f = safefs::AtomicFile::create(path)?;
     f.write_all(bytes)
-        .map_err(|e| Error::io("writing", &tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))
+        .map_err(|e| Error::io("writing", f.tmp_path(), e))?;
+    // No fsync: these are the raw directory's side files, which the
+    // conversion reads back at once (the old code did not sync them either).
+    Ok(f.commit_unsynced()?)
 }
 
 /// Copy a (pseudo) file's content into `dst` atomically, creating parents.

@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -95,20 +95,11 @@ pub fn read_text(path: &Path) -> Result<String> {
     })
 }
 
-/// First read size: some tracefs files answer only the first read(2) and
-/// return 0 for any later offset (kernel/trace/trace_events.c
-/// `show_header_page_file`, `show_header_event_file`: `if (*ppos) return 0`),
-/// so they must come in one read; std's `read_to_end` would probe with 32
-/// bytes first and truncate them.
-const FIRST_READ: usize = 64 * 1024;
-
-/// Read a whole file as bytes (pseudo files report size 0, so no `fs::read` size hint).
+/// Read a whole (pseudo) file as bytes: a regular file of at most
+/// [`safefs::SIDE_FILE_CAP`] bytes, read in one first read of 64 KiB (some
+/// tracefs files answer only the first read(2)); FIFOs and devices refused.
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    let mut v = Vec::with_capacity(FIRST_READ);
-    fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut v))
-        .map_err(|e| Error::io("reading", path, e))?;
-    Ok(v)
+    Ok(safefs::read_capped(path, safefs::SIDE_FILE_CAP, "a side file")?)
 }
 
 /// Current thread id.

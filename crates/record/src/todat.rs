@@ -88,12 +88,15 @@ fn write_err(path: &Path) -> impl FnOnce(ftrace::Error) -> Error + '_ {
     }
 }
 
+/// A side file of the raw directory, `None` when absent; FIFOs, devices
+/// and files over [`safefs::SIDE_FILE_CAP`] refused with an error naming it.
 fn read_opt(p: &Path) -> Result<Option<Vec<u8>>> {
-    match fs::read(p) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("reading", p, e)),
-    }
+    Ok(safefs::read_capped_opt(p, safefs::SIDE_FILE_CAP, "a side file of a raw capture directory")?)
+}
+
+/// A small text side file, `""` when absent (the callers' default).
+fn read_text_opt(p: &Path) -> Result<String> {
+    Ok(read_opt(p)?.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default())
 }
 
 fn parse_field<T: std::str::FromStr>(meta: &Meta, k: &str, path: &Path) -> Result<T> {
@@ -130,7 +133,7 @@ fn formats(raw: &Path) -> Result<Vec<(String, Vec<u8>)>> {
         for f in names {
             out.push((
                 sys.clone(),
-                fs::read(&f).map_err(|e| Error::io("reading", &f, e))?,
+                sys::read_bytes(&f)?,
             ));
         }
     }
@@ -194,26 +197,17 @@ fn cpustat_texts(stats: &str) -> Vec<String> {
     out
 }
 
-/// Convert `raw` into `out` (written as `out.tmp<pid>`, renamed into place
-/// when complete; removed on error).
+/// Convert `raw` into `out`, written under an unguessable temporary name
+/// beside it ([`safefs::AtomicFile`]), renamed into place when complete and
+/// removed on error.
 pub fn convert(raw: &Path, out: &Path, cfg: &ToDat) -> Result<Vec<ToDatBuffer>> {
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let r = convert_to(raw, &tmp, cfg);
-    match r {
-        Ok(v) => {
-            fs::rename(&tmp, out).map_err(|e| Error::io("renaming into place", out, e))?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    let file = safefs::AtomicFile::create(out)?;
+    let (done, file) = convert_to(raw, out, file, cfg)?;
+    file.commit()?;
+    Ok(done)
 }
 
-fn convert_to(raw: &Path, out: &Path, cfg: &ToDat) -> Result<Vec<ToDatBuffer>> {
+fn convert_to(raw: &Path, out: &Path, file: safefs::AtomicFile, cfg: &ToDat) -> Result<(Vec<ToDatBuffer>, safefs::AtomicFile)> {
     let meta = Meta::read(raw)?;
     let page_size: u32 = parse_field(&meta, "page_size", raw)?;
     let long_size: u8 = parse_field(&meta, "long_size", raw)?;
@@ -259,7 +253,6 @@ fn convert_to(raw: &Path, out: &Path, cfg: &ToDat) -> Result<Vec<ToDatBuffer>> {
         printk: printk.as_deref(),
         cmdlines: &cmdlines,
     };
-    let file = fs::File::create(out).map_err(|e| Error::io("creating", out, e))?;
     let mut w = TraceDatWriter::new(
         BufWriter::with_capacity(1 << 20, file),
         7,
@@ -280,7 +273,8 @@ fn convert_to(raw: &Path, out: &Path, cfg: &ToDat) -> Result<Vec<ToDatBuffer>> {
 
     let first_clock = order
         .first()
-        .map(|i| fs::read_to_string(raw.join(i).join("trace_clock")).unwrap_or_default())
+        .map(|i| read_text_opt(&raw.join(i).join("trace_clock")))
+        .transpose()?
         .unwrap_or_default();
     let first_clock = first_clock.trim();
     let opts = [
@@ -304,7 +298,7 @@ fn convert_to(raw: &Path, out: &Path, cfg: &ToDat) -> Result<Vec<ToDatBuffer>> {
             )))
             .map_err(write_err(out))?;
         }
-        let stats = fs::read_to_string(raw.join(inst).join("stats")).unwrap_or_default();
+        let stats = read_text_opt(&raw.join(inst).join("stats"))?;
         for s in cpustat_texts(&stats) {
             w.add_option(OptionData::CpuStat(s))
                 .map_err(write_err(out))?;
@@ -337,7 +331,7 @@ fn convert_to(raw: &Path, out: &Path, cfg: &ToDat) -> Result<Vec<ToDatBuffer>> {
 
     let mut ids = Vec::new();
     for inst in &order {
-        let clock = fs::read_to_string(raw.join(inst).join("trace_clock")).unwrap_or_default();
+        let clock = read_text_opt(&raw.join(inst).join("trace_clock"))?;
         let clock = if clock.trim().is_empty() {
             "local"
         } else {
@@ -356,9 +350,10 @@ fn convert_to(raw: &Path, out: &Path, cfg: &ToDat) -> Result<Vec<ToDatBuffer>> {
             if cpu >= cpus {
                 continue;
             }
-            let len = fs::metadata(&path)
-                .map_err(|e| Error::io("reading", &path, e))?
-                .len();
+            let md = fs::metadata(&path).map_err(|e| Error::io("reading", &path, e))?;
+            // A FIFO or device here would be read until it ends (never, for /dev/zero).
+            safefs::refuse_special_input(&path, &md)?;
+            let len = md.len();
             let whole = len - len % u64::from(page_size);
             dropped += len - whole;
             let f = fs::File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
@@ -377,8 +372,7 @@ fn convert_to(raw: &Path, out: &Path, cfg: &ToDat) -> Result<Vec<ToDatBuffer>> {
     let f = bw
         .into_inner()
         .map_err(|e| Error::io("flushing", out, e.into_error()))?;
-    f.sync_all().map_err(|e| Error::io("syncing", out, e))?;
-    Ok(done)
+    Ok((done, f))
 }
 
 /// The private option ids are in trace-cmd-ignored space.
@@ -395,5 +389,28 @@ mod tests {
             t,
             ["CPU: 1\nentries: 0\noverrun: 3\ndropped events: 4\ncommit overrun: 5\nread events: 77\n"]
         );
+    }
+
+    /// Side files that are devices or FIFOs are refused by type, naming the
+    /// file, and no output (nor temporary) is left (issue 20, item 1).
+    #[test]
+    fn special_side_files_refused() {
+        let base = std::env::temp_dir().join(format!("record-todat-special-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        for (i, side) in ["meta.txt", "header_page", "printk_formats"].iter().enumerate() {
+            let raw = base.join(format!("raw{i}"));
+            fs::create_dir_all(&raw).unwrap();
+            fs::write(raw.join("meta.txt"), "page_size=4096\nlong_size=8\ncpus=1\ninstances=\n").unwrap();
+            fs::write(raw.join("header_page"), "x").unwrap();
+            fs::write(raw.join("header_event"), "x").unwrap();
+            let _ = fs::remove_file(raw.join(side));
+            std::os::unix::fs::symlink("/dev/zero", raw.join(side)).unwrap();
+            let out = base.join(format!("out{i}.dat"));
+            let e = convert(&raw, &out, &ToDat::default()).unwrap_err().to_string();
+            assert!(e.contains(side) && e.contains("character device"), "{e}");
+            assert!(!out.exists());
+        }
+        let left: Vec<_> = fs::read_dir(&base).unwrap().map(|e| e.unwrap().file_name()).filter(|n| !n.to_string_lossy().starts_with("raw")).collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

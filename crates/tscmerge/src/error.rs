@@ -9,6 +9,10 @@ pub enum Error {
     Parse(#[from] ftrace::Error),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, #[source] source: std::io::Error },
+    /// At the file-system edge: an output that could not be created,
+    /// written or renamed into place; a side file refused by type or size.
+    #[error(transparent)]
+    Fs(#[from] safefs::Error),
     /// A buffer's clock is not one whose timestamps are TSC cycles.
     #[error("{input}: buffer {buffer:?} uses the '{clock}' trace clock; merging needs 'x86-tsc' on host and guests (echo x86-tsc > trace_clock before recording)")]
     WrongClock { input: String, buffer: String, clock: String },

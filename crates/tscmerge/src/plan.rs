@@ -53,7 +53,8 @@ impl GuestSpec {
         let mut g = GuestSpec { name: name.to_string(), ..Default::default() };
         for part in rest.split(',').filter(|p| !p.is_empty()) {
             match part.strip_prefix("pid=") {
-                Some(pid) => g.pid = Some(pid.parse().map_err(|_| format!("--guest {s:?}: pid {pid:?} is not a number"))?),
+                Some(_) if g.pid.is_some() => return Err(format!("--guest {s:?}: pid= given twice; a guest runs in one VMM process")),
+                Some(pid) => g.pid = Some(pid.parse().map_err(|_| format!("--guest {s:?}: pid {pid:?} is not a number from 1 to {}", i32::MAX))?),
                 None => g.files.push(PathBuf::from(part)),
             }
         }

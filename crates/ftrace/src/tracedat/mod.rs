@@ -30,6 +30,7 @@ pub use compress::{Codec, MAX_BLOCK};
 pub use options::{Guest, TimeShift, TimeShiftCpu, TimeShiftSample, TraceOption};
 pub use stream::{CpuEvents, PageStream, READ_BLOCK};
 
+use crate::budget::Reservation;
 use crate::ring::PageLayout;
 use crate::{Endian, Error, FileOffset, Reader, Result};
 use compress::Inflater;
@@ -99,6 +100,14 @@ struct Blob {
     end: usize,
 }
 
+/// What a metadata section gives, found with its body borrowed.
+enum Found {
+    Headers(Blob, Blob),
+    Ftrace(Vec<Blob>),
+    Events(Vec<(Blob, Blob)>),
+    One(Blob),
+}
+
 /// A parsed trace.dat. Metadata are borrowed from the file or, for
 /// compressed v7 sections, owned.
 pub struct TraceDat<'d> {
@@ -110,6 +119,8 @@ pub struct TraceDat<'d> {
     compression: Option<(String, String)>,
     codec: Codec,
     bodies: Vec<Cow<'d, [u8]>>,
+    /// The inflated bodies' shares of the memory budget, by body index.
+    held: Vec<(usize, Reservation)>,
     header_page: Option<Blob>,
     header_event: Option<Blob>,
     ftrace: Vec<Blob>,
@@ -254,6 +265,7 @@ impl<'d> TraceDat<'d> {
             compression: None,
             codec: Codec::None,
             bodies: vec![Cow::Borrowed(data)],
+            held: Vec::new(),
             header_page: None,
             header_event: None,
             ftrace: Vec::new(),
@@ -438,28 +450,43 @@ impl<'d> TraceDat<'d> {
         Ok((id, flags, desc, size, start..start + size as usize))
     }
 
-    /// Inflates a compressed section body (`u32 csize, u32 usize, frame`).
-    fn inflate_body(&self, inf: &mut Inflater, body: Range<usize>) -> Result<Vec<u8>> {
+    /// Inflates a compressed section body (`u32 csize, u32 usize, frame`);
+    /// the bytes come with their share of the memory budget.
+    fn inflate_body(&self, inf: &mut Inflater, body: Range<usize>) -> Result<(Vec<u8>, Reservation)> {
         let mut r = Reader::new(&self.data[body.clone()], self.endian, body.start as u64);
         let at = r.offset();
         let csize = r.u32("compressed size")?;
         let usize_ = r.u32("uncompressed size")?;
         let frame = r.bytes(csize as u64, "compressed section data")?;
         let mut out = Vec::new();
-        inf.inflate(self.codec, frame, usize_, at, &mut out)?;
-        Ok(out)
+        let mut res = Reservation::default();
+        inf.inflate(self.codec, frame, usize_, at, &mut out, &mut res)?;
+        Ok((out, res))
     }
 
     /// Reads the section at `off`, which must have id `want`, as a body
     /// (borrowed or inflated); returns its index and the base offset for errors.
-    fn load_section(&mut self, inf: &mut Inflater, off: u64, want: u16) -> Result<(usize, u64)> {
+    /// A section is read once: options that point at one already read (a
+    /// crafted file can point many KALLSYMS options at one 512 MiB section)
+    /// share its body, found in `loaded` by file offset.
+    fn load_section(&mut self, inf: &mut Inflater, loaded: &mut Vec<(u64, usize, u64)>, off: u64, want: u16) -> Result<(usize, u64)> {
         let (sid, flags, _, _, body) = self.section_header(off, "section offset")?;
         if sid != want {
             return Err(Error::invalid(off, format!("expected section id {want}, found {sid}")));
         }
+        if let Some(&(_, bi, base)) = loaded.iter().find(|(o, _, _)| *o == off) {
+            return Ok((bi, base));
+        }
+        let r = self.load_section_body(inf, flags, body)?;
+        loaded.push((off, r.0, r.1));
+        Ok(r)
+    }
+
+    fn load_section_body(&mut self, inf: &mut Inflater, flags: u16, body: Range<usize>) -> Result<(usize, u64)> {
         if flags & SEC_COMPRESSED != 0 {
-            let v = self.inflate_body(inf, body.clone())?;
+            let (v, res) = self.inflate_body(inf, body.clone())?;
             self.bodies.push(Cow::Owned(v));
+            self.held.push((self.bodies.len() - 1, res));
         } else {
             self.bodies.push(Cow::Borrowed(&self.data[body.clone()]));
         }
@@ -475,6 +502,7 @@ impl<'d> TraceDat<'d> {
         let first = r.u64("first options offset")?;
         let sections_start = r.offset();
         let mut inf = Inflater::default();
+        let mut loaded = Vec::new();
 
         // The options chain. A visited list catches loops; MAX_SECTIONS
         // bounds the walk.
@@ -490,11 +518,16 @@ impl<'d> TraceDat<'d> {
                 return Err(Error::invalid(next_at, format!("options chain longer than {MAX_SECTIONS} sections")));
             }
             visited.push(next);
-            let (bi, base) = self.load_section(&mut inf, next, 0).map_err(|e| match e {
+            let (bi, base) = self.load_section(&mut inf, &mut loaded, next, 0).map_err(|e| match e {
                 Error::Invalid { offset, what } if offset == next => Error::invalid(next_at, format!("options section at byte {next}: {what}")),
                 e => e,
             })?;
-            let body = self.bodies[bi].clone();
+            // Options are parsed into owned values: the section's body
+            // (borrowed or inflated) is read in place, not copied, and an
+            // inflated one freed once read (nothing else refers to it:
+            // another reference to this offset wants another section id).
+            let body = std::mem::take(&mut self.bodies[bi]);
+            self.held.retain(|(b, _)| *b != bi);
             let mut o = Reader::new(&body, self.endian, base);
             loop {
                 if o.is_empty() {
@@ -537,23 +570,34 @@ impl<'d> TraceDat<'d> {
                 id::CMDLINES => "saved cmdlines",
                 _ => continue, // BTF and modules: not needed here
             };
-            let (bi, base) = self.load_section(&mut inf, off, sid)?;
-            let body = self.bodies[bi].clone();
-            let mut r = Reader::new(&body, self.endian, base);
+            let (bi, base) = self.load_section(&mut inf, &mut loaded, off, sid)?;
+            // Ranges are found with the body borrowed, then stored: no copy
+            // of an inflated body (a Cow clone of an owned one copies it).
             let b = |rg: Range<usize>| Blob { body: bi, start: rg.start, end: rg.end };
-            match sid {
-                id::HEADER_INFO => {
-                    let (p, e) = content::header_info(&mut r)?;
-                    self.header_page = Some(b(p));
-                    self.header_event = Some(b(e));
+            let found = {
+                let body = self.bodies.get(bi).map(|c| &**c).unwrap_or_default();
+                let mut r = Reader::new(body, self.endian, base);
+                match sid {
+                    id::HEADER_INFO => {
+                        let (p, e) = content::header_info(&mut r)?;
+                        Found::Headers(b(p), b(e))
+                    }
+                    id::FTRACE_EVENTS => Found::Ftrace(content::ftrace(&mut r)?.into_iter().map(b).collect()),
+                    id::EVENT_FORMATS => Found::Events(content::events(&mut r)?.into_iter().map(|(s, f)| (b(s), b(f))).collect()),
+                    id::KALLSYMS | id::PRINTK => Found::One(b(content::sized32(&mut r, what)?)),
+                    _ => Found::One(b(content::sized64(&mut r, what)?)),
                 }
-                id::FTRACE_EVENTS => self.ftrace = content::ftrace(&mut r)?.into_iter().map(b).collect(),
-                id::EVENT_FORMATS => {
-                    self.events = content::events(&mut r)?.into_iter().map(|(s, f)| (b(s), b(f))).collect()
+            };
+            match (sid, found) {
+                (_, Found::Headers(p, e)) => {
+                    self.header_page = Some(p);
+                    self.header_event = Some(e);
                 }
-                id::KALLSYMS => self.kallsyms = Some(b(content::sized32(&mut r, what)?)),
-                id::PRINTK => self.printk = Some(b(content::sized32(&mut r, what)?)),
-                _ => self.cmdlines = Some(b(content::sized64(&mut r, what)?)),
+                (_, Found::Ftrace(v)) => self.ftrace = v,
+                (_, Found::Events(v)) => self.events = v,
+                (id::KALLSYMS, Found::One(x)) => self.kallsyms = Some(x),
+                (id::PRINTK, Found::One(x)) => self.printk = Some(x),
+                (_, Found::One(x)) => self.cmdlines = Some(x),
             }
         }
         if self.header_page.is_none() {
@@ -626,17 +670,23 @@ impl<'d> TraceDat<'d> {
     /// end of the file means a truncated file.
     fn scan_sections(&mut self, inf: &mut Inflater, start: u64) -> Result<()> {
         let mut strings: Vec<u8> = Vec::new();
+        let mut strings_res = Reservation::default();
         let mut off = start;
         let mut found = Vec::new();
         while found.len() < MAX_SECTIONS && off < self.data.len() as u64 {
             let (sid, flags, desc, size, body) = self.section_header(off, "section")?;
             if sid == id::STRINGS {
-                if flags & SEC_COMPRESSED != 0 {
-                    let v = self.inflate_body(inf, body.clone())?;
-                    strings.extend_from_slice(&v);
+                // Every STRINGS section is kept (their offsets are one
+                // space), so their sum is checked against the budget.
+                let (v, _res) = if flags & SEC_COMPRESSED != 0 {
+                    let (v, res) = self.inflate_body(inf, body.clone())?;
+                    (Cow::Owned(v), res)
                 } else {
-                    strings.extend_from_slice(&self.data[body.clone()]);
-                }
+                    (Cow::Borrowed(&self.data[body.clone()]), Reservation::default())
+                };
+                let want = strings.len() as u64 + v.len() as u64;
+                strings_res.set(want).map_err(|e| Error::Budget { offset: off, what: "the STRINGS sections", want: e.want, others: e.others, limit: e.limit })?;
+                strings.extend_from_slice(&v);
             }
             found.push((sid, flags, desc, off, size));
             off = body.end as u64;

@@ -4,6 +4,7 @@
 //! one chunk whatever the file size.
 
 use super::compress::{Codec, Inflater};
+use crate::budget::Reservation;
 use super::BufferCpu;
 use crate::ring::{Be, ByteOrder, Le, Page, PageLayout, RingEvent};
 use crate::{Endian, Error, FileOffset, Reader, Result};
@@ -14,7 +15,8 @@ enum Source<'d> {
     /// Uncompressed data read with pread(2) into a recycled block instead
     /// of borrowed from the mapping: see [`PageStream::read_with`].
     Read { file: &'d std::fs::File, pos: usize, end: usize, block: usize, buf: Vec<u8>, buf_pos: usize, buf_at: u64 },
-    Chunked { pos: usize, end: usize, left: u32, codec: Codec, inf: Inflater, buf: Vec<u8>, buf_pos: usize, chunk_at: u64 },
+    /// `res`: `buf`'s share of the memory budget.
+    Chunked { pos: usize, end: usize, left: u32, codec: Codec, inf: Inflater, buf: Vec<u8>, res: Reservation, buf_pos: usize, chunk_at: u64 },
 }
 
 /// Bytes per pread(2) of [`PageStream::read_with`]: few calls, and small
@@ -55,7 +57,7 @@ impl<'d> PageStream<'d> {
                     left = r.u32("compressed chunk count")?;
                     pos = start + 4;
                 }
-                Source::Chunked { pos, end, left, codec, inf: Inflater::default(), buf: Vec::new(), buf_pos: 0, chunk_at: start as u64 }
+                Source::Chunked { pos, end, left, codec, inf: Inflater::default(), buf: Vec::new(), res: Reservation::default(), buf_pos: 0, chunk_at: start as u64 }
             }
         };
         Ok(PageStream { file, endian, page_size: page_size.max(1) as usize, cpu: c.cpu, src, cur: 0..0, cur_at: 0 })
@@ -154,7 +156,7 @@ impl<'d> PageStream<'d> {
                 *buf_pos += n;
                 Ok(true)
             }
-            Source::Chunked { pos, end, left, codec, inf, buf, buf_pos, chunk_at } => loop {
+            Source::Chunked { pos, end, left, codec, inf, buf, res, buf_pos, chunk_at } => loop {
                 if *buf_pos < buf.len() {
                     let n = ps.min(buf.len() - *buf_pos);
                     self.cur = *buf_pos..*buf_pos + n;
@@ -170,7 +172,7 @@ impl<'d> PageStream<'d> {
                 let csize = r.u32("chunk compressed size")?;
                 let usize_ = r.u32("chunk uncompressed size")?;
                 let frame = r.bytes(csize as u64, "compressed chunk")?;
-                inf.inflate(*codec, frame, usize_, at, buf)?;
+                inf.inflate(*codec, frame, usize_, at, buf, res)?;
                 *pos += r.pos();
                 *left -= 1;
                 *buf_pos = 0;

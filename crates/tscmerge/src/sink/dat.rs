@@ -54,6 +54,7 @@ use ftrace::format::{EventFormat, Field, FieldKind};
 use ftrace::write::{option_id, BufferId, Compression, Header, OptionData, PageBuilder, TraceDatWriter};
 use ftrace::pidmap::{PidBuildHasher, PidMap};
 use ftrace::Endian;
+use safefs::AtomicFile;
 
 use crate::event::{Body, EventView, Payload, Record};
 use crate::merge::Sink;
@@ -485,12 +486,11 @@ impl Encoder {
     }
 }
 
-/// The output file under construction: written under a temporary name
-/// beside `dest`, metadata last, renamed into place by [`Output::commit`].
+/// The output file under construction: written under an unguessable
+/// temporary name beside `dest` ([`safefs::AtomicFile`], removed if never
+/// committed), metadata last, renamed into place by [`Output::commit`].
 struct Output {
-    tmp: PathBuf,
-    dest: PathBuf,
-    w: Option<TraceDatWriter<BufWriter<File>>>,
+    w: TraceDatWriter<BufWriter<AtomicFile>>,
     bufs: Vec<BufferId>,
 }
 
@@ -498,11 +498,8 @@ impl Output {
     /// Creates the file with its options and one buffer per machine
     /// (`cpus[m]` CPUs each).
     fn create(dest: &Path, machines: &[String], provenance: &[MachineProvenance], cpus: &[u32], compression: Compression) -> Result<Output> {
-        let mut name = dest.file_name().unwrap_or_default().to_os_string();
-        name.push(format!(".tmp{}", std::process::id()));
-        let tmp = dest.with_file_name(name);
-        let mut out = Output { tmp: tmp.clone(), dest: dest.to_path_buf(), w: None, bufs: Vec::new() };
-        let f = File::create(&tmp).map_err(io_err(&tmp))?;
+        let f = AtomicFile::create(dest)?;
+        let mut bufs = Vec::new();
         let mut w = TraceDatWriter::new_deferred(BufWriter::with_capacity(1 << 20, f), compression, Endian::Little, LONG_SIZE, PAGE_SIZE as u32)?;
         // One chunk = one zstd block (ZSTD_BLOCKSIZE_MAX, 128 KiB): fewer
         // per-block table builds than trace-cmd's 10 pages, a file no larger
@@ -522,39 +519,26 @@ impl Output {
         w.add_option(OptionData::Raw { id: option_id::PRIVATE_FIRST + 1, data: names.into_bytes() })?;
         for (m, name) in machines.iter().enumerate() {
             let b = w.add_buffer(if m == 0 { "" } else { name }, "x86-tsc", cpus.get(m).copied().unwrap_or(1).max(1))?;
-            out.bufs.push(b);
+            bufs.push(b);
         }
-        out.w = Some(w);
-        Ok(out)
+        Ok(Output { w, bufs })
     }
 
-    fn writer(&mut self) -> &mut TraceDatWriter<BufWriter<File>> {
-        self.w.as_mut().expect("the writer lives until commit")
+    fn writer(&mut self) -> &mut TraceDatWriter<BufWriter<AtomicFile>> {
+        &mut self.w
     }
 
-    fn writer_and_bufs(&mut self) -> (&mut TraceDatWriter<BufWriter<File>>, &[BufferId]) {
-        (self.w.as_mut().expect("the writer lives until commit"), &self.bufs)
+    fn writer_and_bufs(&mut self) -> (&mut TraceDatWriter<BufWriter<AtomicFile>>, &[BufferId]) {
+        (&mut self.w, &self.bufs)
     }
 
     /// Writes the metadata, syncs and renames the file into place.
-    fn commit(mut self, enc: &Encoder) -> Result<()> {
-        let w = self.w.take().expect("the writer lives until commit");
+    fn commit(self, enc: &Encoder) -> Result<()> {
         let cmdlines = enc.cmdlines();
-        let mut out = w.finish_with_metadata(&enc.header(&cmdlines))?;
-        out.flush().map_err(io_err(&self.tmp))?;
-        out.get_ref().sync_all().map_err(io_err(&self.tmp))?;
-        drop(out);
-        std::fs::rename(&self.tmp, &self.dest).map_err(io_err(&self.dest))
-    }
-}
-
-impl Drop for Output {
-    /// An output not committed is removed.
-    fn drop(&mut self) {
-        if self.w.is_some() {
-            self.w = None;
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+        let out = self.w.finish_with_metadata(&enc.header(&cmdlines))?;
+        let path = out.get_ref().tmp_path().to_path_buf();
+        let f = out.into_inner().map_err(|e| Error::Io { path, source: e.into_error() })?;
+        Ok(f.commit()?)
     }
 }
 

@@ -217,6 +217,8 @@ impl Input {
         if meta.is_dir() {
             return Self::open_raw(path);
         }
+        // A pipe or device would map as 0 bytes ("empty file") or not at all.
+        safefs::refuse_special_input(path, &meta)?;
         if meta.len() == 0 {
             return Err(Error::Usage(format!(
                 "{}: empty file (0 bytes): neither a trace.dat nor ftrace text",

@@ -81,17 +81,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
-/// Reads a whole file of at most `cap` bytes; `Ok(None)` when it is absent.
+/// Reads a whole side file of at most `cap` bytes; `Ok(None)` when it is
+/// absent. FIFOs and devices are refused by type, and the cap holds for
+/// files that report no size ([`safefs::read_capped`]).
 fn read_capped(path: &Path, cap: u64) -> Result<Option<Vec<u8>>> {
-    let md = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(path)(e)),
-    };
-    if md.len() > cap {
-        return Err(Error::Usage(format!("{}: {} bytes, more than the {cap} expected for this file", path.display(), md.len())));
-    }
-    std::fs::read(path).map(Some).map_err(io(path))
+    Ok(safefs::read_capped_opt(path, cap, "a side file of a raw capture directory")?)
 }
 
 /// The current clock in `trace_clock` text (`local [x86-tsc] ...`) or a bare name.
@@ -122,7 +116,10 @@ fn cpu_files(dir: &Path) -> Result<Vec<RawCpu>> {
         let Some(cpu) = e.file_name().to_str().and_then(cpu_of) else { continue };
         let path = e.path();
         let f = std::fs::File::open(&path).map_err(io(&path))?;
-        let len = f.metadata().map_err(io(&path))?.len();
+        let md = f.metadata().map_err(io(&path))?;
+        // A device or FIFO has no pages to map (and /dev/zero maps as 0 bytes).
+        safefs::refuse_special_input(&path, &md)?;
+        let len = md.len();
         // SAFETY: read-only mapping; a file shrunk underneath us is the
         // hazard every mmap reader accepts (see `Input::open`).
         let map = if len == 0 { None } else { Some(unsafe { memmap2::Mmap::map(&f) }.map_err(io(&path))?) };

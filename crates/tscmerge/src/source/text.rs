@@ -128,11 +128,18 @@ pub struct TextScan {
     pub offset_writes: Vec<crate::clock::OffsetWrite>,
 }
 
+/// CPU numbers a text input may carry: below 8192, the largest NR_CPUS
+/// Linux builds with (arch/x86/Kconfig NR_CPUS_RANGE_END with MAXSMP;
+/// arch/powerpc "range 2 8192"). Text prints any number, so this is the
+/// format's limit in practice; beyond it is an error, never a silent drop.
+pub const MAX_TEXT_CPUS: u32 = 8192;
+
 pub fn scan(data: &[u8], map: Option<&memmap2::Mmap>, path: &str) -> Result<TextScan> {
     let mut r = TextReader::new(data).map_err(|e| e.in_file(path))?;
     let mut release = super::ReleaseBehind::new(map);
     let mut s = TextScan::default();
-    let mut seen = [false; 4096];
+    // One bit per possible CPU (1 KiB).
+    let mut seen = [0u64; MAX_TEXT_CPUS as usize / 64];
     loop {
         release.reached((data.len() - r.get_ref().len()) as u64);
         let Some(rec) = r.next_record().map_err(|e| e.in_file(path))? else {
@@ -141,9 +148,15 @@ pub fn scan(data: &[u8], map: Option<&memmap2::Mmap>, path: &str) -> Result<Text
         };
         let TextRecord::Event(l) = rec else { continue };
         s.events += 1;
-        if (l.cpu as usize) < seen.len() && !seen[l.cpu as usize] {
-            seen[l.cpu as usize] = true;
-        }
+        let cpu = l.cpu;
+        let Some(word) = seen.get_mut(cpu as usize / 64) else {
+            return Err(Error::Usage(format!(
+                "{path}: line {}: CPU {cpu} is beyond {}, the most CPUs Linux builds with (NR_CPUS <= 8192)",
+                r.line_number(),
+                MAX_TEXT_CPUS - 1
+            )));
+        };
+        *word |= 1 << (cpu % 64);
         s.counter_ts.get_or_insert(matches!(l.ts, TextTs::Count(_)));
         if l.event == "kvm_write_tsc_offset" {
             if let Some(w) = ftrace::text::parse_write_tsc_offset(l.body) {
@@ -159,6 +172,6 @@ pub fn scan(data: &[u8], map: Option<&memmap2::Mmap>, path: &str) -> Result<Text
             }
         }
     }
-    s.cpus = (0..seen.len() as u32).filter(|&c| seen[c as usize]).collect();
+    s.cpus = (0..MAX_TEXT_CPUS).filter(|&c| seen[c as usize / 64] & (1 << (c % 64)) != 0).collect();
     Ok(s)
 }

@@ -83,14 +83,13 @@ pub fn guest_events(cfg: &SynthConfig, vm: usize) -> impl Iterator<Item = SynthE
     MergeBy::new(streams, |e| e.guest.unwrap_or_default())
 }
 
-/// Writes `path` through a temporary file renamed into place when complete.
-pub fn write_atomically(path: &Path, f: impl FnOnce(&mut BufWriter<std::fs::File>) -> io::Result<()>) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+/// Writes `path` through an unguessable temporary file renamed into place
+/// when complete ([`safefs::AtomicFile`]; removed on error).
+pub fn write_atomically(path: &Path, f: impl FnOnce(&mut BufWriter<safefs::AtomicFile>) -> io::Result<()>) -> io::Result<()> {
+    let mut w = BufWriter::with_capacity(1 << 20, safefs::AtomicFile::create(path)?);
     f(&mut w)?;
-    w.flush()?;
-    drop(w);
-    std::fs::rename(&tmp, path)
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    Ok(file.commit()?)
 }
 
 /// Counts per output, for the caller's summary.
