@@ -106,6 +106,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         let mut sink = TextSink::new(out, labels, TsFormat::Cycles, false, &name);
         sink.set_machine_ts_formats(ts_formats);
+        sink.set_tracecmd_lost(true);
         // trace-cmd report opens with the CPU count of a trace.dat.
         if let [only] = inputs.as_slice() {
             if let Some(dat) = only.tracedat() {

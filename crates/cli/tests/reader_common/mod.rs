@@ -262,6 +262,26 @@ pub struct CpuData {
 /// Writes a trace.dat (buffers in order of first appearance in `data`,
 /// the top level "" first when present) and returns its bytes.
 pub fn write_dat(f: &Formats, version: u32, comp: Compression, cpus: u32, data: &[CpuData]) -> Vec<u8> {
+    let paged: Vec<CpuPages> = data
+        .iter()
+        .map(|d| {
+            let mut pb = PageBuilder::default();
+            let pages = ftrace::write::pack_events(&mut pb, d.events.iter().map(|(ts, r)| (*ts, r.as_slice()))).unwrap();
+            CpuPages { buffer: d.buffer, cpu: d.cpu, pages }
+        })
+        .collect();
+    write_dat_pages(f, version, comp, cpus, &paged)
+}
+
+/// Pages of one CPU of one buffer, built by the caller (lost-events marks...).
+pub struct CpuPages {
+    pub buffer: &'static str,
+    pub cpu: u32,
+    pub pages: Vec<Vec<u8>>,
+}
+
+/// [`write_dat`] from ready pages.
+pub fn write_dat_pages(f: &Formats, version: u32, comp: Compression, cpus: u32, data: &[CpuPages]) -> Vec<u8> {
     let mut w = TraceDatWriter::new(Cursor::new(Vec::new()), version, comp, &f.header()).unwrap();
     w.add_option(OptionData::Uname("Linux reader-test 6.18 x86_64".into())).unwrap();
     w.add_option(OptionData::Version("tscmerge reader tests".into())).unwrap();
@@ -275,9 +295,7 @@ pub fn write_dat(f: &Formats, version: u32, comp: Compression, cpus: u32, data: 
     let ids: Vec<_> = names.iter().map(|n| w.add_buffer(n, "x86-tsc", cpus).unwrap()).collect();
     for (n, id) in names.iter().zip(&ids) {
         for d in data.iter().filter(|d| d.buffer == *n) {
-            let mut pb = PageBuilder::default();
-            let pages = ftrace::write::pack_events(&mut pb, d.events.iter().map(|(ts, r)| (*ts, r.as_slice()))).unwrap();
-            w.write_cpu_pages(*id, d.cpu, pages.iter().map(|p| p.as_slice())).unwrap();
+            w.write_cpu_pages(*id, d.cpu, d.pages.iter().map(|p| p.as_slice())).unwrap();
         }
     }
     w.finish().unwrap().into_inner()

@@ -85,6 +85,11 @@ pub struct TextSink<W: Write> {
     path: String,
     /// Line starts lately printed, by (machine, CPU, pid) slot.
     prefixes: Vec<Prefix>,
+    /// Lost-events marks as `trace-cmd report` prints them
+    /// ([`set_tracecmd_lost`](Self::set_tracecmd_lost)), and those waiting
+    /// for their CPU's next event: (machine, CPU, count).
+    tracecmd_lost: bool,
+    pending_lost: Vec<(usize, u32, Option<u64>)>,
 }
 
 /// The start of a line, `column comm-pid [cpu]`, as last printed for a
@@ -151,7 +156,18 @@ impl<W: Write> TextSink<W> {
             .collect();
         // No slot matches before it is filled: machine usize::MAX is none.
         let prefixes = (0..PREFIX_SLOTS).map(|_| Prefix { machine: usize::MAX, ..Prefix::default() }).collect();
-        TextSink { out, columns, width, ts: TsPrinter::new(ts), show_guest_ts, line: Vec::with_capacity(FLUSH_AT + 4096), path: path.to_string(), prefixes }
+        TextSink {
+            out,
+            columns,
+            width,
+            ts: TsPrinter::new(ts),
+            show_guest_ts,
+            line: Vec::with_capacity(FLUSH_AT + 4096),
+            path: path.to_string(),
+            prefixes,
+            tracecmd_lost: false,
+            pending_lost: Vec::new(),
+        }
     }
 
     /// The writer, after the buffered lines went to it; a write error there
@@ -171,6 +187,16 @@ impl<W: Write> TextSink<W> {
     /// sink's own format).
     pub fn set_machine_ts_formats(&mut self, formats: Vec<TsFormat>) {
         self.ts.per_machine = formats;
+    }
+
+    /// Lost-events marks print as trace-cmd 3.1.6 prints them
+    /// (tracecmd/trace-read.c `trace_show_data`): not on a line of their
+    /// own but as the start of the next record of that CPU, after its
+    /// buffer's label, `CPU:1 [12 EVENTS DROPPED]` and a newline, the
+    /// record's line following without the label; a count of 0 prints
+    /// nothing, and a mark no record follows is not printed.
+    pub fn set_tracecmd_lost(&mut self, on: bool) {
+        self.tracecmd_lost = on;
     }
 
     /// Writes a line as is (headers such as trace-cmd's `cpus=N`).
@@ -242,6 +268,36 @@ impl<W: Write> TextSink<W> {
 
 impl<W: Write + Send> Sink for TextSink<W> {
     fn event(&mut self, machine: usize, ev: &EventView<'_>) -> Result<()> {
+        if self.tracecmd_lost {
+            if let Payload::Lost { count } = ev.payload {
+                if count != Some(0) {
+                    self.pending_lost.retain(|p| (p.0, p.1) != (machine, ev.cpu));
+                    self.pending_lost.push((machine, ev.cpu, count));
+                }
+                return Ok(());
+            }
+            if !self.pending_lost.is_empty() {
+                if let Some(i) = self.pending_lost.iter().position(|p| (p.0, p.1) == (machine, ev.cpu)) {
+                    let (_, cpu, count) = self.pending_lost.swap_remove(i);
+                    let start = self.line.len();
+                    self.format(machine, ev);
+                    let label = self.columns.get(machine).map_or(if self.width > 0 { self.width + 2 } else { 0 }, Vec::len);
+                    let mut mark = Vec::with_capacity(40);
+                    mark.extend_from_slice(b"CPU:");
+                    put::dec(&mut mark, cpu as u64, 0, b' ');
+                    mark.extend_from_slice(b" [");
+                    if let Some(n) = count {
+                        put::dec(&mut mark, n, 0, b' ');
+                        mark.push(b' ');
+                    }
+                    mark.extend_from_slice(b"EVENTS DROPPED]\n");
+                    let at = (start + label).min(self.line.len());
+                    self.line.splice(at..at, mark);
+                    self.line.push(b'\n');
+                    return Ok(());
+                }
+            }
+        }
         self.format(machine, ev);
         self.line.push(b'\n');
         if self.line.len() >= FLUSH_AT {
