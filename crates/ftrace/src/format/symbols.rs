@@ -3,10 +3,36 @@
 //! `bprint`/`%s`-of-pointer arguments.
 
 /// Kernel symbols sorted by address.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Kallsyms {
     /// (address, name, module) sorted by address, file order kept among equals.
     syms: Vec<(u64, Box<str>, Option<Box<str>>)>,
+    /// Names this table in [`TEP_CACHE`] (a clone shares it: same content).
+    id: u64,
+}
+
+impl Default for Kallsyms {
+    fn default() -> Self {
+        Kallsyms { syms: Vec::new(), id: next_id() }
+    }
+}
+
+/// Table ids start at 1: a cache slot of id 0 is empty.
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Slots of the per-thread lookup cache.
+const TEP_SLOTS: usize = 1024;
+
+thread_local! {
+    /// [`Kallsyms::lookup_tep`]'s recent answers, direct-mapped by address:
+    /// (table id, address, index into the table or `u32::MAX` for none). A
+    /// trace calls the same few hundred functions and call sites over and
+    /// over (timer callbacks, kmalloc call sites): the binary search over
+    /// 100,000+ symbols was a fifth of a report's time (perf, bench/README.md).
+    static TEP_CACHE: std::cell::RefCell<Box<[(u64, u64, u32)]>> = std::cell::RefCell::new(vec![(0, 0, 0); TEP_SLOTS].into_boxed_slice());
 }
 
 impl Kallsyms {
@@ -33,7 +59,7 @@ impl Kallsyms {
             syms.push((addr, name.into(), module));
         }
         syms.sort_by_key(|s| s.0);
-        Kallsyms { syms }
+        Kallsyms { syms, id: next_id() }
     }
 
     pub fn len(&self) -> usize {
@@ -80,6 +106,26 @@ impl Kallsyms {
     /// land: for an address inside a function the last of the run (the
     /// first in the file), for an exact address whichever the halving meets.
     pub(crate) fn lookup_tep(&self, addr: u64) -> Option<(&str, u64)> {
+        let slot = (addr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize % TEP_SLOTS;
+        let hit = TEP_CACHE.with(|c| {
+            let c = c.borrow();
+            let (id, a, i) = c[slot];
+            (id == self.id && a == addr).then_some(i)
+        });
+        let i = match hit {
+            Some(i) => i,
+            None => {
+                let i = self.tep_index(addr).map_or(u32::MAX, |i| i as u32);
+                TEP_CACHE.with(|c| c.borrow_mut()[slot] = (self.id, addr, i));
+                i
+            }
+        };
+        let sym = self.syms.get(i as usize)?;
+        Some((&sym.1, sym.0))
+    }
+
+    /// The index into `syms` of [`lookup_tep`](Self::lookup_tep)'s answer.
+    fn tep_index(&self, addr: u64) -> Option<usize> {
         let n = self.syms.len();
         let at = |i: usize| self.syms.get(i).map_or(0, |s| s.0);
         let (mut lo, mut hi) = (0, n);
@@ -92,8 +138,7 @@ impl Kallsyms {
                 // file entry s + (e - 1 - i).
                 let s = self.syms[..i].partition_point(|x| x.0 < a);
                 let e = i + self.syms[i..].partition_point(|x| x.0 == a);
-                let sym = &self.syms[s + (e - 1 - i)];
-                return Some((&sym.1, sym.0));
+                return Some(s + (e - 1 - i));
             }
             if addr < a {
                 hi = i;
