@@ -55,6 +55,7 @@ fuzz_target!(|data: &[u8]| {
         kallsyms: ksyms.as_ref(),
         printk: printk.as_ref(),
         state: (sel & 16 != 0).then_some(&state),
+        plugins: sel & 32 == 0,
     };
     let mut out = Vec::new();
     for style in [Style::Kernel, Style::TraceCmd] {

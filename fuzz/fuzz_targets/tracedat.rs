@@ -66,6 +66,7 @@ fuzz_target!(|data: &[u8]| {
                 kallsyms: ksyms.as_ref(),
                 printk: printk.as_ref(),
                 state: Some(&state),
+                plugins: true,
             };
             let mut n = 0usize;
             loop {

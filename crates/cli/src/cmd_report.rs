@@ -46,6 +46,11 @@ pub struct Args {
     /// Leave out the DATE option's offset (`trace-cmd report --nodate`).
     #[arg(long)]
     pub nodate: bool,
+    /// No plugins (`trace-cmd report -N`): every event by its print format,
+    /// without libtraceevent's plugins (their handlers and print functions)
+    /// or trace-cmd's function and function_graph views.
+    #[arg(short = 'N')]
+    pub no_plugins: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -53,7 +58,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if let Some(o) = a.output.as_deref() {
         safefs::refuse_input_as_output(o, a.files.iter().map(|p| p.as_path())).context("-o")?;
     }
-    let inputs = a.files.iter().map(|p| Input::open(p)).collect::<Result<Vec<_>, _>>()?;
+    let mut inputs = a.files.iter().map(|p| Input::open(p)).collect::<Result<Vec<_>, _>>()?;
+    for input in &mut inputs {
+        input.set_plugins(!a.no_plugins);
+    }
     // Every (file, buffer) is a source labelled in a column, as trace-cmd
     // labels instance buffers: `tsc_offset: ...`, the top level blank. With
     // several files, the file name leads the label.

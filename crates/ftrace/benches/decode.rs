@@ -126,7 +126,7 @@ fn render_all(dat: &TraceDat<'_>, events: &Events, out: &mut Vec<u8>) -> u64 {
     let mut bytes = 0;
     for ci in 0..dat.buffers()[0].cpus.len() {
         let mut ev = dat.cpu_events(0, ci).unwrap();
-        let ctx = RenderCtx { endian: dat.endian(), long_size: dat.long_size(), cpu: ev.cpu(), kallsyms: None, printk: None, state: None };
+        let ctx = RenderCtx { endian: dat.endian(), long_size: dat.long_size(), cpu: ev.cpu(), kallsyms: None, printk: None, state: None, plugins: true };
         while let Some(r) = ev.next_event().unwrap() {
             if let RingEvent::Event { data, .. } = r {
                 if let Some(f) = events.of_record(data, dat.endian()) {

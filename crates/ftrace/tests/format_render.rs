@@ -62,7 +62,7 @@ impl<'a> Rec<'a> {
 }
 
 fn render(ev: &EventFormat, rec: &[u8], style: Style, k: Option<&Kallsyms>, p: Option<&PrintkFormats>) -> String {
-    let ctx = RenderCtx { endian: Endian::Little, long_size: 8, cpu: 0, kallsyms: k, printk: p, state: None };
+    let ctx = RenderCtx { endian: Endian::Little, long_size: 8, cpu: 0, kallsyms: k, printk: p, state: None, plugins: true };
     let mut out = Vec::new();
     ev.render(rec, &ctx, style, &mut out);
     String::from_utf8(out).unwrap()
@@ -368,7 +368,7 @@ fn learning_matches_rendering() {
     let pr = Rec::new(&print);
     let (rendered, learned) = (TraceCmdState::default(), TraceCmdState::default());
     for (ev, rec) in [(&switch, &sw.buf), (&wakeup, &wk.buf), (&print, &pr.buf)] {
-        let ctx = |state| RenderCtx { endian: Endian::Little, long_size: 8, cpu: 0, kallsyms: None, printk: None, state: Some(state) };
+        let ctx = |state| RenderCtx { endian: Endian::Little, long_size: 8, cpu: 0, kallsyms: None, printk: None, state: Some(state), plugins: true };
         ev.render(rec, &ctx(&rendered), Style::TraceCmd, &mut Vec::new());
         ev.learn(rec, &ctx(&learned));
         assert!(!ev.render_reads_state());

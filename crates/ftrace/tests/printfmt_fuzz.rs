@@ -25,7 +25,7 @@ fn real_formats() -> Vec<EventFormat> {
 fn render_all(ev: &EventFormat, rec: &[u8], k: &Kallsyms, p: &PrintkFormats) {
     for endian in [Endian::Little, Endian::Big] {
         for long_size in [4u8, 8] {
-            let ctx = RenderCtx { endian, long_size, cpu: 1, kallsyms: Some(k), printk: Some(p), state: None };
+            let ctx = RenderCtx { endian, long_size, cpu: 1, kallsyms: Some(k), printk: Some(p), state: None, plugins: true };
             for style in [Style::Kernel, Style::TraceCmd] {
                 let mut out = Vec::new();
                 ev.render(rec, &ctx, style, &mut out);
@@ -102,7 +102,7 @@ fn deep_and_long_expressions_do_not_overflow() {
     s.push_str(&"-".repeat(20000));
     s.push_str("REC->x\n");
     let ev = EventFormat::parse("x", s.as_bytes()).unwrap();
-    let ctx = RenderCtx { endian: Endian::Little, long_size: 8, cpu: 0, kallsyms: None, printk: None, state: None };
+    let ctx = RenderCtx { endian: Endian::Little, long_size: 8, cpu: 0, kallsyms: None, printk: None, state: None, plugins: true };
     for style in [Style::Kernel, Style::TraceCmd] {
         let mut out = Vec::new();
         ev.render(&[1, 0, 0, 0], &ctx, style, &mut out);

@@ -169,6 +169,7 @@ impl<'a> Env<'a> {
                 if self.kernel { kernel_cast(v, ty, self.ctx.long_size) } else { v & tep_mask }
             }
             Expr::SizeofLong => self.ctx.long_size as u64,
+            Expr::Func { func, args } => super::plugins::call(*func, self, args, None),
             Expr::DynArrayLen(i) => self.field(*i).map_or(0, |f| self.dyn_of(f).1 as u64),
             Expr::DynArray(i) => self.field(*i).map_or(0, |f| self.dyn_of(f).0 as u64),
             Expr::Op { op: Op::Index, left, right, .. } => self.index(left, right),
@@ -417,6 +418,10 @@ impl<'a> Env<'a> {
                 if let Expr::Op { left: a, right: b, .. } = &**right {
                     self.print_str(out, spec, star, if c != 0 { a } else { b });
                 }
+            }
+            // process_defined_func writes straight to the line: no width.
+            Expr::Func { func, args } => {
+                super::plugins::call(*func, self, args, Some(out));
             }
             _ => {}
         }

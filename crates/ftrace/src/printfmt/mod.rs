@@ -33,6 +33,10 @@ pub struct RenderCtx<'a> {
     /// What trace-cmd's plugins remember between events (function indents,
     /// learned comms); without it each event renders on its own.
     pub state: Option<&'a TraceCmdState>,
+    /// Whether trace-cmd style applies the plugins (libtraceevent's and
+    /// trace-cmd's own handlers and print functions); `false` renders as
+    /// `trace-cmd report -N`.
+    pub plugins: bool,
 }
 
 /// A function graph record's kind ([`EventFormat::graph_func`]).
@@ -57,6 +61,9 @@ struct Program {
     args: Vec<Expr>,
     /// `None` when the format string does not match the arguments.
     pieces: Option<Vec<Piece>>,
+    /// Calls a plugin's print function: without plugins (`trace-cmd report
+    /// -N`) libtraceevent cannot parse it.
+    has_func: bool,
 }
 
 /// A print format compiled both ways. Private; built by `EventFormat::parse`.
@@ -70,9 +77,17 @@ pub(crate) struct Compiled {
 }
 
 fn compile_one(fmt: &[u8], rest: &[Tok], fields: &[Field], kernel: bool) -> Option<Program> {
-    let args = if rest.is_empty() { Vec::new() } else { Parser::new(rest.to_vec(), fields, kernel).args().ok()? };
+    let mut has_func = false;
+    let args = if rest.is_empty() {
+        Vec::new()
+    } else {
+        let mut p = Parser::new(rest.to_vec(), fields, kernel);
+        let args = p.args().ok()?;
+        has_func = p.has_func;
+        args
+    };
     let pieces = split(fmt, args.len(), !kernel).ok();
-    Some(Program { args, pieces })
+    Some(Program { args, pieces, has_func })
 }
 
 impl Compiled {
@@ -115,7 +130,7 @@ impl EventFormat {
     /// line when that record is the same pid's exit of the same function
     /// ([`render_graph_leaf`](Self::render_graph_leaf)).
     pub fn graph_func(&self, rec: &[u8], ctx: &RenderCtx) -> Option<(GraphRole, u64)> {
-        let (p, pf) = self.compiled.plugin.as_ref()?;
+        let (p, pf) = self.compiled.plugin.as_ref().filter(|_| ctx.plugins)?;
         let role = match p {
             Plugin::FuncGraphEntry => GraphRole::Entry,
             Plugin::FuncGraphExit => GraphRole::Exit,
@@ -147,7 +162,7 @@ impl EventFormat {
     /// that does not [read the state](Self::render_reads_state) to be
     /// rendered later, anywhere, with no state: same text, same learning.
     pub fn learn(&self, rec: &[u8], ctx: &RenderCtx) {
-        if let (Some((p, pf)), Some(_)) = (&self.compiled.plugin, ctx.state) {
+        if let (Some((p, pf)), Some(_), true) = (&self.compiled.plugin, ctx.state, ctx.plugins) {
             plugins::learn(*p, pf, &Env { rec, fields: &self.fields, ctx, kernel: false });
         }
     }
@@ -161,13 +176,13 @@ impl EventFormat {
         let env = Env { rec, fields: &self.fields, ctx, kernel };
         let c = &self.compiled;
         let mut pretty = true;
-        if !kernel {
+        if !kernel && ctx.plugins {
             if let Some((p, pf)) = &c.plugin {
                 pretty = !plugins::run(*p, pf, &env, out);
             }
         }
         if pretty {
-            let prog = if kernel { c.kernel.as_ref() } else { c.tep.as_ref() };
+            let prog = if kernel { c.kernel.as_ref() } else { c.tep.as_ref().filter(|p| ctx.plugins || !p.has_func) };
             if c.bprint && prog.is_some() {
                 self.render_bprint(&env, out);
             } else {
@@ -181,6 +196,13 @@ impl EventFormat {
         // kernel's newline of a `print` body is its line end.
         if out.len() > start && out.last() == Some(&b'\n') {
             out.pop();
+        }
+        // A NUL a plugin wrote (kvm_mmu_print_role, scsi_trace_parse_cdb)
+        // ends the line: trace-cmd prints its trace_seq with `%.*s`.
+        if !kernel {
+            if let Some(nul) = out[start..].iter().position(|&b| b == 0) {
+                out.truncate(start + nul);
+            }
         }
     }
 
@@ -330,5 +352,11 @@ impl EventFormat {
     pub fn print_fmt_ok(&self, style: Style) -> bool {
         let p = if style == Style::Kernel { &self.compiled.kernel } else { &self.compiled.tep };
         p.as_ref().is_some_and(|p| p.pieces.is_some())
+    }
+
+    /// Whether the trace-cmd style print format calls a plugin's print
+    /// function, so that without plugins (`-N`) it falls back to the fields.
+    pub fn print_fmt_needs_plugins(&self) -> bool {
+        self.compiled.tep.as_ref().is_some_and(|p| p.has_func)
     }
 }

@@ -193,6 +193,9 @@ pub(crate) enum Expr {
     DynArray(usize),
     DynArrayLen(usize),
     SizeofLong,
+    /// A function a libtraceevent plugin registered with
+    /// `tep_register_print_function` (trace-cmd style only).
+    Func { func: super::plugins::PrintFunc, args: Vec<Expr> },
 }
 
 /// One `{ value, "name" }` of `__print_flags`/`__print_symbolic`, with the
@@ -221,6 +224,9 @@ pub(crate) struct Parser<'a> {
     depth: u32,
     /// Operator nodes built so far: loops deepen the tree without recursing.
     nodes: u32,
+    /// Whether a plugin's print function was parsed (`trace-cmd report -N`
+    /// has none registered, so the format fails to parse there).
+    pub(crate) has_func: bool,
 }
 
 /// Bounds on recursion and tree depth so hostile formats cannot overflow the
@@ -230,7 +236,7 @@ const MAX_NODES: u32 = 2000;
 
 impl<'a> Parser<'a> {
     pub(crate) fn new(toks: Vec<Tok>, fields: &'a [Field], kernel: bool) -> Self {
-        Parser { toks, pos: 0, fields, kernel, depth: 0, nodes: 0 }
+        Parser { toks, pos: 0, fields, kernel, depth: 0, nodes: 0, has_func: false }
     }
 
     fn next(&mut self) -> Tok {
@@ -651,8 +657,30 @@ impl<'a> Parser<'a> {
                 Ok(self.next())
             }
             "sizeof" => self.process_sizeof(arg),
-            _ => Err(()),
+            _ => match super::plugins::PrintFunc::find(name).filter(|_| !self.kernel) {
+                Some(func) => self.process_func_handler(arg, func),
+                None => Err(()),
+            },
         }
+    }
+
+    /// event-parse.c `process_func_handler`: exactly the function's number
+    /// of arguments, each one `process_arg` (no operators after it), split
+    /// by `,` and closed by `)`.
+    fn process_func_handler(&mut self, arg: &mut Expr, func: super::plugins::PrintFunc) -> Res<Tok> {
+        let n = func.nr_args();
+        let mut args = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut farg = Expr::Null;
+            let t = self.process_arg(&mut farg)?;
+            if !t.is_delim(if i + 1 < n { b',' } else { b')' }) {
+                return Err(());
+            }
+            args.push(farg);
+        }
+        self.has_func = true;
+        *arg = Expr::Func { func, args };
+        Ok(self.next())
     }
 
     fn process_sizeof(&mut self, arg: &mut Expr) -> Res<Tok> {

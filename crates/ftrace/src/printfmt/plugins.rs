@@ -36,6 +36,20 @@ pub(crate) enum Plugin {
     FuncGraphEntry,
     /// trace-ftrace.c `fgraph_ret_handler`.
     FuncGraphExit,
+    /// plugin_kvm.c `kvm_emulate_insn_handler`.
+    KvmEmulateInsn,
+    /// plugin_kvm.c `kvm_nested_vmexit_handler`.
+    KvmNestedVmexit,
+    /// plugin_kvm.c `kvm_nested_vmexit_inject_handler`.
+    KvmNestedVmexitInject,
+    /// plugin_kvm.c `kvm_mmu_get_page_handler`.
+    KvmMmuGetPage,
+    /// plugin_kvm.c `kvm_mmu_print_role` (sync, unsync, zap, prepare_zap).
+    KvmMmuRole,
+    /// plugin_futex.c `futex_handler`.
+    Futex,
+    /// plugin_mac80211.c `drv_bss_info_changed`.
+    Mac80211BssInfo,
 }
 
 impl Plugin {
@@ -55,6 +69,15 @@ impl Plugin {
             ("ftrace", "kernel_stack") => Plugin::KernelStack,
             ("ftrace", "funcgraph_entry") => Plugin::FuncGraphEntry,
             ("ftrace", "funcgraph_exit") => Plugin::FuncGraphExit,
+            ("kvm", "kvm_emulate_insn") => Plugin::KvmEmulateInsn,
+            ("kvm", "kvm_nested_vmexit") => Plugin::KvmNestedVmexit,
+            ("kvm", "kvm_nested_vmexit_inject") => Plugin::KvmNestedVmexitInject,
+            ("kvmmmu", "kvm_mmu_get_page") => Plugin::KvmMmuGetPage,
+            ("kvmmmu", "kvm_mmu_sync_page" | "kvm_mmu_unsync_page" | "kvm_mmu_zap_page" | "kvm_mmu_prepare_zap_page") => {
+                Plugin::KvmMmuRole
+            }
+            ("syscalls", "sys_enter_futex") => Plugin::Futex,
+            ("mac80211", "drv_bss_info_changed") => Plugin::Mac80211BssInfo,
             _ => return None,
         })
     }
@@ -100,9 +123,30 @@ pub(crate) enum F {
     Depth,
     Calltime,
     Rettime,
+    Csbase,
+    Len,
+    Flags,
+    Failed,
+    Insn,
+    ExitCode,
+    ExitInfo1,
+    ExitInfo2,
+    ExitIntInfo,
+    ExitIntInfoErr,
+    Role,
+    RootCount,
+    Unsync,
+    Created,
+    Gfn,
+    Uaddr,
+    Op,
+    Val,
+    Utime,
+    Uaddr2,
+    Val3,
 }
 
-const NAMES: [&str; 35] = ["prev_comm", "prev_pid", "prev_prio", "prev_state", "next_comm", "next_pid", "next_prio", "pid", "comm", "prio", "success", "target_cpu", "timer", "hrtimer", "now", "function", "expires", "softexpires", "exit_reason", "isa", "guest_rip", "info1", "info2", "vcpu_id", "rip", "ip", "parent_ip", "call_site", "pages", "reason", "caller", "func", "depth", "calltime", "rettime"];
+const NAMES: [&str; 56] = ["prev_comm", "prev_pid", "prev_prio", "prev_state", "next_comm", "next_pid", "next_prio", "pid", "comm", "prio", "success", "target_cpu", "timer", "hrtimer", "now", "function", "expires", "softexpires", "exit_reason", "isa", "guest_rip", "info1", "info2", "vcpu_id", "rip", "ip", "parent_ip", "call_site", "pages", "reason", "caller", "func", "depth", "calltime", "rettime", "csbase", "len", "flags", "failed", "insn", "exit_code", "exit_info1", "exit_info2", "exit_int_info", "exit_int_info_err", "role", "root_count", "unsync", "created", "gfn", "uaddr", "op", "val", "utime", "uaddr2", "val3"];
 
 impl F {
     fn name(self) -> &'static str {
@@ -156,6 +200,45 @@ fn val(env: &PEnv, f: F) -> Option<u64> {
 /// `tep_get_field_val(..., err=1)` writes this when the field is missing.
 fn missing(out: &mut Vec<u8>, name: F) {
     w(out, format_args!("CAN'T FIND FIELD \"{}\"", name.name()));
+}
+
+/// event-parse.c `get_field_val` with `err` set (what `tep_get_field_val(...,
+/// 1)` does): `<CANT FIND FIELD name>` when the event lacks the field,
+/// ` name=INVALID` when it is not a 1, 2, 4 or 8-byte number.
+fn get_val(env: &PEnv, out: &mut Vec<u8>, f: F) -> Option<u64> {
+    match env.raw(f) {
+        None if env.pf.0[f as usize].is_none() => {
+            w(out, format_args!("<CANT FIND FIELD {}>", f.name()))
+        }
+        _ => match num(env, f) {
+            Some(v) => return Some(v),
+            None => w(out, format_args!(" {}=INVALID", f.name())),
+        },
+    }
+    None
+}
+
+/// event-parse.c `tep_print_num_field`: `print(value)`, else (with `err`)
+/// `CAN'T FIND FIELD "name"`; `false` on failure.
+fn print_num(
+    env: &PEnv,
+    out: &mut Vec<u8>,
+    f: F,
+    err: bool,
+    print: impl FnOnce(&mut Vec<u8>, u64),
+) -> bool {
+    match num(env, f) {
+        Some(v) => {
+            print(out, v);
+            true
+        }
+        None => {
+            if err {
+                missing(out, f);
+            }
+            false
+        }
+    }
 }
 
 /// plugin_sched_switch.c `write_and_save_comm`: prints the comm and
@@ -333,25 +416,18 @@ pub(crate) fn run(p: Plugin, pf: &PluginFields, env: &Env, out: &mut Vec<u8>) ->
             true
         }
         Plugin::KvmExit => {
-            let Some(reason) = val(env, F::ExitReason) else {
-                missing(out, F::ExitReason);
+            // plugin_kvm.c kvm_exit_handler (add_rip_function prints nothing
+            // for one input: trace-cmd's tep_plugin_kvm_get_func maps guest
+            // addresses only across host and guest files).
+            if !exit_reason_of(env, out, F::ExitReason) {
                 return false;
-            };
-            let isa = val(env, F::Isa).unwrap_or(1);
-            match exit_reason(isa, reason as i32) {
-                Some(r) => {
-                    out.extend_from_slice(b"reason ");
-                    crate::put::bytes(out, r.as_bytes());
-                }
-                None => w(out, format_args!("reason UNKNOWN ({reason})")),
             }
-            let Some(rip) = val(env, F::GuestRip) else {
-                missing(out, F::GuestRip);
+            let Some(rip) = get_val(env, out, F::GuestRip) else {
                 return false;
             };
             out.extend_from_slice(b" rip 0x");
             hex(out, rip);
-            if let (Some(a), Some(b)) = (val(env, F::Info1), val(env, F::Info2)) {
+            if let (Some(a), Some(b)) = (num(env, F::Info1), num(env, F::Info2)) {
                 out.extend_from_slice(b" info ");
                 hex(out, a);
                 out.push(b' ');
@@ -360,19 +436,90 @@ pub(crate) fn run(p: Plugin, pf: &PluginFields, env: &Env, out: &mut Vec<u8>) ->
             true
         }
         Plugin::KvmEntry => {
-            match val(env, F::VcpuId) {
-                Some(v) => {
-                    out.extend_from_slice(b" vcpu ");
-                    dec(out, v as u32 as i64);
-                }
-                None => missing(out, F::VcpuId),
-            }
-            let Some(rip) = val(env, F::Rip) else {
-                missing(out, F::Rip);
+            // plugin_kvm.c kvm_entry_handler.
+            print_num(env, out, F::VcpuId, true, |out, v| {
+                out.extend_from_slice(b" vcpu ");
+                dec_u(out, v as u32 as u64);
+            });
+            let Some(rip) = get_val(env, out, F::Rip) else {
                 return false;
             };
             out.extend_from_slice(b" rip 0x");
             hex(out, rip);
+            true
+        }
+        Plugin::KvmEmulateInsn => {
+            // plugin_kvm.c kvm_emulate_insn_handler, built without udis86:
+            // `disassemble` prints the first `len` bytes as `%02x ` and cuts
+            // the last blank.
+            let Some(rip) = get_val(env, out, F::Rip) else {
+                return false;
+            };
+            let Some(csbase) = get_val(env, out, F::Csbase) else {
+                return false;
+            };
+            let Some(len) = get_val(env, out, F::Len) else {
+                return false;
+            };
+            if get_val(env, out, F::Flags).is_none() {
+                return false;
+            }
+            let Some(failed) = get_val(env, out, F::Failed) else {
+                return false;
+            };
+            // tep_get_field_raw: the bytes from the field's start, which the
+            // C reads `len` of whatever the field's size (its buffer holds 15).
+            let Some(slot) = env.pf.0[F::Insn as usize] else {
+                out.extend_from_slice(b"<CANT FIND FIELD insn>");
+                return false;
+            };
+            let rec = env.env.rec;
+            let insn = rec.get(slot.offset..).unwrap_or(&[]);
+            let insn = &insn[..insn.len().min(len.min(15) as usize)];
+            hex(out, csbase);
+            out.push(b':');
+            hex(out, rip);
+            out.extend_from_slice(b": ");
+            for (i, &b) in insn.iter().enumerate() {
+                if i > 0 {
+                    out.push(b' ');
+                }
+                crate::put::hex2(out, b);
+            }
+            if failed != 0 {
+                out.extend_from_slice(b" FAIL");
+            }
+            true
+        }
+        Plugin::KvmNestedVmexit => {
+            // plugin_kvm.c kvm_nested_vmexit_handler: the rip, then as
+            // kvm_nested_vmexit_inject_handler.
+            let Some(rip) = get_val(env, out, F::Rip) else {
+                return false;
+            };
+            out.extend_from_slice(b" rip ");
+            hex(out, rip);
+            nested_vmexit_inject(env, out)
+        }
+        Plugin::KvmNestedVmexitInject => nested_vmexit_inject(env, out),
+        Plugin::KvmMmuGetPage => {
+            // plugin_kvm.c kvm_mmu_get_page_handler.
+            let Some(created) = get_val(env, out, F::Created) else {
+                return false;
+            };
+            out.extend_from_slice(if created != 0 { b"new " } else { b"existing " });
+            let Some(gfn) = get_val(env, out, F::Gfn) else {
+                return false;
+            };
+            out.extend_from_slice(b"sp gfn ");
+            hex(out, gfn);
+            out.push(b' ');
+            mmu_print_role(env, out)
+        }
+        Plugin::KvmMmuRole => mmu_print_role(env, out),
+        Plugin::Futex => futex(env, out),
+        Plugin::Mac80211BssInfo => {
+            bss_info_changed(env, out);
             true
         }
         Plugin::Function => {
@@ -489,6 +636,221 @@ pub(crate) fn run(p: Plugin, pf: &PluginFields, env: &Env, out: &mut Vec<u8>) ->
             true
         }
     }
+}
+
+/// plugin_kvm.c `print_exit_reason`: `reason NAME` from the plugin's own
+/// tables by the `isa` field (1 when absent); `false` (nothing more to
+/// print by the handler) when the reason field cannot be read.
+fn exit_reason_of(env: &PEnv, out: &mut Vec<u8>, f: F) -> bool {
+    let Some(reason) = get_val(env, out, f) else {
+        return false;
+    };
+    let isa = num(env, F::Isa).unwrap_or(1);
+    match exit_reason(isa as u32 as u64, reason as i32) {
+        Some(r) => {
+            out.extend_from_slice(b"reason ");
+            crate::put::bytes(out, r.as_bytes());
+        }
+        None => w(out, format_args!("reason UNKNOWN ({reason})")),
+    }
+    true
+}
+
+/// plugin_kvm.c `kvm_nested_vmexit_inject_handler`.
+fn nested_vmexit_inject(env: &PEnv, out: &mut Vec<u8>) -> bool {
+    if !exit_reason_of(env, out, F::ExitCode) {
+        return false;
+    }
+    for (f, label) in [
+        (F::ExitInfo1, " info1 "),
+        (F::ExitInfo2, " info2 "),
+        (F::ExitIntInfo, " int_info "),
+        (F::ExitIntInfoErr, " int_info_err "),
+    ] {
+        print_num(env, out, f, true, |out, v| {
+            out.extend_from_slice(label.as_bytes());
+            hex(out, v);
+        });
+    }
+    true
+}
+
+/// plugin_kvm.c `kvm_mmu_print_role`: the role word through the plugin's
+/// (old) `union kvm_mmu_page_role` bit layout when the file has this
+/// machine's byte order, else the word in hex; the root count; then
+/// `sync`/`unsync` and a NUL, where trace-cmd's output of the line stops.
+fn mmu_print_role(env: &PEnv, out: &mut Vec<u8>) -> bool {
+    const ACCESS: [&str; 8] = ["---", "--x", "w--", "w-x", "-u-", "-ux", "wu-", "wux"];
+    let Some(v) = get_val(env, out, F::Role) else {
+        return false;
+    };
+    let word = v as u32;
+    if env.env.ctx.endian == crate::Endian::NATIVE {
+        let bit = |n: u32| (word >> n) & 1 != 0;
+        let not = |b: bool| if b { "" } else { "!" };
+        w(
+            out,
+            format_args!(
+                "{} q{}{} {}{} {}pae {}nxe {}wp{}{}{}",
+                word & 0xf,
+                (word >> 5) & 3,
+                if bit(7) { " direct" } else { "" },
+                ACCESS[((word >> 8) & 7) as usize],
+                if bit(11) { " invalid" } else { "" },
+                not(bit(4)),
+                not(bit(12)),
+                not(bit(13)),
+                if bit(14) { " smep" } else { "" },
+                if bit(15) { " smap" } else { "" },
+                if word >> 24 != 0 { " smm" } else { "" },
+            ),
+        );
+    } else {
+        w(out, format_args!("WORD: {word:08x}"));
+    }
+    print_num(env, out, F::RootCount, true, |out, v| {
+        w(out, format_args!(" root {} ", v as u32))
+    });
+    let Some(unsync) = get_val(env, out, F::Unsync) else {
+        return false;
+    };
+    out.extend_from_slice(if unsync != 0 { b"unsync\0" } else { b"sync\0" });
+    true
+}
+
+/// plugin_futex.c `futex_handler`: the operation's name and flags, then the
+/// arguments the operation uses (`futex_op_tbl`, `futex_print`); non-zero
+/// (the print format follows) when a field is missing or the command unknown.
+fn futex(env: &PEnv, out: &mut Vec<u8>) -> bool {
+    const PRIVATE: u64 = 128;
+    const REALTIME: u64 = 256;
+    // name, then how val, utime (val2), uaddr2, val3 print: 0 not at all,
+    // 1 as %llu, 2 as 0x%08llx.
+    const OPS: [(&str, [u8; 4]); 13] = [
+        ("FUTEX_WAIT", [2, 2, 0, 0]),
+        ("FUTEX_WAKE", [1, 0, 0, 0]),
+        ("FUTEX_FD", [1, 0, 0, 0]),
+        ("FUTEX_REQUEUE", [1, 1, 2, 0]),
+        ("FUTEX_CMP_REQUEUE", [1, 1, 2, 2]),
+        ("FUTEX_WAKE_OP", [1, 1, 2, 2]),
+        ("FUTEX_LOCK_PI", [0, 2, 0, 0]),
+        ("FUTEX_UNLOCK_PI", [0, 0, 0, 0]),
+        ("FUTEX_TRYLOCK_PI", [0, 0, 0, 0]),
+        ("FUTEX_WAIT_BITSET", [2, 2, 0, 2]),
+        ("FUTEX_WAKE_BITSET", [1, 0, 0, 2]),
+        ("FUTEX_WAIT_REQUEUE_PI", [2, 2, 2, 2]),
+        ("FUTEX_CMP_REQUEUE_PI", [1, 1, 2, 2]),
+    ];
+    let mut v = [0u64; 6];
+    for (slot, f) in v
+        .iter_mut()
+        .zip([F::Uaddr, F::Op, F::Val, F::Utime, F::Uaddr2, F::Val3])
+    {
+        match get_val(env, out, f) {
+            Some(x) => *slot = x,
+            None => return false,
+        }
+    }
+    let [uaddr, op, rest @ ..] = v;
+    let Some((name, how)) = OPS.get((op & !(PRIVATE | REALTIME)) as usize) else {
+        return false;
+    };
+    w(out, format_args!("op={name}"));
+    if op & PRIVATE != 0 {
+        out.extend_from_slice(b"|FUTEX_PRIVATE_FLAG");
+    }
+    if op & REALTIME != 0 {
+        out.extend_from_slice(b"|FUTEX_CLOCK_REALTIME");
+    }
+    w(out, format_args!(" uaddr=0x{uaddr:08x}"));
+    for ((label, how), x) in [
+        "val",
+        if how[1] == 1 { "val2" } else { "utime" },
+        "uaddr2",
+        "val3",
+    ]
+    .iter()
+    .zip(how)
+    .zip(rest)
+    {
+        match how {
+            1 => w(out, format_args!(" {label}={x}")),
+            2 => w(out, format_args!(" {label}=0x{x:08x}")),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// plugin_mac80211.c `drv_bss_info_changed` (fields looked up by name, as
+/// the C does for this one event).
+fn bss_info_changed(env: &PEnv, out: &mut Vec<u8>) {
+    let e = env.env;
+    let field = |name: &str| e.fields.iter().find(|f| f.name == name);
+    let number = |name: &str| {
+        field(name)
+            .filter(|f| matches!(f.size, 1 | 2 | 4 | 8))
+            .and_then(|f| e.ctx.endian.uint(f.raw(e.rec)?))
+    };
+    // print_string: `%.*s` of the field (a __data_loc's own offset and length).
+    let string = |out: &mut Vec<u8>, name: &str| {
+        let Some(f) = field(name) else {
+            w(out, format_args!("NOTFOUND:{name}"));
+            return;
+        };
+        let (mut off, mut len) = (f.offset as usize, f.size as usize);
+        if f.type_name.starts_with("__data_loc") {
+            let Some(v) = f
+                .raw(e.rec)
+                .filter(|r| matches!(r.len(), 1 | 2 | 4 | 8))
+                .and_then(|r| e.ctx.endian.uint(r))
+            else {
+                out.extend_from_slice(b"invalid_data_loc");
+                return;
+            };
+            off = (v & 0xffff) as usize;
+            len = ((v >> 16) & 0xffff) as usize;
+        }
+        let data = e.rec.get(off..).unwrap_or(&[]);
+        crate::put::bytes(out, until_nul(&data[..len.min(data.len())]));
+    };
+    const INDENT: usize = 65;
+    let newline = |out: &mut Vec<u8>| {
+        out.push(b'\n');
+        out.extend(std::iter::repeat_n(b' ', INDENT));
+    };
+    // SF: `name:%d`, SFX: `name:%#x`, nothing when the field is missing.
+    let sf = |out: &mut Vec<u8>, name: &str, hex_: bool| {
+        if let Some(v) = number(name) {
+            match (hex_, v as u32) {
+                (true, 0) => w(out, format_args!("{name}:0")),
+                (true, x) => w(out, format_args!("{name}:0x{x:x}")),
+                (false, x) => w(out, format_args!("{name}:{}", x as i32)),
+            }
+        }
+    };
+    string(out, "wiphy_name");
+    out.extend_from_slice(b" vif:");
+    string(out, "vif_name");
+    match number("vif_type") {
+        Some(v) => w(out, format_args!("({})", v as u32 as i32)),
+        None => out.extend_from_slice(b"CAN'T FIND FIELD \"vif_type\""),
+    }
+    newline(out);
+    for n in ["assoc", "aid", "cts", "shortpre", "shortslot", "dtimper"] {
+        sf(out, n, false);
+        out.push(b' ');
+    }
+    newline(out);
+    sf(out, "bcnint", false);
+    out.push(b' ');
+    sf(out, "assoc_cap", true);
+    out.push(b' ');
+    sf(out, "basic_rates", true);
+    out.push(b' ');
+    sf(out, "enable_beacon", false);
+    newline(out);
+    sf(out, "ht_operation_mode", false);
 }
 
 /// tep_get_field_val(..., err=1) failing in a graph handler: its message,
@@ -752,4 +1114,253 @@ mod function_stack_tests {
         // CPUs are independent.
         assert_eq!(s.add_and_get_index(1, "w", Some("q")), 0);
     }
+}
+
+/// The functions libtraceevent 1.7.1's plugins register with
+/// `tep_register_print_function`, callable from print formats. Evaluated
+/// as event-parse.c `process_defined_func`: numeric arguments by
+/// `eval_num_arg`; as a number the call gives its return value, as a `%s`
+/// argument it prints what the function writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PrintFunc {
+    /// plugin_kvm.c `process_is_writable_pte`.
+    IsWritablePte,
+    /// plugin_jbd2.c `process_jbd2_dev_to_name`.
+    Jbd2DevToName,
+    /// plugin_jbd2.c `process_jiffies_to_msecs`.
+    JiffiesToMsecs,
+    /// plugin_xen.c `process_xen_hypercall_name`.
+    XenHypercallName,
+    /// plugin_cfg80211.c `process___le16_to_cpup`.
+    Le16ToCpup,
+    /// plugin_scsi.c `process_scsi_trace_parse_cdb`.
+    ScsiTraceParseCdb,
+}
+
+impl PrintFunc {
+    pub(crate) fn find(name: &str) -> Option<PrintFunc> {
+        Some(match name {
+            "is_writable_pte" => PrintFunc::IsWritablePte,
+            "jbd2_dev_to_name" => PrintFunc::Jbd2DevToName,
+            "jiffies_to_msecs" => PrintFunc::JiffiesToMsecs,
+            "xen_hypercall_name" => PrintFunc::XenHypercallName,
+            "__le16_to_cpup" => PrintFunc::Le16ToCpup,
+            "scsi_trace_parse_cdb" => PrintFunc::ScsiTraceParseCdb,
+            _ => return None,
+        })
+    }
+
+    /// The number of parameters it was registered with.
+    pub(crate) fn nr_args(self) -> usize {
+        match self {
+            PrintFunc::ScsiTraceParseCdb => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs `f` on `args` evaluated in `env`: its return value, and what it
+/// writes into `out` (dropped when `None`, as for a numeric use). Pointer
+/// arguments are offsets into the record (`__get_dynamic_array(...)`
+/// evaluates to one); any other pointer the C would dereference reads nothing.
+pub(crate) fn call(
+    f: PrintFunc,
+    env: &Env,
+    args: &[super::parse::Expr],
+    out: Option<&mut Vec<u8>>,
+) -> u64 {
+    let arg = |i: usize| args.get(i).map_or(0, |a| env.num(a));
+    let ptr_arg = |i: usize| -> Option<&[u8]> {
+        match args.get(i)? {
+            super::parse::Expr::DynArray(_) => {
+                env.rec.get(usize::try_from(env.num(&args[i])).ok()?..)
+            }
+            _ => None,
+        }
+    };
+    let mut sink = Vec::new();
+    let out = out.unwrap_or(&mut sink);
+    match f {
+        PrintFunc::IsWritablePte => arg(0) & 2,
+        PrintFunc::Jbd2DevToName => {
+            let dev = arg(0) as u32;
+            w(
+                out,
+                format_args!("{}:{}", (dev >> 20) as i32, dev & ((1 << 20) - 1)),
+            );
+            0
+        }
+        PrintFunc::JiffiesToMsecs => {
+            let j = arg(0);
+            dec(out, j as i64);
+            j
+        }
+        PrintFunc::XenHypercallName => {
+            out.extend_from_slice(xen_hypercall_name(arg(0) as u32).as_bytes());
+            0
+        }
+        PrintFunc::Le16ToCpup => ptr_arg(0)
+            .and_then(|b| b.get(..2))
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as u64),
+        PrintFunc::ScsiTraceParseCdb => {
+            let cdb = ptr_arg(1).unwrap_or(&[]);
+            scsi_trace_parse_cdb(out, cdb);
+            0
+        }
+    }
+}
+
+/// plugin_xen.c `xen_hypercall_name`: `(name)` by hypercall number, else "".
+fn xen_hypercall_name(op: u32) -> &'static str {
+    const NAMES: [&str; 56] = [
+        "(set_trap_table)",
+        "(mmu_update)",
+        "(set_gdt)",
+        "(stack_switch)",
+        "(set_callbacks)",
+        "(fpu_taskswitch)",
+        "(sched_op_compat)",
+        "(dom0_op)",
+        "(set_debugreg)",
+        "(get_debugreg)",
+        "(update_descriptor)",
+        "",
+        "(memory_op)",
+        "(multicall)",
+        "(update_va_mapping)",
+        "(set_timer_op)",
+        "(event_channel_op_compat)",
+        "(xen_version)",
+        "(console_io)",
+        "(physdev_op_compat)",
+        "(grant_table_op)",
+        "(vm_assist)",
+        "(update_va_mapping_otherdomain)",
+        "(iret)",
+        "(vcpu_op)",
+        "(set_segment_base)",
+        "(mmuext_op)",
+        "(acm_op)",
+        "(nmi_op)",
+        "(sched_op)",
+        "(callback_op)",
+        "(xenoprof_op)",
+        "(event_channel_op)",
+        "(physdev_op)",
+        "(hvm_op)",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "(arch_0)",
+        "(arch_1)",
+        "(arch_2)",
+        "(arch_3)",
+        "(arch_4)",
+        "(arch_5)",
+        "(arch_6)",
+        "(arch_7)",
+    ];
+    NAMES.get(op as usize).copied().unwrap_or("")
+}
+
+/// plugin_scsi.c `scsi_trace_parse_cdb`: the command block's fields by
+/// opcode, each form ending with a NUL (`trace_seq_putc(p, 0)`), where
+/// trace-cmd's output of the line stops. Bytes past the record read as 0.
+fn scsi_trace_parse_cdb(out: &mut Vec<u8>, cdb: &[u8]) {
+    let b = |i: usize| cdb.get(i).copied().unwrap_or(0) as u64;
+    // Big-endian number from bytes [from, to).
+    let be = |from: usize, to: usize| (from..to).fold(0u64, |v, i| (v << 8) | b(i));
+    // Four bytes as the C assembles them (`cdb[i] << 24` is an int, so a
+    // high bit set sign-extends into the 64-bit sector_t).
+    let s32 = |from: usize| be(from, from + 4) as u32 as i32 as i64 as u64;
+    // Eight bytes: the high four as u64, ORed with the low four as above.
+    let s64 = |from: usize| (be(from, from + 4) << 32) | s32(from + 4);
+    let sa32 = (b(8) << 8) | b(9);
+    match b(0) {
+        // READ_6, WRITE_6 (scsi_trace_rw6)
+        0x08 | 0x0a => w(
+            out,
+            format_args!("lba={} txlen={}", ((b(1) & 0x1f) << 16) | be(2, 4), b(4)),
+        ),
+        // READ_10, VERIFY, WRITE_10, WRITE_SAME (scsi_trace_rw10)
+        op @ (0x28 | 0x2f | 0x2a | 0x41) => {
+            w(
+                out,
+                format_args!("lba={} txlen={} protect={}", s32(2), be(7, 9), b(1) >> 5),
+            );
+            if op == 0x41 {
+                w(out, format_args!(" unmap={}", (b(1) >> 3) & 1));
+            }
+        }
+        // READ_12, VERIFY_12, WRITE_12 (scsi_trace_rw12)
+        0xa8 | 0xaf | 0xaa => w(
+            out,
+            format_args!("lba={} txlen={} protect={}", s32(2), s32(6), b(1) >> 5),
+        ),
+        // READ_16, VERIFY_16, WRITE_16, WRITE_SAME_16 (scsi_trace_rw16)
+        op @ (0x88 | 0x8f | 0x8a | 0x93) => {
+            w(
+                out,
+                format_args!("lba={} txlen={} protect={}", s64(2), s32(10), b(1) >> 5),
+            );
+            if op == 0x93 {
+                w(out, format_args!(" unmap={}", (b(1) >> 3) & 1));
+            }
+        }
+        // UNMAP (scsi_trace_unmap): `(regions - 8) / 16` in unsigned int.
+        0x42 => w(
+            out,
+            format_args!("regions={}", (be(7, 9) as u32).wrapping_sub(8) / 16),
+        ),
+        // SERVICE_ACTION_IN_16 (scsi_trace_service_action_in)
+        0x9e => match b(1) & 0x1f {
+            sa @ (0x10 | 0x12) => {
+                let cmd = if sa == 0x10 {
+                    "READ_CAPACITY_16"
+                } else {
+                    "GET_LBA_STATUS"
+                };
+                w(
+                    out,
+                    format_args!("{cmd} lba={} alloc_len={}", s64(2), be(10, 14)),
+                );
+            }
+            _ => out.extend_from_slice(b"UNKNOWN"),
+        },
+        // VARIABLE_LENGTH_CMD (scsi_trace_varlen, scsi_trace_rw32)
+        0x7f if matches!(sa32, 0x09 | 0x0a | 0x0b | 0x0d) => {
+            let cmd = match sa32 {
+                0x09 => "READ",
+                0x0a => "VERIFY",
+                0x0b => "WRITE",
+                _ => "WRITE_SAME",
+            };
+            w(
+                out,
+                format_args!(
+                    "{cmd}_32 lba={} txlen={} protect={} ei_lbrt={}",
+                    s64(12),
+                    s32(28),
+                    b(10) >> 5,
+                    be(20, 24)
+                ),
+            );
+            if sa32 == 0x0d {
+                w(out, format_args!(" unmap={}", (b(10) >> 3) & 1));
+            }
+        }
+        // scsi_trace_misc
+        _ => out.push(b'-'),
+    }
+    out.push(0);
 }

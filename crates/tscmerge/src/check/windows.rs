@@ -823,7 +823,7 @@ mod tests {
             r[24] = exc;
             r
         };
-        let ctx = ftrace::printfmt::RenderCtx { endian: ftrace::Endian::Little, long_size: 8, cpu: 0, kallsyms: None, printk: None, state: None };
+        let ctx = ftrace::printfmt::RenderCtx { endian: ftrace::Endian::Little, long_size: 8, cpu: 0, kallsyms: None, printk: None, state: None, plugins: true };
         // The raw fields and the record's rendered text must agree.
         let mut text = Vec::new();
         for (r, want) in [

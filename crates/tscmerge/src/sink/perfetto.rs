@@ -540,7 +540,7 @@ mod tests {
         ar[..2].copy_from_slice(&9u16.to_le_bytes());
         ar[8..12].copy_from_slice(&[0xff, 0x00, 0x7f, 0x80]);
         ar[16..24].copy_from_slice(&(-9i64).to_le_bytes());
-        let ctx = RenderCtx { endian: Endian::Little, long_size: 8, cpu: 0, kallsyms: None, printk: None, state: None };
+        let ctx = RenderCtx { endian: Endian::Little, long_size: 8, cpu: 0, kallsyms: None, printk: None, state: None, plugins: true };
         let raw = |format, data| Record { pid: 5, tgid: None, comm: "c", system: "s", name: "", body: Body::Raw { format, data, ctx: &ctx } };
         let records = [
             text(-1, "sched_switch", "prev_comm=bash prev_pid=4613 prev_prio=120 prev_state=R+ ==> next_comm=kworker/0:1 next_pid=77 next_prio=-2"),

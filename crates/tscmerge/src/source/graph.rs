@@ -52,7 +52,7 @@ impl<'m> GraphFold<'m> {
 
     /// Whether `meta` defines the graph tracer's entry event.
     pub fn wanted(meta: &Meta) -> bool {
-        meta.events.by_name("ftrace", "funcgraph_entry").is_some()
+        meta.plugins && meta.events.by_name("ftrace", "funcgraph_entry").is_some()
     }
 
     fn find_min(&mut self) {

@@ -51,6 +51,9 @@ pub struct Meta {
     pub long_size: u8,
     /// What trace-cmd's plugins learn while rendering (function indents, comms).
     pub tracecmd: ftrace::printfmt::TraceCmdState,
+    /// trace-cmd's plugins apply (default); `false` renders as `trace-cmd
+    /// report -N`.
+    pub plugins: bool,
     /// The id of kvm/kvm_write_tsc_offset in this input, when it has the format.
     pub write_tsc_offset: Option<u16>,
     /// What `tscmerge record` stored beside the events (its private options).
@@ -107,6 +110,7 @@ impl Meta {
             endian,
             long_size,
             tracecmd: Default::default(),
+            plugins: true,
             write_tsc_offset: None,
             recorded: None,
             pid_fields: Vec::new(),
@@ -208,6 +212,7 @@ impl Meta {
             kallsyms: self.kallsyms.as_ref(),
             printk: self.printk.as_ref(),
             state: Some(&self.tracecmd),
+            plugins: self.plugins,
         }
     }
 

@@ -380,6 +380,16 @@ impl Input {
         }
     }
 
+    /// Whether trace-cmd's plugins render this input's events (`report -N`
+    /// turns them off).
+    pub fn set_plugins(&mut self, on: bool) {
+        match &mut self.data {
+            Data::Dat { meta, .. } => meta.plugins = on,
+            Data::Raw(r) => r.meta.plugins = on,
+            Data::Map(_) => {}
+        }
+    }
+
     /// The opened raw capture directory, for `info`.
     pub fn rawdir(&self) -> Option<&raw::RawDir> {
         match &self.data {
