@@ -200,7 +200,7 @@ impl EventFormat {
         // A NUL a plugin wrote (kvm_mmu_print_role, scsi_trace_parse_cdb)
         // ends the line: trace-cmd prints its trace_seq with `%.*s`.
         if !kernel {
-            if let Some(nul) = out[start..].iter().position(|&b| b == 0) {
+            if let Some(nul) = memchr::memchr(0, &out[start..]) {
                 out.truncate(start + nul);
             }
         }
