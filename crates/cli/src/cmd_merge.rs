@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use tscmerge::merge::{merge_threads, Sink};
 use tscmerge::plan::{MergeSpec, Plan};
-use tscmerge::sink::{ChromeSink, DatSink, JsonSink, MachineProvenance, PerfettoSink, TextSink, TsFormat, VcpuThread};
+use tscmerge::sink::{ChromeSink, DatSink, HostNs, JsonSink, MachineProvenance, PerfettoSink, TextSink, TsFormat, VcpuThread};
 use tscmerge::check::CheckSink;
 use tscmerge::EventView;
 
@@ -22,7 +22,10 @@ covers a sample, (1) wins and a disagreement is said; (3) --tsc-offset, before e
 do not reach back. trace-cmd host-guest files are recognised by content: the guest's TRACEID finds the host's\n\
 GUEST option, which names the vCPU threads: `tscmerge merge host.dat --guest guest.dat` needs no flags.\n\
 Formats: text (trace-cmd report layout with a machine column), json (one object per line),\n\
-perfetto (protobuf for ui.perfetto.dev; needs --tsc-khz), chrome (trace event JSON; needs --tsc-khz),\n\
+perfetto (protobuf for ui.perfetto.dev), chrome (trace event JSON): both need host time in ns, from --tsc-khz,\n\
+else the host trace.dat's TSC2NSEC option (trace-cmd 3.x), else the frequency tscmerge record noted.\n\
+Text prints host time as seconds when --tsc-khz is given (%6u.%09u) or the host trace.dat has TSC2NSEC\n\
+(as trace-cmd report prints it: %5u.%06u), TSC cycles otherwise; json then adds \"ns\" beside \"ts\" (TSC).\n\
 dat (trace.dat v7, zstd, one buffer per machine, for trace-cmd and KernelShark; needs -o).\n\
 Examples:\n  tscmerge merge host.txt host-tsc_offset.txt --guest vm0=guest-vm0.txt,pid=2000\n\
   tscmerge merge trace-host.dat --guest trace-guest.dat          # trace-cmd record -A GUEST ...\n\
@@ -219,24 +222,35 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     let machines = plan.machines();
     let format = if a.json { Format::Json } else { a.format };
-    let tsc_khz = a.inputs.tsc_khz.or_else(|| plan.recorded_tsc_khz().filter(|_| matches!(a.format, Format::Perfetto | Format::Chrome)));
-    let khz = match (format, tsc_khz) {
-        (Format::Perfetto | Format::Chrome, None) => bail!(
+    // Host time in ns: --tsc-khz, else the host file's TSC2NSEC (as
+    // trace-cmd report converts it), else the frequency `tscmerge record`
+    // noted (Perfetto and Chrome only: text and JSON keep cycles there).
+    let khz = a.inputs.tsc_khz;
+    let tsc2nsec = plan.host_tsc2nsec();
+    let clock = match (khz, tsc2nsec) {
+        (Some(k), _) => Some(HostNs::Khz(k)),
+        (None, Some(c)) => Some(c),
+        (None, None) => plan.recorded_tsc_khz().filter(|_| matches!(format, Format::Perfetto | Format::Chrome)).map(HostNs::Khz),
+    };
+    if let (Format::Perfetto | Format::Chrome, None) = (format, clock) {
+        bail!(
             "--format {}: timestamps there are nanoseconds, so the TSC frequency is needed: pass --tsc-khz KHZ \
              (the kernel's 'tsc: Refined TSC clocksource calibration: N MHz' in dmesg, times 1000)",
             if format == Format::Perfetto { "perfetto" } else { "chrome" }
-        ),
-        (_, Some(0)) => bail!("--tsc-khz 0: the frequency must be positive"),
-        (_, k) => k,
-    };
-    let ts = match khz {
-        Some(khz) => TsFormat::Secs { khz },
+        );
+    }
+    let ts = match clock {
+        Some(HostNs::Khz(khz)) => TsFormat::Secs { khz },
+        Some(c) => TsFormat::Tsc2Nsec(c),
         None => TsFormat::Cycles,
     };
     let total = plan.hosts.iter().chain(plan.guests.iter().flat_map(|g| g.inputs.iter()))
         .flat_map(|i| i.buffers().iter().map(|b| b.events))
         .sum::<Option<u64>>();
-    let check: CheckWith<'_> = a.check.then_some((&plan, khz));
+    let check: CheckWith<'_> = a.check.then_some((&plan, match clock {
+        Some(HostNs::Khz(k)) => Some(k),
+        _ => None,
+    }));
     let names = machines.clone();
     // The machine of each merge cursor, for --stats.
     let sources: Vec<usize>;
@@ -268,7 +282,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let name = out.name();
         let (stats, out) = match format {
             Format::Json => {
-                let mut sink = JsonSink::new(out, machines, &name);
+                let mut sink = JsonSink::new(out, machines, &name).with_ns(clock);
                 (run_merge(cursors, total, &mut sink, check, threads)?, sink.into_inner())
             }
             Format::Text => {
@@ -276,13 +290,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 (run_merge(cursors, total, &mut sink, check, threads)?, sink.into_inner())
             }
             Format::Perfetto => {
-                let khz = khz.expect("checked above");
-                let mut sink = PerfettoSink::new(out, &machines, khz, vcpu_threads(&plan), &name)?;
+                let clock = clock.expect("checked above");
+                let mut sink = PerfettoSink::new(out, &machines, clock, vcpu_threads(&plan), &name)?;
                 (run_merge(cursors, total, &mut sink, check, threads)?, sink.into_inner())
             }
             Format::Chrome => {
-                let khz = khz.expect("checked above");
-                let mut sink = ChromeSink::new(out, machines, khz, vcpu_threads(&plan), &name)?;
+                let clock = clock.expect("checked above");
+                let mut sink = ChromeSink::new(out, machines, clock, vcpu_threads(&plan), &name)?;
                 (run_merge(cursors, total, &mut sink, check, threads)?, sink.into_inner())
             }
             Format::Dat => unreachable!("handled above"),

@@ -98,3 +98,77 @@ fn real_unmatched_pair() {
     assert!(out.contains("226013 guest events fall outside the host's recording (226013 before its first event, 0 after its last)"), "{out}");
     assert!(out.contains("nothing could be checked"), "{out}");
 }
+
+/// Issue 19 item 4: with TSC2NSEC in the host file, host time prints in
+/// seconds without flags, as trace-cmd report converts and prints it.
+#[test]
+fn tsc2nsec_gives_seconds_without_flags() {
+    let d = tmp("secs");
+    let cfg = SynthConfig { seed: 7, vms: vec![2], windows: 30, ..Default::default() };
+    write_tracecmd_pair(&cfg, &PairConfig::default(), &d, Compression::Zstd).unwrap();
+    let (host, g0) = (d.join("host.dat"), d.join("guest-vm0.dat"));
+    // The synth TSC runs at 2 GHz: TSC2NSEC mult 2^30, shift 31.
+    let ns = |ts: u64| ((ts as u128 * (1u128 << 30)) >> 31) as u64;
+
+    // Text: the host lines are `tscmerge report host.dat`'s lines (trace-cmd's
+    // ` %5u.%06u`), with the machine column in front.
+    let (code, out, err) = tscmerge(&["merge", s(&host), "--guest", s(&g0), "-j", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, report, err) = tscmerge(&["report", s(&host)]);
+    assert_eq!(code, 0, "{err}");
+    let ours: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("host: ")).collect();
+    let theirs: Vec<&str> = report.lines().filter(|l| !l.starts_with("cpus=")).collect();
+    assert!(!ours.is_empty() && ours.len() == theirs.len(), "{} vs {}", ours.len(), theirs.len());
+    let mut sorted = (ours.clone(), theirs.clone());
+    sorted.0.sort_unstable();
+    sorted.1.sort_unstable();
+    assert_eq!(sorted.0, sorted.1);
+    assert!(out.lines().any(|l| l.starts_with(" vm0: ") && l.contains("   500.0")), "guest lines in seconds too");
+
+    // JSON: ns beside ts, ns = (ts * mult) >> shift.
+    let (code, out, err) = tscmerge(&["merge", s(&host), "--guest", s(&g0), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let mut n = 0;
+    for l in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["ns"].as_u64(), Some(ns(v["ts"].as_u64().unwrap())), "{l}");
+        n += 1;
+    }
+    assert!(n > 100);
+
+    // Chrome and Perfetto need no --tsc-khz; Chrome says which conversion.
+    let (code, out, err) = tscmerge(&["merge", s(&host), "--guest", s(&g0), "--format", "chrome"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("{\"displayTimeUnit\":\"ns\",\"otherData\":{\"generator\":\"tscmerge\",\"clock\":\"host TSC\",\"tsc2nsec\":{\"mult\":1073741824,\"shift\":31,\"offset\":0}}"), "{}", &out[..200]);
+    let pf = d.join("m.pftrace");
+    let (code, _, err) = tscmerge(&["merge", s(&host), "--guest", s(&g0), "--format", "perfetto", "-o", s(&pf)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::metadata(&pf).unwrap().len() > 1000);
+
+    // --tsc-khz still overrides: nanoseconds from the frequency given.
+    let (code, out, err) = tscmerge(&["merge", s(&host), "--guest", s(&g0), "--tsc-khz", "1000000", "-j", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let first = out.lines().next().unwrap_or("");
+    let t = first.split(']').nth(1).and_then(|r| r.split(':').next()).unwrap_or("").trim();
+    assert!(t.starts_with("1000.000") && t.split('.').nth(1).map(str::len) == Some(9), "{first}");
+    let (code, out, _) = tscmerge(&["merge", s(&host), "--guest", s(&g0), "--json", "--tsc-khz", "1000000"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(v["ns"].as_u64(), Some(v["ts"].as_u64().unwrap()));
+
+    // Files without TSC2NSEC keep cycles (and no ns in JSON).
+    let plain = tmp("secs-plain");
+    let (code, _, err) = tscmerge(&["synth", "-o", s(&plain), "--vms", "1", "--windows", "5", "--format", "dat"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = tscmerge(&["merge", s(&plain.join("host.dat")), "--guest", &format!("vm0={}", s(&plain.join("guest-vm0.dat")))]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().next().is_some_and(|l| l.contains("[000]1000000")), "{}", out.lines().next().unwrap_or(""));
+    let (_, out, _) = tscmerge(&["merge", s(&plain.join("host.dat")), "--guest", &format!("vm0={}", s(&plain.join("guest-vm0.dat"))), "--json"]);
+    assert!(!out.contains("\"ns\":"));
+    let (code, _, err) = tscmerge(&["merge", s(&plain.join("host.dat")), "--format", "chrome"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("pass --tsc-khz"), "{err}");
+    for x in [d, plain] {
+        std::fs::remove_dir_all(x).ok();
+    }
+}

@@ -427,6 +427,18 @@ impl Plan {
         cfg
     }
 
+    /// The first host trace.dat's TSC2NSEC option (mult ≠ 0, the last such
+    /// option of that file, as trace-input.c keeps it): how trace-cmd
+    /// turns this host's TSC into nanoseconds. Host files that disagree are
+    /// said in [`Plan::notes`]-style text by the caller.
+    pub fn host_tsc2nsec(&self) -> Option<crate::sink::HostNs> {
+        self.hosts
+            .iter()
+            .filter_map(Input::tracedat)
+            .find_map(|d| d.tsc2nsec().filter(|&(mult, _, _)| mult != 0))
+            .map(|(mult, shift, offset)| crate::sink::HostNs::Tsc2Nsec { mult, shift, offset })
+    }
+
     /// `host`, then each guest's name: the machine column.
     /// The TSC frequency a host recording noted (`tscmerge record`), in kHz.
     pub fn recorded_tsc_khz(&self) -> Option<u64> {
