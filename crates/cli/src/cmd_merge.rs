@@ -26,7 +26,8 @@ perfetto (protobuf for ui.perfetto.dev), chrome (trace event JSON): both need ho
 else the host trace.dat's TSC2NSEC option (trace-cmd 3.x), else the frequency tscmerge record noted.\n\
 Text prints host time as seconds when --tsc-khz is given (%6u.%09u) or the host trace.dat has TSC2NSEC\n\
 (as trace-cmd report prints it: %5u.%06u), TSC cycles otherwise; json then adds \"ns\" beside \"ts\" (TSC).\n\
-dat (trace.dat v7, zstd, one buffer per machine, for trace-cmd and KernelShark; needs -o).\n\
+dat (trace.dat v7, zstd, one buffer per machine, for trace-cmd and KernelShark; needs -o; with trace-cmd's TRACEID,\n\
+one GUEST option per guest naming its vCPU threads, and TSC2NSEC from the host file or --tsc-khz).\n\
 Examples:\n  tscmerge merge host.txt host-tsc_offset.txt --guest vm0=guest-vm0.txt,pid=2000\n\
   tscmerge merge trace-host.dat --guest trace-guest.dat          # trace-cmd record -A GUEST ...\n\
   tscmerge merge host.dat --guest vm0=guest.dat --format perfetto --tsc-khz 2995200 -o merged.pftrace\n\
@@ -207,6 +208,38 @@ fn provenance(plan: &Plan) -> Vec<MachineProvenance> {
         .collect()
 }
 
+/// trace-cmd's host-guest options for a merged trace.dat: the host's
+/// TRACEID, one GUEST per guest (its name, its trace id — the one the host's
+/// GUEST option gave, else one derived from its name — and each vCPU's host
+/// thread as `check` knows it) and TSC2NSEC (the host file's, or from
+/// --tsc-khz). No TIME_SHIFT: every buffer is on host TSC already.
+fn dat_meta(plan: &Plan, clock: Option<HostNs>) -> tscmerge::sink::dat::DatMeta {
+    use ftrace::write::OptionData;
+    let mut options = Vec::new();
+    let host_id = plan.hosts.iter().filter_map(|h| h.tracedat()).find_map(|d| d.trace_id());
+    if let Some(id) = host_id {
+        options.push(OptionData::TraceId(id));
+    }
+    let cfg = plan.check_config();
+    for (gi, g) in plan.guests.iter().enumerate() {
+        let option = plan.timeline.vms.get(g.vm).and_then(|v| v.guest_option.as_ref());
+        // FNV-1a of the name, mixed with the host's id.
+        let derived = g.spec.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)) ^ host_id.unwrap_or(0);
+        let vcpus = cfg.vms.get(&(gi + 1)).map(|v| v.vcpu_pids.iter().map(|(&vcpu, &(pid, _))| (vcpu, pid as u32)).collect()).unwrap_or_default();
+        options.push(OptionData::Guest { name: g.spec.name.clone(), trace_id: option.map_or(derived, |o| o.trace_id), vcpus });
+    }
+    match clock {
+        Some(HostNs::Tsc2Nsec { mult, shift, offset }) => options.push(OptionData::Tsc2Nsec { mult, shift, offset }),
+        Some(HostNs::Khz(khz)) => {
+            // ns = (tsc * mult) >> 31, mult = 10^6 * 2^31 / kHz (fits 32 bits from 500 kHz).
+            let mult = ((1_000_000u128 << 31) / khz.max(1) as u128).min(u32::MAX as u128) as u32;
+            options.push(OptionData::Tsc2Nsec { mult, shift: 31, offset: 0 });
+        }
+        None => {}
+    }
+    tscmerge::sink::dat::DatMeta { provenance: provenance(plan), options }
+}
+
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let threads = crate::inputs::threads(a.threads);
     let spec = crate::inputs::spec(&a.inputs)?;
@@ -262,7 +295,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let Some(path) = a.output.as_deref() else { bail!("--format dat writes a binary file: give it with -o FILE.dat") };
         // Each output CPU on its own, pages copied where they can be: no merge cursors.
         let (groups, machine_of) = plan.page_groups()?;
-        let (stats, pages) = tscmerge::sink::dat::write_pages(path, machines, provenance(&plan), groups, machine_of.len(), threads, compression)?;
+        let (stats, pages) = tscmerge::sink::dat::write_pages(path, machines, dat_meta(&plan, clock), groups, machine_of.len(), threads, compression)?;
         if a.stats {
             eprintln!("tscmerge: {} pages copied whole, {} built ({} events re-encoded, the rest copied in runs)", pages.copied, pages.built, pages.encoded);
         }
@@ -273,7 +306,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         // The check follows the merged order: the merge-fed sink.
         let cursors = plan.cursors()?;
         sources = cursors.iter().map(|c| c.machine).collect();
-        let mut sink = DatSink::create(path, machines, provenance(&plan))?.with_compression(compression);
+        let mut sink = DatSink::create(path, machines, dat_meta(&plan, clock))?.with_compression(compression);
         run_merge(cursors, total, &mut sink, check, threads)?
     } else {
         let cursors = plan.cursors()?;
