@@ -10,8 +10,10 @@ use tscmerge::plan::Plan;
 #[derive(clap::Args)]
 #[command(
     after_help = "Inputs and offsets as for merge (see tscmerge merge --help for the precedence of offset sources).\n\
-Each vCPU's host thread: a trace-cmd GUEST option's map, else the thread whose kvm_entry names the vCPU,\n\
-else the VM's thread whose windows hold most of the CPU's events (reported as inferred).\n\
+Each vCPU's host thread: a trace-cmd GUEST option's map (threads the host recording holds events of; a map\n\
+naming none of them is refused, some of them is a note), else the one thread that wrote the vCPU's\n\
+kvm_write_tsc_offset (and no other vCPU's), else the thread whose kvm_entry names the vCPU, else the VM's\n\
+thread whose windows hold most of the CPU's events (reported as inferred).\n\
 Exit status: 0 when violations <= --tolerance and every rdmsr read's value equals the host's kvm_msr, 1 otherwise, 2 on bad input."
 )]
 pub struct CheckArgs {
@@ -107,7 +109,10 @@ pub fn print_report(plan: &Plan, r: &mut CheckReport, khz: Option<u64>, out: &mu
     }
     for c in &mut r.cpus {
         let thread = match (c.thread, c.inferred) {
-            (Some(t), false) => format!("thread {t}"),
+            (Some(t), false) => match c.thread_from {
+                Some(from) => format!("thread {t} (from the {})", from.name()),
+                None => format!("thread {t}"),
+            },
             (Some(t), true) => format!("thread {t} (inferred)"),
             (None, _) => "thread unknown".into(),
         };

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use tscmerge::merge::{merge_threads, Sink};
 use tscmerge::plan::{MergeSpec, Plan};
-use tscmerge::sink::{ChromeSink, DatSink, JsonSink, MachineProvenance, PerfettoSink, TextSink, TsFormat, VcpuThread};
+use tscmerge::sink::{ChromeSink, DatSink, HostNs, JsonSink, MachineProvenance, PerfettoSink, TextSink, TsFormat, VcpuThread};
 use tscmerge::check::CheckSink;
 use tscmerge::EventView;
 
@@ -22,8 +22,12 @@ covers a sample, (1) wins and a disagreement is said; (3) --tsc-offset, before e
 do not reach back. trace-cmd host-guest files are recognised by content: the guest's TRACEID finds the host's\n\
 GUEST option, which names the vCPU threads: `tscmerge merge host.dat --guest guest.dat` needs no flags.\n\
 Formats: text (trace-cmd report layout with a machine column), json (one object per line),\n\
-perfetto (protobuf for ui.perfetto.dev; needs --tsc-khz), chrome (trace event JSON; needs --tsc-khz),\n\
-dat (trace.dat v7, zstd, one buffer per machine, for trace-cmd and KernelShark; needs -o).\n\
+perfetto (protobuf for ui.perfetto.dev), chrome (trace event JSON): both need host time in ns, from --tsc-khz,\n\
+else the host trace.dat's TSC2NSEC option (trace-cmd 3.x), else the frequency tscmerge record noted.\n\
+Text prints host time as seconds when --tsc-khz is given (%6u.%09u) or the host trace.dat has TSC2NSEC\n\
+(as trace-cmd report prints it: %5u.%06u), TSC cycles otherwise; json then adds \"ns\" beside \"ts\" (TSC).\n\
+dat (trace.dat v7, zstd, one buffer per machine, for trace-cmd and KernelShark; needs -o; with trace-cmd's TRACEID,\n\
+one GUEST option per guest naming its vCPU threads, and TSC2NSEC from the host file or --tsc-khz).\n\
 Examples:\n  tscmerge merge host.txt host-tsc_offset.txt --guest vm0=guest-vm0.txt,pid=2000\n\
   tscmerge merge trace-host.dat --guest trace-guest.dat          # trace-cmd record -A GUEST ...\n\
   tscmerge merge host.dat --guest vm0=guest.dat --format perfetto --tsc-khz 2995200 -o merged.pftrace\n\
@@ -204,6 +208,38 @@ fn provenance(plan: &Plan) -> Vec<MachineProvenance> {
         .collect()
 }
 
+/// trace-cmd's host-guest options for a merged trace.dat: the host's
+/// TRACEID, one GUEST per guest (its name, its trace id — the one the host's
+/// GUEST option gave, else one derived from its name — and each vCPU's host
+/// thread as `check` knows it) and TSC2NSEC (the host file's, or from
+/// --tsc-khz). No TIME_SHIFT: every buffer is on host TSC already.
+fn dat_meta(plan: &Plan, clock: Option<HostNs>) -> tscmerge::sink::dat::DatMeta {
+    use ftrace::write::OptionData;
+    let mut options = Vec::new();
+    let host_id = plan.hosts.iter().filter_map(|h| h.tracedat()).find_map(|d| d.trace_id());
+    if let Some(id) = host_id {
+        options.push(OptionData::TraceId(id));
+    }
+    let cfg = plan.check_config();
+    for (gi, g) in plan.guests.iter().enumerate() {
+        let option = plan.timeline.vms.get(g.vm).and_then(|v| v.guest_option.as_ref());
+        // FNV-1a of the name, mixed with the host's id.
+        let derived = g.spec.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)) ^ host_id.unwrap_or(0);
+        let vcpus = cfg.vms.get(&(gi + 1)).map(|v| v.vcpu_pids.iter().map(|(&vcpu, &(pid, _))| (vcpu, pid as u32)).collect()).unwrap_or_default();
+        options.push(OptionData::Guest { name: g.spec.name.clone(), trace_id: option.map_or(derived, |o| o.trace_id), vcpus });
+    }
+    match clock {
+        Some(HostNs::Tsc2Nsec { mult, shift, offset }) => options.push(OptionData::Tsc2Nsec { mult, shift, offset }),
+        Some(HostNs::Khz(khz)) => {
+            // ns = (tsc * mult) >> 31, mult = 10^6 * 2^31 / kHz (fits 32 bits from 500 kHz).
+            let mult = ((1_000_000u128 << 31) / khz.max(1) as u128).min(u32::MAX as u128) as u32;
+            options.push(OptionData::Tsc2Nsec { mult, shift: 31, offset: 0 });
+        }
+        None => {}
+    }
+    tscmerge::sink::dat::DatMeta { provenance: provenance(plan), options }
+}
+
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let threads = crate::inputs::threads(a.threads);
     let spec = crate::inputs::spec(&a.inputs)?;
@@ -219,24 +255,35 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     let machines = plan.machines();
     let format = if a.json { Format::Json } else { a.format };
-    let tsc_khz = a.inputs.tsc_khz.or_else(|| plan.recorded_tsc_khz().filter(|_| matches!(a.format, Format::Perfetto | Format::Chrome)));
-    let khz = match (format, tsc_khz) {
-        (Format::Perfetto | Format::Chrome, None) => bail!(
+    // Host time in ns: --tsc-khz, else the host file's TSC2NSEC (as
+    // trace-cmd report converts it), else the frequency `tscmerge record`
+    // noted (Perfetto and Chrome only: text and JSON keep cycles there).
+    let khz = a.inputs.tsc_khz;
+    let tsc2nsec = plan.host_tsc2nsec();
+    let clock = match (khz, tsc2nsec) {
+        (Some(k), _) => Some(HostNs::Khz(k)),
+        (None, Some(c)) => Some(c),
+        (None, None) => plan.recorded_tsc_khz().filter(|_| matches!(format, Format::Perfetto | Format::Chrome)).map(HostNs::Khz),
+    };
+    if let (Format::Perfetto | Format::Chrome, None) = (format, clock) {
+        bail!(
             "--format {}: timestamps there are nanoseconds, so the TSC frequency is needed: pass --tsc-khz KHZ \
              (the kernel's 'tsc: Refined TSC clocksource calibration: N MHz' in dmesg, times 1000)",
             if format == Format::Perfetto { "perfetto" } else { "chrome" }
-        ),
-        (_, Some(0)) => bail!("--tsc-khz 0: the frequency must be positive"),
-        (_, k) => k,
-    };
-    let ts = match khz {
-        Some(khz) => TsFormat::Secs { khz },
+        );
+    }
+    let ts = match clock {
+        Some(HostNs::Khz(khz)) => TsFormat::Secs { khz },
+        Some(c) => TsFormat::Tsc2Nsec(c),
         None => TsFormat::Cycles,
     };
     let total = plan.hosts.iter().chain(plan.guests.iter().flat_map(|g| g.inputs.iter()))
         .flat_map(|i| i.buffers().iter().map(|b| b.events))
         .sum::<Option<u64>>();
-    let check: CheckWith<'_> = a.check.then_some((&plan, khz));
+    let check: CheckWith<'_> = a.check.then_some((&plan, match clock {
+        Some(HostNs::Khz(k)) => Some(k),
+        _ => None,
+    }));
     let names = machines.clone();
     // The machine of each merge cursor, for --stats.
     let sources: Vec<usize>;
@@ -248,7 +295,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let Some(path) = a.output.as_deref() else { bail!("--format dat writes a binary file: give it with -o FILE.dat") };
         // Each output CPU on its own, pages copied where they can be: no merge cursors.
         let (groups, machine_of) = plan.page_groups()?;
-        let (stats, pages) = tscmerge::sink::dat::write_pages(path, machines, provenance(&plan), groups, machine_of.len(), threads, compression)?;
+        let (stats, pages) = tscmerge::sink::dat::write_pages(path, machines, dat_meta(&plan, clock), groups, machine_of.len(), threads, compression)?;
         if a.stats {
             eprintln!("tscmerge: {} pages copied whole, {} built ({} events re-encoded, the rest copied in runs)", pages.copied, pages.built, pages.encoded);
         }
@@ -259,7 +306,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         // The check follows the merged order: the merge-fed sink.
         let cursors = plan.cursors()?;
         sources = cursors.iter().map(|c| c.machine).collect();
-        let mut sink = DatSink::create(path, machines, provenance(&plan))?.with_compression(compression);
+        let mut sink = DatSink::create(path, machines, dat_meta(&plan, clock))?.with_compression(compression);
         run_merge(cursors, total, &mut sink, check, threads)?
     } else {
         let cursors = plan.cursors()?;
@@ -268,7 +315,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let name = out.name();
         let (stats, out) = match format {
             Format::Json => {
-                let mut sink = JsonSink::new(out, machines, &name);
+                let mut sink = JsonSink::new(out, machines, &name).with_ns(clock);
                 (run_merge(cursors, total, &mut sink, check, threads)?, sink.into_inner())
             }
             Format::Text => {
@@ -276,13 +323,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 (run_merge(cursors, total, &mut sink, check, threads)?, sink.into_inner())
             }
             Format::Perfetto => {
-                let khz = khz.expect("checked above");
-                let mut sink = PerfettoSink::new(out, &machines, khz, vcpu_threads(&plan), &name)?;
+                let clock = clock.expect("checked above");
+                let mut sink = PerfettoSink::new(out, &machines, clock, vcpu_threads(&plan), &name)?;
                 (run_merge(cursors, total, &mut sink, check, threads)?, sink.into_inner())
             }
             Format::Chrome => {
-                let khz = khz.expect("checked above");
-                let mut sink = ChromeSink::new(out, machines, khz, vcpu_threads(&plan), &name)?;
+                let clock = clock.expect("checked above");
+                let mut sink = ChromeSink::new(out, machines, clock, vcpu_threads(&plan), &name)?;
                 (run_merge(cursors, total, &mut sink, check, threads)?, sink.into_inner())
             }
             Format::Dat => unreachable!("handled above"),

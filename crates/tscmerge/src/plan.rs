@@ -316,16 +316,24 @@ impl Plan {
         Ok(plan)
     }
 
-    /// A guest tied to a host's GUEST option: the vCPU threads the option
-    /// names must appear in the host recording (else the map is of another
-    /// recording, and no run window could ever be found).
-    fn check_guest_threads(&self, gi: usize) -> Result<()> {
-        let g = &self.guests[gi];
-        let Some(opt) = self.timeline.vms.get(g.vm).and_then(|v| v.guest_option.as_ref()) else { return Ok(()) };
-        let seen: BTreeMap<i32, u64> = self.hosts.iter().flat_map(|h| h.guest_thread_events().iter().copied()).fold(BTreeMap::new(), |mut m, (p, n)| {
+    /// Events the host recordings hold of each thread a GUEST option names.
+    fn guest_thread_events(&self) -> BTreeMap<i32, u64> {
+        self.hosts.iter().flat_map(|h| h.guest_thread_events().iter().copied()).fold(BTreeMap::new(), |mut m, (p, n)| {
             *m.entry(p).or_default() += n;
             m
-        });
+        })
+    }
+
+    /// A guest tied to a host's GUEST option: the vCPU threads the option
+    /// names must appear in the host recording (else the map is of another
+    /// recording, and no run window could ever be found): none seen is an
+    /// error; some not seen is a note (a vCPU may have stayed halted the
+    /// whole recording), and those vCPUs' threads come from the next
+    /// source ([`crate::clock::Vm::vcpu_threads`]).
+    fn check_guest_threads(&mut self, gi: usize) -> Result<()> {
+        let g = &self.guests[gi];
+        let Some(opt) = self.timeline.vms.get(g.vm).and_then(|v| v.guest_option.as_ref()) else { return Ok(()) };
+        let seen = self.guest_thread_events();
         let absent: Vec<String> = opt.vcpu_pids.iter().filter(|(_, p)| seen.get(p).copied().unwrap_or(0) == 0).map(|(v, p)| format!("vCPU {v} → thread {p}")).collect();
         if !absent.is_empty() && absent.len() == opt.vcpu_pids.len() {
             return Err(Error::Usage(format!(
@@ -333,6 +341,16 @@ impl Plan {
                 g.spec.name,
                 absent.join(", ")
             )));
+        }
+        if !absent.is_empty() {
+            let note = format!(
+                "guest {}: the host recording holds no event of {} of the {} vCPU threads its GUEST option names ({}): those vCPUs never ran while the host recorded, or the map is wrong; their threads are taken from the offset writes, else from a thread of no known VM whose kvm_entry names the vCPU, and check counts their guest events outside run windows if none fits",
+                g.spec.name,
+                absent.len(),
+                opt.vcpu_pids.len(),
+                absent.join(", ")
+            );
+            self.notes.push(note);
         }
         Ok(())
     }
@@ -411,20 +429,36 @@ impl Plan {
 
     fn check_config_for(&self, guests: &[usize]) -> crate::check::CheckConfig {
         let mut cfg = crate::check::CheckConfig { machines: self.machines(), keep_worst: 10, ..Default::default() };
+        let seen = self.guest_thread_events();
         for &gi in guests {
             let g = &self.guests[gi];
             let Some(vm) = self.timeline.vms.get(g.vm) else { continue };
+            let vcpu_pids = vm.vcpu_threads(|p| seen.get(&p).is_some_and(|&n| n > 0));
+            let unresolved_vcpus = vm.guest_option.iter().flat_map(|o| o.vcpu_pids.keys()).filter(|v| !vcpu_pids.contains_key(v)).copied().collect();
             cfg.vms.insert(
                 gi + 1,
                 crate::check::VmThreads {
                     tgid: vm.tgid,
                     pids: vm.pids().collect(),
                     vcpu_of_cpu: g.spec.vcpu_map.clone(),
-                    vcpu_pids: vm.guest_option.as_ref().map(|o| o.vcpu_pids.clone()).unwrap_or_default(),
+                    vcpu_pids,
+                    unresolved_vcpus,
                 },
             );
         }
         cfg
+    }
+
+    /// The first host trace.dat's TSC2NSEC option (mult ≠ 0, the last such
+    /// option of that file, as trace-input.c keeps it): how trace-cmd
+    /// turns this host's TSC into nanoseconds. Host files that disagree are
+    /// said in [`Plan::notes`]-style text by the caller.
+    pub fn host_tsc2nsec(&self) -> Option<crate::sink::HostNs> {
+        self.hosts
+            .iter()
+            .filter_map(Input::tracedat)
+            .find_map(|d| d.tsc2nsec().filter(|&(mult, _, _)| mult != 0))
+            .map(|(mult, shift, offset)| crate::sink::HostNs::Tsc2Nsec { mult, shift, offset })
     }
 
     /// `host`, then each guest's name: the machine column.

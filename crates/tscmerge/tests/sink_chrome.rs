@@ -26,7 +26,7 @@ fn one_entry_per_event() {
         let ns = tsc_to_ns(l.ts, KHZ);
         want.entry((m, l.cpu as u64)).or_default().push((ns, l.name));
     }
-    let mut sink = ChromeSink::new(Vec::new(), machines.clone(), KHZ, vcpu_threads(&plan), "mem").unwrap();
+    let mut sink = ChromeSink::new(Vec::new(), machines.clone(), tscmerge::sink::HostNs::Khz(KHZ), vcpu_threads(&plan), "mem").unwrap();
     merge(plan.cursors().unwrap(), &mut sink).unwrap();
     let (events, meta, runs) = sink.counts;
     let text = String::from_utf8(sink.into_inner()).unwrap();

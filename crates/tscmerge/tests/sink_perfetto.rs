@@ -102,7 +102,7 @@ fn output_decodes_with_perfettos_classes_and_ours() {
     let plan = plan(&dir);
     let want = reference(&plan);
     let path = dir.join("merged.pftrace");
-    let mut sink = PerfettoSink::new(Vec::new(), &plan.machines(), KHZ, vcpu_threads(&plan), "mem").unwrap();
+    let mut sink = PerfettoSink::new(Vec::new(), &plan.machines(), tscmerge::sink::HostNs::Khz(KHZ), vcpu_threads(&plan), "mem").unwrap();
     merge(plan.cursors().unwrap(), &mut sink).unwrap();
     let slices = sink.counts.2;
     let bytes = sink.into_inner();

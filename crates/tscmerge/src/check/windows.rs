@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::event::{EventView, Payload};
 use crate::merge::Sink;
+use crate::clock::ThreadFrom;
 use crate::Result;
 
 /// What opened a window.
@@ -124,8 +125,13 @@ pub struct VmThreads {
     pub pids: Vec<i32>,
     /// Guest CPU → vCPU where not the identity.
     pub vcpu_of_cpu: BTreeMap<u32, u32>,
-    /// vCPU → its host thread, as a trace-cmd GUEST option names it.
-    pub vcpu_pids: BTreeMap<u32, i32>,
+    /// vCPU → its host thread, as a trace-cmd GUEST option or the offset
+    /// writes name it ([`crate::clock::Vm::vcpu_threads`]).
+    pub vcpu_pids: BTreeMap<u32, (i32, ThreadFrom)>,
+    /// vCPUs whose thread nothing above names (a GUEST thread the host never
+    /// saw): a thread of no known VM whose kvm_entry names such a vCPU is
+    /// taken as its thread when one machine alone lacks that vCPU.
+    pub unresolved_vcpus: Vec<u32>,
 }
 
 /// What to check and how to map guest CPUs to host threads.
@@ -152,6 +158,8 @@ pub struct GuestCpuReport {
     pub machine: String,
     pub cpu: u32,
     pub thread: Option<i32>,
+    /// Where `thread` came from (`None`: pinned, or inferred).
+    pub thread_from: Option<ThreadFrom>,
     pub inferred: bool,
     pub events: u64,
     pub inside: u64,
@@ -302,7 +310,15 @@ impl<'s> CheckSink<'s> {
     /// `kvm_msr` read of IA32_TSC.
     #[allow(clippy::too_many_arguments)]
     fn host_event(&mut self, pid: i32, tgid: Option<i32>, name: &str, vcpu: Option<u32>, reads: Option<TscRead>, msr_tsc: Option<u64>, ts: u64) {
-        let machine = self.machine_of(pid, tgid);
+        let mut machine = self.machine_of(pid, tgid);
+        if let (None, Some(v)) = (machine, vcpu) {
+            let mut lacking = self.cfg.vms.iter().filter(|(_, vm)| vm.unresolved_vcpus.contains(&v)).map(|(&m, _)| m);
+            if let (Some(m), None) = (lacking.next(), lacking.next()) {
+                self.thread_machine.insert(pid, Some(m));
+                self.candidates.entry(m).or_default().push(pid);
+                machine = Some(m);
+            }
+        }
         if let (Some(m), Some(v)) = (machine, vcpu) {
             self.vcpu_thread.insert((m, v), pid);
         }
@@ -369,15 +385,16 @@ impl<'s> CheckSink<'s> {
     fn guest_event(&mut self, machine: usize, cpu: u32, ts: u64, guest_ts: Option<u64>, name: &str, tsc_read: Option<TscRead>) {
         let vm = self.cfg.vms.get(&machine);
         let vcpu = vm.and_then(|vm| vm.vcpu_of_cpu.get(&cpu).copied()).unwrap_or(cpu);
-        // The thread of the vCPU: pinned, else the GUEST option's, else the
-        // one whose kvm_entry names the vCPU.
-        let known = self
-            .cfg
-            .threads
-            .get(&(machine, cpu))
-            .or_else(|| vm.and_then(|vm| vm.vcpu_pids.get(&vcpu)))
-            .or_else(|| self.vcpu_thread.get(&(machine, vcpu)))
-            .copied();
+        // The thread of the vCPU: pinned, else the GUEST option's or the
+        // offset writer's, else the one whose kvm_entry names the vCPU.
+        let known = match self.cfg.threads.get(&(machine, cpu)) {
+            Some(&t) => Some((t, None)),
+            None => vm
+                .and_then(|vm| vm.vcpu_pids.get(&vcpu))
+                .map(|&(t, from)| (t, Some(from)))
+                .or_else(|| self.vcpu_thread.get(&(machine, vcpu)).map(|&t| (t, Some(ThreadFrom::KvmEntry)))),
+        };
+        let (known, from) = (known.map(|k| k.0), known.and_then(|k| k.1));
         let cands: Vec<i32> = match known {
             Some(t) => vec![t],
             None => self.candidates.get(&machine).cloned().unwrap_or_default(),
@@ -392,6 +409,7 @@ impl<'s> CheckSink<'s> {
         });
         if known.is_some() {
             st.report.thread = known;
+            st.report.thread_from = from;
         }
         if st.last_ts.is_some_and(|l| ts < l) {
             self.report.non_monotonic += 1;

@@ -18,6 +18,15 @@
 //!
 //! Scaling: `--tsc-scaling` (or a guest's own), else debugfs, else TIME_SHIFT.
 //!
+//! Each vCPU's host thread ([`Vm::vcpu_threads`]), in order: the GUEST
+//! option's map, where the host recording holds an event of that thread;
+//! else the one thread that wrote that vCPU's `kvm_write_tsc_offset` (and
+//! no other vCPU's: a VMM that creates its vCPUs from one thread, as
+//! Firecracker does, writes their first offsets from it); else, while the
+//! check runs, the thread whose `kvm_entry` names the vCPU in its `vcpu`
+//! field ([`crate::check`]). `--guest ...,pid=` and automatic matching
+//! choose the VM, not the thread.
+//!
 //! TIME_SHIFT (trace-cmd lib/trace-cmd/trace-timesync-kvm.c): at each sample
 //! the guest writes a marker and sends its raw trace time; the host answers
 //! with `-tsc-offset` and the vCPU's `tsc-scaling-ratio` and fraction bits
@@ -150,6 +159,62 @@ pub fn time_shift_periods(samples: &[TimeShiftSample]) -> Result<(Vec<SampleUse>
         }
     }
     Ok((uses, periods, Some(scaling).filter(|s| !s.is_identity())))
+}
+
+/// Where a vCPU's host thread was learnt (module comment, in precedence).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThreadFrom {
+    /// The host's trace-cmd GUEST option.
+    GuestOption,
+    /// The only thread that wrote the vCPU's offsets.
+    OffsetWrites,
+    /// `kvm_entry`'s `vcpu` field (found while checking).
+    KvmEntry,
+}
+
+impl ThreadFrom {
+    pub fn name(self) -> &'static str {
+        match self {
+            ThreadFrom::GuestOption => "GUEST option",
+            ThreadFrom::OffsetWrites => "offset writes",
+            ThreadFrom::KvmEntry => "kvm_entry vcpu field",
+        }
+    }
+}
+
+impl Vm {
+    /// Each vCPU's host thread where the GUEST option or the offset writes
+    /// tell it (module comment); `seen(pid)` says whether the host
+    /// recording holds an event of `pid` (a GUEST thread it never saw is
+    /// passed over).
+    pub fn vcpu_threads(&self, seen: impl Fn(i32) -> bool) -> BTreeMap<u32, (i32, ThreadFrom)> {
+        // Writer thread → the vCPUs it wrote offsets for.
+        let mut vcpus_of: BTreeMap<i32, Vec<u32>> = BTreeMap::new();
+        for (id, t) in &self.vcpus {
+            for pid in t.periods.iter().filter(|p| p.origin == Origin::Tracepoint).filter_map(|p| p.pid) {
+                let v = vcpus_of.entry(pid).or_default();
+                if !v.contains(&id.0) {
+                    v.push(id.0);
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (id, t) in &self.vcpus {
+            if let Some(&pid) = self.guest_option.as_ref().and_then(|o| o.vcpu_pids.get(&id.0)).filter(|&&p| seen(p)) {
+                out.insert(id.0, (pid, ThreadFrom::GuestOption));
+                continue;
+            }
+            let mut own: Vec<i32> = t.periods.iter().filter(|p| p.origin == Origin::Tracepoint).filter_map(|p| p.pid).filter(|p| vcpus_of[p].len() == 1).collect();
+            own.dedup();
+            own.sort_unstable();
+            own.dedup();
+            if let [pid] = own[..] {
+                out.insert(id.0, (pid, ThreadFrom::OffsetWrites));
+            }
+        }
+        out
+    }
 }
 
 impl OffsetTimeline {
@@ -313,6 +378,21 @@ mod tests {
         assert!(note.starts_with("guest g: 1 of the 1 TIME_SHIFT samples") && note.contains("TIME_SHIFT offset -2500, tracepoint -2000"), "{note}");
         let empty = TimeShift { peer_trace_id: 1, flags: 0, cpus: vec![Default::default()] };
         assert!(tl.apply_time_shift(0, "g", &empty).unwrap_err().contains("holds no samples"));
+    }
+
+    #[test]
+    fn vcpu_threads_in_precedence() {
+        let w = |ts: u64, pid: i32, vcpu: u32, prev: u64| OffsetWrite { ts: HostTsc(ts), host_cpu: 0, pid, tgid: Some(1), vcpu: VcpuId(vcpu), prev, next: prev + 1 };
+        // vCPUs 0-2 created by the VMM's main thread 1 (Firecracker); vCPU 0
+        // then written by 10, vCPU 1 by 11 and 12 (ambiguous), vCPU 2 by
+        // nobody else.
+        let mut tl = OffsetTimeline::build(vec![w(1, 1, 0, 0), w(2, 1, 1, 0), w(3, 1, 2, 0), w(4, 10, 0, 1), w(5, 11, 1, 1), w(6, 12, 1, 2)]);
+        let t = tl.vms[0].vcpu_threads(|_| true);
+        assert_eq!(t, BTreeMap::from([(0, (10, ThreadFrom::OffsetWrites))]));
+        // A GUEST option wins where the host saw its thread.
+        tl.vms[0].guest_option = Some(GuestOption { name: "g".into(), trace_id: 1, vcpu_pids: BTreeMap::from([(0, 20), (1, 21)]) });
+        let t = tl.vms[0].vcpu_threads(|p| p != 20);
+        assert_eq!(t, BTreeMap::from([(0, (10, ThreadFrom::OffsetWrites)), (1, (21, ThreadFrom::GuestOption))]));
     }
 
     #[test]

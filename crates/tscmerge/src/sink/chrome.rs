@@ -21,7 +21,7 @@ use std::collections::HashSet;
 use std::io::Write;
 
 use super::perfetto::{RunWindows, VcpuThread};
-use super::{for_each_field, tsc_to_ns, FieldVal};
+use super::{for_each_field, FieldVal, HostNs};
 use crate::event::{EventView, Payload};
 use crate::merge::Sink;
 use crate::{Error, Result};
@@ -29,7 +29,7 @@ use crate::{Error, Result};
 pub struct ChromeSink<W: Write> {
     out: W,
     machines: Vec<String>,
-    khz: u64,
+    clock: HostNs,
     path: String,
     first: bool,
     seen: HashSet<(usize, u32)>,
@@ -51,19 +51,20 @@ fn us(out: &mut Vec<u8>, ns: u64) {
 }
 
 impl<W: Write> ChromeSink<W> {
-    /// `machines[i]` names machine `i`; `khz` is the host TSC frequency;
+    /// `machines[i]` names machine `i`; `clock` turns host TSC into ns;
     /// `vcpus` names the vCPU threads the host ran (for run windows).
-    pub fn new(mut out: W, machines: Vec<String>, khz: u64, vcpus: Vec<VcpuThread>, path: &str) -> Result<Self> {
+    pub fn new(mut out: W, machines: Vec<String>, clock: HostNs, vcpus: Vec<VcpuThread>, path: &str) -> Result<Self> {
         let io = |source| Error::Io { path: path.into(), source };
         writeln!(
             out,
-            "{{\"displayTimeUnit\":\"ns\",\"otherData\":{{\"generator\":\"tscmerge\",\"clock\":\"host TSC\",\"tsc_khz\":{khz}}},\"traceEvents\":["
+            "{{\"displayTimeUnit\":\"ns\",\"otherData\":{{\"generator\":\"tscmerge\",\"clock\":\"host TSC\",{}}},\"traceEvents\":[",
+            clock.describe_json()
         )
         .map_err(io)?;
         Ok(ChromeSink {
             out,
             machines,
-            khz,
+            clock,
             path: path.to_string(),
             first: true,
             seen: HashSet::new(),
@@ -114,7 +115,7 @@ impl<W: Write + Send> Sink for ChromeSink<W> {
             }
             self.meta("thread_name", machine, Some(ev.cpu as i64), &format!("CPU {}", ev.cpu));
         }
-        let ns = tsc_to_ns(ev.ts, self.khz);
+        let ns = self.clock.ns(ev.ts);
         self.sep();
         let l = &mut self.line;
         match ev.payload {
@@ -171,8 +172,8 @@ impl<W: Write + Send> Sink for ChromeSink<W> {
                     let label = w.label.clone();
                     self.meta("thread_name", 0, Some(w.pid as i64), &label);
                 }
-                let start = tsc_to_ns(w.start, self.khz);
-                let end = tsc_to_ns(w.end, self.khz);
+                let start = self.clock.ns(w.start);
+                let end = self.clock.ns(w.end);
                 self.sep();
                 let l = &mut self.line;
                 l.extend_from_slice(b"{\"name\":");

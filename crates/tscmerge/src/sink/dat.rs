@@ -68,6 +68,21 @@ pub struct MachineProvenance {
     pub json: String,
 }
 
+/// What a merged trace.dat says besides its events: each guest's provenance
+/// (private options) and options trace-cmd knows (the host-guest ones:
+/// TRACEID, GUEST, TSC2NSEC), written after VERSION in the order given.
+#[derive(Clone, Debug, Default)]
+pub struct DatMeta {
+    pub provenance: Vec<MachineProvenance>,
+    pub options: Vec<OptionData>,
+}
+
+impl From<Vec<MachineProvenance>> for DatMeta {
+    fn from(provenance: Vec<MachineProvenance>) -> Self {
+        DatMeta { provenance, options: Vec::new() }
+    }
+}
+
 const PAGE_SIZE: usize = 4096;
 const LONG_SIZE: u8 = 8;
 /// Text bodies longer than this are cut (an event must fit one page).
@@ -182,7 +197,7 @@ struct Encoder {
 pub struct DatSink {
     dest: PathBuf,
     machines: Vec<String>,
-    provenance: Vec<MachineProvenance>,
+    provenance: DatMeta,
     compression: Compression,
     enc: Encoder,
     /// Spools in creation order, found by (machine, cpu) through `spool_at`.
@@ -200,7 +215,8 @@ const FIRST_ID: u16 = 1;
 impl DatSink {
     /// A sink that will write `dest` (through a temporary file) in `finish`.
     /// `machines[0]` is the host.
-    pub fn create(dest: &Path, machines: Vec<String>, provenance: Vec<MachineProvenance>) -> Result<DatSink> {
+    pub fn create(dest: &Path, machines: Vec<String>, provenance: impl Into<DatMeta>) -> Result<DatSink> {
+        let provenance = provenance.into();
         let enc = Encoder::new(dest, &machines);
         Ok(DatSink {
             dest: dest.to_path_buf(),
@@ -497,7 +513,7 @@ struct Output {
 impl Output {
     /// Creates the file with its options and one buffer per machine
     /// (`cpus[m]` CPUs each).
-    fn create(dest: &Path, machines: &[String], provenance: &[MachineProvenance], cpus: &[u32], compression: Compression) -> Result<Output> {
+    fn create(dest: &Path, machines: &[String], meta: &DatMeta, cpus: &[u32], compression: Compression) -> Result<Output> {
         let f = AtomicFile::create(dest)?;
         let mut bufs = Vec::new();
         let mut w = TraceDatWriter::new_deferred(BufWriter::with_capacity(1 << 20, f), compression, Endian::Little, LONG_SIZE, PAGE_SIZE as u32)?;
@@ -506,7 +522,10 @@ impl Output {
         // (bench/README), and trace-cmd reads chunks of any size.
         w.set_chunk_pages(CHUNK_PAGES);
         w.add_option(OptionData::Version(format!("tscmerge {}", env!("CARGO_PKG_VERSION"))))?;
-        for p in provenance {
+        for o in &meta.options {
+            w.add_option(o.clone())?;
+        }
+        for p in &meta.provenance {
             let mut data = p.json.clone().into_bytes();
             data.push(0);
             w.add_option(OptionData::Raw { id: option_id::PRIVATE_FIRST, data })?;
@@ -596,7 +615,7 @@ impl DatSink {
 pub fn write_pages(
     dest: &Path,
     machines: Vec<String>,
-    provenance: Vec<MachineProvenance>,
+    provenance: impl Into<DatMeta>,
     groups: Vec<crate::plan::PageGroup<'_>>,
     cursors: usize,
     threads: usize,
@@ -608,7 +627,7 @@ pub fn write_pages(
             *n = (*n).max(g.cpu + 1);
         }
     }
-    let mut out = Output::create(dest, &machines, &provenance, &cpus, compression)?;
+    let mut out = Output::create(dest, &machines, &provenance.into(), &cpus, compression)?;
     let mut enc = Encoder::new(dest, &machines);
     let mut stats = crate::merge::MergeStats { per_input: vec![0; cursors], total: 0 };
     // Uncompressed, there is no work to share: pages go straight out.

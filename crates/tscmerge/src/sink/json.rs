@@ -1,5 +1,7 @@
-//! One JSON object per event (`--json`), for scripts: machine, cpu, ts,
-//! guest_ts, pid, tgid, comm, event, body (and lost counts).
+//! One JSON object per event (`--json`), for scripts: machine, cpu, ts
+//! (host TSC), ns (host time in nanoseconds, when the host file's TSC2NSEC
+//! or `--tsc-khz` gives it), guest_ts, pid, tgid, comm, event, body (and
+//! lost counts).
 
 use std::io::Write;
 
@@ -14,6 +16,8 @@ struct JsonEvent<'a> {
     machine: &'a str,
     cpu: u32,
     ts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     guest_ts: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -34,11 +38,18 @@ pub struct JsonSink<W: Write> {
     machines: Vec<String>,
     body: Vec<u8>,
     path: String,
+    clock: Option<super::HostNs>,
 }
 
 impl<W: Write> JsonSink<W> {
     pub fn new(out: W, machines: Vec<String>, path: &str) -> Self {
-        JsonSink { out, machines, body: Vec::new(), path: path.to_string() }
+        JsonSink { out, machines, body: Vec::new(), path: path.to_string(), clock: None }
+    }
+
+    /// Adds `ns`, host time in nanoseconds, to every object.
+    pub fn with_ns(mut self, clock: Option<super::HostNs>) -> Self {
+        self.clock = clock;
+        self
     }
     pub fn into_inner(self) -> W {
         self.out
@@ -53,6 +64,7 @@ impl<W: Write + Send> Sink for JsonSink<W> {
             machine: m,
             cpu: ev.cpu,
             ts: ev.ts,
+            ns: self.clock.map(|c| c.ns(ev.ts)),
             guest_ts: ev.orig_ts,
             pid: None,
             tgid: None,

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::perfetto_proto as pb;
-use super::{field_int, field_str, for_each_field, tsc_to_ns, FieldVal};
+use super::{field_int, field_str, for_each_field, FieldVal, HostNs};
 use crate::event::{Body, EventView, Payload, Record};
 use crate::merge::Sink;
 use crate::{Error, Result};
@@ -278,7 +278,7 @@ struct Bundle {
 
 pub struct PerfettoSink<W: Write> {
     out: W,
-    khz: u64,
+    clock: HostNs,
     path: String,
     bundles: BTreeMap<(usize, u32), Bundle>,
     scratch: Scratch,
@@ -295,12 +295,12 @@ fn machine_id(machine: usize) -> Option<u32> {
 }
 
 impl<W: Write> PerfettoSink<W> {
-    /// `machines[i]` names machine `i` (0 = host); `khz` is the host TSC
-    /// frequency; `vcpus` the host threads known to run guest vCPUs.
-    pub fn new(out: W, machines: &[String], khz: u64, vcpus: Vec<VcpuThread>, path: &str) -> Result<Self> {
+    /// `machines[i]` names machine `i` (0 = host); `clock` turns host TSC
+    /// into nanoseconds; `vcpus` the host threads known to run guest vCPUs.
+    pub fn new(out: W, machines: &[String], clock: HostNs, vcpus: Vec<VcpuThread>, path: &str) -> Result<Self> {
         let mut s = PerfettoSink {
             out,
-            khz,
+            clock,
             path: path.to_string(),
             bundles: BTreeMap::new(),
             scratch: Scratch::default(),
@@ -403,7 +403,7 @@ impl<W: Write> PerfettoSink<W> {
                 name: (ty == pb::TYPE_SLICE_BEGIN).then(|| "run".to_string()),
                 categories: Vec::new(),
             };
-            self.track_packet(pb::TracePacket { timestamp: Some(tsc_to_ns(ts, self.khz)), track_event: Some(te), ..Default::default() })?;
+            self.track_packet(pb::TracePacket { timestamp: Some(self.clock.ns(ts)), track_event: Some(te), ..Default::default() })?;
         }
         self.counts.2 += 1;
         Ok(())
@@ -413,7 +413,7 @@ impl<W: Write> PerfettoSink<W> {
 impl<W: Write + Send> Sink for PerfettoSink<W> {
     fn event(&mut self, machine: usize, ev: &EventView<'_>) -> Result<()> {
         let key = (machine, ev.cpu);
-        let ns = tsc_to_ns(ev.ts, self.khz);
+        let ns = self.clock.ns(ev.ts);
         match ev.payload {
             Payload::Lost { .. } => {
                 // The flag marks the bundle whose data follows a loss.

@@ -20,6 +20,10 @@ pub enum TsFormat {
     /// As `trace-cmd report` prints a file's times (the time is already
     /// the file's report time, [`crate::clock::report`]).
     TraceCmd(ftrace::tracedat::time::TimeStyle),
+    /// Host TSC converted by the host file's TSC2NSEC, printed as
+    /// `trace-cmd report` prints such a file (` %5u.%06u`, microseconds
+    /// rounded half up).
+    Tsc2Nsec(super::HostNs),
 }
 
 /// Prints timestamps in a [`TsFormat`]. Cycles print as `{ts:>12}`, the
@@ -63,6 +67,7 @@ impl TsPrinter {
                 put::dec(out, ns % 1_000_000_000, 9, b'0');
             }
             TsFormat::TraceCmd(style) => ftrace::tracedat::time::put_time(out, style, ts),
+            TsFormat::Tsc2Nsec(clock) => ftrace::tracedat::time::put_time(out, ftrace::tracedat::time::TimeStyle::Usecs, clock.ns(ts)),
         }
     }
 }

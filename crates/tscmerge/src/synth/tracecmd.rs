@@ -48,6 +48,8 @@ pub struct PairConfig {
     /// Added to every host thread the GUEST options name (0; non-zero
     /// makes a map of threads the host never saw, for tests).
     pub guest_pid_shift: i32,
+    /// The first vCPU whose thread `guest_pid_shift` moves (0: all).
+    pub shift_from_vcpu: u32,
     /// Mixed into the trace ids, so that pairs written with different
     /// values do not match each other.
     pub session: u64,
@@ -55,7 +57,7 @@ pub struct PairConfig {
 
 impl Default for PairConfig {
     fn default() -> Self {
-        PairConfig { sampling: Sampling::Changes { every: 0 }, guest_pid_shift: 0, session: 0 }
+        PairConfig { sampling: Sampling::Changes { every: 0 }, guest_pid_shift: 0, shift_from_vcpu: 0, session: 0 }
     }
 }
 
@@ -149,7 +151,7 @@ pub fn write_tracecmd_pair(cfg: &SynthConfig, pair: &PairConfig, dir: &Path, com
             w.add_option(OptionData::Guest {
                 name: format!("vm{vm}"),
                 trace_id: guest_trace_id(cfg, pair, vm),
-                vcpus: (0..n).map(|v| (v, (cfg.vcpu_tid(vm, v) + pair.guest_pid_shift) as u32)).collect(),
+                vcpus: (0..n).map(|v| (v, (cfg.vcpu_tid(vm, v) + if v >= pair.shift_from_vcpu { pair.guest_pid_shift } else { 0 }) as u32)).collect(),
             })
             .map_err(ferr)?;
         }
