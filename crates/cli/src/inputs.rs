@@ -102,7 +102,9 @@ pub fn load_debugfs(files: &[PathBuf]) -> anyhow::Result<Vec<DebugfsSnapshot>> {
 pub fn spec(a: &InputArgs) -> anyhow::Result<MergeSpec> {
     let mut guests: Vec<GuestSpec> = a.guests.iter().map(|g| GuestSpec::parse(g)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
     let mut names = BTreeSet::new();
-    for g in &guests {
+    // Unnamed guests (`--guest FILE`) are named later, after their files
+    // or the host's GUEST option, collisions numbered.
+    for g in guests.iter().filter(|g| !g.name.is_empty()) {
         if !names.insert(g.name.as_str()) {
             bail!("--guest {}: the name is given twice; each guest needs its own (--guest NAME=FILE,FILE... for several files)", g.name);
         }
