@@ -30,6 +30,12 @@ pub struct Args {
     /// Name of the tracefs instance used for the micro-VM run (tests).
     #[arg(long, hide = true, default_value = "tscmerge_doctor")]
     pub instance: String,
+    /// `tscmerge record`'s lock file, whose `.d` registry lists what each recorder made (tests).
+    #[arg(long, hide = true, default_value = record::DEFAULT_LOCK_PATH)]
+    pub lock: PathBuf,
+    /// `tscmerge record --instance-prefix` (tests).
+    #[arg(long, hide = true, default_value = "")]
+    pub instance_prefix: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -127,6 +133,20 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             r.line(Level::Pass, "x86-tsc clock", "offered by trace_clock");
         } else {
             r.line(Level::Fail, "x86-tsc clock", format!("not offered (trace_clock: {}): guest and host timestamps cannot be TSC counts; x86 only", clocks.trim()));
+        }
+    }
+
+    // What a killed `tscmerge record` left (its journal names each item).
+    if let Some(t) = &tracefs {
+        let p = &a.instance_prefix;
+        let left = record::leftovers::find(&record::leftovers::registry_for(&a.lock), &t.join("instances"), &[format!("{p}tscmerge"), format!("{p}tsc_offset")]);
+        if left.is_empty() {
+            r.line(Level::Pass, "record leftovers", "none (no instance or raw directory of a killed tscmerge record)");
+        } else {
+            for it in &left.items {
+                r.line(Level::Fail, "record leftover", it.describe());
+            }
+            r.line(Level::Info, "record leftovers", "`tscmerge record --recover` removes them all (tracing and events off first)");
         }
     }
 

@@ -54,7 +54,10 @@ trace_marker into the instance (options/copy_trace_marker, Linux 6.17+); without
 write markers to /sys/kernel/tracing/instances/tscmerge/trace_marker.
 
 Recording ends when COMMAND exits, after --duration, or on SIGINT/SIGTERM (COMMAND, if still
-running, then gets SIGTERM). The output is one trace.dat v7 (zstd): `tscmerge` as the top-level
+running, then gets SIGTERM). Killed by SIGKILL, record leaves its instances, its hidden raw
+directory and a journal of them in /run/tscmerge-record.d (the command dies with it: PDEATHSIG);
+the next record names them all and refuses, `tscmerge doctor` lists them, and
+`tscmerge record --recover` removes them in one step. The output is one trace.dat v7 (zstd): `tscmerge` as the top-level
 buffer, `tsc_offset` as an instance, process/tgid table, debugfs snapshots and TSC frequency
 as private options; `trace-cmd report` reads it.
 
@@ -76,7 +79,7 @@ pub const HOST_EVENTS: &[&str] = &[
 pub const GUEST_EVENTS: &[&str] = &["sched:sched_switch", "sched:sched_wakeup"];
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("mode").required(true).args(["host", "guest"])))]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["host", "guest", "recover"])))]
 pub struct Args {
     /// Record a KVM host: offsets in their own instance, kvm and sched events, debugfs snapshots.
     #[arg(long)]
@@ -108,6 +111,12 @@ pub struct Args {
     /// Lock file (tests).
     #[arg(long, hide = true, default_value = record::DEFAULT_LOCK_PATH)]
     pub lock: PathBuf,
+    /// Remove everything a killed `tscmerge record` left (its tracefs
+    /// instances, tracing and events switched off first; its raw directory;
+    /// its traced command, if still running), as listed by `tscmerge doctor`
+    /// and by the next `record`, and exit.
+    #[arg(long, conflicts_with = "command")]
+    pub recover: bool,
     /// Command to run while recording.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -202,6 +211,33 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let main_name = format!("{p}tscmerge");
     let tsc_name = format!("{p}tsc_offset");
 
+    // A killed recorder's leftovers: removed with --recover, else named all
+    // at once and the run refused before anything is created.
+    let registry = record::leftovers::registry_for(&a.lock);
+    let left = record::leftovers::find(&registry, &tfs.instances_dir(), &[main_name.clone(), tsc_name.clone()]);
+    if a.recover {
+        let _lock = record::RecordLock::acquire(&a.lock)?;
+        if left.is_empty() {
+            record::leftovers::recover(&left)?;
+            eprintln!("tscmerge record: nothing to recover: no leftover of a killed tscmerge record");
+            return Ok(ExitCode::SUCCESS);
+        }
+        for line in record::leftovers::recover(&left)? {
+            eprintln!("tscmerge record: {line}");
+        }
+        eprintln!("tscmerge record: recovered: tracefs is as it was before the killed run");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if left.is_empty() {
+        // Journals of recorders killed before they made anything.
+        record::leftovers::recover(&left)?;
+    } else {
+        bail!(
+            "a previous tscmerge record was killed and left: {}; run `tscmerge record --recover` to remove them all (tracing and events off first), then record again",
+            left.describe()
+        );
+    }
+
     // Events: -e must exist; defaults this kernel lacks are skipped with a warning.
     let mut events = Vec::new();
     if a.events.is_empty() {
@@ -228,6 +264,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         bail!("kvm:kvm_write_tsc_offset does not exist: is KVM loaded (`modprobe kvm_intel` / `kvm_amd`)? Use --guest inside a guest");
     }
 
+    // Declared before everything it lists, so that it is removed after them.
+    let journal = std::sync::Arc::new(record::Journal::create(&registry)?);
     let raw = match &a.raw {
         Some(d) => RawDir { path: d.clone(), keep: true },
         None => {
@@ -241,6 +279,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     cfg.lock_path = a.lock.clone();
     cfg.kallsyms = !a.no_kallsyms;
     cfg.interrupt = Some(flag.clone());
+    cfg.journal = Some(journal.clone());
+    // Our hidden raw directory is made fresh (mkdir, a planted symlink refused).
+    cfg.fresh_out_dir = a.raw.is_none();
     // Frequent enough to see short-lived VMs (a few files per vCPU a sample).
     cfg.kvm_debugfs_interval = a.host.then(|| Duration::from_millis(50));
     let mut main_inst = InstanceConfig::new(&main_name, &[]);
@@ -274,8 +315,30 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 
     let mut child = None;
     if let Some((prog, args)) = a.command.split_first() {
-        match std::process::Command::new(prog).args(args).spawn() {
-            Ok(c) => child = Some(c),
+        let parent = std::process::id() as libc::pid_t;
+        let mut cmd = std::process::Command::new(prog);
+        cmd.args(args);
+        // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                // The command dies with its recorder, even by SIGKILL.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The recorder died before the prctl: no signal will come.
+                if libc::getppid() != parent {
+                    libc::_exit(137);
+                }
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
+            Ok(c) => {
+                if let Err(e) = journal.note_child(c.id() as i32) {
+                    eprintln!("tscmerge record: warning: {e}");
+                }
+                child = Some(c)
+            }
             Err(e) => {
                 drop(rec);
                 return Err(anyhow::anyhow!(e).context(format!("starting {prog}")));

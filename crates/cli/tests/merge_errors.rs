@@ -106,3 +106,29 @@ fn guest_events_before_the_first_offset() {
     );
     assert!(err.contains("--tsc-offset"), "{err}");
 }
+
+/// A corrupt host trace.dat (bytes of a compressed chunk overwritten) is
+/// reported as what it is, naming the host file, not as a guest matching
+/// problem ("guest vm0: no VM of the host recording has run windows ...").
+#[test]
+fn corrupt_host_is_named_not_blamed_on_the_guest() {
+    let d = tmp("corrupt-host");
+    let (code, _, err) = tscmerge(&["synth", "-o", s(&d), "--vms", "1,2", "--windows", "400", "--format", "dat"]);
+    assert_eq!(code, 0, "{err}");
+    let mut host = std::fs::read(d.join("host.dat")).unwrap();
+    let at = host.len() * 3 / 4;
+    for b in &mut host[at..at + 256] {
+        *b ^= 0x5a;
+    }
+    let bad = d.join("bad-host.dat");
+    std::fs::write(&bad, &host).unwrap();
+    let g0 = format!("vm0={}", s(&d.join("guest-vm0.dat")));
+    let g1 = format!("vm1={}", s(&d.join("guest-vm1.dat")));
+    let (code, _, err) = tscmerge(&["merge", s(&bad), "--guest", &g0, "--guest", &g1]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad-host.dat: byte "), "{err}");
+    assert!(!err.contains("no VM of the host recording") && !err.contains("guest vm"), "{err}");
+    // Unnamed guests (named after their files later) are not 'the same name twice'.
+    let (code, _, err) = tscmerge(&["merge", s(&d.join("host.dat")), "--guest", s(&d.join("guest-vm0.dat")), "--guest", s(&d.join("guest-vm1.dat"))]);
+    assert_eq!(code, 0, "{err}");
+}

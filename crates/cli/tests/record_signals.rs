@@ -147,8 +147,11 @@ fn random_sigint_sigterm_leave_tracefs_as_found() {
             _ => panic!("{what}: unexpected exit"),
         }
         // Nothing else: no raw directory, no temporary output.
-        let left: Vec<_> = fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != "lock").collect();
+        let left: Vec<_> = fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != "lock" && n != "lock.d").collect();
         assert!(left.is_empty(), "{what}: left behind {left:?}");
+        // The run's journal (record's registry of what it made) is gone too.
+        let journals: Vec<_> = fs::read_dir(tmp.join("lock.d")).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+        assert!(journals.is_empty(), "{what}: journal left behind {journals:?}");
     }
     eprintln!("{runs} runs: {written} wrote a file, {setup_stops} stopped during setup");
     fs::remove_dir_all(&tmp).unwrap();

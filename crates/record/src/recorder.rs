@@ -69,6 +69,13 @@ pub struct RecordConfig {
     /// Checked between start steps: when set, start undoes its work and
     /// returns [`Error::Interrupted`] (wire the signal flag here).
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// The run's journal ([`crate::leftovers`]): each instance, and the
+    /// output directory when `fresh_out_dir`, is written there before it is
+    /// created, so that a SIGKILLed run's leftovers can be found and removed.
+    pub journal: Option<Arc<crate::leftovers::Journal>>,
+    /// Create `out_dir` with mkdir(2), refusing anything already there (a
+    /// planted symlink included), instead of accepting an empty directory.
+    pub fresh_out_dir: bool,
 }
 
 impl RecordConfig {
@@ -88,6 +95,8 @@ impl RecordConfig {
             poll_interval: Duration::from_millis(100),
             splice: true,
             interrupt: None,
+            journal: None,
+            fresh_out_dir: false,
         }
     }
 }
@@ -200,12 +209,22 @@ impl Recorder {
             });
         }
         let lock = RecordLock::acquire(&cfg.lock_path)?;
-        prepare_out_dir(&cfg.out_dir)?;
+        if cfg.fresh_out_dir {
+            if let Some(j) = &cfg.journal {
+                j.note_rawdir(&cfg.out_dir)?;
+            }
+            crate::leftovers::create_fresh_dir(&cfg.out_dir)?;
+        } else {
+            prepare_out_dir(&cfg.out_dir)?;
+        }
         let tfs = Tracefs::open_or_mount(&cfg.root)?;
         check()?;
 
         let mut running: Vec<Running> = Vec::new();
         for ic in &cfg.instances {
+            if let Some(j) = &cfg.journal {
+                j.note_instance(&tfs.instances_dir().join(&ic.name))?;
+            }
             let mut inst = Instance::create_locked(&tfs, &ic.name, &cfg.lock_path)?;
             inst.set_clock(&ic.clock)?;
             if let Some(kb) = ic.buffer_size_kb {

@@ -26,6 +26,16 @@ static PATHS: [AtomicPtr<c_char>; SLOTS] = [const { AtomicPtr::new(ptr::null_mut
 static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn on_signal(sig: libc::c_int) {
+    unlink_all();
+    // SAFETY: raise is async-signal-safe; SA_RESETHAND restored the default
+    // action, and the signal stays blocked until this handler returns.
+    unsafe { libc::raise(sig) };
+}
+
+/// Unlinks every registered temporary output; async-signal-safe. Called by
+/// a handler that then ends the process (the count it raises stays up, so
+/// no path is freed under it).
+pub(crate) fn unlink_all() {
     IN_HANDLER.fetch_add(1, Ordering::SeqCst);
     for slot in &PATHS {
         let p = slot.load(Ordering::SeqCst);
@@ -35,9 +45,6 @@ extern "C" fn on_signal(sig: libc::c_int) {
             unsafe { libc::unlink(p) };
         }
     }
-    // SAFETY: raise is async-signal-safe; SA_RESETHAND restored the default
-    // action, and the signal stays blocked until this handler returns.
-    unsafe { libc::raise(sig) };
 }
 
 /// Installs the handlers for SIGINT, SIGTERM and SIGHUP. Call once, early,

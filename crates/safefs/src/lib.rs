@@ -10,14 +10,19 @@
 //! - [`read_capped`]: side files read whole only when they are regular files
 //!   no larger than a cap; FIFOs, devices and sockets refused by type.
 //!
+//! - [`MapGuard`]: a mapped input truncated while read ends the process
+//!   with an error naming the file and byte offset, not a bare SIGBUS.
+//!
 //! Linux/Unix only, as the rest of tscmerge.
 
 mod cleanup;
 mod error;
 mod output;
 mod read;
+mod sigbus;
 
 pub use cleanup::install_cleanup_handlers;
 pub use error::{Error, Result};
 pub use output::{refuse_input_as_output, AtomicFile};
+pub use sigbus::{MapGuard, SIGBUS_EXIT};
 pub use read::{read_capped, read_capped_opt, refuse_special_input, special_kind, SIDE_FILE_CAP};

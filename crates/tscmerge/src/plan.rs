@@ -372,6 +372,10 @@ impl Plan {
                     let r = sink.report();
                     tries.push(MatchTry { vm: vm_name, inside: r.inside, events: r.guest_events, error: None });
                 }
+                // A file that cannot be read is at fault whichever VM is
+                // tried: its own error, naming it (a corrupt host file is
+                // not a guest matching problem).
+                Err(e @ (Error::Parse(_) | Error::Io { .. } | Error::Fs(_))) => return Err(e),
                 Err(e) => tries.push(MatchTry { vm: vm_name, inside: 0, events: 0, error: Some(e.to_string()) }),
             }
         }
@@ -389,7 +393,8 @@ impl Plan {
                 ""
             };
             Error::Usage(format!(
-                "guest {name}: no VM of the host recording has run windows holding its events ({}); the host needs kvm_entry/kvm_exit (or kvm_emulate_insn) recorded, or pin the guest: --guest {name}=FILE,pid=PID ({}).{hint}",
+                "guest {name}: no VM of the host recording ({}) has run windows holding its events ({}); the host needs kvm_entry/kvm_exit (or kvm_emulate_insn) recorded, or pin the guest: --guest {name}=FILE,pid=PID ({}).{hint}",
+                self.hosts.iter().map(|h| h.path.display().to_string()).collect::<Vec<_>>().join(", "),
                 tries.iter().map(|t| format!("{}: {}", t.vm, t.error.as_deref().unwrap_or("0 inside"))).collect::<Vec<_>>().join("; "),
                 describe_vms(&self.timeline)
             ))

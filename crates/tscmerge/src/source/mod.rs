@@ -199,6 +199,23 @@ pub struct Input {
     /// For a host with trace-cmd GUEST options: each vCPU thread they
     /// name, with how many events of it the recording holds.
     guest_thread_events: Vec<(i32, u64)>,
+    /// The mapping of a text or trace.dat input, registered so that its
+    /// truncation while read is an error naming the file ([`map_input`]).
+    _guard: Option<safefs::MapGuard>,
+}
+
+/// Maps an input read-only, registered with [`safefs::MapGuard`]: another
+/// process truncating the file while we read it makes the read fault
+/// (SIGBUS); the process then ends with an error naming the file and the
+/// byte offset (exit 2), removing its temporary outputs, instead of dying
+/// of the signal without a word.
+pub(crate) fn map_input(file: &std::fs::File, path: &Path) -> Result<(memmap2::Mmap, safefs::MapGuard)> {
+    // SAFETY: the mapping is read-only and never written through; a file
+    // truncated underneath us faults, and the guard turns that fault into
+    // an error naming the file.
+    let map = unsafe { memmap2::Mmap::map(file) }.map_err(io_err(path))?;
+    let guard = safefs::MapGuard::new(map.as_ptr(), map.len(), path);
+    Ok((map, guard))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -226,17 +243,13 @@ impl Input {
             )));
         }
         let file = std::fs::File::open(path).map_err(io_err(path))?;
-        let data = {
-            // SAFETY: the mapping is read-only; a file truncated underneath us
-            // is the same hazard every mmap-based reader (trace-cmd included)
-            // accepts, documented in README.
-            Data::Map(unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(path))?)
-        };
+        let (map, guard) = map_input(&file, path)?;
+        let data = Data::Map(map);
         let name = path.display().to_string();
         if let Data::Map(m) = &data {
             if m.starts_with(TRACEDAT_MAGIC) {
                 let Data::Map(m) = data else { unreachable!() };
-                return Self::open_dat(path, m, file, threads);
+                return Self::open_dat(path, m, guard, file, threads);
             }
         }
         let bytes = data.bytes();
@@ -255,10 +268,10 @@ impl Input {
             _ => "x86-tsc".to_string(),
         };
         let buffers = vec![BufferDesc { name: String::new(), clock, cpus: scan.cpus, events: Some(scan.events) }];
-        Ok(Input { path: path.to_path_buf(), kind: InputKind::Text, data, buffers, offset_writes: scan.offset_writes, guest_thread_events: Vec::new() })
+        Ok(Input { path: path.to_path_buf(), kind: InputKind::Text, data, buffers, offset_writes: scan.offset_writes, guest_thread_events: Vec::new(), _guard: Some(guard) })
     }
 
-    fn open_dat(path: &Path, map: memmap2::Mmap, fd: std::fs::File, threads: usize) -> Result<Input> {
+    fn open_dat(path: &Path, map: memmap2::Mmap, guard: safefs::MapGuard, fd: std::fs::File, threads: usize) -> Result<Input> {
         let name = path.display().to_string();
         let file = dat::parse(map, &name)?;
         let dat = file.borrow_dependent();
@@ -351,7 +364,7 @@ impl Input {
             })
             .collect();
         let guest_thread_events = watch.into_iter().zip(seen).collect();
-        Ok(Input { path: path.to_path_buf(), kind: InputKind::TraceDat, data: Data::Dat { file, meta, fd }, buffers, offset_writes, guest_thread_events })
+        Ok(Input { path: path.to_path_buf(), kind: InputKind::TraceDat, data: Data::Dat { file, meta, fd }, buffers, offset_writes, guest_thread_events, _guard: Some(guard) })
     }
 
     fn open_raw(path: &Path) -> Result<Input> {
@@ -368,7 +381,7 @@ impl Input {
                 events: Some(n),
             })
             .collect();
-        Ok(Input { path: path.to_path_buf(), kind: InputKind::RawDir, data: Data::Raw(dir), buffers, offset_writes: scan.offset_writes, guest_thread_events: Vec::new() })
+        Ok(Input { path: path.to_path_buf(), kind: InputKind::RawDir, data: Data::Raw(dir), buffers, offset_writes: scan.offset_writes, guest_thread_events: Vec::new(), _guard: None })
     }
 
     /// The decoding tables of a binary input (trace.dat, raw directory).

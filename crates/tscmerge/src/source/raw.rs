@@ -46,6 +46,9 @@ pub struct RawCpu {
     /// `None` for an empty file (mmap of length 0 is refused).
     pub(crate) map: Option<memmap2::Mmap>,
     name: String,
+    /// Registers the mapping: its truncation while read is an error naming
+    /// the file ([`super::map_input`]).
+    _guard: Option<safefs::MapGuard>,
 }
 
 impl RawCpu {
@@ -120,10 +123,9 @@ fn cpu_files(dir: &Path) -> Result<Vec<RawCpu>> {
         // A device or FIFO has no pages to map (and /dev/zero maps as 0 bytes).
         safefs::refuse_special_input(&path, &md)?;
         let len = md.len();
-        // SAFETY: read-only mapping; a file shrunk underneath us is the
-        // hazard every mmap reader accepts (see `Input::open`).
-        let map = if len == 0 { None } else { Some(unsafe { memmap2::Mmap::map(&f) }.map_err(io(&path))?) };
-        cpus.push(RawCpu { cpu, name: path.display().to_string(), path, map });
+        // A file shrunk underneath us: an error naming it (`map_input`).
+        let (map, guard) = if len == 0 { (None, None) } else { let (m, g) = super::map_input(&f, &path)?; (Some(m), Some(g)) };
+        cpus.push(RawCpu { cpu, name: path.display().to_string(), path, map, _guard: guard });
     }
     cpus.sort_by_key(|c| c.cpu);
     Ok(cpus)
