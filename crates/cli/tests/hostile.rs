@@ -267,29 +267,7 @@ fn bomb(rng: &mut Rng, s: &Seeds, f: &Formats) -> Case {
         _ => {
             let pages = 1usize << (8 + rng.below(5));
             let cpus = 2 + rng.below(15) as u32;
-            let mut w = TraceDatWriter::new(Cursor::new(Vec::new()), 7, comp, &f.header()).unwrap();
-            w.set_chunk_pages(pages);
-            let id = w.add_buffer("", "x86-tsc", cpus).unwrap();
-            let empty = vec![0u8; 4096];
-            w.write_cpu_pages(id, 0, std::iter::repeat_n(empty.as_slice(), pages)).unwrap();
-            for cpu in 1..cpus {
-                w.write_cpu_pages(id, cpu, std::iter::once(empty.as_slice())).unwrap();
-            }
-            let mut b = w.finish().unwrap().into_inner();
-            let dat = ftrace::tracedat::TraceDat::parse(&b).unwrap();
-            let table: Vec<(u32, u64, u64)> = dat.buffers()[0].cpus.iter().map(|c| (c.cpu, c.offset.0, c.size)).collect();
-            drop(dat);
-            let (_, off0, size0) = table[0];
-            for &(cpu, off, size) in &table[1..] {
-                let mut entry = cpu.to_le_bytes().to_vec();
-                entry.extend(off.to_le_bytes());
-                entry.extend(size.to_le_bytes());
-                if let Some(at) = b.windows(entry.len()).position(|w| w == entry.as_slice()) {
-                    b[at + 4..at + 12].copy_from_slice(&off0.to_le_bytes());
-                    b[at + 12..at + 20].copy_from_slice(&size0.to_le_bytes());
-                }
-            }
-            b
+            reader_common::cpus_sharing_one_chunk(&f, comp, cpus, pages)
         }
     };
     // A third of them also lie about a size.

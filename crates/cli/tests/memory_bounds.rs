@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use ftrace::write::{option_id, Compression, OptionData, TraceDatWriter};
-use reader_common::Formats;
+use reader_common::{cpus_sharing_one_chunk, Formats};
 
 /// Runs tscmerge; returns (exit code, stderr, peak RSS in KiB).
 fn measured(args: &[&str], dir: &Path) -> (i32, String, i64) {
@@ -102,34 +102,6 @@ fn section_referenced_many_times_is_inflated_once() {
     assert!(rss[1] < rss[0] + (32 << 10) && rss[1] < 400 << 10, "peak RSS {} KiB with one reference, {} KiB with nine", rss[0], rss[1]);
 }
 
-/// A v7 zstd file whose buffer lists `cpus` CPUs that all point at CPU 0's
-/// data: one chunk inflating to `pages` empty pages.
-fn cpus_sharing_one_chunk(f: &Formats, cpus: u32, pages: usize) -> Vec<u8> {
-    let mut w = TraceDatWriter::new(Cursor::new(Vec::new()), 7, Compression::Zstd, &f.header()).unwrap();
-    w.set_chunk_pages(pages);
-    let id = w.add_buffer("", "x86-tsc", cpus).unwrap();
-    let empty = vec![0u8; 4096];
-    w.write_cpu_pages(id, 0, std::iter::repeat_n(empty.as_slice(), pages)).unwrap();
-    for cpu in 1..cpus {
-        w.write_cpu_pages(id, cpu, std::iter::once(empty.as_slice())).unwrap();
-    }
-    let mut bytes = w.finish().unwrap().into_inner();
-    let dat = ftrace::tracedat::TraceDat::parse(&bytes).unwrap();
-    let table: Vec<(u32, u64, u64)> = dat.buffers()[0].cpus.iter().map(|c| (c.cpu, c.offset.0, c.size)).collect();
-    drop(dat);
-    // The CPU table entries (u32 cpu, u64 offset, u64 size), found by value.
-    let (_, off0, size0) = table[0];
-    for &(cpu, off, size) in &table[1..] {
-        let mut entry = cpu.to_le_bytes().to_vec();
-        entry.extend(off.to_le_bytes());
-        entry.extend(size.to_le_bytes());
-        let at = bytes.windows(entry.len()).position(|w| w == entry.as_slice()).expect("CPU table entry");
-        bytes[at + 4..at + 12].copy_from_slice(&off0.to_le_bytes());
-        bytes[at + 12..at + 20].copy_from_slice(&size0.to_le_bytes());
-    }
-    bytes
-}
-
 /// Eight CPUs of one buffer pointing at one chunk that inflates to 32 MiB:
 /// each CPU's stream holds its own copy at once (256 MiB). With a 128 MiB
 /// budget that is an error naming the budget, and the peak stays near it.
@@ -138,7 +110,7 @@ fn chunks_are_held_within_max_memory() {
     let d = tmp("budget");
     let f = Formats::load();
     let p = d.join("shared-chunk.dat");
-    std::fs::write(&p, cpus_sharing_one_chunk(&f, 8, 8192)).unwrap();
+    std::fs::write(&p, cpus_sharing_one_chunk(&f, Compression::Zstd, 8, 8192)).unwrap();
     let (code, err, rss_kb) = measured(&["report", p.to_str().unwrap(), "--max-memory", "128M"], &d);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("shared-chunk.dat") && err.contains("memory budget") && err.contains("--max-memory"), "{err}");

@@ -7,7 +7,7 @@
 //! thread's run windows.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ftrace::write::Compression;
 use tscmerge::check::CheckSink;
@@ -16,6 +16,10 @@ use tscmerge::merge::{merge, Sink};
 use tscmerge::plan::{GuestSpec, MergeSpec, Plan};
 use tscmerge::synth::{write_tracecmd_pair, PairConfig, Sampling, SynthConfig};
 use tscmerge::{EventView, Payload};
+
+#[path = "truth_util.rs"]
+mod truth_util;
+use truth_util::truth;
 
 #[derive(Default)]
 struct Collect {
@@ -29,15 +33,6 @@ impl Sink for Collect {
         }
         Ok(())
     }
-}
-
-fn truth(dir: &Path) -> BTreeMap<(String, u32), Vec<u64>> {
-    let mut t: BTreeMap<(String, u32), Vec<u64>> = BTreeMap::new();
-    for line in std::fs::read_to_string(dir.join("truth.tsv")).unwrap().lines().skip(1) {
-        let f: Vec<&str> = line.split('\t').collect();
-        t.entry((f[0].to_string(), f[1].parse().unwrap())).or_default().push(f[3].parse().unwrap());
-    }
-    t
 }
 
 fn tempdir(name: &str) -> PathBuf {

@@ -300,3 +300,31 @@ pub fn write_dat_pages(f: &Formats, version: u32, comp: Compression, cpus: u32, 
     }
     w.finish().unwrap().into_inner()
 }
+
+/// A v7 file (`comp`) whose buffer lists `cpus` CPUs that all point at CPU 0's
+/// data: one chunk inflating to `pages` empty pages.
+pub fn cpus_sharing_one_chunk(f: &Formats, comp: Compression, cpus: u32, pages: usize) -> Vec<u8> {
+    let mut w = TraceDatWriter::new(Cursor::new(Vec::new()), 7, comp, &f.header()).unwrap();
+    w.set_chunk_pages(pages);
+    let id = w.add_buffer("", "x86-tsc", cpus).unwrap();
+    let empty = vec![0u8; 4096];
+    w.write_cpu_pages(id, 0, std::iter::repeat_n(empty.as_slice(), pages)).unwrap();
+    for cpu in 1..cpus {
+        w.write_cpu_pages(id, cpu, std::iter::once(empty.as_slice())).unwrap();
+    }
+    let mut bytes = w.finish().unwrap().into_inner();
+    let dat = ftrace::tracedat::TraceDat::parse(&bytes).unwrap();
+    let table: Vec<(u32, u64, u64)> = dat.buffers()[0].cpus.iter().map(|c| (c.cpu, c.offset.0, c.size)).collect();
+    drop(dat);
+    // The CPU table entries (u32 cpu, u64 offset, u64 size), found by value.
+    let (_, off0, size0) = table[0];
+    for &(cpu, off, size) in &table[1..] {
+        let mut entry = cpu.to_le_bytes().to_vec();
+        entry.extend(off.to_le_bytes());
+        entry.extend(size.to_le_bytes());
+        let at = bytes.windows(entry.len()).position(|w| w == entry.as_slice()).expect("CPU table entry");
+        bytes[at + 4..at + 12].copy_from_slice(&off0.to_le_bytes());
+        bytes[at + 12..at + 20].copy_from_slice(&size0.to_le_bytes());
+    }
+    bytes
+}

@@ -348,16 +348,7 @@ pub fn write_dat(cfg: &SynthConfig, dir: &Path, compression: Compression) -> io:
     let mut sum = SynthSummary::default();
 
     // Host: every pid that appears in a record, with its comm.
-    let mut cmd = String::new();
-    for vm in 0..cfg.vms.len() {
-        cmd += &format!("{} qemu-system-x86\n", cfg.vmm_pid(vm));
-        for vcpu in 0..cfg.vms[vm] {
-            cmd += &format!("{} CPU {vcpu}/KVM\n", cfg.vcpu_tid(vm, vcpu));
-        }
-    }
-    for pid in 100..150 {
-        cmd += &format!("{pid} {}\n", host_comm(pid));
-    }
+    let cmd = host_cmdlines(cfg);
     let hdr = header(
         vec![("kvm", KVM_ENTRY), ("kvm", KVM_EXIT), ("kvm", KVM_CPUID), ("kvm", KVM_WRITE_TSC_OFFSET), ("sched", SCHED_SWITCH)],
         cmd.as_bytes(),
@@ -382,6 +373,38 @@ pub fn write_dat(cfg: &SynthConfig, dir: &Path, compression: Compression) -> io:
         Ok(())
     })?;
 
+    write_guests(cfg, dir, compression, &fm, &mut sum, |w, vm, _| provenance(w, cfg, &format!("guest vm{vm}"), &[("", "sched:sched_switch,ftrace:print")]))?;
+    write_truth(cfg, dir)?;
+    Ok(sum)
+}
+
+/// The host's saved_cmdlines: each VMM and vCPU thread, then the noise pids.
+pub(super) fn host_cmdlines(cfg: &SynthConfig) -> String {
+    let mut cmd = String::new();
+    for vm in 0..cfg.vms.len() {
+        cmd += &format!("{} qemu-system-x86\n", cfg.vmm_pid(vm));
+        for vcpu in 0..cfg.vms[vm] {
+            cmd += &format!("{} CPU {vcpu}/KVM\n", cfg.vcpu_tid(vm, vcpu));
+        }
+    }
+    for pid in 100..150 {
+        cmd += &format!("{pid} {}\n", host_comm(pid));
+    }
+    cmd
+}
+
+/// Writes each guest's `guest-vmN.dat`: one buffer with a CPU per vCPU
+/// (its events at guest TSC), the options `options(writer, vm, vcpus)` adds
+/// (ours or trace-cmd's), and counts the events into `sum`.
+pub(super) fn write_guests(
+    cfg: &SynthConfig,
+    dir: &Path,
+    compression: Compression,
+    fm: &Formats,
+    sum: &mut SynthSummary,
+    mut options: impl FnMut(&mut TraceDatWriter<&mut std::io::BufWriter<safefs::AtomicFile>>, usize, u32) -> io::Result<()>,
+) -> io::Result<()> {
+    let ferr = io::Error::other;
     let mut gcmd = String::new();
     for pid in 1..8 {
         gcmd += &format!("{pid} {}\n", guest_comm(pid));
@@ -392,21 +415,20 @@ pub fn write_dat(cfg: &SynthConfig, dir: &Path, compression: Compression) -> io:
         write_atomically(&dir.join(format!("guest-vm{vm}.dat")), |out| {
             let mut w = TraceDatWriter::new(out, 7, compression, &ghdr).map_err(ferr)?;
             let top = w.add_buffer("", "x86-tsc", vcpus).map_err(ferr)?;
-            provenance(&mut w, cfg, &format!("guest vm{vm}"), &[("", "sched:sched_switch,ftrace:print")])?;
+            options(&mut w, vm, vcpus)?;
             let mut pb = PageBuilder::default();
             let mut line = String::new();
             for vcpu in 0..vcpus {
                 let evs = VcpuEntity::new(cfg, vm, vcpu).filter(SynthEvent::is_guest);
                 let ts = |e: &SynthEvent| e.guest.unwrap_or_default();
-                n += write_cpu(&mut w, &mut pb, top, vcpu, evs, ts, |e, out| guest_record(&fm, e, &mut line, out))?;
+                n += write_cpu(&mut w, &mut pb, top, vcpu, evs, ts, |e, out| guest_record(fm, e, &mut line, out))?;
             }
             w.finish().map_err(ferr)?;
             Ok(())
         })?;
         sum.guest_events.push(n);
     }
-    write_truth(cfg, dir)?;
-    Ok(sum)
+    Ok(())
 }
 
 /// `truth.tsv` exactly as [`super::write_text`] writes it: guest events in

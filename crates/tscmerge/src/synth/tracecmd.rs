@@ -23,9 +23,8 @@ use std::path::Path;
 
 use ftrace::write::{Compression, OptionData, PageBuilder, TraceDatWriter, TsyncSample};
 
-use super::dat::{header, host_cpu_stream, host_record, guest_record, write_cpu, write_truth, Formats, KVM_CPUID, KVM_ENTRY, KVM_EXIT, SCHED_SWITCH};
+use super::dat::{header, host_cmdlines, host_cpu_stream, host_record, write_cpu, write_guests, write_truth, Formats, KVM_CPUID, KVM_ENTRY, KVM_EXIT, SCHED_SWITCH};
 use super::model::{Happening, SynthConfig, SynthEvent, VcpuEntity};
-use super::text::{guest_comm, host_comm};
 use super::{write_atomically, SynthSummary};
 use crate::clock::Conversion;
 
@@ -130,16 +129,7 @@ pub fn write_tracecmd_pair(cfg: &SynthConfig, pair: &PairConfig, dir: &Path, com
     let host_id = host_trace_id(cfg, pair);
     let version = OptionData::Version("3.1.6 (synthetic, tscmerge synth --format trace-cmd)".into());
 
-    let mut cmd = String::new();
-    for vm in 0..cfg.vms.len() {
-        cmd += &format!("{} qemu-system-x86\n", cfg.vmm_pid(vm));
-        for vcpu in 0..cfg.vms[vm] {
-            cmd += &format!("{} CPU {vcpu}/KVM\n", cfg.vcpu_tid(vm, vcpu));
-        }
-    }
-    for pid in 100..150 {
-        cmd += &format!("{pid} {}\n", host_comm(pid));
-    }
+    let cmd = host_cmdlines(cfg);
     let hdr = header(vec![("kvm", KVM_ENTRY), ("kvm", KVM_EXIT), ("kvm", KVM_CPUID), ("sched", SCHED_SWITCH)], cmd.as_bytes());
     write_atomically(&dir.join("host.dat"), |out| {
         let mut w = TraceDatWriter::new(out, 7, compression, &hdr).map_err(ferr)?;
@@ -167,38 +157,18 @@ pub fn write_tracecmd_pair(cfg: &SynthConfig, pair: &PairConfig, dir: &Path, com
         Ok(())
     })?;
 
-    let mut gcmd = String::new();
-    for pid in 1..8 {
-        gcmd += &format!("{pid} {}\n", guest_comm(pid));
-    }
-    let ghdr = header(vec![("sched", SCHED_SWITCH)], gcmd.as_bytes());
-    for (vm, &vcpus) in cfg.vms.iter().enumerate() {
-        let mut n = 0;
-        write_atomically(&dir.join(format!("guest-vm{vm}.dat")), |out| {
-            let mut w = TraceDatWriter::new(out, 7, compression, &ghdr).map_err(ferr)?;
-            let top = w.add_buffer("", "x86-tsc", vcpus).map_err(ferr)?;
-            w.add_option(version.clone()).map_err(ferr)?;
-            w.add_option(OptionData::TraceId(guest_trace_id(cfg, pair, vm))).map_err(ferr)?;
-            w.add_option(OptionData::Tsc2Nsec { mult, shift, offset: 0 }).map_err(ferr)?;
-            w.add_option(OptionData::TimeShift {
-                peer_trace_id: host_id,
-                flags: 0,
-                cpus: (0..vcpus).map(|v| samples(cfg, vm, v, pair.sampling)).collect(),
-            })
-            .map_err(ferr)?;
-            w.add_option(OptionData::CpuCount(vcpus)).map_err(ferr)?;
-            let mut pb = PageBuilder::default();
-            let mut line = String::new();
-            for vcpu in 0..vcpus {
-                let evs = VcpuEntity::new(cfg, vm, vcpu).filter(SynthEvent::is_guest);
-                let ts = |e: &SynthEvent| e.guest.unwrap_or_default();
-                n += write_cpu(&mut w, &mut pb, top, vcpu, evs, ts, |e, out| guest_record(&fm, e, &mut line, out))?;
-            }
-            w.finish().map_err(ferr)?;
-            Ok(())
-        })?;
-        sum.guest_events.push(n);
-    }
+    write_guests(cfg, dir, compression, &fm, &mut sum, |w, vm, vcpus| {
+        w.add_option(version.clone()).map_err(ferr)?;
+        w.add_option(OptionData::TraceId(guest_trace_id(cfg, pair, vm))).map_err(ferr)?;
+        w.add_option(OptionData::Tsc2Nsec { mult, shift, offset: 0 }).map_err(ferr)?;
+        w.add_option(OptionData::TimeShift {
+            peer_trace_id: host_id,
+            flags: 0,
+            cpus: (0..vcpus).map(|v| samples(cfg, vm, v, pair.sampling)).collect(),
+        })
+        .map_err(ferr)?;
+        w.add_option(OptionData::CpuCount(vcpus)).map_err(ferr)
+    })?;
     write_truth(cfg, dir)?;
     Ok(sum)
 }
