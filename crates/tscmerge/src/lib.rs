@@ -13,6 +13,7 @@ mod error;
 pub mod event;
 pub mod merge;
 pub mod plan;
+pub mod runs;
 pub mod sink;
 pub mod source;
 pub mod synth;

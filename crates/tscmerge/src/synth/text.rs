@@ -64,12 +64,11 @@ fn line_prefix(out: &mut impl Write, comm: &str, pid: i32, tgid: Option<Option<i
 
 /// One host-side line (top-level buffer or the offset instance), kernel style.
 pub fn write_host_line(out: &mut impl Write, cfg: &SynthConfig, ev: &SynthEvent) -> io::Result<()> {
-    let (comm, pid, tgid) = match ev.vm {
-        Some(vm) => (format!("CPU {}/KVM", ev.vcpu), cfg.vcpu_tid(vm, ev.vcpu), Some(cfg.vmm_pid(vm))),
-        None => match ev.what {
-            Happening::HostSwitch { prev_pid, .. } => (host_comm(prev_pid), prev_pid, (prev_pid != 0).then_some(prev_pid)),
-            _ => ("?".to_string(), 0, None),
-        },
+    let (comm, pid, tgid) = match (ev.vm, &ev.what) {
+        // A switch is the task leaving the CPU's (a vCPU thread's too).
+        (_, &Happening::HostSwitch { prev_pid, .. }) => (host_comm(prev_pid), prev_pid, (prev_pid != 0).then_some(prev_pid)),
+        (Some(vm), _) => (format!("CPU {}/KVM", ev.vcpu), cfg.vcpu_tid(vm, ev.vcpu), Some(cfg.vmm_pid(vm))),
+        (None, _) => ("?".to_string(), 0, None),
     };
     line_prefix(out, &comm, pid, Some(tgid), ev.host_cpu, "d..1.", ev.host.0)?;
     match ev.what {
