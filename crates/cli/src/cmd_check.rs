@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use tscmerge::check::{CheckReport, CheckSink, WindowKind};
+use tscmerge::check::{CheckReport, CheckSink};
 use tscmerge::merge::merge;
 use tscmerge::plan::Plan;
 
@@ -51,10 +51,7 @@ pub fn print_report(plan: &Plan, r: &mut CheckReport, khz: Option<u64>, out: &mu
         let kinds: Vec<&str> = r
             .window_kinds
             .iter()
-            .map(|k| match k {
-                WindowKind::Entry => "kvm_entry..next event",
-                WindowKind::Emulation => "kvm_emulate_insn..next event",
-            })
+            .map(|k| k.describe())
             .collect();
         writeln!(
             out,
@@ -88,6 +85,18 @@ pub fn print_report(plan: &Plan, r: &mut CheckReport, khz: Option<u64>, out: &mu
         if strong && r.judged() == 0 {
             writeln!(out, "check: no guest event falls within the host's recording: nothing could be checked (the recordings do not overlap on this timeline: another session's files, or wrong offsets)")?;
         }
+    }
+    if (r.ambiguous > 0 || r.by_run_windows > 0) && !strong {
+        writeln!(out, "check: {} guest events fitted more than one offset period and were placed by the rule (ambiguous): without run windows nothing judges them", r.ambiguous)?;
+    } else if r.ambiguous > 0 || r.by_run_windows > 0 {
+        writeln!(
+            out,
+            "check: {} guest events fitted more than one offset period: {} placed by the host's run windows; {} placed by the rule (ambiguous), of which {} lie outside every window of their thread: the rule misplaced those, counted apart from the violations above (record kvm_entry/kvm_exit or sched_switch of the vCPU threads so the merge can decide them)",
+            r.by_run_windows + r.ambiguous,
+            r.by_run_windows,
+            r.ambiguous,
+            r.ambiguous_outside
+        )?;
     }
     writeln!(out, "check: {} guest events out of time order on their CPU after conversion", r.non_monotonic)?;
     if r.rdmsr_reads > 0 {

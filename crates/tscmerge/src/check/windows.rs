@@ -7,14 +7,7 @@ use crate::merge::Sink;
 use crate::clock::ThreadFrom;
 use crate::Result;
 
-/// What opened a window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum WindowKind {
-    /// kvm_entry … next event of the thread (kvm_exit).
-    Entry,
-    /// kvm_emulate_insn … next event of the thread.
-    Emulation,
-}
+pub use crate::runs::WindowKind;
 
 /// An instruction that reads the TSC, as emulated on the host and as named
 /// by the guest's marker.
@@ -52,6 +45,7 @@ struct Hold {
 /// event that closes each says whether it read IA32_TSC, so the verdict
 /// waits for it. One per read in flight, not per event.
 struct Deferred {
+    rule: bool,
     machine: usize,
     cpu: u32,
     ts: u64,
@@ -207,13 +201,22 @@ pub struct CheckReport {
     pub before_host: u64,
     /// Guest events placed after the host's last event. Not judged.
     pub after_host: u64,
+    /// Guest events whose guest time fitted several offset periods and
+    /// that the host's run windows decided (clock/walk.rs).
+    pub by_run_windows: u64,
+    /// Those nothing decided, placed by the rule: ambiguous.
+    pub ambiguous: u64,
+    /// Of the ambiguous, those outside every window of their thread: the
+    /// rule misplaced them. Counted apart from violations (the merge's
+    /// data could not decide them; a violation is a contradiction).
+    pub ambiguous_outside: u64,
 }
 
 impl CheckReport {
     /// Guest events outside every window of their vCPU while the host was
     /// recording.
     pub fn violations(&self) -> u64 {
-        self.guest_events - self.inside - self.outside_recording()
+        self.guest_events - self.inside - self.outside_recording() - self.ambiguous_outside
     }
     /// Guest events the host's recording could not judge (before it began,
     /// after it ended).
@@ -259,6 +262,8 @@ pub struct CheckSink<'s> {
     scratch: Vec<u8>,
     cpus: BTreeMap<(usize, u32), CpuState>,
     deferred: Vec<Deferred>,
+    /// How the guest event being judged was placed.
+    placed: crate::clock::How,
     report: CheckReport,
     seq: u64,
     /// Host events seen, and the time of the first and last.
@@ -280,6 +285,7 @@ impl<'s> CheckSink<'s> {
             scratch: Vec::new(),
             cpus: BTreeMap::new(),
             deferred: Vec::new(),
+            placed: crate::clock::How::Only,
             report: CheckReport::default(),
             seq: 0,
             host_events: 0,
@@ -360,11 +366,8 @@ impl<'s> CheckSink<'s> {
                 }
             }
         }
-        let kind = match name {
-            "kvm_entry" => Some(WindowKind::Entry),
-            "kvm_emulate_insn" => Some(WindowKind::Emulation),
-            _ => None,
-        };
+        // What opens a window is said once, for every judge (runs/).
+        let kind = crate::runs::opens(name);
         if let Some(kind) = kind {
             let t = self.threads.entry(pid).or_default();
             t.open = Some(Open { start: ts, reads });
@@ -445,6 +448,7 @@ impl<'s> CheckSink<'s> {
             // Candidate windows only: the verdict waits for their kvm_msr.
             if !holds.is_empty() && self.deferred.len() < MAX_DEFERRED {
                 self.deferred.push(Deferred {
+                    rule: self.placed == crate::clock::How::Rule,
                     machine,
                     cpu,
                     ts,
@@ -460,18 +464,19 @@ impl<'s> CheckSink<'s> {
             }
             holds.clear();
         }
-        self.settle(machine, cpu, ts, guest_ts, name, &cands, known.is_some(), nearest, &holds);
+        let rule = self.placed == crate::clock::How::Rule;
+        self.settle(rule, machine, cpu, ts, guest_ts, name, &cands, known.is_some(), nearest, &holds);
     }
 
     fn settle_deferred(&mut self, d: Deferred) {
-        self.settle(d.machine, d.cpu, d.ts, d.guest_ts, &d.name, &d.cands, d.known, d.nearest, &d.confirmed);
+        self.settle(d.rule, d.machine, d.cpu, d.ts, d.guest_ts, &d.name, &d.cands, d.known, d.nearest, &d.confirmed);
     }
 
     /// Counts a guest event as inside or outside, given the windows `holds`
     /// that held it (a window still open has no `msr`: its end is recorded
     /// when it closes).
     #[allow(clippy::too_many_arguments)]
-    fn settle(&mut self, machine: usize, cpu: u32, ts: u64, guest_ts: Option<u64>, name: &str, cands: &[i32], known: bool, nearest: Option<u64>, holds: &[Hold]) {
+    fn settle(&mut self, rule: bool, machine: usize, cpu: u32, ts: u64, guest_ts: Option<u64>, name: &str, cands: &[i32], known: bool, nearest: Option<u64>, holds: &[Hold]) {
         let Some(st) = self.cpus.get_mut(&(machine, cpu)) else { return };
         let mut inside = holds.iter().filter(|h| cands.contains(&h.pid)).peekable();
         if inside.peek().is_some() {
@@ -518,6 +523,10 @@ impl<'s> CheckSink<'s> {
         if self.first_host.is_none() {
             st.report.outside_recording += 1;
             self.report.before_host += 1;
+            return;
+        }
+        if rule {
+            self.report.ambiguous_outside += 1;
             return;
         }
         if st.tail_gen != self.host_events {
@@ -595,6 +604,12 @@ impl Sink for CheckSink<'_> {
                 self.host_event(r.pid, r.tgid, r.name, vcpu, reads, msr_tsc, ev.ts);
             } else {
                 let tsc_read = if matches!(r.name, "tracing_mark_write" | "print") { tsc_read_of(&r.body, &mut self.scratch) } else { None };
+                self.placed = ev.placed;
+                match ev.placed {
+                    crate::clock::How::Only => {}
+                    crate::clock::How::RunWindows => self.report.by_run_windows += 1,
+                    crate::clock::How::Rule => self.report.ambiguous += 1,
+                }
                 self.guest_event(machine, ev.cpu, ev.ts, ev.orig_ts, r.name, tsc_read);
             }
         }

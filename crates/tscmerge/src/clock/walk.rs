@@ -14,12 +14,13 @@
 //! alone cannot say where it happened. The host can: the vCPU's thread ran
 //! its guest only inside its run windows ([`crate::runs`]). With that
 //! evidence the period whose host time lies inside a window, all others
-//! lying outside, is chosen (`How::Evidence`). Where no evidence decides
-//! (no windows recorded, both inside, a hole) **the rule** applies: the
-//! earliest fitting period, and the event is counted as ambiguous
-//! (`How::Rule`). The rule is right for the events before a fall; it is
-//! wrong for events after a fall that show no backward step of the guest
-//! TSC (the vCPU did not run between its last event and the write).
+//! lying outside, is chosen (`How::RunWindows`). Where no evidence decides
+//! (no windows recorded, several inside, a hole) **the rule** applies: the
+//! earliest fitting period inside a window, else the earliest fitting
+//! period; the event is counted as ambiguous (`How::Rule`). Without
+//! windows the rule is right for the events before a fall and wrong for
+//! events after a fall that show no backward step of the guest TSC (the
+//! vCPU did not run between its last event and the write).
 //!
 //! When no period fits (data that contradicts itself: the guest TSC steps
 //! back with no fall to explain it) the older walk decides: move on while
@@ -189,7 +190,11 @@ impl<'t> VcpuClock<'t> {
                     let all_known = verdicts.iter().all(Option::is_some);
                     match inside[..] {
                         [k] if all_known => (several[k], How::RunWindows),
-                        _ => (several[0], How::Rule),
+                        // Several inside (a large fall repeats guest times
+                        // far apart while the vCPU runs half the time): the
+                        // earliest of them, still ambiguous.
+                        [k, ..] => (several[k], How::Rule),
+                        [] => (several[0], How::Rule),
                     }
                 }
                 None => (several[0], How::Rule),
