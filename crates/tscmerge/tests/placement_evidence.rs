@@ -137,3 +137,47 @@ fn million_guest_events_all_patterns() {
     assert_eq!(o.events, 1_000_000);
     assert_eq!(o.misplaced, 0, "{o:?}");
 }
+
+/// The ambiguous events are marked in Perfetto output (an instant each on
+/// the guest's "ambiguous placements" track) and in JSON (`"placed"`).
+#[test]
+fn viewers_mark_the_ambiguous() {
+    use prost::Message;
+    use tscmerge::sink::perfetto_proto as pb;
+    let cfg = SynthConfig { vms: vec![1, 4], windows: 300, tsc_write_every: 0, patterns: Patterns { late_fall: 150_000_000, ..Default::default() }, run_windows: RunWindowEvents::None, ..Default::default() };
+    let dir = std::env::temp_dir().join(format!("tscmerge-placement-{}-viewers", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    write_text(&cfg, &dir).unwrap();
+    let guests = GuestSpec::from_synth(&cfg, &dir, "txt", true);
+    let spec = MergeSpec { hosts: vec![dir.join("host.txt"), dir.join("host-tsc_offset.txt")], guests, ..Default::default() };
+    let plan = Plan::new(spec).unwrap();
+    let mut sink = tscmerge::sink::PerfettoSink::new(Vec::new(), &plan.machines(), tscmerge::sink::HostNs::Khz(2_000_000), Vec::new(), "mem").unwrap();
+    merge(plan.cursors().unwrap(), &mut sink).unwrap();
+    let marks = sink.ambiguous_marks;
+    let trace = pb::Trace::decode(sink.into_inner().as_slice()).unwrap();
+    let rule: u64 = plan.ambiguity.lock().unwrap().values().map(|a| a.by_rule).sum();
+    assert_eq!(rule, 6000, "every guest event of this set is ambiguous");
+    let mut uuids = Vec::new();
+    let mut instants = 0;
+    for p in &trace.packet {
+        if let Some(td) = &p.track_descriptor {
+            if td.name.as_deref().is_some_and(|n| n.ends_with("ambiguous placements")) {
+                uuids.push(td.uuid.unwrap());
+            }
+        }
+        if let Some(te) = &p.track_event {
+            if te.r#type == Some(pb::TYPE_INSTANT) && uuids.contains(&te.track_uuid.unwrap()) {
+                instants += 1;
+            }
+        }
+    }
+    assert_eq!((instants, marks), (rule, rule));
+    assert_eq!(uuids.len(), 2, "one track per guest machine");
+
+    let plan = Plan::new(MergeSpec { hosts: vec![dir.join("host.txt"), dir.join("host-tsc_offset.txt")], guests: GuestSpec::from_synth(&cfg, &dir, "txt", true), ..Default::default() }).unwrap();
+    let mut json = tscmerge::sink::JsonSink::new(Vec::new(), plan.machines(), "mem");
+    merge(plan.cursors().unwrap(), &mut json).unwrap();
+    let text = String::from_utf8(json.into_inner()).unwrap();
+    assert_eq!(text.lines().filter(|l| l.contains("\"placed\":\"rule\"")).count() as u64, rule);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -18,6 +18,10 @@
 //! - vCPU run windows, host `kvm_entry` → `kvm_exit` of one vCPU thread, are
 //!   slices (`TrackEvent` begin/end) on a track per thread named
 //!   `<guest> vCPU N` (`vm? vCPU N` for a thread no guest is tied to).
+//! - A guest event whose guest time fitted several offset periods and that
+//!   nothing decided (placed by the rule, clock/walk.rs) is also an instant
+//!   on a track `<guest> ambiguous placements`, named after the event, so
+//!   the UI shows where the merged order is a guess.
 //!
 //! Timestamps are nanoseconds on the host timeline: host TSC × 10⁶ / kHz.
 
@@ -288,6 +292,11 @@ pub struct PerfettoSink<W: Write> {
     buf: Vec<u8>,
     /// Packets written, by kind: (ftrace bundles, events in them, slices).
     pub counts: (u64, u64, u64),
+    machines: Vec<String>,
+    /// Guest machine → its ambiguous-placements track.
+    ambiguous_tracks: HashMap<usize, u64>,
+    /// Instants written on those tracks.
+    pub ambiguous_marks: u64,
 }
 
 fn machine_id(machine: usize) -> Option<u32> {
@@ -309,6 +318,9 @@ impl<W: Write> PerfettoSink<W> {
             track_seq_started: false,
             buf: Vec::with_capacity(1 << 16),
             counts: (0, 0, 0),
+            machines: machines.to_vec(),
+            ambiguous_tracks: HashMap::new(),
+            ambiguous_marks: 0,
         };
         for (i, name) in machines.iter().enumerate() {
             s.packet(&pb::TracePacket {
@@ -381,6 +393,28 @@ impl<W: Write> PerfettoSink<W> {
         self.packet(&p)
     }
 
+    /// An instant for a guest event placed by the rule (ambiguous).
+    fn ambiguous_mark(&mut self, machine: usize, name: &str, ts: u64) -> Result<()> {
+        let uuid = match self.ambiguous_tracks.get(&machine) {
+            Some(&u) => u,
+            None => {
+                // Apart from the per-thread run-window tracks (pid below 2^32).
+                let u = 0x7473_6d01_0000_0000 | machine as u64;
+                self.ambiguous_tracks.insert(machine, u);
+                let label = format!("{} ambiguous placements", self.machines.get(machine).map_or("?", String::as_str));
+                self.track_packet(pb::TracePacket {
+                    track_descriptor: Some(pb::TrackDescriptor { uuid: Some(u), name: Some(label), ..Default::default() }),
+                    ..Default::default()
+                })?;
+                u
+            }
+        };
+        let te = pb::TrackEvent { r#type: Some(pb::TYPE_INSTANT), track_uuid: Some(uuid), name: Some(format!("{name} (placed by the rule)")), categories: Vec::new() };
+        self.track_packet(pb::TracePacket { timestamp: Some(self.clock.ns(ts)), track_event: Some(te), ..Default::default() })?;
+        self.ambiguous_marks += 1;
+        Ok(())
+    }
+
     fn slice(&mut self, w: RunWindow) -> Result<()> {
         let uuid = match self.tracks.get(&w.pid) {
             Some(&u) => u,
@@ -423,6 +457,9 @@ impl<W: Write + Send> Sink for PerfettoSink<W> {
                 b.lost = true;
             }
             Payload::Event(r) => {
+                if ev.placed == crate::clock::How::Rule {
+                    self.ambiguous_mark(machine, r.name, ev.ts)?;
+                }
                 let b = self.bundles.entry(key).or_default();
                 b.cpu = ev.cpu;
                 encode_event(&r, ns, &mut self.scratch, &mut b.events);
