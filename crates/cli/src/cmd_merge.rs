@@ -21,6 +21,9 @@ Offsets, per vCPU, in this precedence: (1) the host's kvm_write_tsc_offset event
 covers a sample, (1) wins and a disagreement is said; (3) --tsc-offset, before everything else when (1) and (2)\n\
 do not reach back. trace-cmd host-guest files are recognised by content: the guest's TRACEID finds the host's\n\
 GUEST option, which names the vCPU threads: `tscmerge merge host.dat --guest guest.dat` needs no flags.\n\
+After a fall of an offset guest times repeat: such an event goes to the period whose host time lies inside a\n\
+run window of its vCPU thread (kvm_entry..kvm_exit, else sched_switch on-CPU, else kvm_emulate_insn); where\n\
+nothing decides, to the earliest fitting period, counted as ambiguous (stderr, --stats, JSON \"placed\": \"rule\").\n\
 Formats: text (trace-cmd report layout with a machine column), json (one object per line),\n\
 perfetto (protobuf for ui.perfetto.dev), chrome (trace event JSON): both need host time in ns, from --tsc-khz,\n\
 else the host trace.dat's TSC2NSEC option (trace-cmd 3.x), else the frequency tscmerge record noted.\n\
