@@ -603,13 +603,16 @@ impl Plan {
         if threads.is_empty() {
             return Ok(None);
         }
-        let mut cursors = Vec::new();
+        let (mut cursors, mut metas) = (Vec::new(), Vec::new());
         for h in &self.hosts {
             for b in 0..h.buffers().len() {
-                cursors.extend(h.cursors(b, false)?.into_iter().map(|(_, c)| c));
+                for (_, c) in h.cursors(b, false)? {
+                    cursors.push(c);
+                    metas.push(h.meta());
+                }
             }
         }
-        let la = Lookahead::new(cursors, threads.values().copied(), MAX_STORED_WINDOWS).report_to(self.lookahead.clone());
+        let la = Lookahead::new(cursors, threads.values().copied(), MAX_STORED_WINDOWS).with_metas(metas).report_to(self.lookahead.clone());
         Ok(Some(RunWindows { la: Rc::new(RefCell::new(la)), threads }))
     }
 

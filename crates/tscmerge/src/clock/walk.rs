@@ -14,10 +14,12 @@
 //! alone cannot say where it happened. The host can: the vCPU's thread ran
 //! its guest only inside its run windows ([`crate::runs`]). With that
 //! evidence the period whose host time lies inside a window, all others
-//! lying outside, is chosen (`How::RunWindows`). Where no evidence decides
-//! (no windows recorded, several inside, a hole) **the rule** applies: the
-//! earliest fitting period inside a window, else the earliest fitting
-//! period; the event is counted as ambiguous (`How::Rule`). Without
+//! lying outside, is chosen (`How::RunWindows`); when several lie inside,
+//! the earliest (the guest CPU goes on without skipping a period). Where no
+//! evidence decides (no windows recorded, a hole, an unknown before an
+//! inside one) **the rule** applies: the earliest fitting period inside a
+//! window, else the earliest fitting period; the event is counted as
+//! ambiguous (`How::Rule`). Without
 //! windows the rule is right for the events before a fall and wrong for
 //! events after a fall that show no backward step of the guest TSC (the
 //! vCPU did not run between its last event and the write).
@@ -62,10 +64,13 @@ pub struct Placed {
     pub how: How,
 }
 
-/// Periods tried per event at most, and fitting ones kept: a timeline
+/// Periods tried per search at most, and fitting ones judged: a timeline
 /// crafted with many overlapping periods costs bounded time per event.
 const MAX_TRIED: usize = 4096;
 const MAX_FITTING: usize = 8;
+/// How far after the first fitting period a second one makes an event
+/// ambiguous (see [`VcpuClock::decide`]).
+const NEAR: usize = 64;
 
 /// The forward-only placer of one guest CPU.
 #[derive(Clone, Debug)]
@@ -82,6 +87,11 @@ pub struct VcpuClock<'t> {
     /// `begin_after[i]`: the lowest `begin` of the periods after `i`; an
     /// event below it fits no later period.
     begin_after: Vec<u64>,
+    /// Guest TSC below which no period of the [`NEAR`] after the current
+    /// one can fit an event at or after the last (the lowest `begin` of
+    /// those whose `end` lies above the last event): up to it the current
+    /// period is the only one (as `decide` counts fits).
+    clear_until: u64,
     evidence: Option<Evidence<'t>>,
 }
 
@@ -106,7 +116,7 @@ impl<'t> VcpuClock<'t> {
         for i in (0..n.saturating_sub(1)).rev() {
             begin_after[i] = begin_after[i + 1].min(begin[i + 1]);
         }
-        VcpuClock { tl, period: 0, conv: tl.conversion(0), last_guest: None, last_host: None, begin, end, begin_after, evidence: None }
+        VcpuClock { tl, period: 0, conv: tl.conversion(0), last_guest: None, last_host: None, begin, end, begin_after, clear_until: 0, evidence: None }
     }
 
     /// Whether some guest time fits two periods: a later period begins (in
@@ -143,8 +153,9 @@ impl<'t> VcpuClock<'t> {
         if let (Some(conv), Some(last)) = (self.conv, self.last_guest) {
             let i = self.period;
             // At or after the previous event, inside the current period,
-            // and below where any later period begins: only this one fits.
-            if g >= last && g.0 >= self.begin[i] && g.0 < self.end[i] && g.0 < self.begin_after[i] {
+            // and below where any near later period begins: only this one
+            // fits (as `decide` counts fits).
+            if g >= last && g.0 >= self.begin[i] && g.0 < self.end[i] && g.0 < self.clear_until {
                 let host = conv.to_host(g);
                 self.last_guest = Some(g);
                 self.last_host = Some(host.0);
@@ -157,50 +168,70 @@ impl<'t> VcpuClock<'t> {
         self.decide(g)
     }
 
-    fn decide(&mut self, g: GuestTsc) -> Result<Placed, PlaceError> {
-        let conv = self.conv.ok_or(PlaceError::NoOffset)?;
-        let _ = conv;
-        let mut fitting: [(usize, u64); MAX_FITTING] = [(0, 0); MAX_FITTING];
-        let mut n = 0;
+    /// The next period at or after `*from` (and before `limit`) that fits
+    /// `g`, with its host time; `*from` moves past it.
+    fn next_fit(&self, g: GuestTsc, from: &mut usize, limit: usize) -> Option<(usize, u64)> {
         let periods = &self.tl.periods;
-        let mut p = self.period;
-        while p < periods.len() && p < self.period + MAX_TRIED && n < MAX_FITTING {
+        while *from < periods.len().min(limit) {
+            let p = *from;
+            *from += 1;
             if p > self.period && self.begin_after[p - 1] > g.0 {
-                break; // no later period begins at or below g
+                *from = periods.len();
+                return None; // no later period begins at or below g
             }
             if g.0 >= self.begin[p] && g.0 < self.end[p] {
                 let host = Conversion::new(periods[p].offset, self.tl.scaling).to_host(g).0;
                 let lo = periods[p].start.map_or(0, |s| s.0);
                 let hi = periods.get(p + 1).and_then(|q| q.start).map_or(u64::MAX, |s| s.0);
                 if host >= lo && host < hi && self.last_host.is_none_or(|l| host >= l) {
-                    fitting[n] = (p, host);
-                    n += 1;
+                    return Some((p, host));
                 }
             }
-            p += 1;
         }
-        let chosen = match &fitting[..n] {
-            [] => return self.walk(g),
-            [one] => (*one, How::Only),
-            several => match &self.evidence {
-                Some(ev) => {
-                    let hosts: Vec<u64> = several.iter().map(|&(_, h)| h).collect();
-                    let verdicts = ev.inside_all(&hosts);
-                    let inside: Vec<usize> = (0..several.len()).filter(|&k| verdicts[k] == Some(true)).collect();
-                    let all_known = verdicts.iter().all(Option::is_some);
-                    match inside[..] {
-                        [k] if all_known => (several[k], How::RunWindows),
-                        // Several inside (a large fall repeats guest times
-                        // far apart while the vCPU runs half the time): the
-                        // earliest of them, still ambiguous.
-                        [k, ..] => (several[k], How::Rule),
-                        [] => (several[0], How::Rule),
+        None
+    }
+
+    /// Places an event the shortcut could not (module comment). Fitting
+    /// periods are found lazily, nearest first: a second fit is looked for
+    /// within [`NEAR`] periods of the first (a guest CPU that skipped more
+    /// of its vCPU's offset periods without an event is not considered
+    /// unless the nearer candidates are all outside the run windows).
+    fn decide(&mut self, g: GuestTsc) -> Result<Placed, PlaceError> {
+        self.conv.ok_or(PlaceError::NoOffset)?;
+        let mut from = self.period;
+        let Some(c0) = self.next_fit(g, &mut from, self.period + MAX_TRIED) else { return self.walk(g) };
+        let near = self.next_fit(g, &mut from, c0.0 + 1 + NEAR);
+        let ((period, host), how) = match (near, &self.evidence) {
+            (None, _) => (c0, How::Only),
+            (Some(_), None) => (c0, How::Rule),
+            (Some(c1), Some(ev)) => match ev.inside_by(c0.1, c1.1) {
+                Some(true) => (c0, How::RunWindows),
+                v0 => {
+                    // The earliest later fit inside a window; decided when
+                    // every earlier one is known to be outside.
+                    let mut known = v0.is_some();
+                    let mut fit = Some(c1);
+                    let mut tried = 1;
+                    let mut chosen = (c0, How::Rule);
+                    while let Some(c) = fit {
+                        match ev.inside_by(c.1, c.1) {
+                            Some(true) => {
+                                chosen = (c, if known { How::RunWindows } else { How::Rule });
+                                break;
+                            }
+                            Some(false) => {}
+                            None => known = false,
+                        }
+                        tried += 1;
+                        if tried >= MAX_FITTING {
+                            break;
+                        }
+                        fit = self.next_fit(g, &mut from, c.0 + 1 + MAX_TRIED);
                     }
+                    chosen
                 }
-                None => (several[0], How::Rule),
             },
         };
-        let ((period, host), how) = chosen;
         self.commit(g, period, host);
         Ok(Placed { host: HostTsc(host), period, how })
     }
@@ -213,6 +244,10 @@ impl<'t> VcpuClock<'t> {
         if let Some(e) = &self.evidence {
             e.set_floor(host);
         }
+        // Later events of the shortcut are at or above g: near periods
+        // ending at or below g can never fit them.
+        let near = (period + 1..self.tl.periods.len().min(period + 1 + NEAR)).filter(|&j| self.end[j] > g.0);
+        self.clear_until = near.map(|j| self.begin[j]).min().unwrap_or(u64::MAX);
     }
 
     /// The walk for events no period fits (see the module's last paragraph).
@@ -310,12 +345,19 @@ mod tests {
         assert_eq!(c.place(GuestTsc(90)).unwrap(), Placed { host: HostTsc(90), period: 0, how: How::Only });
         assert_eq!(c.place(GuestTsc(95)).unwrap(), Placed { host: HostTsc(105), period: 1, how: How::RunWindows });
         assert_eq!(c.place(GuestTsc(96)).unwrap(), Placed { host: HostTsc(106), period: 1, how: How::Only });
-        // Inside both (a window from 80 to 200 with no exit): the rule.
+        // Inside both (a window from 80 to 300): the earliest, the vCPU's
+        // events going on without skipping a period.
         let h = host(&[(80, "kvm_entry"), (300, "kvm_exit")]);
         let la = Rc::new(RefCell::new(Lookahead::new(vec![h], [7], 100)));
         let mut c = VcpuClock::new(&t).with_evidence(Lookahead::evidence(&la, 7));
         c.place(GuestTsc(90)).unwrap();
-        assert_eq!(c.place(GuestTsc(95)).unwrap().how, How::Rule);
+        assert_eq!(c.place(GuestTsc(95)).unwrap(), Placed { host: HostTsc(95), period: 0, how: How::RunWindows });
+        // Nothing seen of the thread: the rule.
+        let h = host(&[(500, "kvm_exit")]);
+        let la = Rc::new(RefCell::new(Lookahead::new(vec![h], [7], 100)));
+        let mut c = VcpuClock::new(&t).with_evidence(Lookahead::evidence(&la, 7));
+        c.place(GuestTsc(90)).unwrap();
+        assert_eq!(c.place(GuestTsc(95)).unwrap(), Placed { host: HostTsc(95), period: 0, how: How::Rule });
     }
 
     proptest::proptest! {

@@ -19,13 +19,15 @@
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::rc::Rc;
 
 use serde::Serialize;
 
 use super::{opens, switch_pids, WindowKind};
-use crate::event::{Cursor, Payload};
+use crate::event::{Cursor, Detached, Payload};
+use crate::source::meta::Meta;
+use ftrace::format::Events;
 
 /// Windows kept at once, over all threads (16 bytes each).
 pub const MAX_STORED_WINDOWS: usize = 1 << 20;
@@ -96,15 +98,71 @@ impl Track {
     }
 }
 
+/// The threads of interest (one per vCPU of the guests in doubt), sorted
+/// by pid: looked up once per host event, a binary search beats hashing.
+#[derive(Default)]
+struct Threads(Vec<(i32, Track)>);
+
+impl Threads {
+    fn new(pids: impl IntoIterator<Item = i32>) -> Threads {
+        let mut t = Threads::default();
+        for p in pids {
+            t.entry_or_default(p);
+        }
+        t
+    }
+    #[inline]
+    fn get_mut(&mut self, pid: &i32) -> Option<&mut Track> {
+        let i = self.0.binary_search_by_key(pid, |e| e.0).ok()?;
+        Some(&mut self.0[i].1)
+    }
+    fn get(&self, pid: &i32) -> Option<&Track> {
+        let i = self.0.binary_search_by_key(pid, |e| e.0).ok()?;
+        Some(&self.0[i].1)
+    }
+    fn entry_or_default(&mut self, pid: i32) -> &mut Track {
+        let i = match self.0.binary_search_by_key(&pid, |e| e.0) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (pid, Track::default()));
+                i
+            }
+        };
+        &mut self.0[i].1
+    }
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Track> {
+        self.0.iter_mut().map(|(_, t)| t)
+    }
+}
+
+/// The type ids of the events that make windows, in one input's formats.
+#[derive(Clone, Copy, Debug)]
+struct TypeIds {
+    switch: Option<u16>,
+    entry: Option<u16>,
+    emulate: Option<u16>,
+}
+
+impl TypeIds {
+    fn of(meta: &Meta) -> TypeIds {
+        let id = |sys: &str, name: &str| meta.events.by_name(sys, name).map(|f| f.id);
+        TypeIds { switch: id("sched", "sched_switch"), entry: id("kvm", "kvm_entry"), emulate: id("kvm", "kvm_emulate_insn") }
+    }
+}
+
 /// Run windows of chosen host threads, read ahead on demand.
 pub struct Lookahead<'a> {
     cursors: Vec<Box<dyn Cursor + 'a>>,
+    /// Per cursor, what decodes its binary records, and the type id of
+    /// `sched_switch` there: other records of untracked threads are
+    /// passed over without being built.
+    metas: Vec<Option<(&'a Meta, TypeIds)>>,
     heap: BinaryHeap<Reverse<(u64, usize)>>,
     /// Per cursor: its last event's time, and the start of a lost span
     /// waiting for the cursor's next event to end it.
     last_ts: Vec<u64>,
     lost_from: Vec<Option<u64>>,
-    threads: HashMap<i32, Track>,
+    threads: Threads,
     held: usize,
     cap: usize,
     started: bool,
@@ -133,10 +191,11 @@ impl<'a> Lookahead<'a> {
         let n = cursors.len();
         Lookahead {
             cursors,
+            metas: vec![None; n],
             heap: BinaryHeap::with_capacity(n),
             last_ts: vec![0; n],
             lost_from: vec![None; n],
-            threads: threads.into_iter().map(|p| (p, Track::default())).collect(),
+            threads: Threads::new(threads),
             held: 0,
             cap,
             started: false,
@@ -145,6 +204,13 @@ impl<'a> Lookahead<'a> {
             stats: LookaheadStats::default(),
             report: None,
         }
+    }
+
+    /// Cursor `i`'s binary records are decoded by `meta`.
+    pub fn with_metas(mut self, metas: Vec<Option<&'a Meta>>) -> Self {
+        self.metas = metas.into_iter().map(|m| m.map(|m| (m, TypeIds::of(m)))).collect();
+        self.metas.resize(self.cursors.len(), None);
+        self
     }
 
     /// Hands the stats to `to` when the pass ends.
@@ -157,7 +223,7 @@ impl<'a> Lookahead<'a> {
     pub fn evidence(this: &Rc<RefCell<Self>>, pid: i32) -> Evidence<'a> {
         let floor = Rc::new(Cell::new(0));
         let mut la = this.borrow_mut();
-        la.threads.entry(pid).or_default().floors.push(floor.clone());
+        la.threads.entry_or_default(pid).floors.push(floor.clone());
         Evidence { la: this.clone(), pid, floor }
     }
 
@@ -191,7 +257,27 @@ impl<'a> Lookahead<'a> {
 
     /// Takes cursor `i`'s current event (at `ts`) into the windows.
     fn take(&mut self, i: usize, ts: u64) {
-        let Some(ev) = self.cursors[i].current() else { return };
+        // A binary record is classified by its type id alone; only a
+        // sched_switch is built, for its pids.
+        let fast = match (self.metas[i], self.cursors[i].detached()) {
+            (Some((meta, ids)), Some(Detached::Raw { data, .. })) => {
+                let id = Events::common_type(data, meta.endian);
+                match meta.record_pid(data) {
+                    Some(pid) if id != ids.switch || id.is_none() => {
+                        let opens = if id == ids.entry && id.is_some() {
+                            Some(WindowKind::Entry)
+                        } else if id == ids.emulate && id.is_some() {
+                            Some(WindowKind::Emulation)
+                        } else {
+                            None
+                        };
+                        Some((pid, opens))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
         self.stats.host_events_read += 1;
         self.first_ts.get_or_insert(ts);
         if let Some(from) = self.lost_from[i].take() {
@@ -201,28 +287,40 @@ impl<'a> Lookahead<'a> {
                 t.widen_hole(from, ts);
             }
         }
-        let r = match ev.payload {
-            Payload::Lost { .. } => {
-                self.stats.lost_marks += 1;
-                self.lost_from[i] = Some(self.last_ts[i]);
-                return;
+        let (pid, opens, switch) = match fast {
+            Some((pid, opens)) => (pid, opens, None),
+            None => {
+                let Some(ev) = self.cursors[i].current() else { return };
+                match ev.payload {
+                    Payload::Lost { .. } => {
+                        self.stats.lost_marks += 1;
+                        self.lost_from[i] = Some(self.last_ts[i]);
+                        return;
+                    }
+                    Payload::Event(r) => (r.pid, opens(r.name), switch_pids(&r)),
+                }
             }
-            Payload::Event(r) => r,
         };
         self.last_ts[i] = ts;
+        self.on_event(ts, pid, opens, switch);
+    }
+
+    /// A host event of thread `pid` at `ts`, opening a window of kind
+    /// `opens`, or a sched_switch `(prev, next)`.
+    fn on_event(&mut self, ts: u64, pid: i32, opens: Option<WindowKind>, switch: Option<(i32, i32)>) {
         let mut closed: [Option<(WindowKind, i32, u64, u64)>; 2] = [None, None];
-        if let Some(t) = self.threads.get_mut(&r.pid) {
+        if let Some(t) = self.threads.get_mut(&pid) {
             // Any event of the thread ends its open window.
-            t.first_event.get_or_insert((ts, opens(r.name).is_some()));
+            t.first_event.get_or_insert((ts, opens.is_some()));
             if let Some((kind, start)) = t.open.take() {
-                closed[0] = Some((kind, r.pid, start, ts));
+                closed[0] = Some((kind, pid, start, ts));
             }
-            if let Some(kind) = opens(r.name) {
+            if let Some(kind) = opens {
                 t.open = Some((kind, ts));
                 t.seen(kind, ts);
             }
         }
-        if let Some((prev, next)) = switch_pids(&r) {
+        if let Some((prev, next)) = switch {
             if let Some(t) = self.threads.get_mut(&prev) {
                 t.seen(WindowKind::OnCpu, ts);
                 t.first_switch.get_or_insert((ts, false));
@@ -271,14 +369,19 @@ impl<'a> Lookahead<'a> {
     /// (when that first event opened a window; else nothing says).
     pub fn inside_all(&mut self, pid: i32, hs: &[u64]) -> Vec<Option<bool>> {
         let Some(&last) = hs.iter().max() else { return Vec::new() };
+        hs.iter().map(|&h| self.inside_all_upto(pid, h, last)).collect()
+    }
+
+    /// `h` judged by the strongest kind seen for `pid` by `upto` (≥ `h`).
+    fn inside_all_upto(&mut self, pid: i32, h: u64, upto: u64) -> Option<bool> {
+        let hs = [h];
+        let last = upto.max(h);
         self.read_through(last);
         let (failed, first_ts) = (self.failed, self.first_ts);
-        let Some(t) = self.threads.get_mut(&pid).filter(|_| !failed) else { return vec![None; hs.len()] };
+        let t = self.threads.get_mut(&pid).filter(|_| !failed)?;
         self.held -= t.evict();
-        let Some(kind) = WindowKind::BY_STRENGTH.into_iter().find(|k| t.first_seen[k.index()].is_some_and(|s| s <= last)) else {
-            return vec![None; hs.len()];
-        };
-        hs.iter().map(|&h| t.judge(kind, h, first_ts)).collect()
+        let kind = WindowKind::BY_STRENGTH.into_iter().find(|k| t.first_seen[k.index()].is_some_and(|s| s <= last))?;
+        hs.iter().map(|&h| t.judge(kind, h, first_ts)).next().flatten()
     }
 }
 
@@ -339,6 +442,17 @@ impl Evidence<'_> {
     /// See [`Lookahead::inside_all`].
     pub fn inside_all(&self, hs: &[u64]) -> Vec<Option<bool>> {
         self.la.borrow_mut().inside_all(self.pid, hs)
+    }
+
+    /// Whether `h` is inside, judged by the strongest kind of window seen
+    /// by `h`, or, when none is seen by then, by `horizon` (≥ `h`): the
+    /// pass reads only as far as it must.
+    pub fn inside_by(&self, h: u64, horizon: u64) -> Option<bool> {
+        let mut la = self.la.borrow_mut();
+        la.read_through(h);
+        let seen = la.threads.get(&self.pid).is_some_and(|t| t.first_seen.iter().flatten().any(|&s| s <= h));
+        let upto = if seen { h } else { horizon.max(h) };
+        la.inside_all_upto(self.pid, h, upto)
     }
 
     /// This guest CPU's last event is at host time `h`: it will not ask
