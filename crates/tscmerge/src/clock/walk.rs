@@ -205,7 +205,10 @@ impl<'t> VcpuClock<'t> {
             (None, _) => (c0, How::Only),
             (Some(_), None) => (c0, How::Rule),
             (Some(c1), Some(ev)) => match ev.inside_by(c0.1, c1.1) {
-                Some(true) => (c0, How::RunWindows),
+                // Exact windows (kvm_entry, kvm_emulate_insn): the earliest
+                // inside. On-CPU intervals only when the next is outside.
+                Some(true) if ev.exact() || ev.inside_by(c1.1, c1.1) == Some(false) => (c0, How::RunWindows),
+                Some(true) => (c0, How::Rule),
                 v0 => {
                     // The earliest later fit inside a window; decided when
                     // every earlier one is known to be outside.

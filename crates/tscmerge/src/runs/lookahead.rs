@@ -455,6 +455,14 @@ impl Evidence<'_> {
         la.inside_all_upto(self.pid, h, upto)
     }
 
+    /// Whether the thread's windows seen so far are exact ones (kvm_entry
+    /// or kvm_emulate_insn): on-CPU intervals also hold the host's own work
+    /// on the thread (vcpu_load, exits), so "inside" one proves less.
+    pub fn exact(&self) -> bool {
+        let la = self.la.borrow();
+        la.threads.get(&self.pid).is_some_and(|t| t.first_seen[WindowKind::Entry.index()].is_some() || t.first_seen[WindowKind::Emulation.index()].is_some())
+    }
+
     /// This guest CPU's last event is at host time `h`: it will not ask
     /// about earlier times.
     #[inline]
