@@ -214,7 +214,7 @@ fn provenance(plan: &Plan) -> Vec<MachineProvenance> {
 /// thread as `check` knows it) and TSC2NSEC (the host file's, or from
 /// --tsc-khz). No TIME_SHIFT: every buffer is on host TSC already.
 fn dat_meta(plan: &Plan, clock: Option<HostNs>) -> tscmerge::sink::dat::DatMeta {
-    use ftrace::write::OptionData;
+    use ftrace::write::{hostguest, OptionData};
     let mut options = Vec::new();
     let host_id = plan.hosts.iter().filter_map(|h| h.tracedat()).find_map(|d| d.trace_id());
     if let Some(id) = host_id {
@@ -223,18 +223,13 @@ fn dat_meta(plan: &Plan, clock: Option<HostNs>) -> tscmerge::sink::dat::DatMeta 
     let cfg = plan.check_config();
     for (gi, g) in plan.guests.iter().enumerate() {
         let option = plan.timeline.vms.get(g.vm).and_then(|v| v.guest_option.as_ref());
-        // FNV-1a of the name, mixed with the host's id.
-        let derived = g.spec.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)) ^ host_id.unwrap_or(0);
-        let vcpus = cfg.vms.get(&(gi + 1)).map(|v| v.vcpu_pids.iter().map(|(&vcpu, &(pid, _))| (vcpu, pid as u32)).collect()).unwrap_or_default();
-        options.push(OptionData::Guest { name: g.spec.name.clone(), trace_id: option.map_or(derived, |o| o.trace_id), vcpus });
+        let derived = hostguest::derived_trace_id(&g.spec.name, host_id.unwrap_or(0));
+        let vcpus: Vec<(u32, u32)> = cfg.vms.get(&(gi + 1)).map(|v| v.vcpu_pids.iter().map(|(&vcpu, &(pid, _))| (vcpu, pid as u32)).collect()).unwrap_or_default();
+        options.push(hostguest::guest_option(&g.spec.name, option.map_or(derived, |o| o.trace_id), vcpus));
     }
     match clock {
         Some(HostNs::Tsc2Nsec { mult, shift, offset }) => options.push(OptionData::Tsc2Nsec { mult, shift, offset }),
-        Some(HostNs::Khz(khz)) => {
-            // ns = (tsc * mult) >> 31, mult = 10^6 * 2^31 / kHz (fits 32 bits from 500 kHz).
-            let mult = ((1_000_000u128 << 31) / khz.max(1) as u128).min(u32::MAX as u128) as u32;
-            options.push(OptionData::Tsc2Nsec { mult, shift: 31, offset: 0 });
-        }
+        Some(HostNs::Khz(khz)) => options.push(hostguest::tsc2nsec_from_khz(khz)),
         None => {}
     }
     tscmerge::sink::dat::DatMeta { provenance: provenance(plan), options }

@@ -6,6 +6,7 @@
 //! - [`page`]: [`PageBuilder`] packs `(timestamp, record)` into ring pages.
 //! - [`dat`]: [`TraceDatWriter`] lays the pages and metadata out as trace-cmd does.
 //! - [`compress`]: the v7 block codecs.
+//! - [`hostguest`]: the values of trace-cmd's host-guest options (TRACEID, GUEST, TSC2NSEC).
 //!
 //! Own options: trace-cmd 3.1.6 skips option ids it does not know — silently
 //! in `report` (trace-input.c `handle_options` logs "unknown option N" only at
@@ -14,6 +15,7 @@
 
 pub mod compress;
 pub mod dat;
+pub mod hostguest;
 pub mod page;
 
 pub use compress::Compression;
