@@ -28,10 +28,15 @@ Text prints host time as seconds when --tsc-khz is given (%6u.%09u) or the host 
 (as trace-cmd report prints it: %5u.%06u), TSC cycles otherwise; json then adds \"ns\" beside \"ts\" (TSC).\n\
 dat (trace.dat v7, zstd, one buffer per machine, for trace-cmd and KernelShark; needs -o; with trace-cmd's TRACEID,\n\
 one GUEST option per guest naming its vCPU threads, and TSC2NSEC from the host file or --tsc-khz).\n\
+trace-cmd (-o DIR): the host and guest trace.dat inputs again, events untouched, as a trace-cmd 3.x host-guest\n\
+session: the host file gains TRACEID, a GUEST option per guest and TSC2NSEC where missing; each guest,\n\
+DIR/NAME.dat, gains TRACEID and TIME_SHIFT (our offsets, one sample per offset period and vCPU), so that\n\
+`trace-cmd report -i DIR/host.dat -i DIR/NAME.dat` and `kernelshark DIR/host.dat -a DIR/NAME.dat` merge them.\n\
 Examples:\n  tscmerge merge host.txt host-tsc_offset.txt --guest vm0=guest-vm0.txt,pid=2000\n\
   tscmerge merge trace-host.dat --guest trace-guest.dat          # trace-cmd record -A GUEST ...\n\
   tscmerge merge host.dat --guest vm0=guest.dat --format perfetto --tsc-khz 2995200 -o merged.pftrace\n\
-  tscmerge merge host.dat --guest vm0=guest.dat --format dat -o merged.dat && kernelshark merged.dat")]
+  tscmerge merge host.dat --guest vm0=guest.dat --format dat -o merged.dat && kernelshark merged.dat\n\
+  tscmerge merge host.dat --guest vm0=guest.dat --format trace-cmd -o tc && trace-cmd report -i tc/host.dat -i tc/vm0.dat")]
 pub struct Args {
     #[command(flatten)]
     pub inputs: crate::inputs::InputArgs,
@@ -72,6 +77,9 @@ pub enum Format {
     Dat,
     #[value(alias = "json-trace")]
     Chrome,
+    /// The inputs as trace-cmd host-guest files (-o DIR): options appended, events untouched.
+    #[value(name = "trace-cmd")]
+    TraceCmd,
 }
 
 /// Shows progress on stderr (only when it is a terminal) around another sink.
@@ -267,6 +275,19 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             if format == Format::Perfetto { "perfetto" } else { "chrome" }
         );
     }
+    if format == Format::TraceCmd {
+        let Some(dir) = a.output.as_deref() else { bail!("--format trace-cmd writes a host file and one file per guest: give their directory with -o DIR") };
+        if a.check || a.compression.is_some() {
+            bail!("--format trace-cmd copies the inputs' events as they are: --check and --compression do not apply (check with `tscmerge check`)");
+        }
+        let w = crate::tracecmd_pair::write(&plan, clock, dir)?;
+        for n in &w.notes {
+            eprintln!("tscmerge: note: {n}");
+        }
+        let names: Vec<String> = w.files.iter().map(|f| f.display().to_string()).collect();
+        eprintln!("tscmerge: wrote {}; read them with `trace-cmd report -i {}`", names.join(", "), names.join(" -i "));
+        return Ok(ExitCode::SUCCESS);
+    }
     let ts = match clock {
         Some(HostNs::Khz(khz)) => TsFormat::Secs { khz },
         Some(c) => TsFormat::Tsc2Nsec(c),
@@ -327,7 +348,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 let mut sink = ChromeSink::new(out, machines, clock, vcpu_threads(&plan), &name)?;
                 (run_merge(cursors, total, &mut sink, check, threads)?, sink.into_inner())
             }
-            Format::Dat => unreachable!("handled above"),
+            Format::Dat | Format::TraceCmd => unreachable!("handled above"),
         };
         out.finish()?;
         stats
