@@ -31,10 +31,15 @@ Text prints host time as seconds when --tsc-khz is given (%6u.%09u) or the host 
 (as trace-cmd report prints it: %5u.%06u), TSC cycles otherwise; json then adds \"ns\" beside \"ts\" (TSC).\n\
 dat (trace.dat v7, zstd, one buffer per machine, for trace-cmd and KernelShark; needs -o; with trace-cmd's TRACEID,\n\
 one GUEST option per guest naming its vCPU threads, and TSC2NSEC from the host file or --tsc-khz).\n\
+trace-cmd (-o DIR): the host and guest trace.dat inputs again, events untouched, as a trace-cmd 3.x host-guest\n\
+session: the host file gains TRACEID, a GUEST option per guest and TSC2NSEC where missing; each guest,\n\
+DIR/NAME.dat, gains TRACEID and TIME_SHIFT (our offsets, one sample per offset period and vCPU), so that\n\
+`trace-cmd report -i DIR/host.dat -i DIR/NAME.dat` and `kernelshark DIR/host.dat -a DIR/NAME.dat` merge them.\n\
 Examples:\n  tscmerge merge host.txt host-tsc_offset.txt --guest vm0=guest-vm0.txt,pid=2000\n\
   tscmerge merge trace-host.dat --guest trace-guest.dat          # trace-cmd record -A GUEST ...\n\
   tscmerge merge host.dat --guest vm0=guest.dat --format perfetto --tsc-khz 2995200 -o merged.pftrace\n\
-  tscmerge merge host.dat --guest vm0=guest.dat --format dat -o merged.dat && kernelshark merged.dat")]
+  tscmerge merge host.dat --guest vm0=guest.dat --format dat -o merged.dat && kernelshark merged.dat\n\
+  tscmerge merge host.dat --guest vm0=guest.dat --format trace-cmd -o tc && trace-cmd report -i tc/host.dat -i tc/vm0.dat")]
 pub struct Args {
     #[command(flatten)]
     pub inputs: crate::inputs::InputArgs,
@@ -75,6 +80,9 @@ pub enum Format {
     Dat,
     #[value(alias = "json-trace")]
     Chrome,
+    /// The inputs as trace-cmd host-guest files (-o DIR): options appended, events untouched.
+    #[value(name = "trace-cmd")]
+    TraceCmd,
 }
 
 /// Shows progress on stderr (only when it is a terminal) around another sink.
@@ -217,7 +225,7 @@ fn provenance(plan: &Plan) -> Vec<MachineProvenance> {
 /// thread as `check` knows it) and TSC2NSEC (the host file's, or from
 /// --tsc-khz). No TIME_SHIFT: every buffer is on host TSC already.
 fn dat_meta(plan: &Plan, clock: Option<HostNs>) -> tscmerge::sink::dat::DatMeta {
-    use ftrace::write::OptionData;
+    use ftrace::write::{hostguest, OptionData};
     let mut options = Vec::new();
     let host_id = plan.hosts.iter().filter_map(|h| h.tracedat()).find_map(|d| d.trace_id());
     if let Some(id) = host_id {
@@ -226,18 +234,13 @@ fn dat_meta(plan: &Plan, clock: Option<HostNs>) -> tscmerge::sink::dat::DatMeta 
     let cfg = plan.check_config();
     for (gi, g) in plan.guests.iter().enumerate() {
         let option = plan.timeline.vms.get(g.vm).and_then(|v| v.guest_option.as_ref());
-        // FNV-1a of the name, mixed with the host's id.
-        let derived = g.spec.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)) ^ host_id.unwrap_or(0);
-        let vcpus = cfg.vms.get(&(gi + 1)).map(|v| v.vcpu_pids.iter().map(|(&vcpu, &(pid, _))| (vcpu, pid as u32)).collect()).unwrap_or_default();
-        options.push(OptionData::Guest { name: g.spec.name.clone(), trace_id: option.map_or(derived, |o| o.trace_id), vcpus });
+        let derived = hostguest::derived_trace_id(&g.spec.name, host_id.unwrap_or(0));
+        let vcpus: Vec<(u32, u32)> = cfg.vms.get(&(gi + 1)).map(|v| v.vcpu_pids.iter().map(|(&vcpu, &(pid, _))| (vcpu, pid as u32)).collect()).unwrap_or_default();
+        options.push(hostguest::guest_option(&g.spec.name, option.map_or(derived, |o| o.trace_id), vcpus));
     }
     match clock {
         Some(HostNs::Tsc2Nsec { mult, shift, offset }) => options.push(OptionData::Tsc2Nsec { mult, shift, offset }),
-        Some(HostNs::Khz(khz)) => {
-            // ns = (tsc * mult) >> 31, mult = 10^6 * 2^31 / kHz (fits 32 bits from 500 kHz).
-            let mult = ((1_000_000u128 << 31) / khz.max(1) as u128).min(u32::MAX as u128) as u32;
-            options.push(OptionData::Tsc2Nsec { mult, shift: 31, offset: 0 });
-        }
+        Some(HostNs::Khz(khz)) => options.push(hostguest::tsc2nsec_from_khz(khz)),
         None => {}
     }
     tscmerge::sink::dat::DatMeta { provenance: provenance(plan), options }
@@ -274,6 +277,19 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
              (the kernel's 'tsc: Refined TSC clocksource calibration: N MHz' in dmesg, times 1000)",
             if format == Format::Perfetto { "perfetto" } else { "chrome" }
         );
+    }
+    if format == Format::TraceCmd {
+        let Some(dir) = a.output.as_deref() else { bail!("--format trace-cmd writes a host file and one file per guest: give their directory with -o DIR") };
+        if a.check || a.compression.is_some() {
+            bail!("--format trace-cmd copies the inputs' events as they are: --check and --compression do not apply (check with `tscmerge check`)");
+        }
+        let w = crate::tracecmd_pair::write(&plan, clock, dir)?;
+        for n in &w.notes {
+            eprintln!("tscmerge: note: {n}");
+        }
+        let names: Vec<String> = w.files.iter().map(|f| f.display().to_string()).collect();
+        eprintln!("tscmerge: wrote {}; read them with `trace-cmd report -i {}`", names.join(", "), names.join(" -i "));
+        return Ok(ExitCode::SUCCESS);
     }
     let ts = match clock {
         Some(HostNs::Khz(khz)) => TsFormat::Secs { khz },
@@ -335,7 +351,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 let mut sink = ChromeSink::new(out, machines, clock, vcpu_threads(&plan), &name)?;
                 (run_merge(cursors, total, &mut sink, check, threads)?, sink.into_inner())
             }
-            Format::Dat => unreachable!("handled above"),
+            Format::Dat | Format::TraceCmd => unreachable!("handled above"),
         };
         out.finish()?;
         stats

@@ -61,10 +61,23 @@ the next record names them all and refuses, `tscmerge doctor` lists them, and
 buffer, `tsc_offset` as an instance, process/tgid table, debugfs snapshots and TSC frequency
 as private options; `trace-cmd report` reads it.
 
+trace-cmd 3.x's host-guest options are written too: TRACEID (--trace-id, else random; printed),
+TSC2NSEC (perf's mult/shift for the TSC, as trace-cmd records it: `trace-cmd report` prints
+seconds, `--raw-ts` the counts) and, on the host, one GUEST option per VM whose
+kvm_write_tsc_offset events were recorded: its name (--guest-name NAME=PID, PID its VMM process
+or a vCPU thread; NAME alone: VMs in creation order; else vmN), its guest's trace id (`,trace-id=ID`, else derived from NAME and the
+host's trace id; printed) and each vCPU's host thread (the one thread that wrote its offsets).
+Give the guest the same id with `record --guest --trace-id ID`: then `tscmerge merge host.dat
+--guest guest.dat` ties and names it by itself. TIME_SHIFT (the offsets, for trace-cmd's own
+`report -i host.dat -i guest.dat`) is known only once both files exist: `tscmerge merge HOST
+--guest NAME=GUEST.dat --format trace-cmd -o DIR` writes the pair with it.
+
 Examples:
   tscmerge record --host -o host.dat -- qemu-system-x86_64 -enable-kvm ...
   tscmerge record --host --duration 10 -e kvm:kvm_exit -e sched:sched_switch
-  tscmerge record --guest -o guest.dat -- ./workload     (inside the guest)";
+  tscmerge record --guest -o guest.dat -- ./workload     (inside the guest)
+  tscmerge record --host --trace-id 0x100 --guest-name web=4242,trace-id=0x101 -o host.dat
+  tscmerge record --guest --trace-id 0x101 -o guest.dat  (inside VM `web`)";
 
 /// Default host events (besides kvm_write_tsc_offset in its own instance).
 pub const HOST_EVENTS: &[&str] = &[
@@ -117,9 +130,110 @@ pub struct Args {
     /// and by the next `record`, and exit.
     #[arg(long, conflicts_with = "command")]
     pub recover: bool,
+    /// This recording's trace id (trace-cmd's TRACEID option), decimal or 0x-hex; default: a
+    /// random one, printed. Give a guest's `record --guest` the id the host's --guest-name names.
+    #[arg(long, value_name = "ID", value_parser = parse_trace_id)]
+    pub trace_id: Option<u64>,
+    /// (--host) Name a VM in the host file's GUEST option: the one whose VMM process, or one of
+    /// whose vCPU threads, is PID; without PID the next VM created that no PID names. With the
+    /// trace id its guest recording carries (default: derived from NAME and the host's trace id,
+    /// printed). Repeatable. VMs not named are `vmN`.
+    #[arg(long = "guest-name", value_name = "NAME[=PID][,trace-id=ID]", requires = "host")]
+    pub guest_names: Vec<String>,
     /// Command to run while recording.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `0x`-hex or decimal u64.
+fn parse_trace_id(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => t.parse(),
+    };
+    r.map_err(|e| format!("{s:?}: not a trace id (a u64, decimal or 0x-hex): {e}"))
+}
+
+/// One `--guest-name NAME[=PID][,trace-id=ID]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestName {
+    pub name: String,
+    /// The VMM process or a vCPU thread; `None`: the next VM created that no
+    /// PID names, in creation order.
+    pub pid: Option<i32>,
+    pub trace_id: Option<u64>,
+}
+
+impl GuestName {
+    pub fn parse(s: &str) -> Result<GuestName, String> {
+        let bad = |why: &str| format!("--guest-name {s:?}: {why}; expected NAME[=PID][,trace-id=ID]");
+        let mut parts = s.split(',');
+        let head = parts.next().unwrap_or("");
+        let (name, pid) = match head.split_once('=') {
+            Some((n, p)) => (n, Some(p.trim().parse::<i32>().ok().filter(|&p| p > 0).ok_or_else(|| bad("PID is not a positive number"))?)),
+            None => (head, None),
+        };
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(bad("the name is empty or holds white space"));
+        }
+        let mut trace_id = None;
+        for p in parts {
+            match p.split_once('=') {
+                Some(("trace-id", v)) => trace_id = Some(parse_trace_id(v).map_err(|e| bad(&e))?),
+                _ => return Err(bad(&format!("unknown part {p:?}"))),
+            }
+        }
+        Ok(GuestName { name: name.to_string(), pid, trace_id })
+    }
+}
+
+/// trace-cmd's host-guest options for what was recorded into `raw`: the
+/// TRACEID, and (host) one GUEST option per VM whose kvm_write_tsc_offset
+/// events were recorded, each vCPU's host thread being the one thread that
+/// wrote its offsets and no other vCPU's (`tscmerge::clock::Vm::vcpu_threads`,
+/// the rule `check` uses). Lines for the user go to `say`.
+pub fn hostguest_options(raw: &Path, host: bool, trace_id: u64, names: &[GuestName], say: &mut dyn FnMut(String)) -> anyhow::Result<Vec<ftrace::write::OptionData>> {
+    use ftrace::write::hostguest;
+    let mut out = vec![ftrace::write::OptionData::TraceId(trace_id)];
+    if !host {
+        return Ok(out);
+    }
+    let input = tscmerge::source::Input::open(raw).with_context(|| format!("reading the offset writes back from {}", raw.display()))?;
+    let tl = tscmerge::clock::OffsetTimeline::build(input.offset_writes().to_vec());
+    let mut used = vec![false; names.len()];
+    // Named by PID first; the VMs no PID names take the names without one
+    // in creation order (the timeline lists VMs by their first write).
+    let by_pid: Vec<Option<usize>> = tl.vms.iter().map(|vm| names.iter().position(|n| n.pid.is_some_and(|p| vm.tgid == Some(p) || vm.has_pid(p)))).collect();
+    let mut unnamed = (0..names.len()).filter(|&i| names[i].pid.is_none());
+    for (vm, by_pid) in tl.vms.iter().zip(by_pid) {
+        let named = by_pid.or_else(|| unnamed.next());
+        let name = match named {
+            Some(i) => {
+                used[i] = true;
+                names[i].name.clone()
+            }
+            None => format!("vm{}", vm.index),
+        };
+        let id = named.and_then(|i| names[i].trace_id).unwrap_or_else(|| hostguest::derived_trace_id(&name, trace_id));
+        let threads = vm.vcpu_threads(|_| true);
+        let missing: Vec<String> = vm.vcpus.keys().filter(|v| !threads.contains_key(&v.0)).map(|v| v.0.to_string()).collect();
+        let vmm = vm.tgid.map_or_else(|| "VMM pid unknown".to_string(), |t| format!("VMM pid {t}"));
+        say(format!(
+            "guest {name} ({vmm}): trace id {id:#x}, {} of {} vCPU threads known{}",
+            threads.len(),
+            vm.vcpus.len(),
+            if missing.is_empty() { String::new() } else { format!(" (none for vCPU {}: no thread wrote only its offsets)", missing.join(", ")) }
+        ));
+        out.push(hostguest::guest_option(&name, id, threads.iter().map(|(&v, &(pid, _))| (v, pid as u32))));
+    }
+    for (n, _) in names.iter().zip(&used).filter(|(_, u)| !**u) {
+        match n.pid {
+            Some(p) => say(format!("warning: --guest-name {}={p}: no VM of this recording has that VMM process or vCPU thread (no kvm_write_tsc_offset of it was recorded): no GUEST option for it", n.name)),
+            None => say(format!("warning: --guest-name {}: fewer VMs were created while recording ({}) than names given: no GUEST option for it", n.name, tl.vms.len())),
+        }
+    }
+    Ok(out)
 }
 
 /// Whether `system:name` (or `system:*`) exists under tracefs `events/`.
@@ -260,6 +374,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             events.push(ev.clone());
         }
     }
+    let guest_names: Vec<GuestName> = a.guest_names.iter().map(|g| GuestName::parse(g)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
+    let trace_id = a.trace_id.unwrap_or_else(ftrace::write::hostguest::random_trace_id);
     if a.host && !event_exists(&tdir, "kvm:kvm_write_tsc_offset") {
         bail!("kvm:kvm_write_tsc_offset does not exist: is KVM loaded (`modprobe kvm_intel` / `kvm_amd`)? Use --guest inside a guest");
     }
@@ -396,7 +512,16 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         names.push((tsc_name.clone(), "tsc_offset".into()));
     }
     let mut raw = raw;
-    let bufs = match todat::convert(&raw.path, &a.output, &ToDat { names, ..Default::default() }) {
+    let options = hostguest_options(&raw.path, a.host, trace_id, &guest_names, &mut |l| eprintln!("tscmerge record: {l}"));
+    let options = match options {
+        Ok(o) => o,
+        Err(e) => {
+            raw.keep = true;
+            return Err(e.context(format!("the raw capture is kept in {}", raw.path.display())));
+        }
+    };
+    eprintln!("tscmerge record: trace id {trace_id:#x}{}", if a.host { "" } else { " (give it to the host's --guest-name NAME=PID,trace-id=ID)" });
+    let bufs = match todat::convert(&raw.path, &a.output, &ToDat { names, options, ..Default::default() }) {
         Ok(b) => b,
         Err(e) => {
             // Keep what was captured: it can be converted again or read as is.

@@ -14,6 +14,7 @@ mod cmd_report;
 mod cmd_synth;
 mod inputs;
 mod output;
+mod tracecmd_pair;
 
 use std::process::ExitCode;
 

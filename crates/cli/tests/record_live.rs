@@ -184,11 +184,17 @@ fn record_host_with_a_vm() {
     assert_eq!(facts.meta("format"), Some("tscmerge-raw 1"));
     // Each buffer's events are listed under its name in the file: the top
     // level (no kvm_write_tsc_offset there) is not scanned for offsets, the
-    // tsc_offset buffer is.
+    // tsc_offset buffer is. A GUEST option (a VM whose vCPU thread wrote its
+    // offset) has the top level scanned once more, for the events of the
+    // threads it names (which of them the host saw).
     let top = facts.meta("buffer_events.").unwrap_or_else(|| panic!("no top-level event list: {facts:?}"));
     assert!(top.split(',').any(|e| e == "kvm:kvm_pio") && !top.contains("kvm_write_tsc_offset"), "{top}");
     assert_eq!(facts.meta("buffer_events.tsc_offset"), Some("kvm:kvm_write_tsc_offset"));
-    assert_eq!(input.buffers()[0].events, None, "top level scanned");
+    let dat = input.tracedat().unwrap();
+    assert!(dat.trace_id().is_some());
+    let g: Vec<_> = dat.guests().collect();
+    assert_eq!(input.buffers()[0].events.is_some(), !g.is_empty(), "top level scanned: GUEST options {g:?}");
+    assert!(g.iter().all(|g| g.vcpus.iter().any(|&(_, p)| p as i32 == w.pid)) || g.is_empty() || input.offset_writes().iter().any(|x| g.iter().any(|g| g.vcpus.iter().any(|&(_, p)| p as i32 == x.pid))), "{g:?}");
     assert!(input.buffers()[1].events.is_some_and(|n| n >= 1), "{:?}", input.buffers()[1]);
     let offsets = Command::new(BIN).arg("offsets").arg(&out).output().unwrap();
     let (otext, _) = text(&offsets);
@@ -260,7 +266,7 @@ fn record_guest_markers() {
         if has_copy { format!("echo recordcli-top-marker > {}/trace_marker", tfs.dir().display()) } else { String::new() }
     );
     let o = Command::new(BIN)
-        .args(["record", "--guest", "--instance-prefix", "recordcli_g_", "--no-kallsyms", "--lock"])
+        .args(["record", "--guest", "--trace-id", "0x5eed", "--instance-prefix", "recordcli_g_", "--no-kallsyms", "--lock"])
         .arg(tmp.join("lock"))
         .arg("-o")
         .arg(&out)
@@ -282,5 +288,10 @@ fn record_guest_markers() {
     let (itext, _) = text(&info);
     assert!(itext.contains("buffer \"top level\": clock x86-tsc"), "{itext}");
     assert!(!itext.contains("buffer \"tsc_offset\""), "guest recordings have no offset instance: {itext}");
+    // trace-cmd's TRACEID (the id a host's GUEST option names) and TSC2NSEC.
+    assert!(err.contains("trace id 0x5eed (give it to the host's --guest-name"), "{err}");
+    let dump = Command::new("trace-cmd").args(["dump", "--options"]).arg(&out).output().unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(dump.contains("[Option TRACEID, 8 bytes]\n0x5EED") && dump.contains("[Option TSC2NSEC, 16 bytes]") && !dump.contains("[Option GUEST"), "{dump}");
     fs::remove_dir_all(&tmp).unwrap();
 }

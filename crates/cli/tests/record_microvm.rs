@@ -44,7 +44,7 @@ fn record_microvm_guests_then_merge_and_check() {
     let exe = env!("CARGO_BIN_EXE_tscmerge");
     let (host, raw) = (d("host.dat"), d("raw"));
     let (code, out, err) = tscmerge(&[
-        "record", "--host", "--no-kallsyms",
+        "record", "--host", "--no-kallsyms", "--trace-id", "0x100", "--guest-name", "first,trace-id=0x101", "--guest-name", "second",
         "-e", "kvm:kvm_emulate_insn", "-e", "kvm:kvm_pio", "-e", "kvm:kvm_msr", "-e", "kvm:kvm_cpuid", "-e", "kvm:kvm_userspace_exit",
         "--raw", &raw, "-o", &host, "--",
         exe, "microvm", "-o", &d(""), "--vms", "2", "--vcpus", "2", "--reads", "24", "--wrmsr-after", "11", "--hold-ms", "150",
@@ -54,6 +54,7 @@ fn record_microvm_guests_then_merge_and_check() {
         return;
     }
     assert_eq!(code, 0, "record failed: {out}{err}");
+    let rec_err = err.clone();
 
     // Merge and check straight from the recorded file: matched without pins,
     // debugfs offsets chosen, every read inside its read instruction's window (rdmsr, the CLI default).
@@ -70,6 +71,31 @@ fn record_microvm_guests_then_merge_and_check() {
         assert!(out.contains(&format!("match: guest {guest} -> {vm} ")), "guest {guest} should be {vm}:\n{out}");
     }
 
+    // trace-cmd's host-guest options: the host's TRACEID, and one GUEST
+    // option per micro-VM, named in creation order, whose vCPU threads are
+    // the ones the micro-VM itself reports (vms.txt `vcpu_tids`), in vCPU order.
+    let input = tscmerge::source::Input::open(Path::new(&host)).unwrap();
+    let dat = input.tracedat().unwrap();
+    assert_eq!(dat.trace_id(), Some(0x100));
+    let guests: Vec<&ftrace::tracedat::Guest> = dat.guests().collect();
+    assert_eq!(guests.len(), 2, "{guests:?}");
+    assert_eq!((guests[0].name.as_str(), guests[0].trace_id, guests[1].name.as_str()), ("first", 0x101, "second"));
+    assert_eq!(guests[1].trace_id, ftrace::write::hostguest::derived_trace_id("second", 0x100));
+    let tids: Vec<Vec<(u32, u32)>> = vms
+        .lines()
+        .map(|l| {
+            let t = l.split_whitespace().find_map(|w| w.strip_prefix("vcpu_tids=")).unwrap();
+            t.split(',').enumerate().map(|(v, p)| (v as u32, p.parse().unwrap())).collect()
+        })
+        .collect();
+    for g in &guests {
+        assert!(tids.contains(&g.vcpus), "GUEST {} names {:?}; the micro-VMs ran {tids:?}", g.name, g.vcpus);
+    }
+    assert_ne!(guests[0].vcpus, guests[1].vcpus);
+    assert!(rec_err.contains("guest first (VMM pid ") && rec_err.contains("2 of 2 vCPU threads known"), "{rec_err}");
+    // TSC2NSEC: perf's pair, else from the frequency noted.
+    assert!(dat.tsc2nsec().is_some_and(|(m, _, o)| m > 0 && o == 0));
+
     // trace-cmd reads the host file without complaint.
     if let Ok(tc) = Command::new("trace-cmd").args(["report", "-i", &host]).output() {
         let stderr = String::from_utf8_lossy(&tc.stderr);
@@ -80,9 +106,10 @@ fn record_microvm_guests_then_merge_and_check() {
     }
 
     // The same recording as trace.dat, as the raw capture, and as text.
-    let (c1, from_dat, e1) = tscmerge(&["report", "--json", &host]);
-    let (c2, from_raw, e2) = tscmerge(&["report", "--json", &raw]);
-    let (c3, text, e3) = tscmerge(&["report", &host]);
+    // --raw-ts: TSC counts (the file's TSC2NSEC would make nanoseconds of them).
+    let (c1, from_dat, e1) = tscmerge(&["report", "--json", "--raw-ts", &host]);
+    let (c2, from_raw, e2) = tscmerge(&["report", "--json", "--raw-ts", &raw]);
+    let (c3, text, e3) = tscmerge(&["report", "--raw-ts", &host]);
     assert_eq!((c1, c2, c3), (0, 0, 0), "{e1}{e2}{e3}");
     std::fs::write(d("host-report.txt"), &text).unwrap();
     let (c4, from_text, e4) = tscmerge(&["report", "--json", &d("host-report.txt")]);

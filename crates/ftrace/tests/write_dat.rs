@@ -842,3 +842,59 @@ fn pages_read_with_pread_are_the_mapped_pages() {
         }
     }
 }
+
+/// Options appended to a finished v7 file (zstd and uncompressed): both
+/// readers see the old options and the new ones, the later TRACEID winning,
+/// and trace-cmd reports the same events as from the original; v6 refused.
+#[test]
+fn appended_options_read_back_by_both_readers() {
+    use ftrace::tracedat::{TraceDat, TraceOption};
+    for comp in [Compression::None, Compression::Zstd] {
+        let (bytes, _) = write_file(7, comp);
+        let dat = TraceDat::parse(&bytes).unwrap();
+        let extra = [
+            OptionData::TraceId(0xabc),
+            OptionData::TimeShift { peer_trace_id: 0x77, flags: 0, cpus: vec![vec![TsyncSample { time: 5, offset: -9, scaling: 1, fraction: 0 }]; 2] },
+        ];
+        let mut out = Vec::new();
+        ftrace::write::append_options(&dat, &extra, &mut out).unwrap();
+        assert_eq!(&out[..bytes.len() - 1][..0x20], &bytes[..0x20]);
+        let back = TraceDat::parse(&out).unwrap();
+        assert_eq!(back.trace_id(), Some(0xabc), "the appended TRACEID wins");
+        assert!(back.options().iter().any(|o| matches!(o, TraceOption::Uname(u) if u.contains("writer-test"))));
+        let ts = back.time_shift().expect("TIME_SHIFT read back");
+        assert_eq!((ts.peer_trace_id, ts.cpus.len(), ts.cpus[1].offsets[0]), (0x77, 2, -9));
+        assert_eq!(back.buffers().len(), dat.buffers().len());
+        // Twice: the chain continues from the appended section.
+        let mut again = Vec::new();
+        ftrace::write::append_options(&back, &[OptionData::TraceId(0xdef)], &mut again).unwrap();
+        assert_eq!(TraceDat::parse(&again).unwrap().trace_id(), Some(0xdef));
+        if !trace_cmd() {
+            continue;
+        }
+        let (a, b) = (tmp(&format!("append-orig-{comp:?}.dat")), tmp(&format!("append-{comp:?}.dat")));
+        std::fs::write(&a, &bytes).unwrap();
+        std::fs::write(&b, &again).unwrap();
+        // Same events; trace-cmd applied the appended TIME_SHIFT (one
+        // sample per CPU, stored offset -9: ts - 9) to the top-level buffer
+        // (its instance handles do not inherit the samples).
+        let (mut before, mut after) = (parse_report(&report(&a)), parse_report(&report(&b)));
+        assert_eq!(before.len(), after.len());
+        assert!(before.len() > 100);
+        for e in &mut after {
+            e.ts += if e.buffer.is_empty() { 9 } else { 0 };
+        }
+        let key = |e: &Ev| (e.buffer.clone(), e.cpu, e.ts);
+        before.sort_by_key(key);
+        after.sort_by_key(key);
+        for (x, y) in before.iter().zip(&after) {
+            assert!(x.ts == y.ts && x.name == y.name && x.cpu == y.cpu && x.text == y.text, "{x:?} vs {y:?}");
+        }
+        let dump = Command::new("trace-cmd").args(["dump", "--options"]).arg(&b).output().unwrap();
+        let dump = String::from_utf8_lossy(&dump.stdout);
+        assert!(dump.contains("[Option TimeShift, 88 bytes]") && dump.contains("0xDEF"), "{dump}");
+    }
+    let (v6, _) = write_file(6, Compression::None);
+    let e = ftrace::write::append_options(&TraceDat::parse(&v6).unwrap(), &[OptionData::TraceId(1)], &mut Vec::new()).unwrap_err();
+    assert!(e.to_string().contains("version 7 only, this is version 6"), "{e}");
+}

@@ -17,12 +17,16 @@
 //! | 0x7f02 | `KVM_DEBUGFS` | `kvm_debugfs.txt` lines (format in [`crate::kvm`]) |
 //! | 0x7f03 | `TSC_HZ`      | one line `<hz> <source>` (source `perf_mmap`/`cpuinfo_mhz`) |
 //!
-//! Deliberately absent: DATE and TSC2NSEC. trace-cmd adds DATE (µs) to every
-//! timestamp and converts timestamps to ns when TSC2NSEC is present
-//! (trace-input.c `handle_options`, `timestamp_calc`), which would hide the raw
-//! TSC counts tscmerge matches on (checked with trace-cmd 3.1.6: the same file
-//! with a TSC2NSEC option reports `2797.195547` where it reported
-//! `7261906210093`); the date and the frequency are in our options instead.
+//! trace-cmd's host-guest options: TSC2NSEC from the perf page's
+//! `time_mult`/`time_shift` that the recorder noted (`tsc_mult`, `tsc_shift`
+//! in meta.txt), as trace-record.c `get_tsc_nsec` takes them, else (no
+//! `cap_user_time`, where trace-cmd writes none) from the frequency noted, so
+//! `trace-cmd report` prints seconds as for its own recordings (`--raw-ts`
+//! shows the counts; tscmerge matches on the raw counts whatever the option
+//! says); and
+//! whatever [`ToDat::options`] holds (TRACEID, GUEST: the caller knows the
+//! session). Deliberately absent: DATE, which trace-cmd adds (µs) to every
+//! timestamp (trace-input.c `handle_options`); the date is in our options.
 //!
 //! A directory whose capture did not end cleanly still converts: `cpuN.raw.part`
 //! is used when `cpuN.raw` is absent, and a trailing partial page is dropped.
@@ -30,7 +34,7 @@
 use crate::error::{Error, Result};
 use crate::rawdir::Meta;
 use crate::sys;
-use ftrace::write::{option_id, Compression, Header, OptionData, TraceDatWriter};
+use ftrace::write::{hostguest, option_id, Compression, Header, OptionData, TraceDatWriter};
 use ftrace::Endian;
 use std::fs;
 use std::io::{BufWriter, Read};
@@ -57,6 +61,8 @@ pub struct ToDat {
     pub names: Vec<(String, String)>,
     /// Codec (v7).
     pub compression: Compression,
+    /// More options, written after ours (trace-cmd's TRACEID, GUEST).
+    pub options: Vec<OptionData>,
 }
 
 impl Default for ToDat {
@@ -64,6 +70,7 @@ impl Default for ToDat {
         ToDat {
             names: Vec::new(),
             compression: Compression::Zstd,
+            options: Vec::new(),
         }
     }
 }
@@ -327,6 +334,19 @@ fn convert_to(raw: &Path, out: &Path, file: safefs::AtomicFile, cfg: &ToDat) -> 
     if let (Some(hz), Some(src)) = (meta.get("tsc_hz"), meta.get("tsc_hz_source")) {
         w.add_option(raw_opt(opt::TSC_HZ, format!("{hz} {src}\n").into_bytes()))
             .map_err(write_err(out))?;
+    }
+    let num = |k: &str| meta.get(k).and_then(|v| v.trim().parse::<u64>().ok());
+    let tsc2nsec = match (num("tsc_mult").filter(|&m| m != 0 && m <= u64::from(u32::MAX)), num("tsc_shift")) {
+        (Some(mult), Some(shift)) => Some(hostguest::tsc2nsec_from_perf(mult as u32, shift as u16)),
+        // No perf pair (no cap_user_time, as in a PVM guest): from the
+        // frequency noted (cpuinfo), where trace-cmd would write none.
+        _ => num("tsc_hz").filter(|&hz| hz >= 1_000_000).map(|hz| hostguest::tsc2nsec_from_khz(hz / 1000)),
+    };
+    if let Some(o) = tsc2nsec.filter(|_| first_clock.contains("[x86-tsc]") || first_clock == "x86-tsc") {
+        w.add_option(o).map_err(write_err(out))?;
+    }
+    for o in &cfg.options {
+        w.add_option(o.clone()).map_err(write_err(out))?;
     }
 
     let mut ids = Vec::new();

@@ -136,6 +136,22 @@ pub struct TraceDat<'d> {
     /// v6 with a TRACECLOCK option: the trace_clock text after the CPU
     /// table, as trace-cmd reads it (`None` when unreadable).
     v6_clock: Option<Option<String>>,
+    /// v7: where the options chain ends (see [`OptionsTail`]).
+    options_tail: Option<OptionsTail>,
+}
+
+/// The end of a v7 file's options chain: the DONE option whose next-section
+/// offset is 0. Options are appended by writing a new options section and
+/// pointing that offset at it, as trace-cmd appends options to a finished
+/// file (trace-output.c `tracecmd_append_options`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionsTail {
+    /// File offset of the DONE option's u64 (`None` when its section is
+    /// compressed: the value is inside a compressed block).
+    pub link_at: Option<u64>,
+    /// The string id of that section's description ("options"), reusable
+    /// for a section appended after it.
+    pub description: u32,
 }
 
 impl std::fmt::Debug for TraceDat<'_> {
@@ -278,6 +294,7 @@ impl<'d> TraceDat<'d> {
             sections: Vec::new(),
             header_cpus: None,
             v6_clock: None,
+            options_tail: None,
         };
         if version == 6 {
             t.parse_v6(r)?;
@@ -541,6 +558,15 @@ impl<'d> TraceDat<'d> {
                     let mut d = Reader::new(data, self.endian, data_at);
                     next = d.u64("DONE option: next options offset")?;
                     next_at = data_at;
+                    if next == 0 {
+                        // The section header at `visited.last()`: u16 id, u16 flags, u32 description.
+                        let at = *visited.last().unwrap_or(&0) as usize;
+                        let field = |o: usize, n: usize| self.data.get(at + o..at + o + n);
+                        let flags = field(2, 2).and_then(|b| b.try_into().ok()).map(|b| self.endian.u16(b)).unwrap_or(0);
+                        let desc = field(4, 4).and_then(|b| b.try_into().ok()).map(|b| self.endian.u32(b)).unwrap_or(0);
+                        let link_at = (flags & 1 == 0).then_some(data_at);
+                        self.options_tail = Some(OptionsTail { link_at, description: desc });
+                    }
                     break;
                 }
                 if opt == id::BUFFER || opt == id::BUFFER_TEXT {
@@ -811,6 +837,11 @@ impl<'d> TraceDat<'d> {
             _ => None,
         })
     }
+    /// v7: where the options chain ends, for appending options.
+    pub fn options_tail(&self) -> Option<OptionsTail> {
+        self.options_tail
+    }
+
     /// The top level first, then instances in file order.
     pub fn buffers(&self) -> &[Buffer] {
         &self.buffers

@@ -156,7 +156,7 @@ pub enum OptionData {
 }
 
 impl OptionData {
-    fn encode(&self, e: Endian) -> (u16, Vec<u8>) {
+    pub(crate) fn encode(&self, e: Endian) -> (u16, Vec<u8>) {
         fn text(s: &str) -> Vec<u8> {
             let mut v = s.as_bytes().to_vec();
             v.push(0);

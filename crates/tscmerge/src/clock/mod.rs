@@ -13,6 +13,6 @@ mod walk;
 pub use cursor::{Ambiguity, GuestCursor, Tally};
 pub use debugfs::{parse_kvm_debugfs, DebugfsSnapshot, Disagreement};
 pub use convert::{parse_offset, Conversion, Scaling};
-pub use sources::{ThreadFrom, TimeShiftUse, TimeShiftVcpu};
+pub use sources::{time_shift_samples, ThreadFrom, TimeShiftUse, TimeShiftVcpu};
 pub use timeline::{Anomaly, GuestOption, OffsetTimeline, OffsetWrite, Origin, Period, VcpuTimeline, Vm};
 pub use walk::{How, PlaceError, Placed, VcpuClock};

@@ -297,6 +297,38 @@ impl OffsetTimeline {
     }
 }
 
+/// The other way: one vCPU's offset periods as TIME_SHIFT samples that
+/// trace-cmd applies as we do (trace-input.c `timestamp_host_sync`), for a
+/// guest file we write. One sample per period at the guest time of its start
+/// (0 for a period from the beginning), the offset stored negated, the
+/// scaling as trace-timesync-kvm.c sends it (ratio 1 and 0 fraction bits
+/// when unscaled); then the last period once more, at `end` (the vCPU's last
+/// guest time, or one past the last start), because trace-cmd uses the
+/// first of two samples for every time when there are two, and the
+/// next-to-last sample past the last one. Exact without scaling; with
+/// scaling trace-cmd computes `((guest * ratio) >> frac) - offset`, the
+/// host→guest formula backwards, and is off as FACTS.md says. Guest times
+/// that fall back (an offset lowered) cannot be searched by trace-cmd: the
+/// second value is how many samples are out of order (0 when trace-cmd can
+/// use them all).
+pub fn time_shift_samples(tl: &VcpuTimeline, end: Option<GuestTsc>) -> (Vec<ftrace::write::TsyncSample>, usize) {
+    let (ratio, frac) = tl.scaling.map_or((1, 0), |s| (s.ratio, u64::from(s.frac_bits)));
+    let mut out: Vec<ftrace::write::TsyncSample> = Vec::with_capacity(tl.periods.len() + 1);
+    for (i, p) in tl.periods.iter().enumerate() {
+        let time = match (p.start, tl.conversion(i)) {
+            (Some(h), Some(c)) => c.to_guest(h).0,
+            _ => 0,
+        };
+        out.push(ftrace::write::TsyncSample { time, offset: (p.offset as i64).wrapping_neg(), scaling: ratio, fraction: frac });
+    }
+    let disorder = out.windows(2).filter(|w| w[1].time <= w[0].time).count();
+    if let Some(&last) = out.last() {
+        let time = end.map(|g| g.0).filter(|&g| g > last.time).unwrap_or(last.time.saturating_add(1));
+        out.push(ftrace::write::TsyncSample { time, ..last });
+    }
+    (out, disorder)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::timeline::OffsetWrite;
@@ -404,5 +436,22 @@ mod tests {
         let h = Guest { name: "b".into(), trace_id: 10, vcpus: vec![(0, 70)] };
         assert_eq!(tl.add_guest_option(&h), 1);
         assert_eq!(tl.vms[1].guest_option.as_ref().unwrap().vcpu_pids[&0], 70);
+    }
+
+    #[test]
+    fn time_shift_samples_step_where_offsets_change() {
+        let p = |start: Option<u64>, offset: u64| Period { start: start.map(HostTsc), offset, prev: 0, pid: None, origin: Origin::Tracepoint };
+        let tl = VcpuTimeline { pid: None, periods: vec![p(Some(100), 1000), p(Some(5000), 2000)], scaling: None };
+        let (s, disorder) = time_shift_samples(&tl, Some(GuestTsc(9000)));
+        assert_eq!(disorder, 0);
+        let t: Vec<(u64, i64)> = s.iter().map(|x| (x.time, x.offset)).collect();
+        // Guest time of each start (host + offset), offsets negated, the last again at the end.
+        assert_eq!(t, [(1100, -1000), (7000, -2000), (9000, -2000)]);
+        // An offset lowered: the guest time of the second start (6000) is
+        // before the first's (6000 vs 5000 + 1000 = 6000): out of order.
+        let tl = VcpuTimeline { periods: vec![p(Some(5000), 1000), p(Some(6000), 0)], ..tl };
+        let (s, disorder) = time_shift_samples(&tl, None);
+        assert_eq!((disorder, s.len(), s[2].time), (1, 3, 6001));
+        assert!(time_shift_samples(&VcpuTimeline::default(), None).0.is_empty());
     }
 }

@@ -35,10 +35,16 @@ const KVM_WRITE_TSC_OFFSET: &[u8] = include_bytes!("formats/kvm/kvm_write_tsc_of
 pub(super) const SCHED_SWITCH: &[u8] = include_bytes!("formats/sched/sched_switch");
 const FTRACE_PRINT: &[u8] = include_bytes!("formats/ftrace/print");
 
-/// Where `tracing_mark_write` sits in the one-line kallsyms we store, so the
-/// print event's `%ps` renders as the kernel's `trace` file shows markers.
+/// Where `tracing_mark_write` sits in the kallsyms we store, so the print
+/// event's `%ps` renders as the kernel's `trace` file shows markers. `_stext`
+/// and `_etext` around it cover the guest RIPs of the host's
+/// kvm_entry/kvm_exit (0xffffffff81000000 + 24 bits; libtraceevent finds no
+/// function past the last symbol): `trace-cmd report -i HOST -i GUEST`
+/// names them by the guest's symbols once it has tied the guest file to the
+/// host's GUEST option (trace-read.c `tep_plugin_kvm_get_func`), which shows
+/// that it did.
 const MARK_WRITE_IP: u64 = 0xffff_ffff_8123_4560;
-const KALLSYMS: &[u8] = b"ffffffff81234560 T tracing_mark_write\n";
+const KALLSYMS: &[u8] = b"ffffffff81000000 T _stext\nffffffff81234560 T tracing_mark_write\nffffffff82000000 T _etext\n";
 
 /// `common_flags` bits (kernel/trace/trace.h `trace_flag_type`).
 const TRACE_FLAG_IRQS_OFF: u8 = 0x01;

@@ -21,7 +21,7 @@
 use std::io;
 use std::path::Path;
 
-use ftrace::write::{Compression, OptionData, PageBuilder, TraceDatWriter, TsyncSample};
+use ftrace::write::{hostguest, Compression, OptionData, PageBuilder, TraceDatWriter, TsyncSample};
 
 use super::dat::{header, host_cmdlines, host_cpu_stream, host_record, write_cpu, write_guests, write_truth, Formats, KVM_CPUID, KVM_ENTRY, KVM_EXIT, SCHED_SWITCH};
 use super::model::{Happening, SynthConfig, SynthEvent, VcpuEntity};
@@ -68,13 +68,6 @@ pub fn host_trace_id(cfg: &SynthConfig, pair: &PairConfig) -> u64 {
 /// VM `vm`'s TRACEID (its GUEST option names the same).
 pub fn guest_trace_id(cfg: &SynthConfig, pair: &PairConfig, vm: usize) -> u64 {
     host_trace_id(cfg, pair).wrapping_add(0x1_0000 * (vm as u64 + 1))
-}
-
-/// TSC2NSEC for a TSC of `khz`: ns = (tsc * mult) >> shift.
-fn tsc2nsec(khz: u64) -> (u32, u32) {
-    let shift = 31;
-    let mult = ((1_000_000u128 << shift) / khz.max(1) as u128).min(u32::MAX as u128) as u32;
-    (mult, shift)
 }
 
 /// One vCPU's samples from the model's ground truth.
@@ -125,7 +118,7 @@ pub fn write_tracecmd_pair(cfg: &SynthConfig, pair: &PairConfig, dir: &Path, com
     let fm = Formats::load()?;
     let ferr = io::Error::other;
     let mut sum = SynthSummary::default();
-    let (mult, shift) = tsc2nsec(cfg.tsc_khz);
+    let tsc2nsec = hostguest::tsc2nsec_from_khz(cfg.tsc_khz);
     let host_id = host_trace_id(cfg, pair);
     let version = OptionData::Version("3.1.6 (synthetic, tscmerge synth --format trace-cmd)".into());
 
@@ -138,14 +131,14 @@ pub fn write_tracecmd_pair(cfg: &SynthConfig, pair: &PairConfig, dir: &Path, com
         w.add_option(version.clone()).map_err(ferr)?;
         w.add_option(OptionData::TraceId(host_id)).map_err(ferr)?;
         for (vm, &n) in cfg.vms.iter().enumerate() {
-            w.add_option(OptionData::Guest {
-                name: format!("vm{vm}"),
-                trace_id: guest_trace_id(cfg, pair, vm),
-                vcpus: (0..n).map(|v| (v, (cfg.vcpu_tid(vm, v) + if v >= pair.shift_from_vcpu { pair.guest_pid_shift } else { 0 }) as u32)).collect(),
-            })
+            w.add_option(hostguest::guest_option(
+                &format!("vm{vm}"),
+                guest_trace_id(cfg, pair, vm),
+                (0..n).map(|v| (v, (cfg.vcpu_tid(vm, v) + if v >= pair.shift_from_vcpu { pair.guest_pid_shift } else { 0 }) as u32)),
+            ))
             .map_err(ferr)?;
         }
-        w.add_option(OptionData::Tsc2Nsec { mult, shift, offset: 0 }).map_err(ferr)?;
+        w.add_option(tsc2nsec.clone()).map_err(ferr)?;
         w.add_option(OptionData::CpuCount(cpus)).map_err(ferr)?;
         let mut pb = PageBuilder::default();
         let mut rec = |ev: &SynthEvent, out: &mut Vec<u8>| host_record(&fm, cfg, ev, out);
@@ -160,7 +153,7 @@ pub fn write_tracecmd_pair(cfg: &SynthConfig, pair: &PairConfig, dir: &Path, com
     write_guests(cfg, dir, compression, &fm, &mut sum, |w, vm, vcpus| {
         w.add_option(version.clone()).map_err(ferr)?;
         w.add_option(OptionData::TraceId(guest_trace_id(cfg, pair, vm))).map_err(ferr)?;
-        w.add_option(OptionData::Tsc2Nsec { mult, shift, offset: 0 }).map_err(ferr)?;
+        w.add_option(tsc2nsec.clone()).map_err(ferr)?;
         w.add_option(OptionData::TimeShift {
             peer_trace_id: host_id,
             flags: 0,
@@ -191,6 +184,5 @@ mod tests {
         let created = HostTsc(cfg.vm_created(0));
         assert_eq!(end[0].offset as u64, created.0);
         assert!(samples(&cfg, 0, 0, Sampling::Empty).is_empty());
-        assert_eq!(tsc2nsec(2_000_000), (1 << 30, 31));
     }
 }
