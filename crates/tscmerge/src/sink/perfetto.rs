@@ -28,7 +28,7 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::perfetto_proto as pb;
-use super::{field_int, field_str, for_each_field, FieldVal, HostNs};
+use super::{field_int, field_str, for_each_field, prev_state_bits, FieldVal, HostNs};
 use crate::event::{Body, EventView, Payload, Record};
 use crate::merge::Sink;
 use crate::{Error, Result};
@@ -112,27 +112,6 @@ impl RunWindows {
     }
 }
 
-/// Parses the `prev_state` text of sched_switch (`S`, `R+`, `D|K`...) into
-/// the kernel's bits (include/trace/events/sched.h `__trace_sched_switch_state`:
-/// the letters are TASK_REPORT bits, `+` is TASK_REPORT_MAX = 0x100 on 6.x).
-pub(crate) fn prev_state_bits(s: &str) -> i64 {
-    let mut v = 0;
-    for c in s.chars() {
-        v |= match c {
-            'S' => 0x1,
-            'D' => 0x2,
-            'T' => 0x4,
-            't' => 0x8,
-            'X' => 0x10,
-            'Z' => 0x20,
-            'P' => 0x40,
-            'I' => 0x80,
-            '+' => 0x100,
-            _ => 0,
-        };
-    }
-    v
-}
 
 /// Protobuf wire encoding straight into byte buffers, for the messages
 /// written per event: prost's structs would allocate every string and
