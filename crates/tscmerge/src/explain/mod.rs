@@ -158,6 +158,7 @@ struct ExitStats {
 #[derive(Clone, Debug)]
 struct Vcpu {
     pid: i32,
+    tgid: Option<i32>,
     comm: String,
     machine: Option<usize>,
     vcpu: Option<u32>,
@@ -282,7 +283,7 @@ impl Explainer {
         if let Some(m) = v.machine.and_then(|m| self.cfg.machines.get(m)) {
             return m.clone();
         }
-        match self.cfg.labels.iter().find(|(p, _)| *p == v.pid) {
+        match self.cfg.labels.iter().find(|(p, _)| *p == v.pid).or_else(|| self.cfg.labels.iter().find(|(p, _)| Some(*p) == v.tgid)) {
             Some((_, l)) => l.clone(),
             None => "vm?".into(),
         }
@@ -315,6 +316,7 @@ impl Explainer {
         let i = self.vcpus.len();
         self.vcpus.push(Vcpu {
             pid,
+            tgid,
             comm: comm.to_string(),
             machine,
             vcpu: known.as_ref().map(|k| k.vcpu),

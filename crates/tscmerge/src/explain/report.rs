@@ -6,15 +6,14 @@ use std::io::{self, Write};
 use super::ExplainReport;
 use crate::sink::HostNs;
 
-/// A duration for people: cycles, and milliseconds when the clock is known.
-fn dur(c: u128, clock: Option<HostNs>) -> String {
+/// A duration in microseconds when the clock is known, else empty.
+fn us(c: u64, clock: Option<HostNs>) -> String {
     match clock {
         Some(k) => {
-            let c64 = u64::try_from(c).unwrap_or(u64::MAX);
-            let ns = k.ns(c64).wrapping_sub(k.ns(0));
-            format!("{c} ({}.{:03} us)", ns / 1000, ns % 1000)
+            let ns = k.ns(c).wrapping_sub(k.ns(0));
+            format!("{}.{:03} us", ns / 1000, ns % 1000)
         }
-        None => c.to_string(),
+        None => String::new(),
     }
 }
 
@@ -30,10 +29,11 @@ fn share(part: u64, whole: u64) -> f64 {
 pub fn write_text(r: &ExplainReport, clock: Option<HostNs>, out: &mut dyn Write) -> io::Result<()> {
     writeln!(
         out,
-        "explain: host recording {}..{}: {} cycles; {} host events, {} sched_switch, {} wakeups; {} guest sched_switch",
+        "explain: host recording {}..{}: {} cycles{}; {} host events, {} sched_switch, {} wakeups; {} guest sched_switch",
         r.start,
         r.end,
-        dur(r.length as u128, clock),
+        r.length,
+        clock.map(|_| format!(" ({})", us(r.length, clock))).unwrap_or_default(),
         r.host_events,
         r.sched_switches,
         r.wakeups,
@@ -58,7 +58,7 @@ pub fn write_text(r: &ExplainReport, clock: Option<HostNs>, out: &mut dyn Write)
         };
         let mode = if v.emulating { ", emulated (no kvm_entry: exits are emulations)" } else { "" };
         writeln!(out, "\n{} {id} (thread {} {}{mode})", v.machine, v.thread, v.comm)?;
-        writeln!(out, "  {:<44} {:>26} {:>8}", "state", "cycles", "share")?;
+        writeln!(out, "  {:<44} {:>16} {:>8} {:>20}", "state", "cycles", "share", if clock.is_some() { "time" } else { "" })?;
         for s in &v.states {
             let name = match (s.state, &s.detail) {
                 ("preempted", Some(d)) => format!("preempted by {d}"),
@@ -66,9 +66,9 @@ pub fn write_text(r: &ExplainReport, clock: Option<HostNs>, out: &mut dyn Write)
                 ("unknown", None) => "unknown (before its first telling event)".into(),
                 (st, None) => st.to_string(),
             };
-            writeln!(out, "  {name:<44} {:>26} {:>7.2}%", dur(s.cycles as u128, clock), share(s.cycles, r.length))?;
+            writeln!(out, "  {name:<44} {:>16} {:>7.2}% {:>20}", s.cycles, share(s.cycles, r.length), us(s.cycles, clock))?;
         }
-        writeln!(out, "  {:<44} {:>26} {:>7.2}%", "total", dur(v.total as u128, clock), share(v.total, r.length))?;
+        writeln!(out, "  {:<44} {:>16} {:>7.2}% {:>20}", "total", v.total, share(v.total, r.length), us(v.total, clock))?;
         if !v.exits.is_empty() {
             let what = if v.emulating { "emulation to next emulation" } else { "exit to entry" };
             writeln!(out, "  {what}, cycles:")?;

@@ -77,7 +77,7 @@ fn every_cycle_has_one_state() {
     write_text(&r, None, &mut text).unwrap();
     let text = String::from_utf8(text).unwrap();
     assert!(text.contains("preempted by stress-77"), "{text}");
-    assert!(text.contains("total                                                              1900  100.00%"), "{text}");
+    assert!(text.contains("  total                                                    1900  100.00%"), "{text}");
 }
 
 #[test]
