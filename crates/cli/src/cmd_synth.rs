@@ -64,6 +64,11 @@ pub struct Args {
     /// --format trace-cmd: which TIME_SHIFT samples the guests get.
     #[arg(long, value_enum, default_value_t = TimeShift::Changes)]
     pub time_shift: TimeShift,
+    /// The host's side of exits (text only): vCPU threads halt after HLT exits (asleep, woken on
+    /// their CPU) and are preempted by named host tasks after every 4th other exit;
+    /// truth-states.tsv gets each vCPU's cycles per state and exits per reason (explain's truth).
+    #[arg(long)]
+    pub host_story: bool,
     /// trace.dat (v7) compression.
     #[arg(long, value_enum, default_value_t = Codec::Zstd)]
     pub compression: Codec,
@@ -78,8 +83,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         events_per_window: a.events_per_window,
         tsc_write_every: a.tsc_write_every,
         scaling,
+        host_story: a.host_story,
         ..Default::default()
     };
+    if a.host_story && a.format != Format::Text {
+        anyhow::bail!("--host-story: only --format text writes the host's sched events of the story");
+    }
     let compression = Compression::from(a.compression);
     let ctx = || format!("writing {}", a.dir.display());
     let sum = match a.format {
