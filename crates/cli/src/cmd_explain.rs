@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tscmerge::explain::{write_text, ExplainSink};
+use tscmerge::explain::{write_text, ExplainSink, StallSpec};
 use tscmerge::merge::merge_threads;
 use tscmerge::plan::{MergeSpec, Plan};
 
@@ -19,7 +19,8 @@ sched:sched_waking), halted (asleep after an HLT exit), unknown (before its firs
 Hosts that emulate guest code (kvm_emulate_insn, no kvm_entry) show each emulation as an exit (EMULATE).\n\
 Exit to entry per vCPU and reason: count, total, p50, p99, max in host TSC cycles (quantiles exact up to\n\
 4096 exits of a reason, then within 1/64 below), and the guest task at the exit (the guest's sched_switch).\n\
-Examples:\n  tscmerge explain host.dat --guest vm=guest.dat\n  tscmerge explain host.dat --json -o explain.json\n\
+Stalls (--stall FROM..TO, --sched-latency CYCLES): each guest interval's host cycles per state of its vCPU.\n\
+Examples:\n  tscmerge explain host.dat --guest vm=guest.dat\n  tscmerge explain host.dat --json -o explain.json\n  tscmerge explain host.dat --guest vm=guest.dat --stall 'req start..req end' --sched-latency 200000\n\
 Exit status: 0 success, 2 bad input."
 )]
 pub struct Args {
@@ -31,6 +32,14 @@ pub struct Args {
     /// Write the report here (complete or not at all) instead of stdout.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// A guest interval to account for: FROM..TO, each an event name or text of a guest marker
+    /// (from each FROM to the next TO on the same guest CPU); repeatable.
+    #[arg(long = "stall", value_name = "FROM..TO")]
+    pub stalls: Vec<String>,
+    /// Guest scheduling latencies (sched_waking to the sched_switch that runs the task) above
+    /// this many host TSC cycles are stalls too.
+    #[arg(long, value_name = "CYCLES")]
+    pub sched_latency: Option<u64>,
     /// Threads for the merge (default: 2 where two CPUs are available).
     #[arg(short = 'j', long)]
     pub threads: Option<usize>,
@@ -49,7 +58,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     for g in &plan.guests {
         eprintln!("tscmerge: guest {} is {} ({})", g.spec.name, plan.timeline.vms[g.vm].name(), g.reason);
     }
-    let mut sink = ExplainSink::new(plan.explain_config(), None);
+    let mut cfg = plan.explain_config();
+    cfg.stalls = a.stalls.iter().map(|s| StallSpec::parse(s)).collect::<Result<_, _>>().map_err(|e| anyhow::anyhow!("--stall {e}"))?;
+    cfg.sched_latency = a.sched_latency;
+    let mut sink = ExplainSink::new(cfg, None);
     merge_threads(plan.cursors()?, &mut sink, threads)?;
     let report = sink.explainer.report();
     let clock = a.inputs.tsc_khz.map(tscmerge::sink::HostNs::Khz).or_else(|| plan.host_tsc2nsec()).or_else(|| plan.recorded_tsc_khz().map(tscmerge::sink::HostNs::Khz));

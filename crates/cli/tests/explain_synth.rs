@@ -33,6 +33,8 @@ fn truth(text: &str) -> (States, Exits, Totals) {
         let cycles: u64 = f[6].parse().unwrap();
         if f[2] == "state" {
             states.entry(key).or_default().insert(f[3].to_string(), cycles);
+        } else if f[2] == "stall" {
+            states.entry((format!("stall {}", key.0), key.1)).or_default().insert(f[3].to_string(), cycles);
         } else {
             let count: u64 = f[5].parse().unwrap();
             exits.entry(key.clone()).or_default().insert((f[3].to_string(), f[4].to_string()), count);
@@ -66,6 +68,19 @@ fn explained(doc: &Value) -> (States, Exits, Totals) {
         }
         assert_eq!(v["total"], doc["length"]);
     }
+    for k in doc["stalls"].as_array().unwrap() {
+        assert_eq!(k["kind"], "tscmerge-marker..sched_switch");
+        for s in k["sums"].as_array().unwrap() {
+            let key = (format!("stall {}", s["machine"].as_str().unwrap()), s["cpu"].as_u64().unwrap());
+            let b = states.entry(key).or_default();
+            let mut sum = 0;
+            for x in s["breakdown"].as_array().unwrap() {
+                b.insert(x[0].as_str().unwrap().to_string(), x[1].as_u64().unwrap());
+                sum += x[1].as_u64().unwrap();
+            }
+            assert_eq!(sum, s["cycles"].as_u64().unwrap(), "a stall's states sum to its length");
+        }
+    }
     (states, exits, totals)
 }
 
@@ -77,12 +92,13 @@ fn states_and_exits_equal_the_models_to_the_cycle() {
     let f = |n: &str| d.join(n).to_str().unwrap().to_string();
     let g0 = format!("vm0={}", f("guest-vm0.txt"));
     let g1 = format!("vm1={}", f("guest-vm1.txt"));
-    let json = tscmerge(&["explain", &f("host.txt"), &f("host-tsc_offset.txt"), "--guest", &g0, "--guest", &g1, "--json"]);
+    let json = tscmerge(&["explain", &f("host.txt"), &f("host-tsc_offset.txt"), "--guest", &g0, "--guest", &g1, "--json", "--stall", tscmerge::synth::story::STALL]);
     let doc: Value = serde_json::from_str(&json).unwrap();
     let truth_text = std::fs::read_to_string(d.join("truth-states.tsv")).unwrap();
     let (ts, te, tt) = truth(&truth_text);
     let (os, oe, ot) = explained(&doc);
-    assert_eq!(os, ts, "cycles per state");
+    assert_eq!(os, ts, "cycles per state, and of the named stalls");
+    assert!(ts.keys().any(|k| k.0.starts_with("stall ")), "the truth has stalls");
     assert_eq!(ot, tt, "exits and exit-to-entry cycles per reason");
     assert_eq!(oe, te, "exits per reason and guest task");
     // The story has every kind of state.
@@ -142,7 +158,8 @@ fn perfetto_state_slices_tile_the_recording_and_equal_the_truth() {
     args.extend(["--format", "perfetto", "--vcpu-states", "-o", &out]);
     tscmerge(&args);
     let truth_text = std::fs::read_to_string(d.join("truth-states.tsv")).unwrap();
-    let (ts, _, _) = truth(&truth_text);
+    let (mut ts, _, _) = truth(&truth_text);
+    ts.retain(|k, _| !k.0.starts_with("stall "));
     let range = truth_text.lines().next().unwrap().strip_prefix("# host recording ").unwrap().split_once("..").unwrap();
     let length = range.1.parse::<u64>().unwrap() - range.0.parse::<u64>().unwrap();
 

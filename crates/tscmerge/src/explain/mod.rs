@@ -45,6 +45,7 @@
 
 pub mod hist;
 mod report;
+pub mod stall;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -55,6 +56,7 @@ use crate::merge::Sink;
 use crate::Result;
 
 pub use hist::{Durations, Summary};
+pub use stall::{Stall, StallReport, StallSpec, StallSum};
 pub use report::write_text;
 
 /// Distinct reasons and task names kept; later ones are counted as `other`.
@@ -82,6 +84,10 @@ pub struct ExplainConfig {
     /// Labels of VMs no guest recording was given for, by VMM process or
     /// vCPU thread (a GUEST option's name).
     pub labels: Vec<(i32, String)>,
+    /// Named guest intervals to account for ([`stall`]).
+    pub stalls: Vec<StallSpec>,
+    /// Guest scheduling latencies above this many cycles are stalls too.
+    pub sched_latency: Option<u64>,
 }
 
 /// Interned names (exit reasons, tasks), capped.
@@ -208,6 +214,27 @@ pub struct Explainer {
     unknown_reason: u32,
     /// Closed segments, when the caller asked to see them.
     segments: Option<Vec<Segment>>,
+    /// Per named stall kind, (machine, guest CPU) → its open interval:
+    /// start, the vCPU's totals then.
+    open_stalls: Vec<HashMap<(usize, u32), (u64, Option<usize>, stall::Totals)>>,
+    /// Named kinds, then sched latency last when asked.
+    stall_kinds: Vec<stall::Kind>,
+    /// (machine, guest task pid) → woken at, on guest CPU, the vCPU's totals then.
+    wakeups_pending: HashMap<(usize, i64), (u64, u32, Option<usize>, stall::Totals)>,
+}
+
+/// Whether guest event `r` is what `pat` names: its name, or text in a
+/// marker (`scratch` holds the rendered marker).
+fn matches(scratch: &mut Vec<u8>, r: &Record<'_>, pat: &str) -> bool {
+    if r.name == pat {
+        return true;
+    }
+    if pat.is_empty() || !matches!(r.name, "print" | "tracing_mark_write" | "bputs" | "bprint") {
+        return false;
+    }
+    scratch.clear();
+    r.body.render(ftrace::printfmt::Style::Kernel, scratch);
+    scratch.windows(pat.len()).any(|w| w == pat.as_bytes())
 }
 
 fn is_halt(name: &str) -> bool {
@@ -230,6 +257,7 @@ impl Explainer {
         let mut reasons = Names::default();
         let emulate = reasons.id("EMULATE");
         let unknown_reason = reasons.id("?");
+        let (cfg_stalls, sched) = (cfg.stalls.len(), cfg.sched_latency.is_some());
         Explainer {
             cfg,
             reasons,
@@ -251,6 +279,9 @@ impl Explainer {
             emulate,
             unknown_reason,
             segments: None,
+            open_stalls: vec![HashMap::new(); cfg_stalls],
+            stall_kinds: vec![stall::Kind::default(); cfg_stalls + sched as usize],
+            wakeups_pending: HashMap::new(),
         }
     }
 
@@ -369,7 +400,7 @@ impl Explainer {
     fn set_sched(&mut self, i: usize, s: Sched) {
         let was = matches!(self.vcpus[i].sched, Sched::Runnable(_));
         let now = matches!(s, Sched::Runnable(_));
-        self.runnable = self.runnable + now as usize - was as usize;
+        self.runnable = (self.runnable + now as usize).saturating_sub(was as usize);
         self.vcpus[i].sched = s;
     }
 
@@ -425,16 +456,73 @@ impl Explainer {
         v.open_exit = Some((r, ts, task));
     }
 
+    /// The vCPU running guest CPU `cpu` of `machine`, when known.
+    fn vcpu_of_guest_cpu(&self, machine: usize, cpu: u32) -> Option<usize> {
+        self.vcpus.iter().position(|v| v.machine == Some(machine) && v.guest_cpu.or(v.vcpu) == Some(cpu))
+    }
+
+    /// vCPU `i`'s cycles per state up to `ts`.
+    fn totals_at(&self, i: Option<usize>, ts: u64) -> stall::Totals {
+        let Some(v) = i.and_then(|i| self.vcpus.get(i)) else { return stall::Totals::new() };
+        let mut t = v.totals.clone();
+        if self.first.is_some() && ts > v.since {
+            *t.entry(v.state).or_default() += ts - v.since;
+        }
+        t
+    }
+
+    fn guest_event(&mut self, machine: usize, cpu: u32, ts: u64, r: &Record<'_>) {
+        let mut switched_in = None;
+        if r.name == "sched_switch" {
+            self.guest_switches += 1;
+            let comm = field_str(r, "next_comm").unwrap_or("?");
+            let pid = field_int(r, "next_pid").unwrap_or(-1);
+            let id = self.task_id(comm, pid);
+            self.guest_task.insert((machine, cpu), id);
+            switched_in = Some((pid, id));
+        }
+        for k in 0..self.cfg.stalls.len() {
+            if self.open_stalls[k].contains_key(&(machine, cpu)) {
+                if matches(&mut self.scratch, r, &self.cfg.stalls[k].to) {
+                    let (start, vcpu, then) = self.open_stalls[k].remove(&(machine, cpu)).unwrap_or_default();
+                    let breakdown = stall::diff(&self.totals_at(vcpu, ts), &then);
+                    self.stall_kinds[k].add(stall::RawStall { machine, cpu, start, end: ts, task: None, vcpu, breakdown });
+                }
+            } else if matches(&mut self.scratch, r, &self.cfg.stalls[k].from) {
+                let vcpu = self.vcpu_of_guest_cpu(machine, cpu);
+                let then = self.totals_at(vcpu, ts);
+                self.open_stalls[k].insert((machine, cpu), (ts, vcpu, then));
+            }
+        }
+        let Some(limit) = self.cfg.sched_latency else { return };
+        match (r.name, switched_in) {
+            ("sched_waking", _) => {
+                let Some(pid) = field_int(r, "pid") else { return };
+                if self.wakeups_pending.len() >= stall::MAX_PENDING && !self.wakeups_pending.contains_key(&(machine, pid)) {
+                    return;
+                }
+                let target = field_int(r, "target_cpu").map_or(cpu, |c| c as u32);
+                let vcpu = self.vcpu_of_guest_cpu(machine, target);
+                let then = self.totals_at(vcpu, ts);
+                self.wakeups_pending.entry((machine, pid)).or_insert((ts, target, vcpu, then));
+            }
+            (_, Some((pid, task))) => {
+                let Some((start, target, vcpu, then)) = self.wakeups_pending.remove(&(machine, pid)) else { return };
+                if ts - start.min(ts) > limit {
+                    let breakdown = stall::diff(&self.totals_at(vcpu, ts), &then);
+                    let k = self.stall_kinds.len() - 1;
+                    self.stall_kinds[k].add(stall::RawStall { machine, cpu: target, start, end: ts, task: Some(task), vcpu, breakdown });
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Feeds one event of the merged stream.
     pub fn event(&mut self, machine: usize, ev: &EventView<'_>) {
         if machine != 0 {
             if let Payload::Event(r) = ev.payload {
-                if r.name == "sched_switch" {
-                    self.guest_switches += 1;
-                    let comm = field_str(&r, "next_comm").unwrap_or("?");
-                    let id = self.task_id(comm, field_int(&r, "next_pid").unwrap_or(-1));
-                    self.guest_task.insert((machine, ev.cpu), id);
-                }
+                self.guest_event(machine, ev.cpu, ev.ts, &r);
             }
             return;
         }
@@ -633,7 +721,9 @@ impl Explainer {
                 emulating: !v.entered && v.exits.contains_key(&self.emulate),
             });
         }
+        let stalls = self.stall_report();
         ExplainReport {
+            stalls,
             start,
             end: self.last,
             length: self.last.saturating_sub(start),
@@ -644,6 +734,58 @@ impl Explainer {
             guest_switches: self.guest_switches,
             vcpus,
         }
+    }
+}
+
+impl Explainer {
+    fn state_label(&self, s: State) -> String {
+        match self.state_name(s) {
+            ("preempted", Some(d)) => format!("preempted by {d}"),
+            (n, Some(d)) => format!("{n} {d}"),
+            (n, None) => n.to_string(),
+        }
+    }
+
+    fn stall_report(&self) -> Vec<StallReport> {
+        let machine = |m: usize| self.cfg.machines.get(m).cloned().unwrap_or_default();
+        let thread = |v: Option<usize>| v.and_then(|i| self.vcpus.get(i)).map(|v| v.pid);
+        let named = |b: &mut dyn Iterator<Item = (State, u64)>| b.map(|(s, c)| (self.state_label(s), c)).collect::<Vec<_>>();
+        self.stall_kinds
+            .iter()
+            .enumerate()
+            .map(|(k, kind)| StallReport {
+                kind: match self.cfg.stalls.get(k) {
+                    Some(s) => s.name(),
+                    None => format!("sched latency > {}", self.cfg.sched_latency.unwrap_or(0)),
+                },
+                count: kind.count,
+                sums: kind
+                    .sums
+                    .iter()
+                    .map(|(&(m, cpu), (v, count, cycles, b))| StallSum {
+                        machine: machine(m),
+                        cpu,
+                        thread: thread(*v),
+                        count: *count,
+                        cycles: *cycles,
+                        breakdown: named(&mut b.iter().map(|(&s, &c)| (s, c))),
+                    })
+                    .collect(),
+                longest: kind
+                    .longest
+                    .iter()
+                    .map(|s| Stall {
+                        machine: machine(s.machine),
+                        cpu: s.cpu,
+                        start: s.start,
+                        end: s.end,
+                        task: s.task.map(|t| self.tasks.name(t).to_string()).unwrap_or_default(),
+                        thread: thread(s.vcpu),
+                        breakdown: named(&mut s.breakdown.iter().copied()),
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 }
 
@@ -709,6 +851,8 @@ pub struct ExplainReport {
     pub wakeups: u64,
     pub guest_switches: u64,
     pub vcpus: Vec<VcpuReport>,
+    /// Per stall kind asked for.
+    pub stalls: Vec<StallReport>,
 }
 
 /// The analysis as a sink; forwards every event to `inner` when given.

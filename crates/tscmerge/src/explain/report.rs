@@ -102,6 +102,24 @@ pub fn write_text(r: &ExplainReport, clock: Option<HostNs>, out: &mut dyn Write)
             )?;
         }
     }
+    for k in &r.stalls {
+        writeln!(out, "\nstalls {}: {}", k.kind, k.count)?;
+        for s in &k.sums {
+            let thread = s.thread.map_or("no vCPU thread known".to_string(), |t| format!("thread {t}"));
+            writeln!(out, "  {} cpu {} ({thread}): {} stalls, {} cycles{}", s.machine, s.cpu, s.count, s.cycles, clock.map(|_| format!(" ({})", us(s.cycles, clock))).unwrap_or_default())?;
+            for (state, c) in &s.breakdown {
+                writeln!(out, "    {state:<42} {c:>16} {:>7.2}%", share(*c, s.cycles))?;
+            }
+        }
+        if !k.longest.is_empty() {
+            writeln!(out, "  longest:")?;
+        }
+        for s in &k.longest {
+            let parts: Vec<String> = s.breakdown.iter().map(|(st, c)| format!("{st} {c}")).collect();
+            let task = if s.task.is_empty() { String::new() } else { format!(" {}", s.task) };
+            writeln!(out, "    {} cpu {}{task} {}..{}: {} cycles: {}", s.machine, s.cpu, s.start, s.end, s.end - s.start, parts.join(", "))?;
+        }
+    }
     if r.vcpus.iter().flat_map(|v| &v.exits).any(|e| !e.summary.exact_quantiles) {
         writeln!(out, "\n~: from a histogram (more than {} exits): at most 1/64 below the exact value", super::hist::EXACT)?;
     }

@@ -135,3 +135,51 @@ fn hostile_events_do_not_panic() {
     let (r, _) = run(ExplainConfig::default(), &events);
     assert_eq!(r.vcpus[0].total, r.length);
 }
+
+#[test]
+fn a_scheduling_latency_gets_the_hosts_breakdown() {
+    let events = [
+        (100, 0, 1, 10, "kvm_entry", "vcpu 0, rip 0x1"),
+        (200, 1, 0, 9, "sched_waking", "comm=app pid=42 prio=120 target_cpu=000"),
+        (250, 1, 0, 9, "sched_waking", "comm=fast pid=43 prio=120 target_cpu=000"),
+        (260, 1, 0, 9, "sched_switch", "prev_comm=x prev_pid=9 prev_prio=120 prev_state=S ==> next_comm=fast next_pid=43 next_prio=120"),
+        (300, 0, 1, 10, "kvm_exit", "reason HLT rip 0x3 info 0 0"),
+        (310, 0, 1, 10, "sched_switch", "prev_comm=qemu prev_pid=10 prev_prio=120 prev_state=S ==> next_comm=swapper/1 next_pid=0 next_prio=120"),
+        (400, 0, 0, 3, "sched_waking", "comm=qemu pid=10 prio=120 target_cpu=001"),
+        (450, 0, 1, 0, "sched_switch", "prev_comm=swapper/1 prev_pid=0 prev_prio=120 prev_state=R ==> next_comm=qemu next_pid=10 next_prio=120"),
+        (460, 0, 1, 10, "kvm_entry", "vcpu 0, rip 0x4"),
+        (500, 1, 0, 43, "sched_switch", "prev_comm=fast prev_pid=43 prev_prio=120 prev_state=S ==> next_comm=app next_pid=42 next_prio=120"),
+        (1000, 0, 0, 5, "x", "last host event"),
+    ];
+    let cfg = ExplainConfig { sched_latency: Some(100), ..vmx_cfg() };
+    let (r, _) = run(cfg, &events);
+    let k = &r.stalls[0];
+    assert_eq!((k.kind.as_str(), k.count), ("sched latency > 100", 1), "pid 43 waited 10 cycles only");
+    let s = &k.longest[0];
+    assert_eq!((s.machine.as_str(), s.cpu, s.start, s.end, s.task.as_str(), s.thread), ("vm", 0, 200, 500, "app-42", Some(10)));
+    let b: Vec<(&str, u64)> = s.breakdown.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+    assert_eq!(b, [("guest", 100 + 40), ("exit HLT", 10 + 10), ("preempted by swapper/1-0", 50), ("halted", 90)]);
+    assert_eq!(k.sums[0].breakdown.iter().map(|x| x.1).sum::<u64>(), 300);
+}
+
+#[test]
+fn named_stalls_pair_events_on_one_guest_cpu() {
+    assert!(StallSpec::parse("a..").is_err() && StallSpec::parse("ab").is_err());
+    let spec = StallSpec::parse("req start..req end").unwrap();
+    let events = [
+        (100, 0, 1, 10, "kvm_entry", "vcpu 0, rip 0x1"),
+        (150, 1, 1, 9, "tracing_mark_write", "req start"),
+        (200, 1, 0, 9, "tracing_mark_write", "req start 1"),
+        (250, 1, 0, 9, "tracing_mark_write", "req start 2"),
+        (300, 0, 1, 10, "kvm_exit", "reason EPT_VIOLATION rip 0x3 info 0 0"),
+        (350, 0, 1, 10, "kvm_entry", "vcpu 0, rip 0x4"),
+        (400, 1, 0, 9, "tracing_mark_write", "req end 1"),
+        (1000, 0, 0, 5, "x", "last host event"),
+    ];
+    let (r, _) = run(ExplainConfig { stalls: vec![spec], ..vmx_cfg() }, &events);
+    let k = &r.stalls[0];
+    // CPU 1's start never ends; CPU 0's runs from its first start.
+    assert_eq!((k.count, k.longest[0].start, k.longest[0].end), (1, 200, 400));
+    let b: Vec<(&str, u64)> = k.longest[0].breakdown.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+    assert_eq!(b, [("guest", 150), ("exit EPT_VIOLATION", 50)]);
+}

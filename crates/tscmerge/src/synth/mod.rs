@@ -154,7 +154,8 @@ pub fn write_text(cfg: &SynthConfig, dir: &Path) -> io::Result<SynthSummary> {
 /// `truth-states.tsv` (with [`SynthConfig::host_story`]): per vCPU, the
 /// cycles of each state over the host recording `[first, last]` event, and
 /// per exit reason and guest task the exits followed by an entry with their
-/// exit-to-entry cycles ([`story::truth`]).
+/// exit-to-entry cycles, and the cycles per state of the intervals
+/// [`story::STALL`] names, summed ([`story::truth`]).
 pub fn write_state_truth(cfg: &SynthConfig, dir: &Path, first: u64, last: u64) -> io::Result<()> {
     write_atomically(&dir.join("truth-states.tsv"), |w| {
         writeln!(w, "# host recording {first}..{last}")?;
@@ -167,6 +168,9 @@ pub fn write_state_truth(cfg: &SynthConfig, dir: &Path, first: u64, last: u64) -
                 }
                 for ((r, task), (count, c)) in &t.exits {
                     writeln!(w, "vm{vm}\t{vcpu}\texit\t{r}\t{task}\t{count}\t{c}")?;
+                }
+                for (s, c) in &t.stall_states {
+                    writeln!(w, "vm{vm}\t{vcpu}\tstall\t{s}\t\t{}\t{c}", t.stalls)?;
                 }
             }
         }

@@ -78,14 +78,28 @@ pub fn state_after(what: &Happening, host_cpu: u32, last_exit: &str) -> Option<S
     })
 }
 
+/// The stall [`truth`] accounts for: from each guest marker to the next
+/// guest context switch on its CPU (`explain --stall`).
+pub const STALL: &str = "tscmerge-marker..sched_switch";
+
 /// Ground truth of one vCPU: cycles per state over `[start, end]` (the host
 /// recording's first and last event), and per (exit reason, guest task at
 /// the exit as `comm-pid`, `?` before the guest's first switch) the exits
-/// followed by an entry and their exit-to-entry cycles.
+/// followed by an entry and their exit-to-entry cycles; and the [`STALL`]
+/// intervals: how many, and their cycles per state summed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VcpuTruth {
     pub states: BTreeMap<String, u64>,
     pub exits: BTreeMap<(String, String), (u64, u64)>,
+    pub stalls: u64,
+    pub stall_states: BTreeMap<String, u64>,
+}
+
+/// Cycles per state up to `ts`: the closed ones and the current one.
+fn upto(totals: &BTreeMap<String, u64>, state: &str, since: u64, ts: u64) -> BTreeMap<String, u64> {
+    let mut t = totals.clone();
+    *t.entry(state.to_string()).or_default() += ts - since;
+    t
 }
 
 pub fn truth(cfg: &SynthConfig, vm: usize, vcpu: u32, start: u64, end: u64) -> VcpuTruth {
@@ -94,7 +108,23 @@ pub fn truth(cfg: &SynthConfig, vm: usize, vcpu: u32, start: u64, end: u64) -> V
     let mut last_exit = String::from("?");
     let mut open: Option<(String, String, u64)> = None;
     let mut task = String::from("?");
+    let mut stall: Option<BTreeMap<String, u64>> = None;
     for e in VcpuEntity::new(cfg, vm, vcpu) {
+        match e.what {
+            Happening::GuestMarker { .. } if stall.is_none() => stall = Some(upto(&t.states, &state, since, e.host.0)),
+            Happening::GuestSwitch { .. } => {
+                if let Some(then) = stall.take() {
+                    t.stalls += 1;
+                    for (s, c) in upto(&t.states, &state, since, e.host.0) {
+                        let d = c - then.get(&s).copied().unwrap_or(0);
+                        if d > 0 {
+                            *t.stall_states.entry(s).or_default() += d;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
         if let Happening::GuestSwitch { next_pid, .. } = e.what {
             task = format!("{}-{next_pid}", super::text::guest_comm(next_pid));
             continue;
