@@ -6,12 +6,12 @@ use std::io::{self, Write};
 use super::ExplainReport;
 use crate::sink::HostNs;
 
-/// A duration in microseconds when the clock is known, else empty.
+/// A duration in microseconds (a right-aligned column) when the clock is known, else empty.
 fn us(c: u64, clock: Option<HostNs>) -> String {
     match clock {
         Some(k) => {
             let ns = k.ns(c).wrapping_sub(k.ns(0));
-            format!("{}.{:03} us", ns / 1000, ns % 1000)
+            format!(" {:>17}.{:03} us", ns / 1000, ns % 1000)
         }
         None => String::new(),
     }
@@ -33,7 +33,7 @@ pub fn write_text(r: &ExplainReport, clock: Option<HostNs>, out: &mut dyn Write)
         r.start,
         r.end,
         r.length,
-        clock.map(|_| format!(" ({})", us(r.length, clock))).unwrap_or_default(),
+        clock.map(|_| format!(" ({})", us(r.length, clock).trim_start())).unwrap_or_default(),
         r.host_events,
         r.sched_switches,
         r.wakeups,
@@ -58,7 +58,8 @@ pub fn write_text(r: &ExplainReport, clock: Option<HostNs>, out: &mut dyn Write)
         };
         let mode = if v.emulating { ", emulated (no kvm_entry: exits are emulations)" } else { "" };
         writeln!(out, "\n{} {id} (thread {} {}{mode})", v.machine, v.thread, v.comm)?;
-        writeln!(out, "  {:<44} {:>16} {:>8} {:>20}", "state", "cycles", "share", if clock.is_some() { "time" } else { "" })?;
+        let time_head = if clock.is_some() { format!(" {:>24}", "time") } else { String::new() };
+        writeln!(out, "  {:<44} {:>16} {:>8}{time_head}", "state", "cycles", "share")?;
         for s in &v.states {
             let name = match (s.state, &s.detail) {
                 ("preempted", Some(d)) => format!("preempted by {d}"),
@@ -66,9 +67,9 @@ pub fn write_text(r: &ExplainReport, clock: Option<HostNs>, out: &mut dyn Write)
                 ("unknown", None) => "unknown (before its first telling event)".into(),
                 (st, None) => st.to_string(),
             };
-            writeln!(out, "  {name:<44} {:>16} {:>7.2}% {:>20}", s.cycles, share(s.cycles, r.length), us(s.cycles, clock))?;
+            writeln!(out, "  {name:<44} {:>16} {:>7.2}%{}", s.cycles, share(s.cycles, r.length), us(s.cycles, clock))?;
         }
-        writeln!(out, "  {:<44} {:>16} {:>7.2}% {:>20}", "total", v.total, share(v.total, r.length), us(v.total, clock))?;
+        writeln!(out, "  {:<44} {:>16} {:>7.2}%{}", "total", v.total, share(v.total, r.length), us(v.total, clock))?;
         if !v.exits.is_empty() {
             let what = if v.emulating { "emulation to next emulation" } else { "exit to entry" };
             writeln!(out, "  {what}, cycles:")?;
@@ -106,7 +107,7 @@ pub fn write_text(r: &ExplainReport, clock: Option<HostNs>, out: &mut dyn Write)
         writeln!(out, "\nstalls {}: {}", k.kind, k.count)?;
         for s in &k.sums {
             let thread = s.thread.map_or("no vCPU thread known".to_string(), |t| format!("thread {t}"));
-            writeln!(out, "  {} cpu {} ({thread}): {} stalls, {} cycles{}", s.machine, s.cpu, s.count, s.cycles, clock.map(|_| format!(" ({})", us(s.cycles, clock))).unwrap_or_default())?;
+            writeln!(out, "  {} cpu {} ({thread}): {} stalls, {} cycles{}", s.machine, s.cpu, s.count, s.cycles, clock.map(|_| format!(" ({})", us(s.cycles, clock).trim_start())).unwrap_or_default())?;
             for (state, c) in &s.breakdown {
                 writeln!(out, "    {state:<42} {c:>16} {:>7.2}%", share(*c, s.cycles))?;
             }
