@@ -354,5 +354,36 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         eprintln!("tscmerge: {} events out", stats.total);
     }
+    report_ambiguity(&plan, a.stats);
     Ok(if check_failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Says on stderr how the guest events whose guest time fitted several
+/// offset periods were placed (always when some were left to the rule;
+/// with `--stats` in full).
+pub fn report_ambiguity(plan: &Plan, stats: bool) {
+    let tally = plan.ambiguity.lock().map(|m| m.clone()).unwrap_or_default();
+    let (windows, rule) = tally.values().fold((0, 0), |(w, r), a| (w + a.by_run_windows, r + a.by_rule));
+    if rule > 0 || (stats && windows > 0) {
+        eprintln!(
+            "tscmerge: {} guest events fitted more than one offset period (a fall of the offset repeats guest times): {windows} placed by the host's run windows, {rule} by the rule (earliest fitting period) and counted as ambiguous{}",
+            windows + rule,
+            if rule > 0 { "; `check` judges them, JSON marks them \"placed\": \"rule\"" } else { "" }
+        );
+    }
+    if stats {
+        for ((guest, vcpu), a) in &tally {
+            eprintln!("tscmerge: guest {guest} vCPU {vcpu}: {} by run windows, {} ambiguous (rule)", a.by_run_windows, a.by_rule);
+        }
+        for l in plan.lookahead.lock().map(|v| v.clone()).unwrap_or_default().into_iter().filter(|l| l.host_events_read > 0) {
+            eprintln!(
+                "tscmerge: run-window pass: {} host events read, at most {} windows held, {} dropped for room, {} lost-events marks{}",
+                l.host_events_read,
+                l.windows_held_max,
+                l.windows_dropped,
+                l.lost_marks,
+                l.error.map(|e| format!(", stopped: {e}")).unwrap_or_default()
+            );
+        }
+    }
 }

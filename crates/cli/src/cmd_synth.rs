@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tscmerge::clock::Scaling;
 use ftrace::write::Compression;
-use tscmerge::synth::{write_dat, write_text, write_tracecmd_pair, PairConfig, Sampling, SynthConfig};
+use tscmerge::synth::{write_dat, write_text, write_tracecmd_pair, PairConfig, Patterns, RunWindowEvents, Sampling, SynthConfig};
 
 use crate::output::Codec;
 
@@ -72,6 +72,25 @@ pub struct Args {
     /// trace.dat (v7) compression.
     #[arg(long, value_enum, default_value_t = Codec::Zstd)]
     pub compression: Codec,
+    /// KVM's other offset writes (arch/x86/kvm/x86.c), comma separated: host-zero (the VMM's
+    /// host-initiated write of 0, offset kept), late-fall[=CYCLES] (every vCPU's offset falls once
+    /// before the guest runs), unstable[=DRIFT] (unstable host TSC: fall at vcpu_load, rise at the
+    /// clock update less DRIFT), tsc-adjust[=EVERY] (guest IA32_TSC_ADJUST writes, up and down),
+    /// resume[=EVERY] (host suspend/resume), restore[=EVERY] (KVM_VCPU_TSC_OFFSET restores),
+    /// migrate (vCPU threads change host CPU), or all.
+    #[arg(long, value_parser = Patterns::parse)]
+    pub kvm_writes: Option<Patterns>,
+    /// Which run-window events the host recording keeps: all (kvm_entry/kvm_exit and the vCPU
+    /// threads' sched_switch), sched (sched_switch only), none.
+    #[arg(long, value_enum, default_value_t = WindowsKept::All)]
+    pub run_windows: WindowsKept,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WindowsKept {
+    All,
+    Sched,
+    None,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -84,10 +103,21 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         tsc_write_every: a.tsc_write_every,
         scaling,
         host_story: a.host_story,
+        patterns: a.kvm_writes.unwrap_or_default(),
+        run_windows: match a.run_windows {
+            WindowsKept::All => RunWindowEvents::All,
+            WindowsKept::Sched => RunWindowEvents::Sched,
+            WindowsKept::None => RunWindowEvents::None,
+        },
         ..Default::default()
     };
     if a.host_story && a.format != Format::Text {
         anyhow::bail!("--host-story: only --format text writes the host's sched events of the story");
+    }
+    // The story's truth counts the vCPU threads' own switches only: other
+    // switches (unstable, migrate) or missing run windows would make it wrong.
+    if a.host_story && (cfg.patterns != Default::default() || cfg.run_windows != RunWindowEvents::All) {
+        anyhow::bail!("--host-story: its truth (truth-states.tsv) holds only without --kvm-writes and with --run-windows all");
     }
     let compression = Compression::from(a.compression);
     let ctx = || format!("writing {}", a.dir.display());

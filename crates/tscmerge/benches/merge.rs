@@ -58,6 +58,7 @@ impl Cursor for Seq {
         (self.left > 0).then_some(EventView {
             ts: self.ts,
             orig_ts: None,
+                placed: Default::default(),
             cpu: self.cpu,
             payload: Payload::Event(Record {
                 pid: 4242,

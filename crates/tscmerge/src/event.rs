@@ -60,6 +60,10 @@ pub struct EventView<'a> {
     pub ts: u64,
     /// The source's own timestamp when it differs (a guest's TSC).
     pub orig_ts: Option<u64>,
+    /// How a guest event's offset period was decided (clock/walk.rs):
+    /// `Rule` marks an event its guest time left ambiguous and nothing in
+    /// the host's run windows decided.
+    pub placed: crate::clock::How,
     pub cpu: u32,
     pub payload: Payload<'a>,
 }
@@ -102,7 +106,7 @@ pub trait Cursor {
 #[derive(Clone, Copy)]
 pub enum Detached<'a> {
     View(EventView<'a>),
-    Raw { ts: u64, orig_ts: Option<u64>, cpu: u32, data: &'a [u8] },
+    Raw { ts: u64, orig_ts: Option<u64>, placed: crate::clock::How, cpu: u32, data: &'a [u8] },
 }
 
 // Field access for sinks and analyses: typed from the format for binary

@@ -14,6 +14,7 @@ pub mod event;
 pub mod explain;
 pub mod merge;
 pub mod plan;
+pub mod runs;
 pub mod sink;
 pub mod source;
 pub mod synth;

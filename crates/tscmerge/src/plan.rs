@@ -5,7 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::clock::{GuestCursor, OffsetTimeline, Scaling, TimeShiftUse, VcpuClock, VcpuTimeline};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use crate::runs::{Lookahead, LookaheadStats, MAX_STORED_WINDOWS};
+use crate::clock::{Tally, GuestCursor, OffsetTimeline, Scaling, TimeShiftUse, VcpuClock, VcpuTimeline};
 use crate::merge;
 use crate::source::pages::GuestClock;
 use crate::source::{Input, InputKind, PageFeed};
@@ -128,6 +133,11 @@ pub struct Plan {
     pub debugfs: Vec<crate::clock::DebugfsSnapshot>,
     /// Each trace-cmd guest's TIME_SHIFT samples and what became of them.
     pub time_shifts: Vec<TimeShiftUse>,
+    /// Guest events whose guest time fitted several offset periods, per
+    /// (guest, vCPU), filled as the merge's cursors finish.
+    pub ambiguity: Tally,
+    /// What each run-window pass of the host did ([`crate::runs::Lookahead`]).
+    pub lookahead: Arc<Mutex<Vec<LookaheadStats>>>,
 }
 
 /// What a guest recording says of itself as trace-cmd wrote it.
@@ -278,7 +288,7 @@ impl Plan {
             guests.push(PlannedGuest { spec: g, inputs, vm, reason });
             ids.push(gid);
         }
-        let mut plan = Plan { hosts, guests, timeline, matches: Vec::new(), notes, tracepoint_timeline, debugfs, time_shifts: Vec::new() };
+        let mut plan = Plan { hosts, guests, timeline, matches: Vec::new(), notes, tracepoint_timeline, debugfs, time_shifts: Vec::new(), ambiguity: Tally::default(), lookahead: Default::default() };
         for gi in unresolved {
             plan.match_guest(gi)?;
         }
@@ -519,6 +529,7 @@ impl Plan {
 
     /// Cursors for the host and the guests listed (by index).
     pub fn cursors_for(&self, guests: &[usize]) -> Result<Vec<merge::Input<'_>>> {
+        let evidence = self.run_windows(guests)?;
         let mut out = Vec::new();
         for h in &self.hosts {
             for b in 0..h.buffers().len() {
@@ -533,7 +544,8 @@ impl Plan {
                 for b in 0..input.buffers().len() {
                     for (cpu, cursor) in input.cursors(b, true)? {
                         let (vcpu, tl) = self.vcpu_of(g, cpu.unwrap_or(0));
-                        let cursor = GuestCursor::new(cursor, VcpuClock::new(tl), &g.spec.name, vcpu)?;
+                        let clock = self.clock(&evidence, gi, vcpu, tl);
+                        let cursor = GuestCursor::new(cursor, clock, &g.spec.name, vcpu)?.with_tally(self.ambiguity.clone());
                         out.push(merge::Input { machine: gi + 1, cursor: Box::new(cursor), meta: input.meta() });
                     }
                 }
@@ -577,19 +589,22 @@ impl Plan {
                 }
             }
         }
+        let all: Vec<usize> = (0..self.guests.len()).collect();
+        let evidence = self.run_windows(&all)?;
         for (gi, g) in self.guests.iter().enumerate() {
             let timeline = |cpu: u32| self.vcpu_of(g, cpu);
             for input in &g.inputs {
                 for b in 0..input.buffers().len() {
                     let feeds = input.page_sources(b, |cpu| {
                         let (vcpu, tl) = timeline(cpu);
-                        Some(GuestClock { clock: VcpuClock::new(tl), guest: g.spec.name.clone(), vcpu })
+                        Some(GuestClock { clock: self.clock(&evidence, gi, vcpu, tl), guest: g.spec.name.clone(), vcpu })
                     })?;
                     for (cpu, feed) in feeds {
                         let feed = match feed {
                             PageFeed::Events(c) => {
                                 let (vcpu, tl) = timeline(cpu);
-                                PageFeed::Events(Box::new(GuestCursor::new(c, VcpuClock::new(tl), &g.spec.name, vcpu)?))
+                                let clock = self.clock(&evidence, gi, vcpu, tl);
+                                PageFeed::Events(Box::new(GuestCursor::new(c, clock, &g.spec.name, vcpu)?.with_tally(self.ambiguity.clone())))
                             }
                             f => f,
                         };
@@ -603,12 +618,58 @@ impl Plan {
         Ok((groups, stats))
     }
 
+    /// A second pass over the host for the run windows of the vCPU threads
+    /// whose offsets can leave guest time ambiguous (a fall), and which
+    /// thread runs each such vCPU; `None` when no vCPU needs one.
+    fn run_windows(&self, guests: &[usize]) -> Result<Option<RunWindows<'_>>> {
+        let seen = self.guest_thread_events();
+        let mut threads = BTreeMap::new();
+        for &gi in guests {
+            let g = &self.guests[gi];
+            let Some(vm) = self.timeline.vms.get(g.vm) else { continue };
+            let pids = vm.vcpu_threads(|p| seen.get(&p).is_some_and(|&n| n > 0));
+            for (id, tl) in &vm.vcpus {
+                if let (Some(&(pid, _)), true) = (pids.get(&id.0), VcpuClock::new(tl).can_be_ambiguous()) {
+                    threads.insert((gi, id.0), pid);
+                }
+            }
+        }
+        if threads.is_empty() {
+            return Ok(None);
+        }
+        let mut cursors = Vec::new();
+        for h in &self.hosts {
+            for b in 0..h.buffers().len() {
+                cursors.extend(h.cursors(b, false)?.into_iter().map(|(_, c)| c));
+            }
+        }
+        let la = Lookahead::new(cursors, threads.values().copied(), MAX_STORED_WINDOWS).report_to(self.lookahead.clone());
+        Ok(Some(RunWindows { la: Rc::new(RefCell::new(la)), threads }))
+    }
+
+    /// Guest `gi`'s vCPU `vcpu`'s clock, deciding by run windows where a
+    /// pass reads them for its thread.
+    fn clock<'a>(&'a self, rw: &Option<RunWindows<'a>>, gi: usize, vcpu: u32, tl: &'a VcpuTimeline) -> VcpuClock<'a> {
+        let clock = VcpuClock::new(tl);
+        match rw.as_ref().and_then(|rw| Some((rw, *rw.threads.get(&(gi, vcpu))?))) {
+            Some((rw, pid)) => clock.with_evidence(Lookahead::evidence(&rw.la, pid)),
+            None => clock,
+        }
+    }
+
     /// The vCPU a guest CPU runs on (`--vcpu-map`, else the same number) and
     /// its offset timeline (empty when the host never wrote its offset).
     fn vcpu_of(&self, g: &PlannedGuest, cpu: u32) -> (u32, &VcpuTimeline) {
         let vcpu = g.spec.vcpu_map.get(&cpu).copied().unwrap_or(cpu);
         (vcpu, self.timeline.vms[g.vm].vcpus.get(&VcpuId(vcpu)).unwrap_or(&NO_TIMELINE))
     }
+}
+
+/// The host's run windows read ahead of a merge, and the thread of each
+/// (guest, vCPU) they are read for.
+struct RunWindows<'a> {
+    la: Rc<RefCell<Lookahead<'a>>>,
+    threads: BTreeMap<(usize, u32), i32>,
 }
 
 /// Ties a guest to a VM of the timeline when that needs no evidence; `None`

@@ -714,7 +714,7 @@ mod tests {
 
     fn ev<'a>(ts: u64, orig_ts: Option<u64>, pid: i32, name: &'a str, text: &'a str) -> EventView<'a> {
         let payload = Payload::Event(Record { pid, tgid: None, comm: "x", system: "kvm", name, body: Body::Text(text) });
-        EventView { ts, orig_ts, cpu: 0, payload }
+        EventView { ts, orig_ts, placed: Default::default(), cpu: 0, payload }
     }
 
     const HOST: [(u64, &str, &str); 5] = [

@@ -1,7 +1,10 @@
 //! A guest CPU's cursor seen on the host timeline: wraps the guest's own
 //! cursor and places each event with that vCPU's [`VcpuClock`].
 
-use super::walk::{PlaceError, VcpuClock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::walk::{How, PlaceError, VcpuClock};
 use crate::event::{Cursor, Detached, EventView};
 use crate::time::GuestTsc;
 use crate::{Error, Result};
@@ -15,13 +18,38 @@ pub struct GuestCursor<'a> {
     host: Option<u64>,
     /// Period of the current event, for `check` and `--show-guest-ts`.
     period: usize,
+    how: How,
+    counts: Ambiguity,
+    tally: Option<Tally>,
 }
+
+/// Guest events whose guest time fitted several offset periods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Ambiguity {
+    /// Decided by the host's run windows.
+    pub by_run_windows: u64,
+    /// Placed by the rule: nothing decided (counted as ambiguous).
+    pub by_rule: u64,
+}
+
+/// Per (guest, vCPU), what its cursors counted, added when each is dropped.
+pub type Tally = Arc<Mutex<BTreeMap<(String, u32), Ambiguity>>>;
 
 impl<'a> GuestCursor<'a> {
     pub fn new(inner: Box<dyn Cursor + 'a>, clock: VcpuClock<'a>, guest: &str, vcpu: u32) -> Result<Self> {
-        let mut c = GuestCursor { inner, clock, guest: guest.to_string(), vcpu, host: None, period: 0 };
+        let mut c = GuestCursor { inner, clock, guest: guest.to_string(), vcpu, host: None, period: 0, how: How::Only, counts: Ambiguity::default(), tally: None };
         c.place()?;
         Ok(c)
+    }
+
+    /// Adds this cursor's counts of ambiguous events to `tally` when done.
+    pub fn with_tally(mut self, tally: Tally) -> Self {
+        self.tally = Some(tally);
+        self
+    }
+
+    pub fn ambiguity(&self) -> Ambiguity {
+        self.counts
     }
 
     pub fn period(&self) -> usize {
@@ -32,6 +60,7 @@ impl<'a> GuestCursor<'a> {
         let ts = match self.inner.own_ts() {
             None => {
                 self.host = None;
+                self.clock.finish();
                 return Ok(());
             }
             Some(Some(ts)) => ts,
@@ -39,6 +68,7 @@ impl<'a> GuestCursor<'a> {
             // it stays right after the event before it.
             Some(None) => {
                 self.host = Some(self.host.unwrap_or(0));
+                self.how = How::Only;
                 return Ok(());
             }
         };
@@ -46,6 +76,12 @@ impl<'a> GuestCursor<'a> {
             Ok(p) => {
                 self.host = Some(p.host.0);
                 self.period = p.period;
+                self.how = p.how;
+                match p.how {
+                    How::Only => {}
+                    How::RunWindows => self.counts.by_run_windows += 1,
+                    How::Rule => self.counts.by_rule += 1,
+                }
                 Ok(())
             }
             Err(e) => Err(place_error(&self.guest, self.vcpu, e)),
@@ -72,6 +108,7 @@ impl Cursor for GuestCursor<'_> {
         let mut ev = self.inner.current()?;
         ev.orig_ts = Some(ev.ts);
         ev.ts = self.host?;
+        ev.placed = self.how;
         Some(ev)
     }
 
@@ -85,14 +122,29 @@ impl Cursor for GuestCursor<'_> {
             Detached::View(mut ev) => {
                 ev.orig_ts = Some(ev.ts);
                 ev.ts = host;
+                ev.placed = self.how;
                 Detached::View(ev)
             }
-            Detached::Raw { ts, cpu, data, .. } => Detached::Raw { ts: host, orig_ts: Some(ts), cpu, data },
+            Detached::Raw { ts, cpu, data, .. } => Detached::Raw { ts: host, orig_ts: Some(ts), placed: self.how, cpu, data },
         })
     }
 
     fn advance(&mut self) -> Result<()> {
         self.inner.advance()?;
         self.place()
+    }
+}
+
+impl Drop for GuestCursor<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = &self.tally {
+            if self.counts != Ambiguity::default() {
+                if let Ok(mut m) = t.lock() {
+                    let e = m.entry((self.guest.clone(), self.vcpu)).or_default();
+                    e.by_run_windows += self.counts.by_run_windows;
+                    e.by_rule += self.counts.by_rule;
+                }
+            }
+        }
     }
 }

@@ -10,9 +10,9 @@ pub mod sources;
 mod timeline;
 mod walk;
 
-pub use cursor::GuestCursor;
+pub use cursor::{Ambiguity, GuestCursor, Tally};
 pub use debugfs::{parse_kvm_debugfs, DebugfsSnapshot, Disagreement};
 pub use convert::{parse_offset, Conversion, Scaling};
 pub use sources::{ThreadFrom, TimeShiftUse, TimeShiftVcpu};
 pub use timeline::{Anomaly, GuestOption, OffsetTimeline, OffsetWrite, Origin, Period, VcpuTimeline, Vm};
-pub use walk::{PlaceError, Placed, VcpuClock};
+pub use walk::{How, PlaceError, Placed, VcpuClock};

@@ -54,7 +54,7 @@ impl Cursor for ReportTimeCursor<'_> {
                 ev.ts = ts;
                 Detached::View(ev)
             }
-            Detached::Raw { orig_ts, cpu, data, .. } => Detached::Raw { ts, orig_ts, cpu, data },
+            Detached::Raw { orig_ts, placed, cpu, data, .. } => Detached::Raw { ts, orig_ts, placed, cpu, data },
         })
     }
 

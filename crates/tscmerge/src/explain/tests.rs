@@ -3,7 +3,7 @@ use crate::event::{Body, Record};
 
 fn ev<'a>(ts: u64, cpu: u32, pid: i32, name: &'a str, text: &'a str) -> EventView<'a> {
     let system = if name.starts_with("kvm") { "kvm" } else { "sched" };
-    EventView { ts, orig_ts: None, cpu, payload: Payload::Event(Record { pid, tgid: None, comm: "qemu", system, name, body: Body::Text(text) }) }
+    EventView { ts, orig_ts: None, placed: Default::default(), cpu, payload: Payload::Event(Record { pid, tgid: None, comm: "qemu", system, name, body: Body::Text(text) }) }
 }
 
 fn run(cfg: ExplainConfig, events: &[(u64, usize, u32, i32, &str, &str)]) -> (ExplainReport, Vec<Segment>) {

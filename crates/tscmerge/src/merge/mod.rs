@@ -128,6 +128,7 @@ pub(crate) mod tests {
             Some(EventView {
                 ts: *ts,
                 orig_ts: None,
+                placed: Default::default(),
                 cpu: *cpu,
                 payload: Payload::Event(Record {
                     pid: 1,

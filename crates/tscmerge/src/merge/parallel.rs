@@ -53,6 +53,7 @@ struct Item {
     input: usize,
     ts: u64,
     orig_ts: Option<u64>,
+    placed: crate::clock::How,
     cpu: u32,
     kind: Kind,
 }
@@ -84,8 +85,8 @@ impl Batch {
         let Some(d) = d else { return false };
         let machine = input.machine;
         let item = match d {
-            Detached::Raw { ts, orig_ts, cpu, data } => {
-                Item { machine, input: index, ts, orig_ts, cpu, kind: Kind::Raw(self.put(data)) }
+            Detached::Raw { ts, orig_ts, placed, cpu, data } => {
+                Item { machine, input: index, ts, orig_ts, placed, cpu, kind: Kind::Raw(self.put(data)) }
             }
             Detached::View(ev) => {
                 let kind = match ev.payload {
@@ -120,7 +121,7 @@ impl Batch {
                         Kind::Text { pid: r.pid, tgid: r.tgid, comm, system, name, body: start..self.bytes.len() }
                     }
                 };
-                Item { machine, input: index, ts: ev.ts, orig_ts: ev.orig_ts, cpu: ev.cpu, kind }
+                Item { machine, input: index, ts: ev.ts, orig_ts: ev.orig_ts, placed: ev.placed, cpu: ev.cpu, kind }
             }
         };
         self.items.push(item);
@@ -198,7 +199,7 @@ fn deliver<'a>(batch: &Batch, res: &mut [Resolver<'a>], sink: &mut dyn Sink) -> 
                 Payload::Event(meta.record(data, ctx, pids))
             }
         };
-        sink.event(it.machine, &EventView { ts: it.ts, orig_ts: it.orig_ts, cpu: it.cpu, payload })?;
+        sink.event(it.machine, &EventView { ts: it.ts, orig_ts: it.orig_ts, placed: it.placed, cpu: it.cpu, payload })?;
     }
     Ok(())
 }

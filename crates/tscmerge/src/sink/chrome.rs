@@ -140,6 +140,13 @@ impl<W: Write + Send> Sink for ChromeSink<W> {
                 if let Some(g) = ev.orig_ts {
                     let _ = write!(l, ",\"guest_ts\":{g}");
                 }
+                // A guest event whose guest time fitted several offset
+                // periods: how its host time was chosen (clock/walk.rs).
+                match ev.placed {
+                    crate::clock::How::Only => {}
+                    crate::clock::How::RunWindows => l.extend_from_slice(b",\"placed\":\"run_windows\""),
+                    crate::clock::How::Rule => l.extend_from_slice(b",\"placed\":\"rule (ambiguous)\""),
+                }
                 let n = for_each_field(&r, |k, v| {
                     l.push(b',');
                     jstr(l, k);

@@ -1,7 +1,8 @@
 //! One JSON object per event (`--json`), for scripts: machine, cpu, ts
 //! (host TSC), ns (host time in nanoseconds, when the host file's TSC2NSEC
-//! or `--tsc-khz` gives it), guest_ts, pid, tgid, comm, event, body (and
-//! lost counts).
+//! or `--tsc-khz` gives it), guest_ts, placed (for a guest event whose guest
+//! time fitted several offset periods: `run_windows` or `rule`, the latter
+//! ambiguous), pid, tgid, comm, event, body (and lost counts).
 
 use std::io::Write;
 
@@ -20,6 +21,8 @@ struct JsonEvent<'a> {
     ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     guest_ts: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    placed: Option<crate::clock::How>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pid: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,6 +69,7 @@ impl<W: Write + Send> Sink for JsonSink<W> {
             ts: ev.ts,
             ns: self.clock.map(|c| c.ns(ev.ts)),
             guest_ts: ev.orig_ts,
+            placed: (ev.placed != crate::clock::How::Only).then_some(ev.placed),
             pid: None,
             tgid: None,
             comm: None,

@@ -342,7 +342,7 @@ mod tests {
         let mut sink = TextSink::new(Vec::new(), vec!["host".into()], TsFormat::Cycles, false, "test");
         for (i, &ts) in stamps.iter().enumerate() {
             let r = Record { pid: i as i32, tgid: None, comm: "c", system: "s", name: "e", body: Body::Text("b") };
-            sink.event(0, &EventView { ts, orig_ts: None, cpu: 1, payload: Payload::Event(r) }).unwrap();
+            sink.event(0, &EventView { ts, orig_ts: None, placed: Default::default(), cpu: 1, payload: Payload::Event(r) }).unwrap();
         }
         let out = String::from_utf8(sink.into_inner()).unwrap();
         let want: String = stamps

@@ -70,7 +70,7 @@ impl Cursor for DatCursor<'_> {
             RingEvent::Lost { count } => Payload::Lost { count },
             RingEvent::Event { data, .. } => Payload::Event(self.meta.record(data, &self.ctx, &self.pids)),
         };
-        Some(EventView { ts: self.ts, orig_ts: None, cpu: self.cpu, payload })
+        Some(EventView { ts: self.ts, orig_ts: None, placed: Default::default(), cpu: self.cpu, payload })
     }
 
     fn ts(&self) -> Option<u64> {
@@ -84,9 +84,9 @@ impl Cursor for DatCursor<'_> {
     fn detached(&self) -> Option<Detached<'_>> {
         Some(match self.events.current()? {
             RingEvent::Lost { count } => {
-                Detached::View(EventView { ts: self.ts, orig_ts: None, cpu: self.cpu, payload: Payload::Lost { count } })
+                Detached::View(EventView { ts: self.ts, orig_ts: None, placed: Default::default(), cpu: self.cpu, payload: Payload::Lost { count } })
             }
-            RingEvent::Event { data, .. } => Detached::Raw { ts: self.ts, orig_ts: None, cpu: self.cpu, data },
+            RingEvent::Event { data, .. } => Detached::Raw { ts: self.ts, orig_ts: None, placed: Default::default(), cpu: self.cpu, data },
         })
     }
 

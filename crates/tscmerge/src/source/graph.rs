@@ -24,6 +24,7 @@ use crate::Result;
 struct Held<'m> {
     ts: u64,
     orig_ts: Option<u64>,
+    placed: crate::clock::How,
     cpu: u32,
     pid: i32,
     tgid: Option<i32>,
@@ -97,6 +98,7 @@ impl<'m> GraphFold<'m> {
         let mut held = Held {
             ts: ev.ts,
             orig_ts: ev.orig_ts,
+            placed: ev.placed,
             cpu: ev.cpu,
             pid,
             tgid: r.tgid,
@@ -130,6 +132,7 @@ impl Cursor for GraphFold<'_> {
             Some(h) => Some(EventView {
                 ts: h.ts,
                 orig_ts: h.orig_ts,
+                placed: h.placed,
                 cpu: h.cpu,
                 payload: Payload::Event(Record {
                     pid: h.pid,

@@ -315,11 +315,11 @@ impl<'a> PageSource<'a> {
             return None;
         }
         if let Some(count) = self.lost {
-            return Some(EventView { ts: self.last_host, orig_ts: None, cpu: self.cpu, payload: Payload::Lost { count } });
+            return Some(EventView { ts: self.last_host, orig_ts: None, placed: Default::default(), cpu: self.cpu, payload: Payload::Lost { count } });
         }
         let ev = self.events.get(self.next)?;
         let data = self.page.get(ev.start as usize..ev.end as usize)?;
-        Some(EventView { ts: ev.host, orig_ts: ev.guest, cpu: self.cpu, payload: Payload::Event(self.meta.record(data, &self.ctx, &self.pids)) })
+        Some(EventView { ts: ev.host, orig_ts: ev.guest, placed: Default::default(), cpu: self.cpu, payload: Payload::Event(self.meta.record(data, &self.ctx, &self.pids)) })
     }
 
     /// Moves past [`current`](Self::current).

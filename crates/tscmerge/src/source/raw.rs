@@ -362,7 +362,7 @@ impl Cursor for RawCursor<'_> {
                 Payload::Event(self.meta.record(data, &self.ctx, &self.pids)),
             ),
         };
-        Some(EventView { ts: ts.unwrap_or(self.last_ts()), orig_ts: None, cpu: self.cpu, payload })
+        Some(EventView { ts: ts.unwrap_or(self.last_ts()), orig_ts: None, placed: Default::default(), cpu: self.cpu, payload })
     }
 
     fn ts(&self) -> Option<u64> {
@@ -379,7 +379,7 @@ impl Cursor for RawCursor<'_> {
 
     fn detached(&self) -> Option<Detached<'_>> {
         Some(match self.cur? {
-            RingEvent::Event { ts, data } => Detached::Raw { ts, orig_ts: None, cpu: self.cpu, data },
+            RingEvent::Event { ts, data } => Detached::Raw { ts, orig_ts: None, placed: Default::default(), cpu: self.cpu, data },
             RingEvent::Lost { .. } => Detached::View(self.current()?),
         })
     }

@@ -71,7 +71,7 @@ impl Cursor for TextCursor<'_> {
                 body: Body::Text(&c.body),
             }),
         };
-        Some(EventView { ts: c.ts, orig_ts: None, cpu: c.cpu, payload })
+        Some(EventView { ts: c.ts, orig_ts: None, placed: Default::default(), cpu: c.cpu, payload })
     }
 
     fn advance(&mut self) -> Result<()> {

@@ -205,7 +205,7 @@ pub(super) fn host_record(fm: &Formats, cfg: &SynthConfig, ev: &SynthEvent, out:
             &[("vcpu_id", vcpu), ("previous_tsc_offset", Value::U(*prev)), ("next_tsc_offset", Value::U(*next))],
             out,
         ),
-        (Happening::HostSwitch { prev_pid, next_pid }, None) => {
+        (Happening::HostSwitch { prev_pid, next_pid }, _) => {
             let (pc, nc) = (switch_comm(*prev_pid, ev.host_cpu), switch_comm(*next_pid, ev.host_cpu));
             encode_record(
                 &fm.switch,

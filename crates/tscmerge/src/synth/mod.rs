@@ -24,7 +24,7 @@ use std::path::Path;
 
 pub use dat::write_dat;
 pub use tracecmd::{write_tracecmd_pair, PairConfig, Sampling};
-pub use model::{Happening, HostNoise, Rng, SynthConfig, SynthEvent, VcpuEntity};
+pub use model::{Happening, HostNoise, Patterns, Rng, RunWindowEvents, SynthConfig, SynthEvent, VcpuEntity};
 pub use text::{write_guest_line, write_header, write_host_line};
 
 /// Merges event streams by `key`, keeping each stream's own order (as the
@@ -70,7 +70,8 @@ pub fn host_events(cfg: &SynthConfig) -> impl Iterator<Item = SynthEvent> {
     }
     for (vm, &n) in cfg.vms.iter().enumerate() {
         for vcpu in 0..n {
-            streams.push(Box::new(VcpuEntity::new(cfg, vm, vcpu).filter(|e| !e.is_guest())));
+            let c = cfg.clone();
+            streams.push(Box::new(VcpuEntity::new(cfg, vm, vcpu).filter(move |e| !e.is_guest() && c.keeps(e))));
         }
     }
     MergeBy::new(streams, |e| e.host.0)

@@ -67,12 +67,11 @@ pub fn write_host_line(out: &mut impl Write, cfg: &SynthConfig, ev: &SynthEvent)
     if let (Some(vm), Happening::VcpuOut { .. } | Happening::VcpuWaking { .. } | Happening::VcpuIn { .. }) = (ev.vm, &ev.what) {
         return write_story_line(out, cfg, vm, ev);
     }
-    let (comm, pid, tgid) = match ev.vm {
-        Some(vm) => (format!("CPU {}/KVM", ev.vcpu), cfg.vcpu_tid(vm, ev.vcpu), Some(cfg.vmm_pid(vm))),
-        None => match ev.what {
-            Happening::HostSwitch { prev_pid, .. } => (host_comm(prev_pid), prev_pid, (prev_pid != 0).then_some(prev_pid)),
-            _ => ("?".to_string(), 0, None),
-        },
+    let (comm, pid, tgid) = match (ev.vm, &ev.what) {
+        // A switch is the task leaving the CPU's (a vCPU thread's too).
+        (_, &Happening::HostSwitch { prev_pid, .. }) => (host_comm(prev_pid), prev_pid, (prev_pid != 0).then_some(prev_pid)),
+        (Some(vm), _) => (format!("CPU {}/KVM", ev.vcpu), cfg.vcpu_tid(vm, ev.vcpu), Some(cfg.vmm_pid(vm))),
+        (None, _) => ("?".to_string(), 0, None),
     };
     line_prefix(out, &comm, pid, Some(tgid), ev.host_cpu, "d..1.", ev.host.0)?;
     match ev.what {
