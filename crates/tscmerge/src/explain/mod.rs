@@ -549,7 +549,8 @@ impl Explainer {
             "sched_migrate_task" => return self.migrate(&r, ts),
             _ => {}
         }
-        let discover = matches!(r.name, "kvm_entry" | "kvm_exit" | "kvm_emulate_insn");
+        // Threads that open run windows (crate::runs), or leave the guest, run vCPUs.
+        let discover = crate::runs::opens(r.name).is_some() || r.name == "kvm_exit";
         let Some(i) = self.vcpu_of(r.pid, r.comm, r.tgid, discover) else { return };
         if self.vcpus[i].sched != Sched::Running {
             // Its own event: it runs (a switch in the recording lost).
@@ -603,9 +604,9 @@ impl Explainer {
 
     fn switch(&mut self, cpu: u32, r: &Record<'_>, ts: u64) {
         self.sched_switches += 1;
-        let prev = field_int(r, "prev_pid").unwrap_or(r.pid as i64) as i32;
-        let next = field_int(r, "next_pid").unwrap_or(-1);
-        let next_task = self.task_id(field_str(r, "next_comm").unwrap_or("?"), next);
+        // Which thread leaves and which runs: the run-window module's reading.
+        let Some((prev, next)) = crate::runs::switch_pids(r) else { return };
+        let next_task = self.task_id(field_str(r, "next_comm").unwrap_or("?"), next.into());
         let state = match r.body {
             Body::Raw { .. } => field_int(r, "prev_state"),
             Body::Text(_) | Body::Rendered(_) => r.body.text().and_then(|t| ftrace::text::field(t, "prev_state")).map(prev_state_bits),
@@ -623,7 +624,7 @@ impl Explainer {
             }
             self.settle(i, ts);
         }
-        if let Some(i) = self.vcpu_of(next as i32, field_str(r, "next_comm").unwrap_or(""), None, false) {
+        if let Some(i) = self.vcpu_of(next, field_str(r, "next_comm").unwrap_or(""), None, false) {
             self.set_sched(i, Sched::Running);
             self.settle(i, ts);
         }
