@@ -65,6 +65,11 @@ pub struct Args {
     /// `trace-cmd convert --compression` [default: zstd].
     #[arg(long, value_enum)]
     pub compression: Option<crate::output::Codec>,
+    /// --format perfetto: add each vCPU's states as explain finds them (guest, exit by reason,
+    /// userspace, preempted by whom, halted) as slices on a `<guest> vCPU N state` track, and a
+    /// `<guest> vCPU N steal` counter (ns preempted so far).
+    #[arg(long)]
+    pub vcpu_states: bool,
     /// Threads: 1 runs everything on one; 2 renders and writes on a second
     /// thread. Default: 2 when this process may use two CPUs, else 1.
     #[arg(short = 'j', long)]
@@ -306,6 +311,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let names = machines.clone();
     // The machine of each merge cursor, for --stats.
     let sources: Vec<usize>;
+    if a.vcpu_states && format != Format::Perfetto {
+        bail!("--vcpu-states applies to --format perfetto only");
+    }
     if a.compression.is_some() && format != Format::Dat {
         bail!("--compression applies to --format dat only");
     }
@@ -344,6 +352,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             Format::Perfetto => {
                 let clock = clock.expect("checked above");
                 let mut sink = PerfettoSink::new(out, &machines, clock, vcpu_threads(&plan), &name)?;
+                if a.vcpu_states {
+                    sink.vcpu_states(plan.explain_config());
+                }
                 (run_merge(cursors, total, &mut sink, check, threads)?, sink.into_inner())
             }
             Format::Chrome => {

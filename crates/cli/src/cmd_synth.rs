@@ -64,6 +64,11 @@ pub struct Args {
     /// --format trace-cmd: which TIME_SHIFT samples the guests get.
     #[arg(long, value_enum, default_value_t = TimeShift::Changes)]
     pub time_shift: TimeShift,
+    /// The host's side of exits (text only): vCPU threads halt after HLT exits (asleep, woken on
+    /// their CPU) and are preempted by named host tasks after every 4th other exit;
+    /// truth-states.tsv gets each vCPU's cycles per state and exits per reason (explain's truth).
+    #[arg(long)]
+    pub host_story: bool,
     /// trace.dat (v7) compression.
     #[arg(long, value_enum, default_value_t = Codec::Zstd)]
     pub compression: Codec,
@@ -97,6 +102,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         events_per_window: a.events_per_window,
         tsc_write_every: a.tsc_write_every,
         scaling,
+        host_story: a.host_story,
         patterns: a.kvm_writes.unwrap_or_default(),
         run_windows: match a.run_windows {
             WindowsKept::All => RunWindowEvents::All,
@@ -105,6 +111,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         },
         ..Default::default()
     };
+    if a.host_story && a.format != Format::Text {
+        anyhow::bail!("--host-story: only --format text writes the host's sched events of the story");
+    }
+    // The story's truth counts the vCPU threads' own switches only: other
+    // switches (unstable, migrate) or missing run windows would make it wrong.
+    if a.host_story && (cfg.patterns != Default::default() || cfg.run_windows != RunWindowEvents::All) {
+        anyhow::bail!("--host-story: its truth (truth-states.tsv) holds only without --kvm-writes and with --run-windows all");
+    }
     let compression = Compression::from(a.compression);
     let ctx = || format!("writing {}", a.dir.display());
     let sum = match a.format {

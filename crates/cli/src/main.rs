@@ -5,6 +5,7 @@
 
 mod cmd_check;
 mod cmd_doctor;
+mod cmd_explain;
 mod cmd_info;
 mod cmd_merge;
 mod cmd_microvm;
@@ -22,7 +23,7 @@ use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "tscmerge", version, about = "Put the ftrace traces of KVM guests and their host on one exact timeline")]
-#[command(after_help = "Examples:\n  tscmerge merge examples/synth/host.txt examples/synth/host-tsc_offset.txt \\\n      --guest vm0=examples/synth/guest-vm0.txt --guest vm1=examples/synth/guest-vm1.txt\n  tscmerge record --host -o host.dat -- qemu-system-x86_64 -enable-kvm ...\n  tscmerge check host.dat --guest vm=guest.dat\n  tscmerge doctor\n  tscmerge offsets host.dat\n  tscmerge report trace.dat\n  tscmerge synth -o /tmp/synth")]
+#[command(after_help = "Examples:\n  tscmerge merge examples/synth/host.txt examples/synth/host-tsc_offset.txt \\\n      --guest vm0=examples/synth/guest-vm0.txt --guest vm1=examples/synth/guest-vm1.txt\n  tscmerge record --host -o host.dat -- qemu-system-x86_64 -enable-kvm ...\n  tscmerge check host.dat --guest vm=guest.dat\n  tscmerge explain host.dat --guest vm=guest.dat\n  tscmerge doctor\n  tscmerge offsets host.dat\n  tscmerge report trace.dat\n  tscmerge synth -o /tmp/synth")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -62,6 +63,8 @@ enum Cmd {
     Merge(cmd_merge::Args),
     /// Prove a merge: guest events against the host's vCPU run windows.
     Check(cmd_check::CheckArgs),
+    /// Where each vCPU's time went: guest, exits by reason, userspace, preempted, halted.
+    Explain(cmd_explain::Args),
     /// Show the TSC offset timeline per VM and vCPU, with anomalies.
     Offsets(cmd_offsets::Args),
     /// Print the events of recordings, as `trace-cmd report` does.
@@ -85,6 +88,7 @@ fn run() -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Merge(a) => cmd_merge::run(a),
         Cmd::Check(a) => cmd_check::run(a),
+        Cmd::Explain(a) => cmd_explain::run(a),
         Cmd::Offsets(a) => cmd_offsets::run(a),
         Cmd::Report(a) => cmd_report::run(a),
         Cmd::Info(a) => cmd_info::run(a),

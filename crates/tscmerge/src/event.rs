@@ -2,7 +2,7 @@
 //! [`Cursor`] and valid until the cursor advances. Bodies stay undecoded
 //! (`Body::Raw`) until a sink asks for them.
 
-use ftrace::format::EventFormat;
+use ftrace::format::{EventFormat, FieldValue};
 use ftrace::printfmt::{RenderCtx, Style};
 
 /// The body of an event: text as the recorder rendered it, or the raw record
@@ -107,4 +107,101 @@ pub trait Cursor {
 pub enum Detached<'a> {
     View(EventView<'a>),
     Raw { ts: u64, orig_ts: Option<u64>, placed: crate::clock::How, cpu: u32, data: &'a [u8] },
+}
+
+// Field access for sinks and analyses: typed from the format for binary
+// records, from `key=value` pairs for text.
+
+/// One field of an event, as far as the source let us type it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FieldVal<'a> {
+    Int(i64),
+    Uint(u64),
+    Str(&'a str),
+    Bytes(&'a [u8]),
+}
+
+/// Calls `f` with each non-common field of `r`: from the format for binary
+/// records, from the `key=value` pairs of the text otherwise (decimal numbers
+/// become integers, anything else stays a string). Returns how many fields.
+pub fn for_each_field<'a>(r: &Record<'a>, mut f: impl FnMut(&'a str, FieldVal<'a>)) -> usize {
+    let mut n = 0;
+    match r.body {
+        Body::Text(_) | Body::Rendered(_) => {
+            for (k, v) in ftrace::text::fields(r.body.text().unwrap_or("")) {
+                let val = if let Ok(u) = v.parse::<u64>() {
+                    FieldVal::Uint(u)
+                } else if let Ok(i) = v.parse::<i64>() {
+                    FieldVal::Int(i)
+                } else {
+                    FieldVal::Str(v)
+                };
+                f(k, val);
+                n += 1;
+            }
+        }
+        Body::Raw { format, data, ctx } => {
+            for fl in format.fields.iter().filter(|fl| !fl.is_common()) {
+                let val = match fl.value(data, ctx.endian) {
+                    Some(FieldValue::Signed(i)) => FieldVal::Int(i),
+                    Some(FieldValue::Unsigned(u)) => FieldVal::Uint(u),
+                    Some(FieldValue::Str(s)) => match std::str::from_utf8(s) {
+                        Ok(s) => FieldVal::Str(s),
+                        Err(_) => FieldVal::Bytes(s),
+                    },
+                    Some(FieldValue::Bytes(b)) => FieldVal::Bytes(b),
+                    None => continue,
+                };
+                f(&fl.name, val);
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// The integer value of field `key` of `r` (any width, sign kept as two's complement).
+pub fn field_int(r: &Record<'_>, key: &str) -> Option<i64> {
+    match r.body {
+        Body::Text(_) | Body::Rendered(_) => ftrace::text::field(r.body.text()?, key)
+            .and_then(|v| v.parse::<i64>().ok().or_else(|| v.parse::<u64>().ok().map(|u| u as i64))),
+        Body::Raw { format, data, ctx } => match format.field(key)?.value(data, ctx.endian)? {
+            FieldValue::Signed(i) => Some(i),
+            FieldValue::Unsigned(u) => Some(u as i64),
+            _ => None,
+        },
+    }
+}
+
+/// The string value of field `key` of `r` (binary: a char array; text: the value).
+pub fn field_str<'a>(r: &Record<'a>, key: &str) -> Option<&'a str> {
+    match r.body {
+        Body::Text(_) | Body::Rendered(_) => ftrace::text::field(r.body.text()?, key),
+        Body::Raw { format, data, ctx } => match format.field(key)?.value(data, ctx.endian)? {
+            FieldValue::Str(s) => std::str::from_utf8(s).ok(),
+            _ => None,
+        },
+    }
+}
+
+/// Parses the `prev_state` text of sched_switch (`S`, `R+`, `D|K`...) into
+/// the kernel's bits (include/trace/events/sched.h `__trace_sched_switch_state`:
+/// the letters are TASK_REPORT bits, `+` is TASK_REPORT_MAX = 0x100 on 6.x).
+pub fn prev_state_bits(s: &str) -> i64 {
+    let mut v = 0;
+    for c in s.chars() {
+        v |= match c {
+            'S' => 0x1,
+            'D' => 0x2,
+            'T' => 0x4,
+            't' => 0x8,
+            'X' => 0x10,
+            'Z' => 0x20,
+            'P' => 0x40,
+            'I' => 0x80,
+            '+' => 0x100,
+            _ => 0,
+        };
+    }
+    v
 }

@@ -11,6 +11,7 @@ pub mod check;
 pub mod clock;
 mod error;
 pub mod event;
+pub mod explain;
 pub mod merge;
 pub mod plan;
 pub mod runs;

@@ -464,6 +464,40 @@ impl Plan {
         cfg
     }
 
+    /// What `explain` needs: machine names, the vCPU threads of each guest
+    /// machine (as the check knows them) with their guest CPUs, VMM
+    /// processes, and names for VMs no guest recording was given for (a
+    /// GUEST option's name, else the timeline's `vmN?`).
+    pub fn explain_config(&self) -> crate::explain::ExplainConfig {
+        let check = self.check_config();
+        let mut cfg = crate::explain::ExplainConfig { machines: self.machines(), ..Default::default() };
+        for (&m, vm) in &check.vms {
+            if let Some(t) = vm.tgid {
+                cfg.tgids.push((t, m));
+            }
+            let cpu_of: BTreeMap<u32, u32> = vm.vcpu_of_cpu.iter().map(|(&c, &v)| (v, c)).collect();
+            for (&v, &(pid, _)) in &vm.vcpu_pids {
+                cfg.vcpus.push(crate::explain::KnownVcpu { pid, machine: m, vcpu: v, guest_cpu: cpu_of.get(&v).copied().unwrap_or(v) });
+            }
+        }
+        for (vi, vm) in self.timeline.vms.iter().enumerate() {
+            if self.guests.iter().any(|g| g.vm == vi) {
+                continue;
+            }
+            let name = match &vm.guest_option {
+                Some(o) if !o.name.is_empty() => o.name.clone(),
+                _ => format!("{}?", vm.name()),
+            };
+            let pids = vm.guest_option.iter().flat_map(|o| o.vcpu_pids.values().copied()).chain(vm.pids()).chain(vm.tgid);
+            for pid in pids {
+                if !cfg.labels.iter().any(|(p, _)| *p == pid) {
+                    cfg.labels.push((pid, name.clone()));
+                }
+            }
+        }
+        cfg
+    }
+
     /// The first host trace.dat's TSC2NSEC option (mult ≠ 0, the last such
     /// option of that file, as trace-input.c keeps it): how trace-cmd
     /// turns this host's TSC into nanoseconds. Host files that disagree are

@@ -224,6 +224,8 @@ fn name_of(e: &SynthEvent) -> &'static str {
         Happening::KvmCpuid { .. } => "kvm_cpuid",
         Happening::WriteTscOffset { .. } => "kvm_write_tsc_offset",
         Happening::GuestSwitch { .. } | Happening::HostSwitch { .. } => "sched_switch",
+        Happening::VcpuOut { .. } | Happening::VcpuIn { .. } => "sched_switch",
+        Happening::VcpuWaking { .. } => "sched_waking",
         Happening::GuestMarker { .. } => "print",
     }
 }

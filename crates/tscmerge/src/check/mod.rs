@@ -23,4 +23,5 @@
 
 mod windows;
 
+pub(crate) use windows::entry_vcpu;
 pub use windows::{CheckConfig, CheckReport, CheckSink, GuestCpuReport, ValueMismatch, Violation, VmThreads, WindowKind};

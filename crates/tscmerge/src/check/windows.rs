@@ -629,7 +629,7 @@ impl Sink for CheckSink<'_> {
 
 /// The `vcpu` of a kvm_entry: field `vcpu_id` of a binary record, or the
 /// `vcpu N,` its print format (arch/x86/kvm/trace.h) puts first in text.
-fn entry_vcpu(body: &crate::event::Body<'_>) -> Option<u32> {
+pub(crate) fn entry_vcpu(body: &crate::event::Body<'_>) -> Option<u32> {
     match *body {
         crate::event::Body::Text(_) | crate::event::Body::Rendered(_) => {
             body.text()?.strip_prefix("vcpu ")?.split([',', ' ']).next()?.parse().ok()

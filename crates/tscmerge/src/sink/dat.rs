@@ -336,7 +336,7 @@ impl Encoder {
             "sched_switch" => {
                 let (pc, nc) = (field(body, "prev_comm")?, field(body, "next_comm")?);
                 let (pp, pr, np, nr) = (int("prev_pid")?, int("prev_prio")?, int("next_pid")?, int("next_prio")?);
-                let st = super::perfetto::prev_state_bits(field(body, "prev_state")?);
+                let st = super::prev_state_bits(field(body, "prev_state")?);
                 let id = self.known("sched", "sched_switch", SCHED_SWITCH_FIELDS, SCHED_SWITCH_FMT)?;
                 self.start_rec(id, r.pid);
                 self.put_comm(pc);

@@ -23,6 +23,13 @@
 //!   on a track `<guest> ambiguous placements`, named after the event, so
 //!   the UI shows where the merged order is a guess.
 //!
+//! - With [`PerfettoSink::vcpu_states`] (`merge --vcpu-states`), each vCPU's
+//!   states as `explain` finds them ([`crate::explain`]: guest, exit by
+//!   reason, userspace, preempted by whom, halted, unknown) are slices on a
+//!   track `<guest> vCPU N state` that tile the host recording, and the
+//!   time it spent preempted so far is a counter track `<guest> vCPU N
+//!   steal` (ns), stepped at the end of each preemption.
+//!
 //! Timestamps are nanoseconds on the host timeline: host TSC × 10⁶ / kHz.
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,7 +39,7 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::perfetto_proto as pb;
-use super::{field_int, field_str, for_each_field, FieldVal, HostNs};
+use super::{field_int, field_str, for_each_field, prev_state_bits, FieldVal, HostNs};
 use crate::event::{Body, EventView, Payload, Record};
 use crate::merge::Sink;
 use crate::{Error, Result};
@@ -116,27 +123,6 @@ impl RunWindows {
     }
 }
 
-/// Parses the `prev_state` text of sched_switch (`S`, `R+`, `D|K`...) into
-/// the kernel's bits (include/trace/events/sched.h `__trace_sched_switch_state`:
-/// the letters are TASK_REPORT bits, `+` is TASK_REPORT_MAX = 0x100 on 6.x).
-pub(crate) fn prev_state_bits(s: &str) -> i64 {
-    let mut v = 0;
-    for c in s.chars() {
-        v |= match c {
-            'S' => 0x1,
-            'D' => 0x2,
-            'T' => 0x4,
-            't' => 0x8,
-            'X' => 0x10,
-            'Z' => 0x20,
-            'P' => 0x40,
-            'I' => 0x80,
-            '+' => 0x100,
-            _ => 0,
-        };
-    }
-    v
-}
 
 /// Protobuf wire encoding straight into byte buffers, for the messages
 /// written per event: prost's structs would allocate every string and
@@ -297,6 +283,15 @@ pub struct PerfettoSink<W: Write> {
     ambiguous_tracks: HashMap<usize, u64>,
     /// Instants written on those tracks.
     pub ambiguous_marks: u64,
+    /// vCPU states, when asked ([`PerfettoSink::vcpu_states`]).
+    states: Option<StateTracks>,
+}
+
+/// The explain state machine and, per vCPU (its index there), its state
+/// and steal tracks and the steal so far (ns).
+struct StateTracks {
+    explainer: crate::explain::Explainer,
+    tracks: HashMap<usize, (u64, u64, u64)>,
 }
 
 fn machine_id(machine: usize) -> Option<u32> {
@@ -321,6 +316,7 @@ impl<W: Write> PerfettoSink<W> {
             machines: machines.to_vec(),
             ambiguous_tracks: HashMap::new(),
             ambiguous_marks: 0,
+            states: None,
         };
         for (i, name) in machines.iter().enumerate() {
             s.packet(&pb::TracePacket {
@@ -409,9 +405,71 @@ impl<W: Write> PerfettoSink<W> {
                 u
             }
         };
-        let te = pb::TrackEvent { r#type: Some(pb::TYPE_INSTANT), track_uuid: Some(uuid), name: Some(format!("{name} (placed by the rule)")), categories: Vec::new() };
+        let te = pb::TrackEvent { r#type: Some(pb::TYPE_INSTANT), track_uuid: Some(uuid), name: Some(format!("{name} (placed by the rule)")), ..Default::default() };
         self.track_packet(pb::TracePacket { timestamp: Some(self.clock.ns(ts)), track_event: Some(te), ..Default::default() })?;
         self.ambiguous_marks += 1;
+        Ok(())
+    }
+
+    /// Adds each vCPU's state slices and steal counter (see the module doc).
+    pub fn vcpu_states(&mut self, cfg: crate::explain::ExplainConfig) {
+        let mut explainer = crate::explain::Explainer::new(cfg);
+        explainer.keep_segments();
+        self.states = Some(StateTracks { explainer, tracks: HashMap::new() });
+    }
+
+    /// Writes the state segments closed so far.
+    fn state_slices(&mut self) -> Result<()> {
+        let Some(mut st) = self.states.take() else { return Ok(()) };
+        let r = self.write_segments(&mut st);
+        self.states = Some(st);
+        r
+    }
+
+    fn write_segments(&mut self, st: &mut StateTracks) -> Result<()> {
+        for seg in st.explainer.take_segments() {
+            let (uuid, steal_uuid, steal) = match st.tracks.get(&seg.vcpu) {
+                Some(&t) => t,
+                None => {
+                    let label = st.explainer.vcpu_label(seg.vcpu);
+                    let (u, c) = (0x7473_6e00_0000_0000 | seg.vcpu as u64, 0x7473_6f00_0000_0000 | seg.vcpu as u64);
+                    self.track_packet(pb::TracePacket {
+                        track_descriptor: Some(pb::TrackDescriptor { uuid: Some(u), name: Some(format!("{label} state")), ..Default::default() }),
+                        ..Default::default()
+                    })?;
+                    self.track_packet(pb::TracePacket {
+                        track_descriptor: Some(pb::TrackDescriptor {
+                            uuid: Some(c),
+                            name: Some(format!("{label} steal")),
+                            counter: Some(pb::CounterDescriptor { unit: Some(pb::UNIT_TIME_NS) }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })?;
+                    let counter = pb::TrackEvent { r#type: Some(pb::TYPE_COUNTER), track_uuid: Some(c), counter_value: Some(0), ..Default::default() };
+                    self.track_packet(pb::TracePacket { timestamp: Some(self.clock.ns(seg.start)), track_event: Some(counter), ..Default::default() })?;
+                    st.tracks.insert(seg.vcpu, (u, c, 0));
+                    (u, c, 0)
+                }
+            };
+            let (start, end) = (self.clock.ns(seg.start), self.clock.ns(seg.end));
+            let name = match st.explainer.state_name(seg.state) {
+                ("preempted", Some(d)) => format!("preempted by {d}"),
+                (s, Some(d)) => format!("{s} {d}"),
+                (s, None) => s.to_string(),
+            };
+            let begin = pb::TrackEvent { r#type: Some(pb::TYPE_SLICE_BEGIN), track_uuid: Some(uuid), name: Some(name), ..Default::default() };
+            self.track_packet(pb::TracePacket { timestamp: Some(start), track_event: Some(begin), ..Default::default() })?;
+            let finish = pb::TrackEvent { r#type: Some(pb::TYPE_SLICE_END), track_uuid: Some(uuid), ..Default::default() };
+            self.track_packet(pb::TracePacket { timestamp: Some(end), track_event: Some(finish), ..Default::default() })?;
+            self.counts.2 += 1;
+            if let crate::explain::State::Preempted(_) = seg.state {
+                let steal = steal + end.saturating_sub(start);
+                let counter = pb::TrackEvent { r#type: Some(pb::TYPE_COUNTER), track_uuid: Some(steal_uuid), counter_value: Some(steal as i64), ..Default::default() };
+                self.track_packet(pb::TracePacket { timestamp: Some(end), track_event: Some(counter), ..Default::default() })?;
+                st.tracks.insert(seg.vcpu, (uuid, steal_uuid, steal));
+            }
+        }
         Ok(())
     }
 
@@ -435,7 +493,7 @@ impl<W: Write> PerfettoSink<W> {
                 r#type: Some(ty),
                 track_uuid: Some(uuid),
                 name: (ty == pb::TYPE_SLICE_BEGIN).then(|| "run".to_string()),
-                categories: Vec::new(),
+                ..Default::default()
             };
             self.track_packet(pb::TracePacket { timestamp: Some(self.clock.ns(ts)), track_event: Some(te), ..Default::default() })?;
         }
@@ -474,10 +532,18 @@ impl<W: Write + Send> Sink for PerfettoSink<W> {
                 self.slice(w)?;
             }
         }
+        if let Some(st) = self.states.as_mut() {
+            st.explainer.event(machine, ev);
+            self.state_slices()?;
+        }
         Ok(())
     }
 
     fn finish(&mut self) -> Result<()> {
+        if let Some(st) = self.states.as_mut() {
+            st.explainer.finish();
+            self.state_slices()?;
+        }
         let keys: Vec<_> = self.bundles.keys().copied().collect();
         for k in keys {
             self.flush_bundle(k)?;

@@ -62,12 +62,15 @@ pub const FIELDS: &[(&str, &str, u32, &str)] = &[
     ("TrackDescriptor", "name", 2, "string"),
     ("TrackDescriptor", "parent_uuid", 5, "uint64"),
     ("TrackDescriptor", "process", 3, "ProcessDescriptor"),
+    ("TrackDescriptor", "counter", 8, "CounterDescriptor"),
+    ("CounterDescriptor", "unit", 3, "Unit"),
     ("ProcessDescriptor", "pid", 1, "int32"),
     ("ProcessDescriptor", "process_name", 6, "string"),
     ("TrackEvent", "type", 9, "Type"),
     ("TrackEvent", "track_uuid", 11, "uint64"),
     ("TrackEvent", "name", 23, "string"),
     ("TrackEvent", "categories", 22, "string"),
+    ("TrackEvent", "counter_value", 30, "int64"),
 ];
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -217,7 +220,19 @@ pub struct TrackDescriptor {
     pub parent_uuid: Option<u64>,
     #[prost(message, optional, tag = "3")]
     pub process: Option<ProcessDescriptor>,
+    /// Makes the track a counter track.
+    #[prost(message, optional, tag = "8")]
+    pub counter: Option<CounterDescriptor>,
 }
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CounterDescriptor {
+    /// [`UNIT_TIME_NS`], ...
+    #[prost(int32, optional, tag = "3")]
+    pub unit: Option<i32>,
+}
+
+pub const UNIT_TIME_NS: i32 = 1;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ProcessDescriptor {
@@ -231,6 +246,7 @@ pub struct ProcessDescriptor {
 pub const TYPE_SLICE_BEGIN: i32 = 1;
 pub const TYPE_SLICE_END: i32 = 2;
 pub const TYPE_INSTANT: i32 = 3;
+pub const TYPE_COUNTER: i32 = 4;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TrackEvent {
@@ -242,6 +258,9 @@ pub struct TrackEvent {
     pub name: Option<String>,
     #[prost(string, repeated, tag = "22")]
     pub categories: Vec<String>,
+    /// The value of a `TYPE_COUNTER` event.
+    #[prost(int64, optional, tag = "30")]
+    pub counter_value: Option<i64>,
 }
 
 #[cfg(test)]
@@ -276,7 +295,7 @@ mod tests {
 
     fn wire(ty: &str) -> u8 {
         match ty {
-            "uint64" | "uint32" | "int32" | "int64" | "bool" | "Type" => 0,
+            "uint64" | "uint32" | "int32" | "int64" | "bool" | "Type" | "Unit" => 0,
             _ => 2,
         }
     }
@@ -307,8 +326,9 @@ mod tests {
         let ev = FtraceEvent { timestamp: Some(1), pid: Some(2), sched_switch: Some(sw.clone()), sched_waking: Some(wk.clone()), generic: Some(generic.clone()) };
         let bundle = FtraceEventBundle { cpu: Some(1), event: vec![ev.clone()], lost_events: Some(true) };
         let proc_ = ProcessDescriptor { pid: Some(1), process_name: s("p") };
-        let td = TrackDescriptor { uuid: Some(1), name: s("t"), parent_uuid: Some(2), process: Some(proc_.clone()) };
-        let te = TrackEvent { r#type: Some(1), track_uuid: Some(1), name: s("n"), categories: vec!["c".into()] };
+        let cd = CounterDescriptor { unit: Some(UNIT_TIME_NS) };
+        let td = TrackDescriptor { uuid: Some(1), name: s("t"), parent_uuid: Some(2), process: Some(proc_.clone()), counter: Some(cd.clone()) };
+        let te = TrackEvent { r#type: Some(1), track_uuid: Some(1), name: s("n"), categories: vec!["c".into()], counter_value: Some(-3) };
         let uts = Utsname { sysname: s("Linux"), version: s("v"), release: s("r"), machine: s("x86_64") };
         let si = SystemInfo { utsname: Some(uts.clone()), num_cpus: Some(2), machine_name: s("vm0") };
         let pkt = TracePacket {
@@ -333,6 +353,7 @@ mod tests {
         assert_eq!(tags(&bundle.encode_to_vec()), expect("FtraceEventBundle"));
         assert_eq!(tags(&proc_.encode_to_vec()), expect("ProcessDescriptor"));
         assert_eq!(tags(&td.encode_to_vec()), expect("TrackDescriptor"));
+        assert_eq!(tags(&cd.encode_to_vec()), expect("CounterDescriptor"));
         assert_eq!(tags(&te.encode_to_vec()), expect("TrackEvent"));
         assert_eq!(tags(&uts.encode_to_vec()), expect("Utsname"));
         assert_eq!(tags(&si.encode_to_vec()), expect("SystemInfo"));

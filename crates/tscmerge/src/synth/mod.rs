@@ -13,6 +13,7 @@
 
 pub mod dat;
 mod model;
+pub mod story;
 mod text;
 pub mod tracecmd;
 
@@ -107,8 +108,13 @@ pub fn write_text(cfg: &SynthConfig, dir: &Path) -> io::Result<SynthSummary> {
     let mut sum = SynthSummary::default();
     // Counting first lets the header carry the kernel's entries line.
     let (mut n_host, mut n_off) = (0u64, 0u64);
+    let (mut first, mut last) = (u64::MAX, 0);
     for e in host_events(cfg) {
         if e.is_offset_write() { n_off += 1 } else { n_host += 1 }
+        (first, last) = (first.min(e.host.0), last.max(e.host.0));
+    }
+    if cfg.host_story {
+        write_state_truth(cfg, dir, first, last)?;
     }
     write_atomically(&dir.join("host.txt"), |w| {
         write_header(w, n_host, cfg.host_cpus(), true, "")?;
@@ -144,6 +150,33 @@ pub fn write_text(cfg: &SynthConfig, dir: &Path) -> io::Result<SynthSummary> {
         Ok(())
     })?;
     Ok(sum)
+}
+
+/// `truth-states.tsv` (with [`SynthConfig::host_story`]): per vCPU, the
+/// cycles of each state over the host recording `[first, last]` event, and
+/// per exit reason and guest task the exits followed by an entry with their
+/// exit-to-entry cycles, and the cycles per state of the intervals
+/// [`story::STALL`] names, summed ([`story::truth`]).
+pub fn write_state_truth(cfg: &SynthConfig, dir: &Path, first: u64, last: u64) -> io::Result<()> {
+    write_atomically(&dir.join("truth-states.tsv"), |w| {
+        writeln!(w, "# host recording {first}..{last}")?;
+        writeln!(w, "guest\tvcpu\tkind\tname\tguest_task\tcount\tcycles")?;
+        for (vm, &n) in cfg.vms.iter().enumerate() {
+            for vcpu in 0..n {
+                let t = story::truth(cfg, vm, vcpu, first, last);
+                for (s, c) in &t.states {
+                    writeln!(w, "vm{vm}\t{vcpu}\tstate\t{s}\t\t\t{c}")?;
+                }
+                for ((r, task), (count, c)) in &t.exits {
+                    writeln!(w, "vm{vm}\t{vcpu}\texit\t{r}\t{task}\t{count}\t{c}")?;
+                }
+                for (s, c) in &t.stall_states {
+                    writeln!(w, "vm{vm}\t{vcpu}\tstall\t{s}\t\t{}\t{c}", t.stalls)?;
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ pub struct SynthConfig {
     pub start: u64,
     /// TSC frequency, for the TSC2NSEC-like note in outputs.
     pub tsc_khz: u64,
+    /// The host's side of exits: halts and preemptions of the vCPU threads
+    /// ([`super::story`]), for `explain`'s ground truth.
+    pub host_story: bool,
     /// KVM's other offset writes (arch/x86/kvm/x86.c), each opt-in.
     pub patterns: Patterns,
     /// Which run-window evidence the host recording keeps.
@@ -125,6 +128,7 @@ impl Default for SynthConfig {
             scaling: None,
             start: 1_000_000_000_000,
             tsc_khz: 2_000_000,
+            host_story: false,
             patterns: Patterns::default(),
             run_windows: RunWindowEvents::All,
         }
@@ -208,6 +212,14 @@ pub enum Happening {
     GuestMarker { seq: u64 },
     /// Host background: a context switch on a host CPU.
     HostSwitch { prev_pid: i32, next_pid: i32 },
+    /// Host ([`super::story`]): the vCPU thread is switched out, runnable
+    /// (preempted by `next_pid`) or asleep (to the idle task, pid 0).
+    VcpuOut { runnable: bool, next_pid: i32 },
+    /// Host: `waker_pid` wakes the sleeping vCPU thread on its CPU.
+    VcpuWaking { waker_pid: i32 },
+    /// Host: the vCPU thread is switched back in; `prev_pid` goes to sleep
+    /// (or, the idle task, stays runnable).
+    VcpuIn { prev_pid: i32 },
 }
 
 /// One generated event with its ground truth.
@@ -256,6 +268,7 @@ pub struct VcpuEntity {
     guest_pid: i32,
     created: bool,
     rise_next: bool,
+    story: Option<super::story::HostStory>,
     patterns: Patterns,
     /// The thread's home CPU and the one it migrates to.
     home_cpu: u32,
@@ -291,6 +304,7 @@ impl VcpuEntity {
             guest_pid: 1,
             created: false,
             rise_next: true,
+            story: cfg.host_story.then(|| super::story::HostStory::new(cfg, vm, vcpu)),
             patterns: cfg.patterns.clone(),
             home_cpu: cfg.vcpu_host_cpu(vm, vcpu),
             away_cpu: if cfg.background_cpus > 0 { cfg.vcpu_host_cpu(vm, vcpu) % cfg.background_cpus } else { cfg.vcpu_host_cpu(vm, vcpu) },
@@ -445,6 +459,10 @@ impl VcpuEntity {
                 t += self.rng.range(200, 2_000);
                 out.push(self.ev(t, Happening::WriteTscOffset { prev: self.offset, next }));
                 self.offset = next;
+            }
+            if let Some(mut story) = self.story.take() {
+                t = story.after_exit(&self.ev(t, Happening::KvmEntry), reason, t, &mut out);
+                self.story = Some(story);
             }
             self.now = t;
         }

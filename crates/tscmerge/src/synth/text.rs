@@ -64,6 +64,9 @@ fn line_prefix(out: &mut impl Write, comm: &str, pid: i32, tgid: Option<Option<i
 
 /// One host-side line (top-level buffer or the offset instance), kernel style.
 pub fn write_host_line(out: &mut impl Write, cfg: &SynthConfig, ev: &SynthEvent) -> io::Result<()> {
+    if let (Some(vm), Happening::VcpuOut { .. } | Happening::VcpuWaking { .. } | Happening::VcpuIn { .. }) = (ev.vm, &ev.what) {
+        return write_story_line(out, cfg, vm, ev);
+    }
     let (comm, pid, tgid) = match (ev.vm, &ev.what) {
         // A switch is the task leaving the CPU's (a vCPU thread's too).
         (_, &Happening::HostSwitch { prev_pid, .. }) => (host_comm(prev_pid), prev_pid, (prev_pid != 0).then_some(prev_pid)),
@@ -103,6 +106,35 @@ pub fn write_host_line(out: &mut impl Write, cfg: &SynthConfig, ev: &SynthEvent)
             )
         }
         Happening::GuestSwitch { .. } | Happening::GuestMarker { .. } => Ok(()),
+        Happening::VcpuOut { .. } | Happening::VcpuWaking { .. } | Happening::VcpuIn { .. } => Ok(()),
+    }
+}
+
+/// A vCPU thread's switch out or in, or its wakeup, on its host CPU
+/// (the line's task is the one running: the vCPU, the idle task, or the
+/// preempting task). Preempted tasks show `R+` (include/trace/events/sched.h).
+fn write_story_line(out: &mut impl Write, cfg: &SynthConfig, vm: usize, ev: &SynthEvent) -> io::Result<()> {
+    let (me, tid, tgid) = (format!("CPU {}/KVM", ev.vcpu), cfg.vcpu_tid(vm, ev.vcpu), cfg.vmm_pid(vm));
+    let cpu = ev.host_cpu;
+    let other = |pid: i32| super::story::story_comm(pid, cpu);
+    match ev.what {
+        Happening::VcpuOut { runnable, next_pid } => {
+            line_prefix(out, &me, tid, Some(Some(tgid)), cpu, "d..2.", ev.host.0)?;
+            let st = if runnable { "R+" } else { "S" };
+            writeln!(out, "sched_switch: prev_comm={me} prev_pid={tid} prev_prio=120 prev_state={st} ==> next_comm={} next_pid={next_pid} next_prio=120", other(next_pid))
+        }
+        Happening::VcpuWaking { waker_pid } => {
+            let comm = if waker_pid == 0 { "<idle>".to_string() } else { other(waker_pid) };
+            line_prefix(out, &comm, waker_pid, Some((waker_pid != 0).then_some(waker_pid)), cpu, "dNh2.", ev.host.0)?;
+            writeln!(out, "sched_waking: comm={me} pid={tid} prio=120 target_cpu={cpu:03}")
+        }
+        Happening::VcpuIn { prev_pid } => {
+            let comm = if prev_pid == 0 { "<idle>".to_string() } else { other(prev_pid) };
+            line_prefix(out, &comm, prev_pid, Some((prev_pid != 0).then_some(prev_pid)), cpu, "d..2.", ev.host.0)?;
+            let st = if prev_pid == 0 { "R" } else { "S" };
+            writeln!(out, "sched_switch: prev_comm={} prev_pid={prev_pid} prev_prio=120 prev_state={st} ==> next_comm={me} next_pid={tid} next_prio=120", other(prev_pid))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -1,0 +1,185 @@
+use super::*;
+use crate::event::{Body, Record};
+
+fn ev<'a>(ts: u64, cpu: u32, pid: i32, name: &'a str, text: &'a str) -> EventView<'a> {
+    let system = if name.starts_with("kvm") { "kvm" } else { "sched" };
+    EventView { ts, orig_ts: None, placed: Default::default(), cpu, payload: Payload::Event(Record { pid, tgid: None, comm: "qemu", system, name, body: Body::Text(text) }) }
+}
+
+fn run(cfg: ExplainConfig, events: &[(u64, usize, u32, i32, &str, &str)]) -> (ExplainReport, Vec<Segment>) {
+    let mut x = Explainer::new(cfg);
+    x.keep_segments();
+    for &(ts, m, cpu, pid, name, text) in events {
+        x.event(m, &ev(ts, cpu, pid, name, text));
+    }
+    x.finish();
+    (x.report(), x.take_segments())
+}
+
+/// A VMX vCPU (thread 10 on host CPU 1; guest vm CPU 0) through every state.
+const VMX: [(u64, usize, u32, i32, &str, &str); 19] = [
+    (100, 0, 0, 5, "x", "first host event"),
+    (200, 0, 1, 10, "kvm_entry", "vcpu 0, rip 0x1"),
+    (300, 1, 0, 42, "sched_switch", "prev_comm=init prev_pid=1 prev_prio=120 prev_state=S ==> next_comm=app next_pid=42 next_prio=120"),
+    (500, 0, 1, 10, "kvm_exit", "reason EPT_VIOLATION rip 0x1 info 0 0"),
+    (550, 0, 1, 10, "kvm_entry", "vcpu 0, rip 0x1"),
+    (700, 0, 1, 10, "kvm_exit", "reason IO_INSTRUCTION rip 0x2 info 0 0"),
+    (720, 0, 1, 10, "kvm_userspace_exit", "reason KVM_EXIT_IO (2)"),
+    (800, 0, 1, 10, "kvm_fpu", "load"),
+    (820, 0, 1, 10, "sched_switch", "prev_comm=qemu prev_pid=10 prev_prio=120 prev_state=R+ ==> next_comm=stress next_pid=77 next_prio=120"),
+    (900, 0, 1, 77, "sched_switch", "prev_comm=stress prev_pid=77 prev_prio=120 prev_state=S ==> next_comm=qemu next_pid=10 next_prio=120"),
+    (950, 0, 1, 10, "kvm_entry", "vcpu 0, rip 0x2"),
+    (960, 1, 0, 42, "sched_switch", "prev_comm=app prev_pid=42 prev_prio=120 prev_state=S ==> next_comm=swapper/0 next_pid=0 next_prio=120"),
+    (1000, 0, 1, 10, "kvm_exit", "reason HLT rip 0x3 info 0 0"),
+    (1010, 0, 1, 10, "sched_switch", "prev_comm=qemu prev_pid=10 prev_prio=120 prev_state=S ==> next_comm=swapper/1 next_pid=0 next_prio=120"),
+    (1500, 0, 0, 3, "sched_waking", "comm=qemu pid=10 prio=120 target_cpu=001"),
+    (1520, 0, 1, 0, "sched_switch", "prev_comm=swapper/1 prev_pid=0 prev_prio=120 prev_state=R ==> next_comm=qemu next_pid=10 next_prio=120"),
+    (1530, 0, 1, 10, "kvm_entry", "vcpu 0, rip 0x4"),
+    (1600, 1, 0, 42, "x", "a guest event changes no state"),
+    (2000, 0, 0, 5, "x", "last host event"),
+];
+
+fn vmx_cfg() -> ExplainConfig {
+    ExplainConfig { machines: vec!["host".into(), "vm".into()], vcpus: vec![KnownVcpu { pid: 10, machine: 1, vcpu: 0, guest_cpu: 0 }], ..Default::default() }
+}
+
+#[test]
+fn every_cycle_has_one_state() {
+    let (r, segs) = run(vmx_cfg(), &VMX);
+    assert_eq!((r.start, r.end, r.length), (100, 2000, 1900));
+    let v = &r.vcpus[0];
+    assert_eq!((v.machine.as_str(), v.vcpu, v.thread), ("vm", Some(0), 10));
+    let got: Vec<(&str, Option<&str>, u64)> = v.states.iter().map(|s| (s.state, s.detail.as_deref(), s.cycles)).collect();
+    assert_eq!(
+        got,
+        [
+            ("unknown", None, 100),
+            ("guest", None, 300 + 150 + 50 + 470),
+            ("exit", Some("EPT_VIOLATION"), 50),
+            ("exit", Some("IO_INSTRUCTION"), 20 + 20 + 50),
+            ("exit", Some("HLT"), 10 + 10),
+            ("userspace", Some("KVM_EXIT_IO"), 80),
+            ("preempted", Some("stress-77"), 80),
+            ("preempted", Some("swapper/1-0"), 20),
+            ("halted", None, 490),
+        ]
+    );
+    assert_eq!(v.total, r.length);
+    // Segments tile the recording.
+    assert_eq!(segs.first().map(|s| s.start), Some(100));
+    assert!(segs.windows(2).all(|w| w[0].end == w[1].start));
+    assert_eq!(segs.last().map(|s| s.end), Some(2000));
+    let exits: Vec<(&str, u64, u128, u64, &str)> =
+        v.exits.iter().map(|e| (e.reason.as_str(), e.summary.count, e.summary.total, e.summary.max, e.guest_tasks[0].0.as_str())).collect();
+    assert_eq!(exits, [("EPT_VIOLATION", 1, 50, 50, "app-42"), ("IO_INSTRUCTION", 1, 250, 250, "app-42"), ("HLT", 1, 530, 530, "swapper/0-0")]);
+    assert_eq!((v.unpaired_exits, v.missed_exits, v.open_exit.clone()), (0, 0, None));
+    let mut text = Vec::new();
+    write_text(&r, None, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("preempted by stress-77"), "{text}");
+    assert!(text.contains("  total                                                    1900  100.00%"), "{text}");
+}
+
+#[test]
+fn threads_are_found_by_their_kvm_events() {
+    // No configuration: the thread is found at its first kvm_entry, with
+    // the vCPU its event names; its sched_switch before that is unknown time.
+    let (r, _) = run(ExplainConfig::default(), &VMX);
+    let v = &r.vcpus[0];
+    assert_eq!((v.machine.as_str(), v.vcpu), ("vm?", Some(0)));
+    assert_eq!(v.total, 1900);
+    assert_eq!(v.exits[0].guest_tasks, [("?".to_string(), 1)]);
+}
+
+#[test]
+fn emulation_windows_are_exits() {
+    let events = [
+        (100, 0, 0, 20, "kvm_emulate_insn", "0:1000: 89 f0"),
+        (110, 0, 0, 20, "kvm_pio", "pio_write at 0xe0 size 2 count 1 val 0x0"),
+        (120, 0, 0, 20, "kvm_userspace_exit", "reason KVM_EXIT_IO (2)"),
+        (200, 0, 0, 20, "kvm_emulate_insn", "0:1002: e7 e0"),
+        (250, 0, 0, 20, "kvm_emulate_insn", "0:1004: f4"),
+        (300, 0, 1, 5, "x", "end"),
+    ];
+    let (r, _) = run(ExplainConfig::default(), &events);
+    let v = &r.vcpus[0];
+    assert!(v.emulating);
+    assert_eq!((v.cycles_of("exit", "EMULATE"), v.cycles_of("userspace", "KVM_EXIT_IO"), v.cycles("guest"), v.total), (120, 80, 0, 200));
+    let s = &v.exits[0].summary;
+    assert_eq!((v.exits[0].reason.as_str(), s.count, s.total, s.min, s.max), ("EMULATE", 2, 150, 50, 100));
+    assert_eq!(v.open_exit, Some(("EMULATE".to_string(), 250)));
+}
+
+#[test]
+fn reasons_from_rendered_text() {
+    assert_eq!(reason_of("reason EPT_VIOLATION rip 0xffffffffa0360413 info d82 0"), Some("EPT_VIOLATION"));
+    assert_eq!(reason_of("reason UNKNOWN (77) rip 0x1 info 0 0"), Some("UNKNOWN (77)"));
+    assert_eq!(reason_of("reason KVM_EXIT_HLT (5)"), Some("KVM_EXIT_HLT"));
+    assert_eq!(reason_of("reason "), None);
+    assert_eq!(reason_of("vcpu 0"), None);
+}
+
+#[test]
+fn hostile_events_do_not_panic() {
+    // Missing fields, absurd values, events out of the expected order.
+    let events = [
+        (5, 0, 0, 10, "kvm_exit", ""),
+        (6, 0, u32::MAX, 10, "sched_switch", "prev_state=R"),
+        (7, 0, 0, -1, "sched_waking", "pid=10 target_cpu=99999999999"),
+        (8, 0, 0, 10, "kvm_entry", "vcpu 99999999999"),
+        (9, 0, 0, 10, "kvm_entry", ""),
+        (9, 0, 0, 10, "sched_migrate_task", "pid=10 dest_cpu=-4"),
+        (4, 0, 0, 10, "kvm_userspace_exit", "reason"),
+        (3, 1, 0, 1, "sched_switch", ""),
+    ];
+    let (r, _) = run(ExplainConfig::default(), &events);
+    assert_eq!(r.vcpus[0].total, r.length);
+}
+
+#[test]
+fn a_scheduling_latency_gets_the_hosts_breakdown() {
+    let events = [
+        (100, 0, 1, 10, "kvm_entry", "vcpu 0, rip 0x1"),
+        (200, 1, 0, 9, "sched_waking", "comm=app pid=42 prio=120 target_cpu=000"),
+        (250, 1, 0, 9, "sched_waking", "comm=fast pid=43 prio=120 target_cpu=000"),
+        (260, 1, 0, 9, "sched_switch", "prev_comm=x prev_pid=9 prev_prio=120 prev_state=S ==> next_comm=fast next_pid=43 next_prio=120"),
+        (300, 0, 1, 10, "kvm_exit", "reason HLT rip 0x3 info 0 0"),
+        (310, 0, 1, 10, "sched_switch", "prev_comm=qemu prev_pid=10 prev_prio=120 prev_state=S ==> next_comm=swapper/1 next_pid=0 next_prio=120"),
+        (400, 0, 0, 3, "sched_waking", "comm=qemu pid=10 prio=120 target_cpu=001"),
+        (450, 0, 1, 0, "sched_switch", "prev_comm=swapper/1 prev_pid=0 prev_prio=120 prev_state=R ==> next_comm=qemu next_pid=10 next_prio=120"),
+        (460, 0, 1, 10, "kvm_entry", "vcpu 0, rip 0x4"),
+        (500, 1, 0, 43, "sched_switch", "prev_comm=fast prev_pid=43 prev_prio=120 prev_state=S ==> next_comm=app next_pid=42 next_prio=120"),
+        (1000, 0, 0, 5, "x", "last host event"),
+    ];
+    let cfg = ExplainConfig { sched_latency: Some(100), ..vmx_cfg() };
+    let (r, _) = run(cfg, &events);
+    let k = &r.stalls[0];
+    assert_eq!((k.kind.as_str(), k.count), ("sched latency > 100", 1), "pid 43 waited 10 cycles only");
+    let s = &k.longest[0];
+    assert_eq!((s.machine.as_str(), s.cpu, s.start, s.end, s.task.as_str(), s.thread), ("vm", 0, 200, 500, "app-42", Some(10)));
+    let b: Vec<(&str, u64)> = s.breakdown.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+    assert_eq!(b, [("guest", 100 + 40), ("exit HLT", 10 + 10), ("preempted by swapper/1-0", 50), ("halted", 90)]);
+    assert_eq!(k.sums[0].breakdown.iter().map(|x| x.1).sum::<u64>(), 300);
+}
+
+#[test]
+fn named_stalls_pair_events_on_one_guest_cpu() {
+    assert!(StallSpec::parse("a..").is_err() && StallSpec::parse("ab").is_err());
+    let spec = StallSpec::parse("req start..req end").unwrap();
+    let events = [
+        (100, 0, 1, 10, "kvm_entry", "vcpu 0, rip 0x1"),
+        (150, 1, 1, 9, "tracing_mark_write", "req start"),
+        (200, 1, 0, 9, "tracing_mark_write", "req start 1"),
+        (250, 1, 0, 9, "tracing_mark_write", "req start 2"),
+        (300, 0, 1, 10, "kvm_exit", "reason EPT_VIOLATION rip 0x3 info 0 0"),
+        (350, 0, 1, 10, "kvm_entry", "vcpu 0, rip 0x4"),
+        (400, 1, 0, 9, "tracing_mark_write", "req end 1"),
+        (1000, 0, 0, 5, "x", "last host event"),
+    ];
+    let (r, _) = run(ExplainConfig { stalls: vec![spec], ..vmx_cfg() }, &events);
+    let k = &r.stalls[0];
+    // CPU 1's start never ends; CPU 0's runs from its first start.
+    assert_eq!((k.count, k.longest[0].start, k.longest[0].end), (1, 200, 400));
+    let b: Vec<(&str, u64)> = k.longest[0].breakdown.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+    assert_eq!(b, [("guest", 150), ("exit EPT_VIOLATION", 50)]);
+}
