@@ -61,6 +61,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut inputs = a.files.iter().map(|p| Input::open(p)).collect::<Result<Vec<_>, _>>()?;
     for input in &mut inputs {
         input.set_plugins(!a.no_plugins);
+        // Text prints marks where trace-cmd does; JSON keeps every loss.
+        input.set_kbuffer_marks(!a.json);
     }
     // Every (file, buffer) is a source labelled in a column, as trace-cmd
     // labels instance buffers: `tsc_offset: ...`, the top level blank. With

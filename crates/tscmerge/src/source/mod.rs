@@ -199,6 +199,9 @@ pub struct Input {
     /// For a host with trace-cmd GUEST options: each vCPU thread they
     /// name, with how many events of it the recording holds.
     guest_thread_events: Vec<(i32, u64)>,
+    /// A trace.dat's lost-events marks only where libtraceevent reports
+    /// them ([`set_kbuffer_marks`](Self::set_kbuffer_marks)).
+    kbuffer_marks: bool,
     /// The mapping of a text or trace.dat input, registered so that its
     /// truncation while read is an error naming the file ([`map_input`]).
     _guard: Option<safefs::MapGuard>,
@@ -268,7 +271,7 @@ impl Input {
             _ => "x86-tsc".to_string(),
         };
         let buffers = vec![BufferDesc { name: String::new(), clock, cpus: scan.cpus, events: Some(scan.events) }];
-        Ok(Input { path: path.to_path_buf(), kind: InputKind::Text, data, buffers, offset_writes: scan.offset_writes, guest_thread_events: Vec::new(), _guard: Some(guard) })
+        Ok(Input { path: path.to_path_buf(), kind: InputKind::Text, data, buffers, offset_writes: scan.offset_writes, guest_thread_events: Vec::new(), kbuffer_marks: false, _guard: Some(guard) })
     }
 
     fn open_dat(path: &Path, map: memmap2::Mmap, guard: safefs::MapGuard, fd: std::fs::File, threads: usize) -> Result<Input> {
@@ -364,7 +367,7 @@ impl Input {
             })
             .collect();
         let guest_thread_events = watch.into_iter().zip(seen).collect();
-        Ok(Input { path: path.to_path_buf(), kind: InputKind::TraceDat, data: Data::Dat { file, meta, fd }, buffers, offset_writes, guest_thread_events, _guard: Some(guard) })
+        Ok(Input { path: path.to_path_buf(), kind: InputKind::TraceDat, data: Data::Dat { file, meta, fd }, buffers, offset_writes, guest_thread_events, kbuffer_marks: false, _guard: Some(guard) })
     }
 
     fn open_raw(path: &Path) -> Result<Input> {
@@ -381,7 +384,7 @@ impl Input {
                 events: Some(n),
             })
             .collect();
-        Ok(Input { path: path.to_path_buf(), kind: InputKind::RawDir, data: Data::Raw(dir), buffers, offset_writes: scan.offset_writes, guest_thread_events: Vec::new(), _guard: None })
+        Ok(Input { path: path.to_path_buf(), kind: InputKind::RawDir, data: Data::Raw(dir), buffers, offset_writes: scan.offset_writes, guest_thread_events: Vec::new(), kbuffer_marks: false, _guard: None })
     }
 
     /// The decoding tables of a binary input (trace.dat, raw directory).
@@ -401,6 +404,14 @@ impl Input {
             Data::Raw(r) => r.meta.plugins = on,
             Data::Map(_) => {}
         }
+    }
+
+    /// A trace.dat's lost-events marks as `trace-cmd report` shows them:
+    /// only where libtraceevent reports them
+    /// ([`ftrace::tracedat::CpuEvents::kbuffer_marks`]). Other inputs keep
+    /// every mark (trace-cmd reads only trace.dat).
+    pub fn set_kbuffer_marks(&mut self, on: bool) {
+        self.kbuffer_marks = on;
     }
 
     /// The opened raw capture directory, for `info`.
@@ -515,7 +526,7 @@ impl Input {
                 let path = self.path.to_str().unwrap_or("trace.dat");
                 (0..desc.cpus.len())
                     .map(|ci| {
-                        let ev = dat.cpu_events(buffer, ci).map_err(|e| e.in_file(path))?.read_with(fd);
+                        let ev = dat.cpu_events(buffer, ci).map_err(|e| e.in_file(path))?.read_with(fd).kbuffer_marks(self.kbuffer_marks);
                         let cpu = ev.cpu();
                         let release = ReleaseBehind::new(ev.borrows_mapping().then(|| file.borrow_owner()));
                         Ok((Some(cpu), Box::new(dat::DatCursor::new(ev, meta, release, path)?) as Box<dyn Cursor>))
