@@ -240,6 +240,13 @@ pub fn hex(out: &mut Vec<u8>, v: u64) {
     }
 }
 
+/// `0x{v:x}`.
+#[inline]
+pub fn hex0x(out: &mut Vec<u8>, v: u64) {
+    bytes(out, b"0x");
+    hex(out, v);
+}
+
 /// `{s:>width$}`: std pads by characters, not bytes.
 #[inline]
 pub fn str_right(out: &mut Vec<u8>, s: &str, width: usize) {

@@ -151,6 +151,7 @@ impl<'a> Env<'a> {
     pub(crate) fn num(&self, e: &Expr) -> u64 {
         match e {
             Expr::Null | Expr::NoField(_) => 0,
+            Expr::Num(v, _) => *v,
             Expr::Atom(a) => {
                 let v = strtoull(a);
                 if v != 0 || a.as_bytes().first().is_some_and(|c| c.is_ascii_digit()) {
@@ -285,7 +286,7 @@ impl<'a> Env<'a> {
 
     fn print_str(&self, out: &mut Vec<u8>, spec: &Spec, star: Option<i64>, e: &Expr) {
         match e {
-            Expr::Atom(a) => put_str(out, spec, star, a.as_bytes()),
+            Expr::Atom(a) | Expr::Num(_, a) => put_str(out, spec, star, a.as_bytes()),
             Expr::Field(i) => {
                 let Some(f) = self.field(*i) else { return };
                 if !f.is_array() && f.size == self.ctx.long_size as u32 {
@@ -293,7 +294,7 @@ impl<'a> Env<'a> {
                     let addr = self.read_field(f);
                     match self.ctx.printk.and_then(|p| p.get(addr)) {
                         Some(s) => out.extend_from_slice(s.as_bytes()),
-                        None => w(out, format_args!("{addr:x}")),
+                        None => crate::put::hex(out, addr),
                     }
                     return;
                 }
@@ -343,14 +344,14 @@ impl<'a> Env<'a> {
                     if printed {
                         out.extend_from_slice(delim.as_bytes());
                     }
-                    w(out, format_args!("0x{val:x}"));
+                    crate::put::hex0x(out, val);
                 }
             }
             Expr::Symbol { field, syms } => {
                 let val = self.num(field);
                 match syms.iter().find(|s| (if self.kernel { s.kernel } else { s.tep }) as u64 == val) {
                     Some(s) => put_str(out, spec, star, s.name.as_bytes()),
-                    None => w(out, format_args!("0x{val:x}")),
+                    None => crate::put::hex0x(out, val),
                 }
             }
             Expr::Hex { as_str, field, size } => {
@@ -592,7 +593,7 @@ impl<'a> Env<'a> {
                 } else if val == 0 {
                     out.extend_from_slice(b"(nil)");
                 } else {
-                    w(out, format_args!("0x{val:x}"));
+                    crate::put::hex0x(out, val);
                 }
             }
         }
@@ -621,11 +622,12 @@ impl<'a> Env<'a> {
             Some((name, addr)) => {
                 out.extend_from_slice(name.as_bytes());
                 if with_off {
-                    w(out, format_args!("+0x{:x}", val.wrapping_sub(addr)));
+                    crate::put::bytes(out, b"+");
+                    crate::put::hex0x(out, val.wrapping_sub(addr));
                 }
             }
-            None if self.ctx.long_size == 4 => w(out, format_args!("0x{:x}", val & 0xffff_ffff)),
-            None => w(out, format_args!("0x{val:x}")),
+            None if self.ctx.long_size == 4 => crate::put::hex0x(out, val & 0xffff_ffff),
+            None => crate::put::hex0x(out, val),
         }
     }
 

@@ -82,8 +82,9 @@ fn compile_one(fmt: &[u8], rest: &[Tok], fields: &[Field], kernel: bool) -> Opti
         Vec::new()
     } else {
         let mut p = Parser::new(rest.to_vec(), fields, kernel);
-        let args = p.args().ok()?;
+        let mut args = p.args().ok()?;
         has_func = p.has_func;
+        args.iter_mut().for_each(parse::resolve_atoms);
         args
     };
     let pieces = split(fmt, args.len(), !kernel).ok();

@@ -175,6 +175,10 @@ pub(crate) enum Expr {
     Null,
     /// Number, identifier, type name or string literal, kept as text.
     Atom(Box<str>),
+    /// An atom that evaluates to a number (what `strtoull` makes of it,
+    /// as `eval_num_arg` does per record), worked out once by
+    /// [`resolve_atoms`] after parsing; the text stays for `%s`.
+    Num(u64, Box<str>),
     /// `REC->name`: index into the event's fields, or the unknown name.
     Field(usize),
     NoField(Box<str>),
@@ -803,6 +807,39 @@ pub(crate) fn strtoll(s: &str) -> i64 {
         i64::MAX
     } else {
         mag as i64
+    }
+}
+
+/// Turns the number atoms of a parsed argument into [`Expr::Num`]: the
+/// value libtraceevent's `eval_num_arg` computes from the text for every
+/// record (`strtoull`), computed here once. An atom counts as a number
+/// as [`super::eval::Env::num`] decides it: a nonzero value, or a leading
+/// digit. Run after parsing, whose own folding reads atoms as text.
+pub(crate) fn resolve_atoms(e: &mut Expr) {
+    match e {
+        Expr::Atom(a) => {
+            let v = strtoull(a);
+            if v != 0 || a.as_bytes().first().is_some_and(|c| c.is_ascii_digit()) {
+                *e = Expr::Num(v, std::mem::take(a));
+            }
+        }
+        Expr::Op { left, right, .. } => {
+            resolve_atoms(left);
+            resolve_atoms(right);
+        }
+        Expr::Cast { item, .. } => resolve_atoms(item),
+        Expr::Flags { field, .. } | Expr::Symbol { field, .. } => resolve_atoms(field),
+        Expr::Hex { field, size, .. } => {
+            resolve_atoms(field);
+            resolve_atoms(size);
+        }
+        Expr::IntArray { field, count, el_size } => {
+            resolve_atoms(field);
+            resolve_atoms(count);
+            resolve_atoms(el_size);
+        }
+        Expr::Func { args, .. } => args.iter_mut().for_each(resolve_atoms),
+        Expr::Null | Expr::Num(..) | Expr::Field(_) | Expr::NoField(_) | Expr::Str(_) | Expr::Bitmask(_) | Expr::DynArray(_) | Expr::DynArrayLen(_) | Expr::SizeofLong => {}
     }
 }
 
