@@ -148,10 +148,59 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// The value of `e` as libtraceevent's `eval_num_arg` computes it. The
+    /// arms every record takes (numbers, fields, casts, operators) are
+    /// here; the rest is in [`num_other`](Self::num_other), so that this
+    /// recursive function stays small (its frame is set up at every node).
     pub(crate) fn num(&self, e: &Expr) -> u64 {
         match e {
-            Expr::Null | Expr::NoField(_) => 0,
             Expr::Num(v, _) => *v,
+            Expr::Field(i) => self.field(*i).map_or(0, |f| self.read_field(f)),
+            Expr::Cast { ty, item, tep_mask } => {
+                let v = self.leaf(item);
+                if self.kernel { kernel_cast(v, ty, self.ctx.long_size) } else { v & tep_mask }
+            }
+            Expr::Op { op, left, right, .. } if !matches!(op, Op::Index | Op::Cond) => {
+                let l = self.num(left);
+                let r = self.num(right);
+                self.apply(*op, l, r)
+            }
+            _ => self.num_other(e),
+        }
+    }
+
+    /// A binary or unary operator on evaluated operands.
+    #[inline(always)]
+    fn apply(&self, op: Op, l: u64, r: u64) -> u64 {
+        match op {
+            Op::Not => (r == 0) as u64,
+            Op::BitNot => !r,
+            Op::BitOr => l | r,
+            Op::Or => (l != 0 || r != 0) as u64,
+            Op::BitAnd => l & r,
+            Op::And => (l != 0 && r != 0) as u64,
+            Op::Lt => (l < r) as u64,
+            Op::Shl => l.wrapping_shl(r as u32),
+            Op::Le => (l <= r) as u64,
+            Op::Gt => (l > r) as u64,
+            Op::Shr => l.wrapping_shr(r as u32),
+            Op::Ge => (l >= r) as u64,
+            Op::Eq => (l == r) as u64,
+            Op::Ne => (l != r) as u64,
+            Op::Sub => l.wrapping_sub(r),
+            Op::Add => l.wrapping_add(r),
+            Op::Div => l.checked_div(r).unwrap_or(0),
+            Op::Mod => l.checked_rem(r).unwrap_or(0),
+            Op::Mul => l.wrapping_mul(r),
+            Op::Xor if self.kernel => l ^ r,
+            _ => 0,
+        }
+    }
+
+    /// [`num`](Self::num) for the rarer nodes.
+    #[inline(never)]
+    fn num_other(&self, e: &Expr) -> u64 {
+        match e {
             Expr::Atom(a) => {
                 let v = strtoull(a);
                 if v != 0 || a.as_bytes().first().is_some_and(|c| c.is_ascii_digit()) {
@@ -163,11 +212,6 @@ impl<'a> Env<'a> {
                 }
                 // libtraceevent `test_for_symbol`: a kernel symbol's address.
                 self.ctx.kallsyms.and_then(|k| k.addr_of(a)).unwrap_or(0)
-            }
-            Expr::Field(i) => self.field(*i).map_or(0, |f| self.read_field(f)),
-            Expr::Cast { ty, item, tep_mask } => {
-                let v = self.leaf(item);
-                if self.kernel { kernel_cast(v, ty, self.ctx.long_size) } else { v & tep_mask }
             }
             Expr::SizeofLong => self.ctx.long_size as u64,
             Expr::Func { func, args } => super::plugins::call(*func, self, args, None),
@@ -181,33 +225,7 @@ impl<'a> Env<'a> {
                     _ => 0,
                 }
             }
-            Expr::Op { op, left, right, .. } => {
-                let l = self.num(left);
-                let r = self.num(right);
-                match op {
-                    Op::Not => (r == 0) as u64,
-                    Op::BitNot => !r,
-                    Op::BitOr => l | r,
-                    Op::Or => (l != 0 || r != 0) as u64,
-                    Op::BitAnd => l & r,
-                    Op::And => (l != 0 && r != 0) as u64,
-                    Op::Lt => (l < r) as u64,
-                    Op::Shl => l.wrapping_shl(r as u32),
-                    Op::Le => (l <= r) as u64,
-                    Op::Gt => (l > r) as u64,
-                    Op::Shr => l.wrapping_shr(r as u32),
-                    Op::Ge => (l >= r) as u64,
-                    Op::Eq => (l == r) as u64,
-                    Op::Ne => (l != r) as u64,
-                    Op::Sub => l.wrapping_sub(r),
-                    Op::Add => l.wrapping_add(r),
-                    Op::Div => l.checked_div(r).unwrap_or(0),
-                    Op::Mod => l.checked_rem(r).unwrap_or(0),
-                    Op::Mul => l.wrapping_mul(r),
-                    Op::Xor if self.kernel => l ^ r,
-                    _ => 0,
-                }
-            }
+            // Null, NoField and the printing-only nodes.
             _ => 0,
         }
     }
