@@ -243,8 +243,10 @@ impl Input {
     /// first event is out: on a zstd recording of this machine with the kvm
     /// formats listed (trace-cmd extract lists every format), a fifth of a
     /// one-thread report.
-    pub fn open_unscanned(path: &Path) -> Result<Input> {
-        Self::open_scanning(path, 1, false)
+    /// With `threads` > 1, a trace.dat's kallsyms are parsed on a second
+    /// thread while its formats are.
+    pub fn open_unscanned(path: &Path, threads: usize) -> Result<Input> {
+        Self::open_scanning(path, threads, false)
     }
 
     fn open_scanning(path: &Path, threads: usize, scan: bool) -> Result<Input> {
@@ -293,7 +295,7 @@ impl Input {
         let name = path.display().to_string();
         let file = dat::parse(map, &name)?;
         let dat = file.borrow_dependent();
-        let meta = dat::meta(dat);
+        let meta = dat::meta(dat, threads);
         // The offset timeline needs every kvm_write_tsc_offset before the
         // merge: a pass over the file, skipped when the file has no such
         // event type (guests' files): it would touch every page twice.
