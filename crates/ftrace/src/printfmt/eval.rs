@@ -163,15 +163,35 @@ impl<'a> Env<'a> {
             Expr::Op { op, left, right, .. } if !matches!(op, Op::Index | Op::Cond) => {
                 let l = self.num(left);
                 let r = self.num(right);
-                self.apply(*op, l, r)
+                apply(*op, l, r, self.kernel)
             }
+            // `REC->array[N]`, the commonest index (sys_enter's args).
+            Expr::Op { op: Op::Index, left, right, .. } => match (&**left, &**right) {
+                (Expr::Field(i), Expr::Num(n, _)) => match self.field(*i) {
+                    Some(f) => self.element(f, *n),
+                    None => 0,
+                },
+                _ => self.num_other(e),
+            },
             _ => self.num_other(e),
         }
     }
 
-    /// A binary or unary operator on evaluated operands.
-    #[inline(always)]
-    fn apply(&self, op: Op, l: u64, r: u64) -> u64 {
+    /// Element `idx` of array field `f`, as [`index`](Self::index) reads it
+    /// without a cast.
+    #[inline]
+    fn element(&self, f: &Field, idx: u64) -> u64 {
+        let es = f.elem_size(self.ctx.long_size);
+        let Ok(off) = usize::try_from((f.offset as u64).wrapping_add(idx.wrapping_mul(es as u64))) else { return 0 };
+        let v = self.read(off, es as usize).unwrap_or(0);
+        if self.kernel && f.signed { sext(v, es * 8) } else { v }
+    }
+}
+
+/// A binary or unary operator on evaluated operands (`eval_num_arg`'s
+/// operator cases; `^` only in kernel style: libtraceevent gives 0).
+#[inline(always)]
+pub(crate) fn apply(op: Op, l: u64, r: u64, kernel: bool) -> u64 {
         match op {
             Op::Not => (r == 0) as u64,
             Op::BitNot => !r,
@@ -192,11 +212,12 @@ impl<'a> Env<'a> {
             Op::Div => l.checked_div(r).unwrap_or(0),
             Op::Mod => l.checked_rem(r).unwrap_or(0),
             Op::Mul => l.wrapping_mul(r),
-            Op::Xor if self.kernel => l ^ r,
+            Op::Xor if kernel => l ^ r,
             _ => 0,
         }
-    }
+}
 
+impl<'a> Env<'a> {
     /// [`num`](Self::num) for the rarer nodes.
     #[inline(never)]
     fn num_other(&self, e: &Expr) -> u64 {

@@ -94,7 +94,7 @@ fn compile_one(fmt: &[u8], rest: &[Tok], fields: &[Field], kernel: bool) -> Opti
         let mut p = Parser::new(rest.to_vec(), fields, kernel);
         let mut args = p.args().ok()?;
         has_func = p.has_func;
-        args.iter_mut().for_each(parse::resolve_atoms);
+        args.iter_mut().for_each(|a| parse::resolve_atoms(a, kernel));
         args
     };
     let pieces = split(fmt, args.len(), !kernel).ok();
