@@ -58,9 +58,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if let Some(o) = a.output.as_deref() {
         safefs::refuse_input_as_output(o, a.files.iter().map(|p| p.as_path())).context("-o")?;
     }
-    let mut inputs = a.files.iter().map(|p| Input::open(p)).collect::<Result<Vec<_>, _>>()?;
+    let mut inputs = a.files.iter().map(|p| Input::open_unscanned(p, threads)).collect::<Result<Vec<_>, _>>()?;
     for input in &mut inputs {
         input.set_plugins(!a.no_plugins);
+        // Text prints marks where trace-cmd does; JSON keeps every loss.
+        input.set_kbuffer_marks(!a.json);
     }
     // Every (file, buffer) is a source labelled in a column, as trace-cmd
     // labels instance buffers: `tsc_offset: ...`, the top level blank. With

@@ -185,6 +185,25 @@ pub fn dec8(out: &mut Vec<u8>, lo: u32) {
     }
 }
 
+/// `{lo:06}` for `lo` below 10^6 (larger values: their last six digits):
+/// the microseconds of a timestamp.
+#[inline]
+pub fn dec6(out: &mut Vec<u8>, lo: u32) {
+    let lo = lo % 1_000_000;
+    out.reserve(ROOM);
+    let len = out.len();
+    // SAFETY: 6 < ROOM writable bytes after `len` (reserve), all written:
+    // three pairs, each index d <= 198 into PAIRS.
+    unsafe {
+        let dst = out.as_mut_ptr().add(len);
+        let pairs = [lo / 10_000, lo / 100 % 100, lo % 100];
+        for (k, p) in pairs.into_iter().enumerate() {
+            ptr::copy_nonoverlapping(PAIRS.as_ptr().add(p as usize * 2), dst.add(2 * k), 2);
+        }
+        out.set_len(len + 6);
+    }
+}
+
 /// `{v}` for a signed value.
 #[inline]
 pub fn dec_i64(out: &mut Vec<u8>, v: i64) {
@@ -240,6 +259,13 @@ pub fn hex(out: &mut Vec<u8>, v: u64) {
     }
 }
 
+/// `0x{v:x}`.
+#[inline]
+pub fn hex0x(out: &mut Vec<u8>, v: u64) {
+    bytes(out, b"0x");
+    hex(out, v);
+}
+
 /// `{s:>width$}`: std pads by characters, not bytes.
 #[inline]
 pub fn str_right(out: &mut Vec<u8>, s: &str, width: usize) {
@@ -278,6 +304,12 @@ mod tests {
                 let mut e8 = Vec::new();
                 dec8(&mut e8, (v % 100_000_000) as u32);
                 prop_assert_eq!(e8, format!("{:08}", v % 100_000_000).into_bytes());
+                let mut e6 = vec![b'x'; pre];
+                dec6(&mut e6, (v % 1_000_000) as u32);
+                prop_assert_eq!(e6[pre..].to_vec(), format!("{:06}", v % 1_000_000).into_bytes());
+                let mut x = vec![b'x'; pre];
+                hex0x(&mut x, v);
+                prop_assert_eq!(x[pre..].to_vec(), format!("0x{v:x}").into_bytes());
                 let mut h2 = Vec::new();
                 hex2(&mut h2, v as u8);
                 prop_assert_eq!(h2, format!("{:02x}", v as u8).into_bytes());

@@ -148,9 +148,80 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// The value of `e` as libtraceevent's `eval_num_arg` computes it. The
+    /// arms every record takes (numbers, fields, casts, operators) are
+    /// here; the rest is in [`num_other`](Self::num_other), so that this
+    /// recursive function stays small (its frame is set up at every node).
     pub(crate) fn num(&self, e: &Expr) -> u64 {
         match e {
-            Expr::Null | Expr::NoField(_) => 0,
+            Expr::Num(v, _) => *v,
+            Expr::Field(i) => self.field(*i).map_or(0, |f| self.read_field(f)),
+            Expr::Cast { ty, item, tep_mask } => {
+                let v = self.leaf(item);
+                if self.kernel { kernel_cast(v, ty, self.ctx.long_size) } else { v & tep_mask }
+            }
+            Expr::Op { op, left, right, .. } if !matches!(op, Op::Index | Op::Cond) => {
+                let l = self.num(left);
+                let r = self.num(right);
+                apply(*op, l, r, self.kernel)
+            }
+            // `REC->array[N]`, the commonest index (sys_enter's args).
+            Expr::Op { op: Op::Index, left, right, .. } => match (&**left, &**right) {
+                (Expr::Field(i), Expr::Num(n, _)) => match self.field(*i) {
+                    Some(f) => self.element(f, *n),
+                    None => 0,
+                },
+                _ => self.num_other(e),
+            },
+            _ => self.num_other(e),
+        }
+    }
+
+    /// Element `idx` of array field `f`, as [`index`](Self::index) reads it
+    /// without a cast.
+    #[inline]
+    fn element(&self, f: &Field, idx: u64) -> u64 {
+        let es = f.elem_size(self.ctx.long_size);
+        let Ok(off) = usize::try_from((f.offset as u64).wrapping_add(idx.wrapping_mul(es as u64))) else { return 0 };
+        let v = self.read(off, es as usize).unwrap_or(0);
+        if self.kernel && f.signed { sext(v, es * 8) } else { v }
+    }
+}
+
+/// A binary or unary operator on evaluated operands (`eval_num_arg`'s
+/// operator cases; `^` only in kernel style: libtraceevent gives 0).
+#[inline(always)]
+pub(crate) fn apply(op: Op, l: u64, r: u64, kernel: bool) -> u64 {
+        match op {
+            Op::Not => (r == 0) as u64,
+            Op::BitNot => !r,
+            Op::BitOr => l | r,
+            Op::Or => (l != 0 || r != 0) as u64,
+            Op::BitAnd => l & r,
+            Op::And => (l != 0 && r != 0) as u64,
+            Op::Lt => (l < r) as u64,
+            Op::Shl => l.wrapping_shl(r as u32),
+            Op::Le => (l <= r) as u64,
+            Op::Gt => (l > r) as u64,
+            Op::Shr => l.wrapping_shr(r as u32),
+            Op::Ge => (l >= r) as u64,
+            Op::Eq => (l == r) as u64,
+            Op::Ne => (l != r) as u64,
+            Op::Sub => l.wrapping_sub(r),
+            Op::Add => l.wrapping_add(r),
+            Op::Div => l.checked_div(r).unwrap_or(0),
+            Op::Mod => l.checked_rem(r).unwrap_or(0),
+            Op::Mul => l.wrapping_mul(r),
+            Op::Xor if kernel => l ^ r,
+            _ => 0,
+        }
+}
+
+impl<'a> Env<'a> {
+    /// [`num`](Self::num) for the rarer nodes.
+    #[inline(never)]
+    fn num_other(&self, e: &Expr) -> u64 {
+        match e {
             Expr::Atom(a) => {
                 let v = strtoull(a);
                 if v != 0 || a.as_bytes().first().is_some_and(|c| c.is_ascii_digit()) {
@@ -162,11 +233,6 @@ impl<'a> Env<'a> {
                 }
                 // libtraceevent `test_for_symbol`: a kernel symbol's address.
                 self.ctx.kallsyms.and_then(|k| k.addr_of(a)).unwrap_or(0)
-            }
-            Expr::Field(i) => self.field(*i).map_or(0, |f| self.read_field(f)),
-            Expr::Cast { ty, item, tep_mask } => {
-                let v = self.leaf(item);
-                if self.kernel { kernel_cast(v, ty, self.ctx.long_size) } else { v & tep_mask }
             }
             Expr::SizeofLong => self.ctx.long_size as u64,
             Expr::Func { func, args } => super::plugins::call(*func, self, args, None),
@@ -180,33 +246,7 @@ impl<'a> Env<'a> {
                     _ => 0,
                 }
             }
-            Expr::Op { op, left, right, .. } => {
-                let l = self.num(left);
-                let r = self.num(right);
-                match op {
-                    Op::Not => (r == 0) as u64,
-                    Op::BitNot => !r,
-                    Op::BitOr => l | r,
-                    Op::Or => (l != 0 || r != 0) as u64,
-                    Op::BitAnd => l & r,
-                    Op::And => (l != 0 && r != 0) as u64,
-                    Op::Lt => (l < r) as u64,
-                    Op::Shl => l.wrapping_shl(r as u32),
-                    Op::Le => (l <= r) as u64,
-                    Op::Gt => (l > r) as u64,
-                    Op::Shr => l.wrapping_shr(r as u32),
-                    Op::Ge => (l >= r) as u64,
-                    Op::Eq => (l == r) as u64,
-                    Op::Ne => (l != r) as u64,
-                    Op::Sub => l.wrapping_sub(r),
-                    Op::Add => l.wrapping_add(r),
-                    Op::Div => l.checked_div(r).unwrap_or(0),
-                    Op::Mod => l.checked_rem(r).unwrap_or(0),
-                    Op::Mul => l.wrapping_mul(r),
-                    Op::Xor if self.kernel => l ^ r,
-                    _ => 0,
-                }
-            }
+            // Null, NoField and the printing-only nodes.
             _ => 0,
         }
     }
@@ -285,7 +325,7 @@ impl<'a> Env<'a> {
 
     fn print_str(&self, out: &mut Vec<u8>, spec: &Spec, star: Option<i64>, e: &Expr) {
         match e {
-            Expr::Atom(a) => put_str(out, spec, star, a.as_bytes()),
+            Expr::Atom(a) | Expr::Num(_, a) => put_str(out, spec, star, a.as_bytes()),
             Expr::Field(i) => {
                 let Some(f) = self.field(*i) else { return };
                 if !f.is_array() && f.size == self.ctx.long_size as u32 {
@@ -293,7 +333,7 @@ impl<'a> Env<'a> {
                     let addr = self.read_field(f);
                     match self.ctx.printk.and_then(|p| p.get(addr)) {
                         Some(s) => out.extend_from_slice(s.as_bytes()),
-                        None => w(out, format_args!("{addr:x}")),
+                        None => crate::put::hex(out, addr),
                     }
                     return;
                 }
@@ -343,14 +383,14 @@ impl<'a> Env<'a> {
                     if printed {
                         out.extend_from_slice(delim.as_bytes());
                     }
-                    w(out, format_args!("0x{val:x}"));
+                    crate::put::hex0x(out, val);
                 }
             }
             Expr::Symbol { field, syms } => {
                 let val = self.num(field);
                 match syms.iter().find(|s| (if self.kernel { s.kernel } else { s.tep }) as u64 == val) {
                     Some(s) => put_str(out, spec, star, s.name.as_bytes()),
-                    None => w(out, format_args!("0x{val:x}")),
+                    None => crate::put::hex0x(out, val),
                 }
             }
             Expr::Hex { as_str, field, size } => {
@@ -592,7 +632,7 @@ impl<'a> Env<'a> {
                 } else if val == 0 {
                     out.extend_from_slice(b"(nil)");
                 } else {
-                    w(out, format_args!("0x{val:x}"));
+                    crate::put::hex0x(out, val);
                 }
             }
         }
@@ -621,11 +661,12 @@ impl<'a> Env<'a> {
             Some((name, addr)) => {
                 out.extend_from_slice(name.as_bytes());
                 if with_off {
-                    w(out, format_args!("+0x{:x}", val.wrapping_sub(addr)));
+                    crate::put::bytes(out, b"+");
+                    crate::put::hex0x(out, val.wrapping_sub(addr));
                 }
             }
-            None if self.ctx.long_size == 4 => w(out, format_args!("0x{:x}", val & 0xffff_ffff)),
-            None => w(out, format_args!("0x{val:x}")),
+            None if self.ctx.long_size == 4 => crate::put::hex0x(out, val & 0xffff_ffff),
+            None => crate::put::hex0x(out, val),
         }
     }
 

@@ -67,13 +67,23 @@ struct Program {
 }
 
 /// A print format compiled both ways. Private; built by `EventFormat::parse`.
+/// The programs are compiled at the first use of any of them: a trace.dat
+/// carries every format of its kernel (trace-cmd extract: ~1,900 here), of
+/// which a recording uses a few dozen, and compiling them all was a tenth
+/// of a report's instructions.
 #[derive(Clone, Debug)]
 pub(crate) struct Compiled {
+    progs: std::sync::OnceLock<Programs>,
+    bprint: bool,
+    plugin: Option<(Plugin, PluginFields)>,
+}
+
+/// The format string and its two programs.
+#[derive(Clone, Debug)]
+struct Programs {
     fmt: Vec<u8>,
     tep: Option<Program>,
     kernel: Option<Program>,
-    bprint: bool,
-    plugin: Option<(Plugin, PluginFields)>,
 }
 
 fn compile_one(fmt: &[u8], rest: &[Tok], fields: &[Field], kernel: bool) -> Option<Program> {
@@ -82,8 +92,9 @@ fn compile_one(fmt: &[u8], rest: &[Tok], fields: &[Field], kernel: bool) -> Opti
         Vec::new()
     } else {
         let mut p = Parser::new(rest.to_vec(), fields, kernel);
-        let args = p.args().ok()?;
+        let mut args = p.args().ok()?;
         has_func = p.has_func;
+        args.iter_mut().for_each(|a| parse::resolve_atoms(a, kernel));
         args
     };
     let pieces = split(fmt, args.len(), !kernel).ok();
@@ -91,7 +102,17 @@ fn compile_one(fmt: &[u8], rest: &[Tok], fields: &[Field], kernel: bool) -> Opti
 }
 
 impl Compiled {
-    pub(crate) fn compile(system: &str, name: &str, print_fmt: &str, fields: &[Field]) -> Compiled {
+    pub(crate) fn compile(system: &str, name: &str, _print_fmt: &str, fields: &[Field]) -> Compiled {
+        Compiled {
+            progs: std::sync::OnceLock::new(),
+            bprint: system == "ftrace" && name == "bprint",
+            plugin: Plugin::find(system, name).map(|p| (p, PluginFields::resolve(fields))),
+        }
+    }
+}
+
+impl Programs {
+    fn compile(print_fmt: &str, fields: &[Field]) -> Programs {
         let toks = lex(print_fmt.as_bytes());
         let (fmt, rest, ok) = match toks.split_first() {
             Some((Tok::Dquote(s), rest)) => match rest.split_first() {
@@ -106,17 +127,16 @@ impl Compiled {
         } else {
             (None, None)
         };
-        Compiled {
-            fmt,
-            tep,
-            kernel,
-            bprint: system == "ftrace" && name == "bprint",
-            plugin: Plugin::find(system, name).map(|p| (p, PluginFields::resolve(fields))),
-        }
+        Programs { fmt, tep, kernel }
     }
 }
 
 impl EventFormat {
+    /// The compiled print format, compiled now if not yet.
+    fn progs(&self) -> &Programs {
+        self.compiled.progs.get_or_init(|| Programs::compile(&self.print_fmt, &self.fields))
+    }
+
     /// Whether rendering in trace-cmd style reads the [`TraceCmdState`]
     /// (the function plugin's call stacks): such events must be rendered in
     /// report order, with the state.
@@ -150,7 +170,7 @@ impl EventFormat {
         let env = Env { rec, fields: &self.fields, ctx, kernel: false };
         let xenv = Env { rec: exit_rec, fields: &exit.fields, ctx, kernel: false };
         if !plugins::graph_leaf((pf, &env), (xpf, &xenv), out) {
-            if let Some((p, pieces)) = self.compiled.tep.as_ref().and_then(|p| Some((p, p.pieces.as_ref()?))) {
+            if let Some((p, pieces)) = self.progs().tep.as_ref().and_then(|p| Some((p, p.pieces.as_ref()?))) {
                 env.print(out, pieces, &p.args, &[]);
             }
         }
@@ -182,7 +202,8 @@ impl EventFormat {
             }
         }
         if pretty {
-            let prog = if kernel { c.kernel.as_ref() } else { c.tep.as_ref().filter(|p| ctx.plugins || !p.has_func) };
+            let progs = self.progs();
+            let prog = if kernel { progs.kernel.as_ref() } else { progs.tep.as_ref().filter(|p| ctx.plugins || !p.has_func) };
             if c.bprint && prog.is_some() {
                 self.render_bprint(&env, out);
             } else {
@@ -344,19 +365,20 @@ impl EventFormat {
 
     /// The format string of the print format (escapes still raw).
     pub fn print_fmt_string(&self) -> &[u8] {
-        &self.compiled.fmt
+        &self.progs().fmt
     }
 
     /// Whether the print format compiled in the given style (else `render`
     /// uses the field fallback).
     pub fn print_fmt_ok(&self, style: Style) -> bool {
-        let p = if style == Style::Kernel { &self.compiled.kernel } else { &self.compiled.tep };
+        let progs = self.progs();
+        let p = if style == Style::Kernel { &progs.kernel } else { &progs.tep };
         p.as_ref().is_some_and(|p| p.pieces.is_some())
     }
 
     /// Whether the trace-cmd style print format calls a plugin's print
     /// function, so that without plugins (`-N`) it falls back to the fields.
     pub fn print_fmt_needs_plugins(&self) -> bool {
-        self.compiled.tep.as_ref().is_some_and(|p| p.has_func)
+        self.progs().tep.as_ref().is_some_and(|p| p.has_func)
     }
 }

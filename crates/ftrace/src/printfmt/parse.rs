@@ -175,6 +175,10 @@ pub(crate) enum Expr {
     Null,
     /// Number, identifier, type name or string literal, kept as text.
     Atom(Box<str>),
+    /// An atom that evaluates to a number (what `strtoull` makes of it,
+    /// as `eval_num_arg` does per record), worked out once by
+    /// [`resolve_atoms`] after parsing; the text stays for `%s`.
+    Num(u64, Box<str>),
     /// `REC->name`: index into the event's fields, or the unknown name.
     Field(usize),
     NoField(Box<str>),
@@ -803,6 +807,82 @@ pub(crate) fn strtoll(s: &str) -> i64 {
         i64::MAX
     } else {
         mag as i64
+    }
+}
+
+/// Turns the number atoms of a parsed argument into [`Expr::Num`]: the
+/// value libtraceevent's `eval_num_arg` computes from the text for every
+/// record (`strtoull`), computed here once. An atom counts as a number
+/// as [`super::eval::Env::num`] decides it: a nonzero value, or a leading
+/// digit. Run after parsing, whose own folding reads atoms as text.
+///
+/// Operands of arithmetic operators that are constant (casts of numbers in
+/// trace-cmd style, where a cast is a mask; operators on numbers) become
+/// numbers too: only [`super::eval::Env::num`] reads an operand, so the
+/// value is all that is kept of it. Other positions keep their shape:
+/// printing an argument (`%s`, `%pM`) looks at its kind, not only its value.
+pub(crate) fn resolve_atoms(e: &mut Expr, kernel: bool) {
+    match e {
+        Expr::Atom(a) => {
+            let v = strtoull(a);
+            if v != 0 || a.as_bytes().first().is_some_and(|c| c.is_ascii_digit()) {
+                *e = Expr::Num(v, std::mem::take(a));
+            }
+        }
+        Expr::Op { op, left, right, .. } => {
+            resolve_atoms(left, kernel);
+            resolve_atoms(right, kernel);
+            match op {
+                Op::Cond | Op::Colon => {}
+                // `left[right]`: the index is a number, the array a field.
+                Op::Index => fold_operand(right, kernel),
+                _ => {
+                    fold_operand(left, kernel);
+                    fold_operand(right, kernel);
+                }
+            }
+        }
+        Expr::Cast { item, .. } => resolve_atoms(item, kernel),
+        Expr::Flags { field, .. } | Expr::Symbol { field, .. } => resolve_atoms(field, kernel),
+        Expr::Hex { field, size, .. } => {
+            resolve_atoms(field, kernel);
+            resolve_atoms(size, kernel);
+        }
+        Expr::IntArray { field, count, el_size } => {
+            resolve_atoms(field, kernel);
+            resolve_atoms(count, kernel);
+            resolve_atoms(el_size, kernel);
+        }
+        Expr::Func { args, .. } => args.iter_mut().for_each(|a| resolve_atoms(a, kernel)),
+        Expr::Null | Expr::Num(..) | Expr::Field(_) | Expr::NoField(_) | Expr::Str(_) | Expr::Bitmask(_) | Expr::DynArray(_) | Expr::DynArrayLen(_) | Expr::SizeofLong => {}
+    }
+}
+
+/// An operand (read by `num` only) made a number when it is constant:
+/// what `num` would compute from it for every record. Its own operands
+/// were folded first ([`resolve_atoms`] works bottom-up).
+fn fold_operand(e: &mut Expr, kernel: bool) {
+    let value = |e: &Expr| match e {
+        Expr::Num(v, _) => Some(*v),
+        _ => None,
+    };
+    let v = match e {
+        // Kernel casts depend on the traced machine's long size: left.
+        Expr::Cast { item, tep_mask, .. } if !kernel => {
+            fold_operand(item, kernel);
+            value(item).map(|v| v & *tep_mask)
+        }
+        Expr::Op { op, left, right, .. } if !matches!(op, Op::Index | Op::Cond | Op::Colon) => {
+            let l = if **left == Expr::Null { Some(0) } else { value(left) };
+            match (l, value(right)) {
+                (Some(l), Some(r)) => Some(super::eval::apply(*op, l, r, kernel)),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    if let Some(v) = v {
+        *e = Expr::Num(v, Box::default());
     }
 }
 

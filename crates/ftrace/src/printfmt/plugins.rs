@@ -310,7 +310,11 @@ fn func_field(env: &PEnv, out: &mut Vec<u8>, name: F) {
     // tep_print_func_field: `name/0x(start - value)` (sic: start minus value).
     let Some(v) = val(env, name) else { return };
     match env.env.ctx.kallsyms.and_then(|k| k.lookup_tep(v)) {
-        Some((n, addr)) => w(out, format_args!("{n}/0x{:x}", addr.wrapping_sub(v))),
+        Some((n, addr)) => {
+            out.extend_from_slice(n.as_bytes());
+            crate::put::bytes(out, b"/");
+            crate::put::hex0x(out, addr.wrapping_sub(v));
+        }
         None => w(out, format_args!("0x{v:08x}")),
     }
 }
@@ -558,7 +562,11 @@ pub(crate) fn run(p: Plugin, pf: &PluginFields, env: &Env, out: &mut Vec<u8>) ->
             // resolves; the offset printed as `(int)` with %x.
             if let Some(v) = num(env, F::CallSite) {
                 if let Some((n, addr)) = env.env.ctx.kallsyms.and_then(|k| k.lookup_tep(v)) {
-                    w(out, format_args!("({n}+0x{:x}) ", v.wrapping_sub(addr) as u32));
+                    crate::put::bytes(out, b"(");
+                    crate::put::bytes(out, n.as_bytes());
+                    crate::put::bytes(out, b"+");
+                    crate::put::hex0x(out, v.wrapping_sub(addr) as u32 as u64);
+                    crate::put::bytes(out, b") ");
                 }
             }
             false

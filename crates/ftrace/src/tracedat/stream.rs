@@ -200,6 +200,9 @@ pub struct CpuEvents<'d> {
     /// the records before it have been handed out (as a walk record by
     /// record would).
     failed: Option<Error>,
+    /// Lost-events marks only where libtraceevent reports them
+    /// ([`kbuffer_marks`](CpuEvents::kbuffer_marks)).
+    kbuffer_marks: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -210,26 +213,63 @@ enum Found {
 }
 
 /// Finds the records of `p` (whose data start `base` bytes into its page).
-fn find_all<O: ByteOrder>(p: &Page<'_>, base: usize, out: &mut Vec<Found>) -> Option<Error> {
+/// With `kbuffer_marks`, the page's lost-events mark is kept only when its
+/// first event's record starts the data (see [`CpuEvents::kbuffer_marks`]).
+fn find_all<O: ByteOrder>(p: &Page<'_>, base: usize, out: &mut Vec<Found>, kbuffer_marks: bool) -> Option<Error> {
     let data = p.data();
-    for r in p.events_as::<O>() {
+    let mut walk = p.events_as::<O>();
+    // Index of the mark in `out` until the first event decides on it.
+    let mut mark = None;
+    while let Some(r) = walk.next() {
         match r {
             Ok(RingEvent::Event { ts, data: d }) => {
+                if let Some(at) = mark.take() {
+                    if walk.last_header().0 != 0 {
+                        out.remove(at);
+                    }
+                }
                 // A page is at most a few MiB (the writer's page size): its
                 // offsets fit u32.
                 let s = base + (d.as_ptr() as usize - data.as_ptr() as usize);
                 out.push(Found::Event(ts, s as u32, (s + d.len()) as u32));
             }
+            Ok(RingEvent::Lost { count }) if kbuffer_marks => {
+                mark = Some(out.len());
+                out.push(Found::Lost(count));
+            }
             Ok(RingEvent::Lost { count }) => out.push(Found::Lost(count)),
-            Err(e) => return Some(e),
+            Err(e) => {
+                // No event followed the mark: libtraceevent had none to report it with.
+                if let Some(at) = mark {
+                    out.remove(at);
+                }
+                return Some(e);
+            }
         }
+    }
+    if let Some(at) = mark {
+        out.remove(at);
     }
     None
 }
 
 impl<'d> CpuEvents<'d> {
     pub fn new(stream: PageStream<'d>, layout: PageLayout) -> CpuEvents<'d> {
-        CpuEvents { stream, layout, found: Vec::new(), at: 0, failed: None }
+        CpuEvents { stream, layout, found: Vec::new(), at: 0, failed: None, kbuffer_marks: false }
+    }
+
+    /// Hands out a page's lost-events mark only where libtraceevent 1.7.1
+    /// reports it, so that a reader can print marks as `trace-cmd report`
+    /// does. `kbuffer_missed_events` (src/kbuffer-parse.c) returns the
+    /// page's missed count only while the current record sits at offset 0
+    /// of the page data (`kbuf->curr == 0`); its walk steps over time
+    /// extends, absolute timestamps and padding before the first event, so
+    /// a page whose data start with one of those, or that holds no event,
+    /// reports no loss at all. Without this (the default) every page's mark
+    /// is handed out: the kernel did drop events there.
+    pub fn kbuffer_marks(mut self, on: bool) -> CpuEvents<'d> {
+        self.kbuffer_marks = on;
+        self
     }
 
     pub fn cpu(&self) -> u32 {
@@ -286,8 +326,8 @@ impl<'d> CpuEvents<'d> {
             let base = p.data().as_ptr() as usize - page.as_ptr() as usize;
             self.found.clear();
             self.failed = match self.layout.endian {
-                Endian::Little => find_all::<Le>(&p, base, &mut self.found),
-                Endian::Big => find_all::<Be>(&p, base, &mut self.found),
+                Endian::Little => find_all::<Le>(&p, base, &mut self.found, self.kbuffer_marks),
+                Endian::Big => find_all::<Be>(&p, base, &mut self.found, self.kbuffer_marks),
             };
             self.at = 0;
             if !self.found.is_empty() {

@@ -290,6 +290,13 @@ fn correction(ts: u64, flags: u32, min: &Sample, max: &Sample) -> u64 {
     ts.wrapping_add(tscor as u64)
 }
 
+/// Nanoseconds to the microseconds trace-cmd prints: libtraceevent
+/// event-parse.c `print_event_time` rounds (`time += div / 2; time /= div`).
+#[inline]
+pub fn round_us(ns: u64) -> u64 {
+    ns / 1000 + u64::from(ns % 1000 >= 500)
+}
+
 /// Appends `ts` as `time_format` prints it, with the leading blank of the
 /// seconds styles and without the colon.
 pub fn put_time(out: &mut Vec<u8>, style: TimeStyle, ts: u64) {
@@ -299,11 +306,11 @@ pub fn put_time(out: &mut Vec<u8>, style: TimeStyle, ts: u64) {
         // libtraceevent event-parse.c `print_event_time`: `time += div / 2;
         // time /= div`, then "%5llu.%0*llu".
         TimeStyle::Usecs => {
-            let us = ts / 1000 + u64::from(ts % 1000 >= 500);
+            let us = round_us(ts);
             out.push(b' ');
             put::dec(out, us / 1_000_000, 5, b' ');
             out.push(b'.');
-            put::dec(out, us % 1_000_000, 6, b'0');
+            put::dec6(out, (us % 1_000_000) as u32);
         }
         TimeStyle::Nsecs => {
             out.push(b' ');

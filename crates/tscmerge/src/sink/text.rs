@@ -6,6 +6,8 @@
 
 use std::io::Write;
 
+use ftrace::tracedat::time::TimeStyle;
+
 use crate::event::{EventView, Payload};
 use crate::merge::Sink;
 use crate::{Error, Result};
@@ -37,11 +39,15 @@ struct TsPrinter {
     /// The high digits' value and text (padding included).
     high: u64,
     high_text: Vec<u8>,
+    /// The same for trace-cmd's `SECONDS.MICROSECONDS`: the seconds' value
+    /// and text (` {secs:>5}.`), which change once a second of trace.
+    secs: u64,
+    secs_text: Vec<u8>,
 }
 
 impl TsPrinter {
     fn new(format: TsFormat) -> Self {
-        TsPrinter { format, per_machine: Vec::new(), high: u64::MAX, high_text: Vec::new() }
+        TsPrinter { format, per_machine: Vec::new(), high: u64::MAX, high_text: Vec::new(), secs: u64::MAX, secs_text: Vec::new() }
     }
 
     fn write(&mut self, out: &mut Vec<u8>, machine: usize, ts: u64) {
@@ -66,9 +72,27 @@ impl TsPrinter {
                 out.push(b'.');
                 put::dec(out, ns % 1_000_000_000, 9, b'0');
             }
+            TsFormat::TraceCmd(TimeStyle::Usecs) => self.usecs(out, ts),
             TsFormat::TraceCmd(style) => ftrace::tracedat::time::put_time(out, style, ts),
-            TsFormat::Tsc2Nsec(clock) => ftrace::tracedat::time::put_time(out, ftrace::tracedat::time::TimeStyle::Usecs, clock.ns(ts)),
+            TsFormat::Tsc2Nsec(clock) => self.usecs(out, clock.ns(ts)),
         }
+    }
+
+    /// `put_time(out, TimeStyle::Usecs, ns)`, the seconds from the cache.
+    #[inline]
+    fn usecs(&mut self, out: &mut Vec<u8>, ns: u64) {
+        let us = ftrace::tracedat::time::round_us(ns);
+        let secs = us / 1_000_000;
+        if secs != self.secs {
+            self.secs = secs;
+            self.secs_text.clear();
+            // As put_time writes them: " %5llu.".
+            self.secs_text.push(b' ');
+            put::dec(&mut self.secs_text, secs, 5, b' ');
+            self.secs_text.push(b'.');
+        }
+        put::bytes(out, &self.secs_text);
+        put::dec6(out, (us % 1_000_000) as u32);
     }
 }
 

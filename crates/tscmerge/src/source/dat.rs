@@ -20,8 +20,28 @@ pub fn parse(map: memmap2::Mmap, path: &str) -> Result<DatFile> {
     DatFile::try_new(map, |m| TraceDat::parse(m)).map_err(|e| Error::Parse(e.in_file(path)))
 }
 
-/// Builds the decoding tables of a trace.dat.
-pub fn meta(dat: &TraceDat<'_>) -> Meta {
+/// Builds the decoding tables of a trace.dat; with `threads` > 1 the
+/// kallsyms table (a few MB of text: a third of the work here) is parsed on
+/// a second thread meanwhile.
+pub fn meta(dat: &TraceDat<'_>, threads: usize) -> Meta {
+    if threads > 1 {
+        if let Some(text) = dat.kallsyms() {
+            return std::thread::scope(|s| {
+                let k = s.spawn(|| ftrace::format::Kallsyms::parse(text));
+                let mut m = tables(dat);
+                // A panic there is a bug: shown as it would be on this thread.
+                m.kallsyms = Some(k.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+                m
+            });
+        }
+    }
+    let mut m = tables(dat);
+    m.kallsyms = dat.kallsyms().map(ftrace::format::Kallsyms::parse);
+    m
+}
+
+/// [`meta`] but the kallsyms.
+fn tables(dat: &TraceDat<'_>) -> Meta {
     let mut m = Meta::new(dat.endian(), dat.long_size());
     for (_, text) in dat.ftrace_formats() {
         m.add_format("ftrace", text);
@@ -35,7 +55,6 @@ pub fn meta(dat: &TraceDat<'_>) -> Meta {
             m.add_record_option(*id, data);
         }
     }
-    m.kallsyms = dat.kallsyms().map(ftrace::format::Kallsyms::parse);
     m.printk = dat.printk().map(ftrace::format::PrintkFormats::parse);
     m
 }

@@ -16,7 +16,7 @@
 
 use ftrace::printfmt::GraphRole;
 
-use crate::event::{Body, Cursor, EventView, Payload, Record};
+use crate::event::{Body, Cursor, Detached, EventView, Payload, Record};
 use crate::source::meta::Meta;
 use crate::Result;
 
@@ -41,11 +41,16 @@ pub struct GraphFold<'m> {
     /// The cursor holding the earliest event, when not at the end.
     min: Option<usize>,
     held: Option<Held<'m>>,
+    /// Format ids of funcgraph_entry and funcgraph_exit: a binary record of
+    /// any other id is passed on without building its view.
+    graph_ids: [Option<u16>; 2],
 }
 
 impl<'m> GraphFold<'m> {
     pub fn new(cpus: Vec<Box<dyn Cursor + 'm>>, meta: &'m Meta) -> Result<Self> {
-        let mut g = GraphFold { cpus, meta, min: None, held: None };
+        let id = |name| meta.events.by_name("ftrace", name).map(|f| f.id);
+        let graph_ids = [id("funcgraph_entry"), id("funcgraph_exit")];
+        let mut g = GraphFold { cpus, meta, min: None, held: None, graph_ids };
         g.find_min();
         g.take_entry()?;
         Ok(g)
@@ -78,7 +83,16 @@ impl<'m> GraphFold<'m> {
 
     /// The graph role, function, pid and bytes of the earliest record.
     fn peek_graph(&self) -> Option<(GraphRole, u64, i32, &[u8], &ftrace::format::EventFormat)> {
-        let ev = self.cpus[self.min?].current()?;
+        let cursor = &self.cpus[self.min?];
+        // Most records are not the graph tracer's: their id says so
+        // without the pid and comm lookups of a view.
+        if let Detached::Raw { data, .. } = cursor.detached()? {
+            let id = ftrace::format::Events::common_type(data, self.meta.endian)?;
+            if !self.graph_ids.contains(&Some(id)) {
+                return None;
+            }
+        }
+        let ev = cursor.current()?;
         let Payload::Event(Record { pid, body: Body::Raw { format, data, ctx }, .. }) = ev.payload else { return None };
         let (role, func) = format.graph_func(data, ctx)?;
         Some((role, func, pid, data, format))

@@ -199,6 +199,9 @@ pub struct Input {
     /// For a host with trace-cmd GUEST options: each vCPU thread they
     /// name, with how many events of it the recording holds.
     guest_thread_events: Vec<(i32, u64)>,
+    /// A trace.dat's lost-events marks only where libtraceevent reports
+    /// them ([`set_kbuffer_marks`](Self::set_kbuffer_marks)).
+    kbuffer_marks: bool,
     /// The mapping of a text or trace.dat input, registered so that its
     /// truncation while read is an error naming the file ([`map_input`]).
     _guard: Option<safefs::MapGuard>,
@@ -230,6 +233,23 @@ impl Input {
     /// [`open`](Self::open), scanning a trace.dat's CPUs for offset writes
     /// on up to `threads` threads.
     pub fn open_threads(path: &Path, threads: usize) -> Result<Input> {
+        Self::open_scanning(path, threads, true)
+    }
+
+    /// [`open`](Self::open) for a reader that needs no offset timeline and
+    /// no event counts (`report`): a trace.dat is not scanned ahead for
+    /// kvm_write_tsc_offset events and GUEST threads. That pass reads, and
+    /// for a compressed file inflates, every page once more before the
+    /// first event is out: on a zstd recording of this machine with the kvm
+    /// formats listed (trace-cmd extract lists every format), a fifth of a
+    /// one-thread report.
+    /// With `threads` > 1, a trace.dat's kallsyms are parsed on a second
+    /// thread while its formats are.
+    pub fn open_unscanned(path: &Path, threads: usize) -> Result<Input> {
+        Self::open_scanning(path, threads, false)
+    }
+
+    fn open_scanning(path: &Path, threads: usize, scan: bool) -> Result<Input> {
         let meta = std::fs::metadata(path).map_err(io_err(path))?;
         if meta.is_dir() {
             return Self::open_raw(path);
@@ -249,7 +269,7 @@ impl Input {
         if let Data::Map(m) = &data {
             if m.starts_with(TRACEDAT_MAGIC) {
                 let Data::Map(m) = data else { unreachable!() };
-                return Self::open_dat(path, m, guard, file, threads);
+                return Self::open_dat(path, m, guard, file, threads, scan);
             }
         }
         let bytes = data.bytes();
@@ -268,14 +288,14 @@ impl Input {
             _ => "x86-tsc".to_string(),
         };
         let buffers = vec![BufferDesc { name: String::new(), clock, cpus: scan.cpus, events: Some(scan.events) }];
-        Ok(Input { path: path.to_path_buf(), kind: InputKind::Text, data, buffers, offset_writes: scan.offset_writes, guest_thread_events: Vec::new(), _guard: Some(guard) })
+        Ok(Input { path: path.to_path_buf(), kind: InputKind::Text, data, buffers, offset_writes: scan.offset_writes, guest_thread_events: Vec::new(), kbuffer_marks: false, _guard: Some(guard) })
     }
 
-    fn open_dat(path: &Path, map: memmap2::Mmap, guard: safefs::MapGuard, fd: std::fs::File, threads: usize) -> Result<Input> {
+    fn open_dat(path: &Path, map: memmap2::Mmap, guard: safefs::MapGuard, fd: std::fs::File, threads: usize, wanted: bool) -> Result<Input> {
         let name = path.display().to_string();
         let file = dat::parse(map, &name)?;
         let dat = file.borrow_dependent();
-        let meta = dat::meta(dat);
+        let meta = dat::meta(dat, threads);
         // The offset timeline needs every kvm_write_tsc_offset before the
         // merge: a pass over the file, skipped when the file has no such
         // event type (guests' files): it would touch every page twice.
@@ -286,7 +306,7 @@ impl Input {
         let mut watch: Vec<i32> = dat.guests().flat_map(|g| g.vcpus.iter().map(|&(_, p)| p as i32)).collect();
         watch.sort_unstable();
         watch.dedup();
-        let scan = scan || !watch.is_empty();
+        let scan = wanted && (scan || !watch.is_empty());
         // One job per (buffer, CPU), taken in turn by `threads` threads;
         // results kept in job order, so the outcome does not depend on them.
         // Buffers the recording says hold no such event are not scanned
@@ -364,7 +384,7 @@ impl Input {
             })
             .collect();
         let guest_thread_events = watch.into_iter().zip(seen).collect();
-        Ok(Input { path: path.to_path_buf(), kind: InputKind::TraceDat, data: Data::Dat { file, meta, fd }, buffers, offset_writes, guest_thread_events, _guard: Some(guard) })
+        Ok(Input { path: path.to_path_buf(), kind: InputKind::TraceDat, data: Data::Dat { file, meta, fd }, buffers, offset_writes, guest_thread_events, kbuffer_marks: false, _guard: Some(guard) })
     }
 
     fn open_raw(path: &Path) -> Result<Input> {
@@ -381,7 +401,7 @@ impl Input {
                 events: Some(n),
             })
             .collect();
-        Ok(Input { path: path.to_path_buf(), kind: InputKind::RawDir, data: Data::Raw(dir), buffers, offset_writes: scan.offset_writes, guest_thread_events: Vec::new(), _guard: None })
+        Ok(Input { path: path.to_path_buf(), kind: InputKind::RawDir, data: Data::Raw(dir), buffers, offset_writes: scan.offset_writes, guest_thread_events: Vec::new(), kbuffer_marks: false, _guard: None })
     }
 
     /// The decoding tables of a binary input (trace.dat, raw directory).
@@ -401,6 +421,14 @@ impl Input {
             Data::Raw(r) => r.meta.plugins = on,
             Data::Map(_) => {}
         }
+    }
+
+    /// A trace.dat's lost-events marks as `trace-cmd report` shows them:
+    /// only where libtraceevent reports them
+    /// ([`ftrace::tracedat::CpuEvents::kbuffer_marks`]). Other inputs keep
+    /// every mark (trace-cmd reads only trace.dat).
+    pub fn set_kbuffer_marks(&mut self, on: bool) {
+        self.kbuffer_marks = on;
     }
 
     /// The opened raw capture directory, for `info`.
@@ -515,7 +543,7 @@ impl Input {
                 let path = self.path.to_str().unwrap_or("trace.dat");
                 (0..desc.cpus.len())
                     .map(|ci| {
-                        let ev = dat.cpu_events(buffer, ci).map_err(|e| e.in_file(path))?.read_with(fd);
+                        let ev = dat.cpu_events(buffer, ci).map_err(|e| e.in_file(path))?.read_with(fd).kbuffer_marks(self.kbuffer_marks);
                         let cpu = ev.cpu();
                         let release = ReleaseBehind::new(ev.borrows_mapping().then(|| file.borrow_owner()));
                         Ok((Some(cpu), Box::new(dat::DatCursor::new(ev, meta, release, path)?) as Box<dyn Cursor>))
