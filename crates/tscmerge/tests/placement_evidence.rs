@@ -37,6 +37,20 @@ impl Sink for Collect {
     }
 }
 
+/// Writes `cfg`'s text recording into a fresh directory.
+fn synth_dir(cfg: &SynthConfig, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tscmerge-placement-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    write_text(cfg, &dir).unwrap();
+    dir
+}
+
+/// The merge plan of a synth directory (host buffers, every guest).
+fn plan(cfg: &SynthConfig, dir: &std::path::Path) -> Plan {
+    let guests = GuestSpec::from_synth(cfg, dir, "txt", true);
+    Plan::new(MergeSpec { hosts: vec![dir.join("host.txt"), dir.join("host-tsc_offset.txt")], guests, ..Default::default() }).unwrap()
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Outcome {
     events: u64,
@@ -48,12 +62,8 @@ struct Outcome {
 
 fn run(name: &str, patterns: Patterns, windows: u64, tsc_write_every: u64, kept: RunWindowEvents) -> Outcome {
     let cfg = SynthConfig { vms: vec![1, 4], windows, tsc_write_every, patterns, run_windows: kept, seed: 7, ..Default::default() };
-    let dir = std::env::temp_dir().join(format!("tscmerge-placement-{}-{name}-{kept:?}-{tsc_write_every}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    write_text(&cfg, &dir).unwrap();
-    let guests = GuestSpec::from_synth(&cfg, &dir, "txt", true);
-    let spec = MergeSpec { hosts: vec![dir.join("host.txt"), dir.join("host-tsc_offset.txt")], guests, ..Default::default() };
-    let plan = Plan::new(spec).unwrap();
+    let dir = synth_dir(&cfg, &format!("{name}-{kept:?}-{tsc_write_every}"));
+    let plan = plan(&cfg, &dir);
     let mut sink = Collect::default();
     merge(plan.cursors().unwrap(), &mut sink).unwrap();
     let mut o = Outcome::default();
@@ -145,12 +155,8 @@ fn viewers_mark_the_ambiguous() {
     use prost::Message;
     use tscmerge::sink::perfetto_proto as pb;
     let cfg = SynthConfig { vms: vec![1, 4], windows: 300, tsc_write_every: 0, patterns: Patterns { late_fall: 150_000_000, ..Default::default() }, run_windows: RunWindowEvents::None, ..Default::default() };
-    let dir = std::env::temp_dir().join(format!("tscmerge-placement-{}-viewers", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    write_text(&cfg, &dir).unwrap();
-    let guests = GuestSpec::from_synth(&cfg, &dir, "txt", true);
-    let spec = MergeSpec { hosts: vec![dir.join("host.txt"), dir.join("host-tsc_offset.txt")], guests, ..Default::default() };
-    let plan = Plan::new(spec).unwrap();
+    let dir = synth_dir(&cfg, "viewers");
+    let plan = plan(&cfg, &dir);
     let mut sink = tscmerge::sink::PerfettoSink::new(Vec::new(), &plan.machines(), tscmerge::sink::HostNs::Khz(2_000_000), Vec::new(), "mem").unwrap();
     merge(plan.cursors().unwrap(), &mut sink).unwrap();
     let marks = sink.ambiguous_marks;
@@ -174,7 +180,7 @@ fn viewers_mark_the_ambiguous() {
     assert_eq!((instants, marks), (rule, rule));
     assert_eq!(uuids.len(), 2, "one track per guest machine");
 
-    let plan = Plan::new(MergeSpec { hosts: vec![dir.join("host.txt"), dir.join("host-tsc_offset.txt")], guests: GuestSpec::from_synth(&cfg, &dir, "txt", true), ..Default::default() }).unwrap();
+    let plan = self::plan(&cfg, &dir);
     let mut json = tscmerge::sink::JsonSink::new(Vec::new(), plan.machines(), "mem");
     merge(plan.cursors().unwrap(), &mut json).unwrap();
     let text = String::from_utf8(json.into_inner()).unwrap();
