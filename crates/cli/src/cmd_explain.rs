@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use tscmerge::explain::{write_text, ExplainSink, StallSpec};
 use tscmerge::merge::merge_threads;
-use tscmerge::plan::{MergeSpec, Plan};
 
 #[derive(clap::Args)]
 #[command(
@@ -47,17 +46,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let threads = crate::inputs::threads(a.threads);
-    let spec = crate::inputs::spec(&a.inputs)?;
-    if let Some(o) = a.output.as_deref() {
-        crate::output::refuse_input_as_output(o, &spec, &a.inputs.kvm_debugfs)?;
-    }
-    let plan = Plan::new(MergeSpec { threads, ..spec })?;
-    for n in &plan.notes {
-        eprintln!("tscmerge: {n}");
-    }
-    for g in &plan.guests {
-        eprintln!("tscmerge: guest {} is {} ({})", g.spec.name, plan.timeline.vms[g.vm].name(), g.reason);
-    }
+    let plan = crate::inputs::open_plan(&a.inputs, threads, a.output.as_deref())?;
     let mut cfg = plan.explain_config();
     cfg.stalls = a.stalls.iter().map(|s| StallSpec::parse(s)).collect::<Result<_, _>>().map_err(|e| anyhow::anyhow!("--stall {e}"))?;
     cfg.sched_latency = a.sched_latency;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use tscmerge::merge::{merge_threads, Sink};
-use tscmerge::plan::{MergeSpec, Plan};
+use tscmerge::plan::Plan;
 use tscmerge::sink::{ChromeSink, DatSink, HostNs, JsonSink, MachineProvenance, PerfettoSink, TextSink, TsFormat, VcpuThread};
 use tscmerge::check::CheckSink;
 use tscmerge::EventView;
@@ -253,17 +253,7 @@ fn dat_meta(plan: &Plan, clock: Option<HostNs>) -> tscmerge::sink::dat::DatMeta 
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let threads = crate::inputs::threads(a.threads);
-    let spec = crate::inputs::spec(&a.inputs)?;
-    if let Some(o) = a.output.as_deref() {
-        crate::output::refuse_input_as_output(o, &spec, &a.inputs.kvm_debugfs)?;
-    }
-    let plan = Plan::new(MergeSpec { threads, ..spec })?;
-    for n in &plan.notes {
-        eprintln!("tscmerge: {n}");
-    }
-    for g in &plan.guests {
-        eprintln!("tscmerge: guest {} is {} ({})", g.spec.name, plan.timeline.vms[g.vm].name(), g.reason);
-    }
+    let plan = crate::inputs::open_plan(&a.inputs, threads, a.output.as_deref())?;
     let machines = plan.machines();
     let format = if a.json { Format::Json } else { a.format };
     // Host time in ns: --tsc-khz, else the host file's TSC2NSEC (as

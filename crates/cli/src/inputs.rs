@@ -160,3 +160,20 @@ pub fn spec(a: &InputArgs) -> anyhow::Result<MergeSpec> {
 pub fn threads(asked: Option<usize>) -> usize {
     asked.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2))).max(1)
 }
+
+/// The merge plan of the inputs, said on stderr as it was made (its notes,
+/// which VM each guest is and why); refuses an output that is an input.
+pub fn open_plan(a: &InputArgs, threads: usize, output: Option<&std::path::Path>) -> anyhow::Result<tscmerge::plan::Plan> {
+    let spec = spec(a)?;
+    if let Some(o) = output {
+        crate::output::refuse_input_as_output(o, &spec, &a.kvm_debugfs)?;
+    }
+    let plan = tscmerge::plan::Plan::new(MergeSpec { threads, ..spec })?;
+    for n in &plan.notes {
+        eprintln!("tscmerge: {n}");
+    }
+    for g in &plan.guests {
+        eprintln!("tscmerge: guest {} is {} ({})", g.spec.name, plan.timeline.vms[g.vm].name(), g.reason);
+    }
+    Ok(plan)
+}
