@@ -359,29 +359,21 @@ impl<'a> Lookahead<'a> {
     /// the strongest kind of window seen for it by then; `None` when
     /// nothing says (no window of any kind seen, a hole, a read error).
     pub fn inside(&mut self, pid: i32, h: u64) -> Option<bool> {
-        self.inside_all(pid, &[h])[0]
+        self.inside_upto(pid, h, h)
     }
 
-    /// [`inside`](Self::inside) for several host times of one event,
-    /// judged by the same kind of window: the strongest seen for the
-    /// thread by the latest of them. Before the thread's first window of
+    /// `h` judged by the strongest kind of window seen for `pid` by `upto`
+    /// (read through `max(h, upto)`). Before the thread's first window of
     /// that kind, while the host was recording, the thread was outside
     /// (when that first event opened a window; else nothing says).
-    pub fn inside_all(&mut self, pid: i32, hs: &[u64]) -> Vec<Option<bool>> {
-        let Some(&last) = hs.iter().max() else { return Vec::new() };
-        hs.iter().map(|&h| self.inside_all_upto(pid, h, last)).collect()
-    }
-
-    /// `h` judged by the strongest kind seen for `pid` by `upto` (≥ `h`).
-    fn inside_all_upto(&mut self, pid: i32, h: u64, upto: u64) -> Option<bool> {
-        let hs = [h];
+    fn inside_upto(&mut self, pid: i32, h: u64, upto: u64) -> Option<bool> {
         let last = upto.max(h);
         self.read_through(last);
         let (failed, first_ts) = (self.failed, self.first_ts);
         let t = self.threads.get_mut(&pid).filter(|_| !failed)?;
         self.held -= t.evict();
         let kind = WindowKind::BY_STRENGTH.into_iter().find(|k| t.first_seen[k.index()].is_some_and(|s| s <= last))?;
-        hs.iter().map(|&h| t.judge(kind, h, first_ts)).next().flatten()
+        t.judge(kind, h, first_ts)
     }
 }
 
@@ -439,11 +431,6 @@ impl Evidence<'_> {
         self.la.borrow_mut().inside(self.pid, h)
     }
 
-    /// See [`Lookahead::inside_all`].
-    pub fn inside_all(&self, hs: &[u64]) -> Vec<Option<bool>> {
-        self.la.borrow_mut().inside_all(self.pid, hs)
-    }
-
     /// Whether `h` is inside, judged by the strongest kind of window seen
     /// by `h`, or, when none is seen by then, by `horizon` (≥ `h`): the
     /// pass reads only as far as it must.
@@ -452,7 +439,7 @@ impl Evidence<'_> {
         la.read_through(h);
         let seen = la.threads.get(&self.pid).is_some_and(|t| t.first_seen.iter().flatten().any(|&s| s <= h));
         let upto = if seen { h } else { horizon.max(h) };
-        la.inside_all_upto(self.pid, h, upto)
+        la.inside_upto(self.pid, h, upto)
     }
 
     /// Whether the thread's windows seen so far are exact ones (kvm_entry
