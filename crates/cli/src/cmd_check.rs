@@ -86,14 +86,22 @@ pub fn print_report(plan: &Plan, r: &mut CheckReport, khz: Option<u64>, out: &mu
             writeln!(out, "check: no guest event falls within the host's recording: nothing could be checked (the recordings do not overlap on this timeline: another session's files, or wrong offsets)")?;
         }
     }
-    if (r.ambiguous > 0 || r.by_run_windows > 0) && !strong {
-        writeln!(out, "check: {} guest events fitted more than one offset period and were placed by the rule (ambiguous): without run windows nothing judges them", r.ambiguous)?;
-    } else if r.ambiguous > 0 || r.by_run_windows > 0 {
+    let decided = r.by_run_windows + r.by_guest_order;
+    if (r.ambiguous > 0 || decided > 0) && !strong {
         writeln!(
             out,
-            "check: {} guest events fitted more than one offset period: {} placed by the host's run windows; {} placed by the rule (ambiguous), of which {} lie outside every window of their thread: the rule misplaced those, counted apart from the violations above (record kvm_entry/kvm_exit or sched_switch of the vCPU threads so the merge can decide them)",
-            r.by_run_windows + r.ambiguous,
+            "check: {} guest events fitted more than one offset period: {} placed by the guest CPU's later events; {} placed by the rule (ambiguous): without run windows nothing judges them",
+            decided + r.ambiguous,
+            r.by_guest_order,
+            r.ambiguous
+        )?;
+    } else if r.ambiguous > 0 || decided > 0 {
+        writeln!(
+            out,
+            "check: {} guest events fitted more than one offset period: {} placed by the host's run windows, {} by the guest CPU's later events; {} placed by the rule (ambiguous), of which {} lie outside every window of their thread: the rule misplaced those, counted apart from the violations above (record kvm_entry/kvm_exit or sched_switch of the vCPU threads so the merge can decide them)",
+            decided + r.ambiguous,
             r.by_run_windows,
+            r.by_guest_order,
             r.ambiguous,
             r.ambiguous_outside
         )?;

@@ -372,17 +372,17 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 /// with `--stats` in full).
 pub fn report_ambiguity(plan: &Plan, stats: bool) {
     let tally = plan.ambiguity.lock().map(|m| m.clone()).unwrap_or_default();
-    let (windows, rule) = tally.values().fold((0, 0), |(w, r), a| (w + a.by_run_windows, r + a.by_rule));
-    if rule > 0 || (stats && windows > 0) {
+    let (windows, order, rule) = tally.values().fold((0, 0, 0), |(w, o, r), a| (w + a.by_run_windows, o + a.by_guest_order, r + a.by_rule));
+    if rule > 0 || (stats && windows + order > 0) {
         eprintln!(
-            "tscmerge: {} guest events fitted more than one offset period (a fall of the offset repeats guest times): {windows} placed by the host's run windows, {rule} by the rule (earliest fitting period) and counted as ambiguous{}",
-            windows + rule,
+            "tscmerge: {} guest events fitted more than one offset period (a fall of the offset repeats guest times): {windows} placed by the host's run windows, {order} by the guest CPU's later events, {rule} by the rule (earliest fitting period) and counted as ambiguous{}",
+            windows + order + rule,
             if rule > 0 { "; `check` judges them, JSON marks them \"placed\": \"rule\"" } else { "" }
         );
     }
     if stats {
         for ((guest, vcpu), a) in &tally {
-            eprintln!("tscmerge: guest {guest} vCPU {vcpu}: {} by run windows, {} ambiguous (rule)", a.by_run_windows, a.by_rule);
+            eprintln!("tscmerge: guest {guest} vCPU {vcpu}: {} by run windows, {} by later guest events, {} ambiguous (rule)", a.by_run_windows, a.by_guest_order, a.by_rule);
         }
         for l in plan.lookahead.lock().map(|v| v.clone()).unwrap_or_default().into_iter().filter(|l| l.host_events_read > 0) {
             eprintln!(

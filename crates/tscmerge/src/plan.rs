@@ -542,9 +542,9 @@ impl Plan {
             let g = &self.guests[gi];
             for input in &g.inputs {
                 for b in 0..input.buffers().len() {
-                    for (cpu, cursor) in input.cursors(b, true)? {
+                    for (k, (cpu, cursor)) in input.cursors(b, true)?.into_iter().enumerate() {
                         let (vcpu, tl) = self.vcpu_of(g, cpu.unwrap_or(0));
-                        let clock = self.clock(&evidence, gi, vcpu, tl);
+                        let clock = with_later_events(self.clock(&evidence, gi, vcpu, tl), input, b, move |i, _| i == k);
                         let cursor = GuestCursor::new(cursor, clock, &g.spec.name, vcpu)?.with_tally(self.ambiguity.clone());
                         out.push(merge::Input { machine: gi + 1, cursor: Box::new(cursor), meta: input.meta() });
                     }
@@ -597,13 +597,14 @@ impl Plan {
                 for b in 0..input.buffers().len() {
                     let feeds = input.page_sources(b, |cpu| {
                         let (vcpu, tl) = timeline(cpu);
-                        Some(GuestClock { clock: self.clock(&evidence, gi, vcpu, tl), guest: g.spec.name.clone(), vcpu })
+                        let clock = with_later_events(self.clock(&evidence, gi, vcpu, tl), input, b, move |_, c| c == Some(cpu));
+                        Some(GuestClock { clock, guest: g.spec.name.clone(), vcpu, tally: self.ambiguity.clone(), counts: Default::default() })
                     })?;
                     for (cpu, feed) in feeds {
                         let feed = match feed {
                             PageFeed::Events(c) => {
                                 let (vcpu, tl) = timeline(cpu);
-                                let clock = self.clock(&evidence, gi, vcpu, tl);
+                                let clock = with_later_events(self.clock(&evidence, gi, vcpu, tl), input, b, move |_, c| c == Some(cpu));
                                 PageFeed::Events(Box::new(GuestCursor::new(c, clock, &g.spec.name, vcpu)?.with_tally(self.ambiguity.clone())))
                             }
                             f => f,
@@ -666,6 +667,40 @@ impl Plan {
         let vcpu = g.spec.vcpu_map.get(&cpu).copied().unwrap_or(cpu);
         (vcpu, self.timeline.vms[g.vm].vcpus.get(&VcpuId(vcpu)).unwrap_or(&NO_TIMELINE))
     }
+}
+
+/// `clock` asking, before it places an ambiguous event by the rule, the
+/// guest CPU's later events (clock/walk.rs `Order`): read by a cursor of
+/// their own over buffer `buffer` of `input`, the one `pick` chooses (by
+/// position and CPU), opened at first need. A vCPU whose offsets never
+/// repeat a guest time needs none.
+fn with_later_events<'a>(clock: VcpuClock<'a>, input: &'a Input, buffer: usize, pick: impl Fn(usize, Option<u32>) -> bool + 'a) -> VcpuClock<'a> {
+    if !clock.can_be_ambiguous() {
+        return clock;
+    }
+    let mut cursor: Option<Box<dyn crate::event::Cursor + 'a>> = None;
+    let mut opened = false;
+    clock.with_order(Box::new(move || {
+        if !opened {
+            opened = true;
+            // An input that opened once opens again; if not, nothing is
+            // ruled out (the rule decides, counted as ambiguous).
+            let all = input.cursors(buffer, true).ok()?;
+            cursor = all.into_iter().enumerate().find(|(i, (cpu, _))| pick(*i, *cpu)).map(|(_, (_, c))| c);
+        }
+        loop {
+            let c = cursor.as_mut()?;
+            let ts = c.own_ts()?;
+            // A read error ends the look ahead; the merge's own cursor
+            // reports it when it gets there.
+            if c.advance().is_err() {
+                cursor = None;
+            }
+            if let Some(ts) = ts {
+                return Some(ts);
+            }
+        }
+    }))
 }
 
 /// The host's run windows read ahead of a merge, and the thread of each

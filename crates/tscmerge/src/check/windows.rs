@@ -204,6 +204,8 @@ pub struct CheckReport {
     /// Guest events whose guest time fitted several offset periods and
     /// that the host's run windows decided (clock/walk.rs).
     pub by_run_windows: u64,
+    /// Those the guest CPU's later events decided.
+    pub by_guest_order: u64,
     /// Those nothing decided, placed by the rule: ambiguous.
     pub ambiguous: u64,
     /// Of the ambiguous, those outside every window of their thread: the
@@ -608,6 +610,7 @@ impl Sink for CheckSink<'_> {
                 match ev.placed {
                     crate::clock::How::Only => {}
                     crate::clock::How::RunWindows => self.report.by_run_windows += 1,
+                    crate::clock::How::GuestOrder => self.report.by_guest_order += 1,
                     crate::clock::How::Rule => self.report.ambiguous += 1,
                 }
                 self.guest_event(machine, ev.cpu, ev.ts, ev.orig_ts, r.name, tsc_read);

@@ -28,12 +28,39 @@ pub struct GuestCursor<'a> {
 pub struct Ambiguity {
     /// Decided by the host's run windows.
     pub by_run_windows: u64,
+    /// Decided by the guest CPU's later events (clock/walk.rs `Order`).
+    pub by_guest_order: u64,
     /// Placed by the rule: nothing decided (counted as ambiguous).
     pub by_rule: u64,
 }
 
 /// Per (guest, vCPU), what its cursors counted, added when each is dropped.
 pub type Tally = Arc<Mutex<BTreeMap<(String, u32), Ambiguity>>>;
+
+impl Ambiguity {
+    /// Counts an event placed so.
+    pub fn count(&mut self, how: How) {
+        match how {
+            How::Only => {}
+            How::RunWindows => self.by_run_windows += 1,
+            How::GuestOrder => self.by_guest_order += 1,
+            How::Rule => self.by_rule += 1,
+        }
+    }
+
+    /// Adds these counts to `tally`'s for (`guest`, `vcpu`).
+    pub fn add_to(&self, tally: &Tally, guest: &str, vcpu: u32) {
+        if *self == Ambiguity::default() {
+            return;
+        }
+        if let Ok(mut m) = tally.lock() {
+            let e = m.entry((guest.to_string(), vcpu)).or_default();
+            e.by_run_windows += self.by_run_windows;
+            e.by_guest_order += self.by_guest_order;
+            e.by_rule += self.by_rule;
+        }
+    }
+}
 
 impl<'a> GuestCursor<'a> {
     pub fn new(inner: Box<dyn Cursor + 'a>, clock: VcpuClock<'a>, guest: &str, vcpu: u32) -> Result<Self> {
@@ -77,11 +104,7 @@ impl<'a> GuestCursor<'a> {
                 self.host = Some(p.host.0);
                 self.period = p.period;
                 self.how = p.how;
-                match p.how {
-                    How::Only => {}
-                    How::RunWindows => self.counts.by_run_windows += 1,
-                    How::Rule => self.counts.by_rule += 1,
-                }
+                self.counts.count(p.how);
                 Ok(())
             }
             Err(e) => Err(place_error(&self.guest, self.vcpu, e)),
@@ -138,13 +161,7 @@ impl Cursor for GuestCursor<'_> {
 impl Drop for GuestCursor<'_> {
     fn drop(&mut self) {
         if let Some(t) = &self.tally {
-            if self.counts != Ambiguity::default() {
-                if let Ok(mut m) = t.lock() {
-                    let e = m.entry((self.guest.clone(), self.vcpu)).or_default();
-                    e.by_run_windows += self.counts.by_run_windows;
-                    e.by_rule += self.counts.by_rule;
-                }
-            }
+            self.counts.add_to(t, &self.guest, self.vcpu);
         }
     }
 }

@@ -24,6 +24,15 @@
 //! events after a fall that show no backward step of the guest TSC (the
 //! vCPU did not run between its last event and the write).
 //!
+//! Before the rule, the guest CPU's own later events are asked
+//! ([`Order`]): they happened after this one, so a period that would put
+//! this event after the latest time some later event can have is not its
+//! period. Events just before a guest's own fall (it wrote IA32_TSC lower)
+//! are decided so: the first event after the write reads a low guest time
+//! that fits no host time as late as the new period would put them
+//! (`How::GuestOrder`). Only periods after the earliest fit can be ruled
+//! out this way; events after a fall the vCPU sat out stay ambiguous.
+//!
 //! When no period fits (data that contradicts itself: the guest TSC steps
 //! back with no fall to explain it) the older walk decides: move on while
 //! the event converted with the current period reaches the next write, or
@@ -52,6 +61,8 @@ pub enum How {
     Only,
     /// Several fit; the host's run windows chose.
     RunWindows,
+    /// Several fit; the guest CPU's later events left only the earliest.
+    GuestOrder,
     /// Several fit and nothing decided: the rule, counted as ambiguous.
     Rule,
 }
@@ -71,9 +82,119 @@ const MAX_FITTING: usize = 8;
 /// How far after the first fitting period a second one makes an event
 /// ambiguous (see [`VcpuClock::decide`]).
 const NEAR: usize = 64;
+/// Events a guest CPU's [`Order`] reads ahead of the one in doubt at most:
+/// its memory (32 bytes an event at worst) and time stay bounded; what it
+/// cannot rule out within them stays ambiguous.
+const MAX_AHEAD: usize = 1 << 14;
+
+/// The guest CPU's next event time (in its file order, the order the
+/// placer is asked in), `None` at its end; lost-events marks are skipped.
+pub type NextTs<'a> = Box<dyn FnMut() -> Option<u64> + 'a>;
+
+/// What the guest CPU's later events say (see the module comment).
+///
+/// The latest host time event `j` can have, `B_j`, is its latest fitting
+/// period's host time at or before `B_{j+1}` (the events after it happened
+/// later). An *anchor*, a later event with one fitting period at or after
+/// the earliest it can be placed, has its `B` exactly; the events read
+/// between the one in doubt and the anchor get theirs backwards from it,
+/// once. A placement after `B` of the next event is ruled out.
+struct Order<'a> {
+    next: NextTs<'a>,
+    /// Events placed so far: the index of the one in doubt.
+    placed: u64,
+    /// Index of the first event of `ahead` (of the next to read when empty).
+    first: u64,
+    ended: bool,
+    /// Events read after the one being placed, in order.
+    ahead: std::collections::VecDeque<Ahead>,
+    /// How many of `ahead`, from the front, have their `latest` (an anchor
+    /// ends them).
+    anchored: usize,
+    /// The earliest placement (period, host time) of the last event read:
+    /// a lower bound of its true one, greedily from the one in doubt's.
+    low: (usize, u64),
+}
+
+/// An event read ahead: guest time, earliest placement, and `B`
+/// (`u64::MAX` until anchored, or when nothing bounds it).
+#[derive(Clone, Copy, Debug)]
+struct Ahead {
+    guest: u64,
+    low: (usize, u64),
+    latest: u64,
+}
+
+impl std::fmt::Debug for Order<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Order").field("placed", &self.placed).field("first", &self.first).field("held", &self.ahead.len()).finish()
+    }
+}
+
+/// The periods' guest ranges `[begin, end)` as a tree of (lowest begin,
+/// highest end) over ranges of periods: the next period whose range holds
+/// a guest time is found without trying each (thousands of periods after
+/// an unstable TSC's loads; a later fall far below makes every one a
+/// maybe). A node whose lowest begin lies above, or highest end at or
+/// below, the time holds none.
+#[derive(Debug)]
+struct RangeIndex {
+    /// Leaves from `size`; node `k`'s children are `2k`, `2k + 1`.
+    size: usize,
+    low: Vec<u64>,
+    high: Vec<u64>,
+}
+
+/// A search of [`RangeIndex::next`].
+enum Next {
+    At(usize),
+    None,
+    /// Visited [`MAX_TRIED`] nodes (a timeline crafted so nodes prune
+    /// nothing): as if the periods tried ran out.
+    GaveUp,
+}
+
+impl RangeIndex {
+    fn new(begin: &[u64], end: &[u64]) -> Self {
+        let size = begin.len().next_power_of_two();
+        let mut low = vec![u64::MAX; 2 * size];
+        let mut high = vec![0; 2 * size];
+        for (i, (&b, &e)) in begin.iter().zip(end).enumerate() {
+            low[size + i] = b;
+            high[size + i] = e;
+        }
+        for k in (1..size).rev() {
+            low[k] = low[2 * k].min(low[2 * k + 1]);
+            high[k] = high[2 * k].max(high[2 * k + 1]);
+        }
+        RangeIndex { size, low, high }
+    }
+
+    /// The first period at or after `from` whose range holds `g`.
+    fn next(&self, from: usize, g: u64) -> Next {
+        let mut budget = MAX_TRIED;
+        match self.find(1, 0, self.size, from, g, &mut budget) {
+            Some(p) => Next::At(p),
+            None if budget == 0 => Next::GaveUp,
+            None => Next::None,
+        }
+    }
+
+    fn find(&self, k: usize, lo: usize, hi: usize, from: usize, g: u64, budget: &mut usize) -> Option<usize> {
+        if hi <= from || *budget == 0 || self.low[k] > g || self.high[k] <= g {
+            return None;
+        }
+        *budget -= 1;
+        if hi - lo == 1 {
+            return Some(lo);
+        }
+        let mid = lo + (hi - lo) / 2;
+        self.find(2 * k, lo, mid, from, g, budget).or_else(|| self.find(2 * k + 1, mid, hi, from, g, budget))
+    }
+}
 
 /// The forward-only placer of one guest CPU.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct VcpuClock<'t> {
     tl: &'t VcpuTimeline,
     period: usize,
@@ -84,15 +205,15 @@ pub struct VcpuClock<'t> {
     /// time, `u64::MAX` when it has no start) and at its end.
     begin: Vec<u64>,
     end: Vec<u64>,
-    /// `begin_after[i]`: the lowest `begin` of the periods after `i`; an
-    /// event below it fits no later period.
-    begin_after: Vec<u64>,
+    /// Finds the periods whose guest range holds a guest time.
+    ranges: RangeIndex,
     /// Guest TSC below which no period of the [`NEAR`] after the current
     /// one can fit an event at or after the last (the lowest `begin` of
     /// those whose `end` lies above the last event): up to it the current
     /// period is the only one (as `decide` counts fits).
     clear_until: u64,
     evidence: Option<Evidence<'t>>,
+    order: Option<Order<'t>>,
 }
 
 impl<'t> VcpuClock<'t> {
@@ -112,11 +233,8 @@ impl<'t> VcpuClock<'t> {
                 None => u64::MAX,
             });
         }
-        let mut begin_after = vec![u64::MAX; n];
-        for i in (0..n.saturating_sub(1)).rev() {
-            begin_after[i] = begin_after[i + 1].min(begin[i + 1]);
-        }
-        VcpuClock { tl, period: 0, conv: tl.conversion(0), last_guest: None, last_host: None, begin, end, begin_after, clear_until: 0, evidence: None }
+        let ranges = RangeIndex::new(&begin, &end);
+        VcpuClock { tl, period: 0, conv: tl.conversion(0), last_guest: None, last_host: None, begin, end, ranges, clear_until: 0, evidence: None, order: None }
     }
 
     /// Whether some guest time fits two periods: a later period begins (in
@@ -148,8 +266,24 @@ impl<'t> VcpuClock<'t> {
         self
     }
 
+    /// Asks the guest CPU's later events (`next`, in the order events will
+    /// be placed) before placing an ambiguous event by the rule.
+    pub fn with_order(mut self, next: NextTs<'t>) -> Self {
+        self.order = Some(Order { next, placed: 0, first: 0, ended: false, ahead: Default::default(), anchored: 0, low: (0, 0) });
+        self
+    }
+
     #[inline]
     pub fn place(&mut self, g: GuestTsc) -> Result<Placed, PlaceError> {
+        let placed = self.place_inner(g);
+        if let Some(o) = &mut self.order {
+            o.placed += 1;
+        }
+        placed
+    }
+
+    #[inline]
+    fn place_inner(&mut self, g: GuestTsc) -> Result<Placed, PlaceError> {
         if let (Some(conv), Some(last)) = (self.conv, self.last_guest) {
             let i = self.period;
             // At or after the previous event, inside the current period,
@@ -171,21 +305,32 @@ impl<'t> VcpuClock<'t> {
     /// The next period at or after `*from` (and before `limit`) that fits
     /// `g`, with its host time; `*from` moves past it.
     fn next_fit(&self, g: GuestTsc, from: &mut usize, limit: usize) -> Option<(usize, u64)> {
+        self.next_fit_after(g, from, limit, (self.period, self.last_host))
+    }
+
+    /// [`next_fit`](Self::next_fit) for an event after one at `after`
+    /// (period, host time; `None`: no event before).
+    fn next_fit_after(&self, g: GuestTsc, from: &mut usize, limit: usize, after: (usize, Option<u64>)) -> Option<(usize, u64)> {
         let periods = &self.tl.periods;
         while *from < periods.len().min(limit) {
-            let p = *from;
-            *from += 1;
-            if p > self.period && self.begin_after[p - 1] > g.0 {
-                *from = periods.len();
-                return None; // no later period begins at or below g
-            }
-            if g.0 >= self.begin[p] && g.0 < self.end[p] {
-                let host = Conversion::new(periods[p].offset, self.tl.scaling).to_host(g).0;
-                let lo = periods[p].start.map_or(0, |s| s.0);
-                let hi = periods.get(p + 1).and_then(|q| q.start).map_or(u64::MAX, |s| s.0);
-                if host >= lo && host < hi && self.last_host.is_none_or(|l| host >= l) {
-                    return Some((p, host));
+            let p = match self.ranges.next(*from, g.0) {
+                Next::At(p) if p < limit => p,
+                Next::At(_) => {
+                    *from = limit;
+                    return None;
                 }
+                Next::None => {
+                    *from = periods.len();
+                    return None;
+                }
+                Next::GaveUp => return None,
+            };
+            *from = p + 1;
+            let host = Conversion::new(periods[p].offset, self.tl.scaling).to_host(g).0;
+            let lo = periods[p].start.map_or(0, |s| s.0);
+            let hi = periods.get(p + 1).and_then(|q| q.start).map_or(u64::MAX, |s| s.0);
+            if host >= lo && host < hi && after.1.is_none_or(|l| host >= l) {
+                return Some((p, host));
             }
         }
         None
@@ -199,7 +344,9 @@ impl<'t> VcpuClock<'t> {
     fn decide(&mut self, g: GuestTsc) -> Result<Placed, PlaceError> {
         self.conv.ok_or(PlaceError::NoOffset)?;
         let mut from = self.period;
-        let Some(c0) = self.next_fit(g, &mut from, self.period + MAX_TRIED) else { return self.walk(g) };
+        let Some(c0) = self.next_fit(g, &mut from, self.period + MAX_TRIED) else {
+            return self.walk(g);
+        };
         let near = self.next_fit(g, &mut from, c0.0 + 1 + NEAR);
         let ((period, host), how) = match (near, &self.evidence) {
             (None, _) => (c0, How::Only),
@@ -235,8 +382,108 @@ impl<'t> VcpuClock<'t> {
                 }
             },
         };
+        let ((period, host), how) = match (how, near) {
+            (How::Rule, Some(c1)) if self.rules_out(c0, c1.1) => (c0, How::GuestOrder),
+            other => ((period, host), other.0),
+        };
         self.commit(g, period, host);
         Ok(Placed { host: HostTsc(host), period, how })
+    }
+
+    /// Whether the guest CPU's later events rule out every placement of
+    /// the event in doubt at or after host time `h1` (a later fit than
+    /// `c0`, the earliest): the next event's `B` ([`Order`]) lies before
+    /// `h1`. Reads ahead to an anchor, at most [`MAX_AHEAD`] events; without
+    /// one (the CPU's events end first) nothing is ruled out.
+    fn rules_out(&mut self, c0: (usize, u64), h1: u64) -> bool {
+        let Some(mut o) = self.order.take() else {
+            return false;
+        };
+        let i = o.placed;
+        while o.first <= i && !o.ahead.is_empty() {
+            o.ahead.pop_front();
+            o.anchored = o.anchored.saturating_sub(1);
+            o.first += 1;
+        }
+        if o.ahead.is_empty() {
+            // Skip to the event after this one; greedy placements start
+            // from this one's earliest.
+            while o.first <= i && !o.ended {
+                o.ended = (o.next)().is_none();
+                o.first += 1;
+            }
+            o.low = c0;
+        }
+        while o.anchored == 0 && !o.ended && o.ahead.len() < MAX_AHEAD {
+            let Some(t) = (o.next)() else {
+                // The CPU's last event anchors too: nothing bounds it.
+                o.ended = true;
+                if let Some(a) = o.ahead.back_mut() {
+                    a.latest = self.latest_fit_upto(GuestTsc(a.guest), a.low, u64::MAX);
+                    self.anchor(&mut o);
+                }
+                break;
+            };
+            let (only, low) = self.fits_after(GuestTsc(t), o.low);
+            o.low = low.unwrap_or(o.low);
+            o.ahead.push_back(Ahead { guest: t, low: o.low, latest: u64::MAX });
+            if let Some(h) = only {
+                if let Some(a) = o.ahead.back_mut() {
+                    a.latest = h;
+                }
+                self.anchor(&mut o);
+            }
+        }
+        let out = o.anchored > 0 && o.ahead.front().is_some_and(|a| a.latest < h1);
+        self.order = Some(o);
+        out
+    }
+
+    /// The events read before the last one (an anchor, its `B` set) get
+    /// their `B` backwards from it.
+    fn anchor(&self, o: &mut Order<'_>) {
+        let n = o.ahead.len();
+        for k in (0..n.saturating_sub(1)).rev() {
+            let a = o.ahead[k];
+            o.ahead[k].latest = self.latest_fit_upto(GuestTsc(a.guest), a.low, o.ahead[k + 1].latest);
+        }
+        o.anchored = n;
+    }
+
+    /// The fits of a later event `g` whose earliest placement is at or
+    /// after `low`: its only fit's host time when it has exactly one (an
+    /// anchor), and its earliest fit.
+    fn fits_after(&self, g: GuestTsc, low: (usize, u64)) -> (Option<u64>, Option<(usize, u64)>) {
+        let mut from = low.0;
+        let after = (low.0, Some(low.1));
+        let Some(first) = self.next_fit_after(g, &mut from, usize::MAX, after) else {
+            return (None, None);
+        };
+        let second = self.next_fit_after(g, &mut from, usize::MAX, after);
+        // Stopped at the limit: a later fit may exist.
+        let only = (second.is_none() && from >= self.tl.periods.len()).then_some(first.1);
+        (only, Some(first))
+    }
+
+    /// The latest host time at or before `bound` of a fit of `g` at or
+    /// after `low`; `u64::MAX` (nothing bounds it) when none is, or when
+    /// the periods tried ran out before a fit after `bound`.
+    fn latest_fit_upto(&self, g: GuestTsc, low: (usize, u64), bound: u64) -> u64 {
+        let mut from = low.0;
+        let mut latest = None;
+        for _ in 0..MAX_TRIED {
+            let Some((_, h)) = self.next_fit_after(g, &mut from, usize::MAX, (low.0, Some(low.1))) else {
+                break;
+            };
+            if h > bound {
+                return latest.unwrap_or(u64::MAX);
+            }
+            latest = Some(h);
+        }
+        match latest {
+            Some(h) if from >= self.tl.periods.len() => h,
+            _ => u64::MAX,
+        }
     }
 
     fn commit(&mut self, g: GuestTsc, period: usize, host: u64) {
@@ -332,6 +579,41 @@ mod tests {
         assert_eq!(c.place(GuestTsc(95)).unwrap(), Placed { host: HostTsc(95), period: 0, how: How::Rule });
         // A later step backward moves it on: only the new period fits.
         assert_eq!(c.place(GuestTsc(94)).unwrap(), Placed { host: HostTsc(104), period: 1, how: How::Only });
+    }
+
+    /// A clock asking `later` (guest times) as the CPU's later events.
+    fn with_later(t: &VcpuTimeline, later: Vec<u64>) -> VcpuClock<'_> {
+        let mut it = later.into_iter();
+        VcpuClock::new(t).with_order(Box::new(move || it.next()))
+    }
+
+    #[test]
+    fn later_events_decide() {
+        // The guest writes its TSC 10 lower at 102: guest 95 (host 95)
+        // also fits the new period (host 105), but the next event reads
+        // 93, which fits only host 103: 95 came before it.
+        let t = tl(&[(0, 0), (102, -10)]);
+        let mut c = with_later(&t, vec![90, 95, 93, 99]);
+        assert_eq!(c.place(GuestTsc(90)).unwrap().how, How::Only);
+        assert_eq!(c.place(GuestTsc(95)).unwrap(), Placed { host: HostTsc(95), period: 0, how: How::GuestOrder });
+        assert_eq!(c.place(GuestTsc(93)).unwrap(), Placed { host: HostTsc(103), period: 1, how: How::Only });
+        // The same event as the CPU's last: nothing after it tells.
+        let mut c = with_later(&t, vec![90, 95]);
+        c.place(GuestTsc(90)).unwrap();
+        assert_eq!(c.place(GuestTsc(95)).unwrap().how, How::Rule);
+        // A later event that fits both (96 after the fall is host 106, or
+        // 96 before it): the CPU's last event bounds nothing: the rule.
+        let mut c = with_later(&t, vec![90, 95, 96]);
+        c.place(GuestTsc(90)).unwrap();
+        assert_eq!(c.place(GuestTsc(95)).unwrap().how, How::Rule);
+        // Backwards through several: 95, 96, 97 before the write, 92 after.
+        let mut c = with_later(&t, vec![90, 95, 96, 97, 92]);
+        c.place(GuestTsc(90)).unwrap();
+        for (g, h) in [(95, 95), (96, 96), (97, 97), (92, 102)] {
+            let p = c.place(GuestTsc(g)).unwrap();
+            assert_eq!(p.host, HostTsc(h), "{g}");
+            assert_ne!(p.how, How::Rule, "{g}");
+        }
     }
 
     #[test]

@@ -145,6 +145,7 @@ impl<W: Write + Send> Sink for ChromeSink<W> {
                 match ev.placed {
                     crate::clock::How::Only => {}
                     crate::clock::How::RunWindows => l.extend_from_slice(b",\"placed\":\"run_windows\""),
+                    crate::clock::How::GuestOrder => l.extend_from_slice(b",\"placed\":\"guest_order\""),
                     crate::clock::How::Rule => l.extend_from_slice(b",\"placed\":\"rule (ambiguous)\""),
                 }
                 let n = for_each_field(&r, |k, v| {

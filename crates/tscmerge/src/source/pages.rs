@@ -34,7 +34,7 @@ use ftrace::Endian;
 use super::meta::{Meta, PidCache};
 use super::ReleaseBehind;
 use crate::clock::cursor::place_error;
-use crate::clock::VcpuClock;
+use crate::clock::{Ambiguity, Tally, VcpuClock};
 use crate::event::{EventView, Payload};
 use crate::time::GuestTsc;
 use crate::{Error, Result};
@@ -42,11 +42,20 @@ use crate::{Error, Result};
 /// The one output page layout a page can be copied into: x86-64's.
 const COPY_PAGE: usize = 4096;
 
-/// A guest CPU's clock: its vCPU's walk, and names for errors.
+/// A guest CPU's clock: its vCPU's walk, names for errors, and where its
+/// counts of events that fitted several periods go when done.
 pub struct GuestClock<'a> {
     pub clock: VcpuClock<'a>,
     pub guest: String,
     pub vcpu: u32,
+    pub tally: Tally,
+    pub counts: Ambiguity,
+}
+
+impl Drop for GuestClock<'_> {
+    fn drop(&mut self) {
+        self.counts.add_to(&self.tally, &self.guest, self.vcpu);
+    }
 }
 
 enum Feed<'a> {
@@ -380,7 +389,10 @@ impl<'a> PageSource<'a> {
                 let (host, guest) = match &mut self.clock {
                     None => (ts, None),
                     Some(c) => match c.clock.place(GuestTsc(ts)) {
-                        Ok(p) => (p.host.0, Some(ts)),
+                        Ok(p) => {
+                            c.counts.count(p.how);
+                            (p.host.0, Some(ts))
+                        }
                         Err(e) => return Err(place_error(&c.guest, c.vcpu, e)),
                     },
                 };

@@ -338,7 +338,8 @@ pub fn host_cpu_stream(cfg: &SynthConfig, cpu: u32) -> Box<dyn Iterator<Item = S
     for (vm, &n) in cfg.vms.iter().enumerate() {
         for vcpu in 0..n {
             if cfg.vcpu_host_cpu(vm, vcpu) == cpu {
-                return Box::new(VcpuEntity::new(cfg, vm, vcpu).filter(|e| !e.is_guest()));
+                let c = cfg.clone();
+                return Box::new(VcpuEntity::new(cfg, vm, vcpu).filter(move |e| !e.is_guest() && c.keeps(e)));
             }
         }
     }
