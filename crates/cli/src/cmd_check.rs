@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use tscmerge::check::{CheckReport, CheckSink};
+use tscmerge::check::{CheckReport, CheckSink, WindowKind};
 use tscmerge::merge::merge;
 use tscmerge::plan::Plan;
 
@@ -22,6 +22,10 @@ pub struct CheckArgs {
     /// Violations allowed before the check fails.
     #[arg(long, default_value_t = 0)]
     pub tolerance: u64,
+    /// Print the report as one JSON object instead of text (per guest CPU,
+    /// `judged_by` counts its events by the kind of window that judged them).
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn dist(v: &mut [u64]) -> String {
@@ -134,7 +138,14 @@ pub fn print_report(plan: &Plan, r: &mut CheckReport, khz: Option<u64>, out: &mu
             (None, _) => "thread unknown".into(),
         };
         let outside = if c.outside_recording > 0 { format!(" ({} outside the host's recording)", c.outside_recording) } else { String::new() };
-        writeln!(out, "  {} cpu {}: {thread}, {} events{outside}, {} inside", c.machine, c.cpu, c.events, c.inside)?;
+        // Which evidence judged the thread (runs/: exact windows, else its
+        // on-CPU intervals).
+        let judged: Vec<String> = WindowKind::BY_STRENGTH
+            .iter()
+            .filter_map(|k| Some(format!("{} {}", c.judged_by.get(k.name())?, k.describe())))
+            .collect();
+        let judged = if judged.is_empty() { String::new() } else { format!("; judged by {}", judged.join(", ")) };
+        writeln!(out, "  {} cpu {}: {thread}, {} events{outside}, {} inside{judged}", c.machine, c.cpu, c.events, c.inside)?;
         if !c.after_start.is_empty() {
             writeln!(out, "    event - window start: {}", dist(&mut c.after_start))?;
             writeln!(out, "    window end - event:   {}", dist(&mut c.before_end))?;
@@ -173,7 +184,12 @@ pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
     merge(plan.cursors()?, &mut sink)?;
     let mut r = sink.report();
     let mut stdout = std::io::stdout().lock();
-    print_report(&plan, &mut r, a.inputs.tsc_khz, &mut stdout)?;
+    if a.json {
+        serde_json::to_writer(&mut stdout, &r)?;
+        std::io::Write::write_all(&mut stdout, b"\n")?;
+    } else {
+        print_report(&plan, &mut r, a.inputs.tsc_khz, &mut stdout)?;
+    }
     let nothing_judged = r.host_windows > 0 && r.guest_events > 0 && r.judged() == 0;
     let failed = (r.violations() > a.tolerance && r.host_windows > 0) || r.value_mismatches > 0 || nothing_judged;
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })

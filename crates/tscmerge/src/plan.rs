@@ -641,7 +641,7 @@ impl Plan {
         let (mut cursors, mut metas) = (Vec::new(), Vec::new());
         for h in &self.hosts {
             for b in 0..h.buffers().len() {
-                for (_, c) in h.cursors(b, false)? {
+                for (_, c) in h.any_cursors(b, false)? {
                     cursors.push(c);
                     metas.push(h.meta());
                 }

@@ -86,3 +86,33 @@ fn shifted_offsets_are_caught() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A host that recorded only sched_switch of the vCPU threads (synth
+/// `--run-windows sched`): the check judges each guest event by its thread's
+/// on-CPU intervals, says so per CPU, and an event outside them is a
+/// violation.
+#[test]
+fn on_cpu_intervals_judge_a_host_without_kvm_entry() {
+    use tscmerge::synth::{Patterns, RunWindowEvents};
+    let patterns = Patterns { unstable_drift: 5_000, ..Default::default() };
+    let cfg = SynthConfig { seed: 5, vms: vec![1, 2], windows: 300, patterns, run_windows: RunWindowEvents::Sched, ..Default::default() };
+    let dir = tempdir("oncpu");
+    write_text(&cfg, &dir).unwrap();
+    let (_, r) = check(&dir, &dir.join("host-tsc_offset.txt"), &cfg, true);
+    assert!(r.guest_events > 0 && r.host_windows > 0);
+    assert_eq!(r.window_kinds, vec![tscmerge::check::WindowKind::OnCpu]);
+    assert_eq!(r.violations(), 0, "{:?}", r.worst);
+    assert_eq!(r.inside + r.ambiguous_outside, r.guest_events);
+    for c in &r.cpus {
+        assert_eq!(c.judged_by.get("on_cpu"), Some(&c.events), "{c:?}");
+        assert_eq!(c.judged_by.len(), 1);
+    }
+    // Every guest event moved 100 us later: the threads run ~50 us at a time
+    // in this model, off their CPU ~165 us, so most land off it.
+    let shifted = dir.join("offsets-shifted.txt");
+    shift_offsets(&dir.join("host-tsc_offset.txt"), &shifted, -200_000);
+    let (_, r) = check(&dir, &shifted, &cfg, true);
+    assert!(r.violations() > 0, "guest events outside the on-CPU intervals are violations");
+    assert!(r.inside > 0 && r.inside < r.guest_events);
+    std::fs::remove_dir_all(&dir).ok();
+}

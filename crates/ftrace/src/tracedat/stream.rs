@@ -339,6 +339,25 @@ impl<'d> CpuEvents<'d> {
         }
     }
 
+    /// The records of the current page from the current one on, borrowed
+    /// in place; [`advance_page`](Self::advance_page) then moves past them.
+    /// For readers that take a page's records in one go instead of one
+    /// [`advance`](Self::advance) and [`current`](Self::current) each.
+    pub fn rest_of_page(&self) -> impl Iterator<Item = RingEvent<'_>> + '_ {
+        let page = self.stream.current();
+        self.found.get(self.at..).unwrap_or_default().iter().map(move |f| match *f {
+            Found::Lost(count) => RingEvent::Lost { count },
+            Found::Event(ts, start, end) => RingEvent::Event { ts, data: page.get(start as usize..end as usize).unwrap_or(&[]) },
+        })
+    }
+
+    /// Moves to the first record of the next page with one (past the rest
+    /// of this one); an error as [`advance`](Self::advance) past the
+    /// page's last record would give it.
+    pub fn advance_page(&mut self) -> Result<()> {
+        self.next_page()
+    }
+
     /// What [`current`](Self::current) would show, without slicing it out:
     /// `None` at the end, `Some(None)` for a lost-events record, else the
     /// event's time.

@@ -27,6 +27,7 @@ enum TscRead {
 
 #[derive(Clone, Copy, Debug)]
 struct Open {
+    kind: WindowKind,
     start: u64,
     /// The window is the emulation of an instruction that reads the TSC.
     reads: Option<TscRead>,
@@ -39,6 +40,7 @@ struct Hold {
     pid: i32,
     start: u64,
     msr: Option<(u64, u64)>,
+    kind: WindowKind,
 }
 
 /// A guest `rdmsr` read whose candidate windows are still open: only the
@@ -58,6 +60,10 @@ struct Deferred {
     waiting: Vec<(i32, u64)>,
     /// Windows that closed on `kvm_msr` reading IA32_TSC.
     confirmed: Vec<Hold>,
+    /// An event of a thread no window or sched_switch has named yet: its
+    /// first sched_switch decides (runs/: on a CPU until its first switch
+    /// away, off until its first switch in).
+    first_switch: Option<i32>,
 }
 
 /// Cap on reads awaiting their windows' close: beyond it (a window that
@@ -70,6 +76,23 @@ struct Thread {
     /// End of the last closed window.
     last_close: Option<u64>,
     windows: u64,
+    /// The strongest exact kind (kvm_entry, else kvm_emulate_insn) seen.
+    exact: Option<WindowKind>,
+    /// Since when the thread is on a CPU (sched_switch), whether any
+    /// sched_switch named it, and when it last left a CPU.
+    on_cpu: Option<u64>,
+    switched: bool,
+    last_off: Option<u64>,
+}
+
+impl Thread {
+    /// The kind of evidence that judges this thread's guest events, as
+    /// runs/ ranks them ([`WindowKind::BY_STRENGTH`]): its exact windows
+    /// once it has any, else its on-CPU intervals once a sched_switch named
+    /// it. By what is seen so far: the check follows the merged stream.
+    fn judge(&self) -> Option<WindowKind> {
+        self.exact.or(self.switched.then_some(WindowKind::OnCpu))
+    }
 }
 
 /// One guest event outside every window of its thread.
@@ -162,7 +185,12 @@ pub struct GuestCpuReport {
     /// Events outside their known thread's windows, by the other thread of
     /// the VM whose window held them (evidence of a wrong CPU-to-vCPU map).
     pub fits_other: BTreeMap<i32, u64>,
-    /// Margins of inside events: (event − window start), cycles.
+    /// Guest events judged by each kind of window ([`WindowKind::name`]):
+    /// kvm_entry..kvm_exit, else the thread's on-CPU intervals from
+    /// sched_switch, else the emulation windows.
+    pub judged_by: BTreeMap<&'static str, u64>,
+    /// Margins of inside events: (event − window start), cycles (exact
+    /// windows only: an on-CPU interval also holds the host's own work).
     pub after_start: Vec<u64>,
     /// (window end − event), cycles, filled as windows close.
     pub before_end: Vec<u64>,
@@ -357,10 +385,10 @@ impl<'s> CheckSink<'s> {
                 if let Some(k) = d.waiting.iter().position(|&(p, _)| p == pid) {
                     let (_, start) = d.waiting.swap_remove(k);
                     if let Some(v) = msr {
-                        d.confirmed.push(Hold { pid, start, msr: Some((ts, v)) });
+                        d.confirmed.push(Hold { pid, start, msr: Some((ts, v)), kind: open.kind });
                     }
                 }
-                if d.waiting.is_empty() {
+                if d.waiting.is_empty() && d.first_switch.is_none() {
                     let d = self.deferred.remove(i);
                     self.settle_deferred(d);
                 } else {
@@ -372,8 +400,11 @@ impl<'s> CheckSink<'s> {
         let kind = crate::runs::opens(name);
         if let Some(kind) = kind {
             let t = self.threads.entry(pid).or_default();
-            t.open = Some(Open { start: ts, reads });
+            t.open = Some(Open { kind, start: ts, reads });
             t.windows += 1;
+            if t.exact != Some(WindowKind::Entry) {
+                t.exact = Some(kind);
+            }
             self.report.host_windows += 1;
             if !self.report.window_kinds.contains(&kind) {
                 self.report.window_kinds.push(kind);
@@ -384,6 +415,47 @@ impl<'s> CheckSink<'s> {
             e.0.clear();
             e.0.push_str(name);
             e.1 = ts;
+        }
+    }
+
+    /// A sched_switch from `prev` to `next`: the on-CPU intervals of
+    /// runs/ ([`WindowKind::OnCpu`]), the evidence for threads without
+    /// exact windows.
+    fn switch(&mut self, prev: i32, next: i32, ts: u64) {
+        // Events waiting for a thread's first switch: inside when it is a
+        // switch away (the thread was on a CPU until now).
+        for (pid, was_on) in [(prev, true), (next, false)] {
+            if self.threads.get(&pid).is_some_and(|t| t.switched) || !self.deferred.iter().any(|d| d.first_switch == Some(pid)) {
+                continue;
+            }
+            let (mine, rest): (Vec<Deferred>, Vec<Deferred>) = std::mem::take(&mut self.deferred).into_iter().partition(|d| d.first_switch == Some(pid));
+            self.deferred = rest;
+            for mut d in mine {
+                if was_on {
+                    let start = self.first_host.unwrap_or(0);
+                    d.confirmed.push(Hold { pid, start, msr: None, kind: WindowKind::OnCpu });
+                }
+                if let Some(st) = self.cpus.get_mut(&(d.machine, d.cpu)) {
+                    *st.report.judged_by.entry(WindowKind::OnCpu.name()).or_default() += 1;
+                }
+                self.settle_deferred(d);
+            }
+        }
+        let t = self.threads.entry(prev).or_default();
+        t.switched = true;
+        if t.on_cpu.take().is_some() {
+            t.last_off = Some(ts);
+        }
+        let t = self.threads.entry(next).or_default();
+        t.switched = true;
+        t.on_cpu = Some(ts);
+        // Counted as host windows for the VMs' threads alone (a host has
+        // many other threads).
+        if self.thread_machine.get(&next).copied().flatten().is_some() {
+            self.report.host_windows += 1;
+            if !self.report.window_kinds.contains(&WindowKind::OnCpu) {
+                self.report.window_kinds.push(WindowKind::OnCpu);
+            }
         }
     }
 
@@ -430,15 +502,25 @@ impl<'s> CheckSink<'s> {
         let mut holds: Vec<Hold> = Vec::new();
         let mut nearest: Option<u64> = None;
         let others = if known.is_some() { self.candidates.get(&machine).map(Vec::as_slice).unwrap_or(&[]) } else { &[] };
+        let mut judge = None;
         for &pid in cands.iter().chain(others) {
             let Some(t) = self.threads.get(&pid) else { continue };
             if holds.iter().any(|h| h.pid == pid) {
                 continue;
             }
-            match t.open.filter(fits) {
-                Some(open) => holds.push(Hold { pid, start: open.start, msr: None }),
-                None if cands.contains(&pid) => {
-                    if let Some(c) = t.last_close {
+            let cand = cands.contains(&pid);
+            if cand {
+                judge = judge.or(t.judge());
+            }
+            // Exact windows, else on-CPU intervals (runs/ ranks them).
+            let (hold, last) = match t.judge() {
+                Some(WindowKind::OnCpu) => (t.on_cpu.map(|start| Hold { pid, start, msr: None, kind: WindowKind::OnCpu }), t.last_off),
+                _ => (t.open.filter(fits).map(|o| Hold { pid, start: o.start, msr: None, kind: o.kind }), t.last_close),
+            };
+            match hold {
+                Some(h) => holds.push(h),
+                None if cand => {
+                    if let Some(c) = last {
                         let d = ts.saturating_sub(c);
                         nearest = Some(nearest.map_or(d, |n| n.min(d)));
                     }
@@ -446,9 +528,28 @@ impl<'s> CheckSink<'s> {
                 None => {}
             }
         }
+        if let Some(st) = self.cpus.get_mut(&(machine, cpu)) {
+            let kind = holds.iter().find(|h| cands.contains(&h.pid)).map(|h| h.kind).or(judge);
+            if let Some(k) = kind {
+                *st.report.judged_by.entry(k.name()).or_default() += 1;
+            }
+        }
+        if let (&[pid], true, None) = (&cands[..], holds.is_empty(), judge) {
+            let unswitched = self.threads.get(&pid).is_none_or(|t| !t.switched);
+            if unswitched && self.first_host.is_some() && self.deferred.len() < MAX_DEFERRED {
+                let rule = self.placed == crate::clock::How::Rule;
+                let name = name.to_string();
+                let d = Deferred { rule, machine, cpu, ts, guest_ts, name, cands, known: known.is_some(), nearest, waiting: Vec::new(), confirmed: Vec::new(), first_switch: Some(pid) };
+                self.deferred.push(d);
+                return;
+            }
+        }
         if tsc_read == Some(TscRead::Rdmsr) {
             // Candidate windows only: the verdict waits for their kvm_msr.
-            if !holds.is_empty() && self.deferred.len() < MAX_DEFERRED {
+            // An on-CPU interval has none to wait for: it holds the read
+            // as it holds any event.
+            let (on_cpu, exact): (Vec<Hold>, Vec<Hold>) = holds.iter().partition(|h| h.kind == WindowKind::OnCpu);
+            if !exact.is_empty() && self.deferred.len() < MAX_DEFERRED {
                 self.deferred.push(Deferred {
                     rule: self.placed == crate::clock::How::Rule,
                     machine,
@@ -459,12 +560,13 @@ impl<'s> CheckSink<'s> {
                     cands,
                     known: known.is_some(),
                     nearest,
-                    waiting: holds.iter().map(|h| (h.pid, h.start)).collect(),
-                    confirmed: Vec::new(),
+                    waiting: exact.iter().map(|h| (h.pid, h.start)).collect(),
+                    confirmed: on_cpu,
+                    first_switch: None,
                 });
                 return;
             }
-            holds.clear();
+            holds = on_cpu;
         }
         let rule = self.placed == crate::clock::How::Rule;
         self.settle(rule, machine, cpu, ts, guest_ts, name, &cands, known.is_some(), nearest, &holds);
@@ -488,7 +590,9 @@ impl<'s> CheckSink<'s> {
             }
             // Margins are measured when exactly one candidate's window holds
             // the event (always so when the thread is known).
-            if let [h] = inside[..] {
+            // (Not for an on-CPU interval: see `after_start`; nor would an
+            // exact window's close ever settle its `pending`.)
+            if let [h] = inside[..].iter().filter(|h| h.kind != WindowKind::OnCpu).collect::<Vec<_>>()[..] {
                 if st.report.after_start.len() < MAX_SAMPLES {
                     st.report.after_start.push(ts.saturating_sub(h.start));
                 }
@@ -604,6 +708,9 @@ impl Sink for CheckSink<'_> {
                 let reads = if r.name == "kvm_emulate_insn" { emulated_tsc_read(&r.body) } else { None };
                 let msr_tsc = if r.name == "kvm_msr" { msr_tsc_read(&r.body) } else { None };
                 self.host_event(r.pid, r.tgid, r.name, vcpu, reads, msr_tsc, ev.ts);
+                if let Some((prev, next)) = crate::runs::switch_pids(&r) {
+                    self.switch(prev, next, ev.ts);
+                }
             } else {
                 let tsc_read = if matches!(r.name, "tracing_mark_write" | "print") { tsc_read_of(&r.body, &mut self.scratch) } else { None };
                 self.placed = ev.placed;

@@ -25,9 +25,12 @@ use std::rc::Rc;
 use serde::Serialize;
 
 use super::{opens, switch_pids, WindowKind};
-use crate::event::{Cursor, Detached, Payload};
-use crate::source::meta::Meta;
+use crate::event::{Cursor, Payload};
+use crate::source::meta::{Meta, PidCache};
+use crate::source::AnyCursor;
 use ftrace::format::Events;
+use ftrace::printfmt::RenderCtx;
+use ftrace::ring::RingEvent;
 
 /// Windows kept at once, over all threads (16 bytes each).
 pub const MAX_STORED_WINDOWS: usize = 1 << 20;
@@ -100,8 +103,15 @@ impl Track {
 
 /// The threads of interest (one per vCPU of the guests in doubt), sorted
 /// by pid: looked up once per host event, a binary search beats hashing.
+/// The pids apart from the tracks, so the search stays in one cache line or
+/// two. Records read ahead carry their threads' indices; a thread added
+/// later ([`Lookahead::evidence`]) moves indices, and `gen` says so.
 #[derive(Default)]
-struct Threads(Vec<(i32, Track)>);
+struct Threads {
+    pids: Vec<i32>,
+    tracks: Vec<Track>,
+    gen: u64,
+}
 
 impl Threads {
     fn new(pids: impl IntoIterator<Item = i32>) -> Threads {
@@ -112,27 +122,103 @@ impl Threads {
         t
     }
     #[inline]
-    fn get_mut(&mut self, pid: &i32) -> Option<&mut Track> {
-        let i = self.0.binary_search_by_key(pid, |e| e.0).ok()?;
-        Some(&mut self.0[i].1)
+    fn index(&self, pid: i32) -> Option<u32> {
+        self.pids.binary_search(&pid).ok().map(|i| i as u32)
     }
     fn get(&self, pid: &i32) -> Option<&Track> {
-        let i = self.0.binary_search_by_key(pid, |e| e.0).ok()?;
-        Some(&self.0[i].1)
+        self.tracks.get(self.pids.binary_search(pid).ok()?)
+    }
+    fn get_mut(&mut self, pid: &i32) -> Option<&mut Track> {
+        let i = self.pids.binary_search(pid).ok()?;
+        self.tracks.get_mut(i)
     }
     fn entry_or_default(&mut self, pid: i32) -> &mut Track {
-        let i = match self.0.binary_search_by_key(&pid, |e| e.0) {
+        let i = match self.pids.binary_search(&pid) {
             Ok(i) => i,
             Err(i) => {
-                self.0.insert(i, (pid, Track::default()));
+                self.pids.insert(i, pid);
+                self.tracks.insert(i, Track::default());
+                self.gen += 1;
                 i
             }
         };
-        &mut self.0[i].1
+        &mut self.tracks[i]
     }
     fn values_mut(&mut self) -> impl Iterator<Item = &mut Track> {
-        self.0.iter_mut().map(|(_, t)| t)
+        self.tracks.iter_mut()
     }
+}
+
+/// One host record as the pass takes it, reduced to what windows need:
+/// read from a binary record's type id and pid (and a sched_switch's pids)
+/// when its page is loaded, so the page's bytes are walked once; its
+/// threads resolved to indices into [`Threads`] then too.
+#[derive(Clone, Copy, Debug)]
+struct Rec {
+    /// Its time as its cursor gives it (a lost mark: the cursor's).
+    ts: u64,
+    what: What,
+    /// Index of the tracked thread of `pid`, and of `switch`'s two
+    /// ([`NONE`] when untracked).
+    thread: u32,
+    prev: u32,
+    next: u32,
+}
+
+/// No tracked thread.
+const NONE: u32 = u32::MAX;
+
+impl Rec {
+    fn new(ts: u64, what: What) -> Rec {
+        Rec { ts, what, thread: NONE, prev: NONE, next: NONE }
+    }
+
+    fn resolve(&mut self, t: &Threads) {
+        let ix = |p: i32| t.index(p).unwrap_or(NONE);
+        (self.thread, self.prev, self.next) = match self.what {
+            What::Event { pid, switch, .. } => {
+                let (p, n) = switch.map_or((NONE, NONE), |(p, n)| (ix(p), ix(n)));
+                (ix(pid), p, n)
+            }
+            _ => (NONE, NONE, NONE),
+        };
+    }
+
+    /// Whether taking it changes a window (a pending hole aside).
+    #[inline]
+    fn matters(&self) -> bool {
+        matches!(self.what, What::Lost) || (self.thread & self.prev & self.next) != NONE
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum What {
+    /// A lost-events mark.
+    Lost,
+    /// An event of thread `pid`, opening a window of kind `opens`; a
+    /// sched_switch `(prev_pid, next_pid)`.
+    Event { pid: i32, opens: Option<WindowKind>, switch: Option<(i32, i32)> },
+    /// A cursor with a time but no event (not met in practice).
+    Nothing,
+}
+
+/// A cursor's state in the pass: its records read but not taken yet (the
+/// rest of one page, or one record for cursors read record by record).
+#[derive(Default)]
+struct Feed<'a> {
+    /// For the records that are built ([`binary`]).
+    pids: PidCache<'a>,
+    recs: Vec<Rec>,
+    at: usize,
+    /// [`Threads::gen`] when `recs` were resolved.
+    gen: u64,
+    /// The read error met after `recs`: taking it stops the pass, where a
+    /// pass going record by record would have met it.
+    error: Option<String>,
+    /// Its last event's time, and the start of a lost span waiting for
+    /// its next record to end it.
+    last_ts: u64,
+    lost_from: Option<u64>,
 }
 
 /// The type ids of the events that make windows, in one input's formats.
@@ -150,18 +236,50 @@ impl TypeIds {
     }
 }
 
+/// What a binary record is to the pass: by its type id and pid alone, but
+/// for a sched_switch (and a record of a type the formats lack), which is
+/// built as a cursor would build it, for [`switch_pids`].
+#[inline]
+fn binary<'m>(meta: &'m Meta, ids: &TypeIds, ctx: &RenderCtx<'m>, pids: &PidCache<'m>, r: RingEvent<'_>) -> What {
+    let RingEvent::Event { data, .. } = r else {
+        return What::Lost;
+    };
+    let id = Events::common_type(data, meta.endian);
+    if let Some(pid) = meta.record_pid(data) {
+        if id != ids.switch || id.is_none() {
+            let opens = if id == ids.entry && id.is_some() {
+                Some(WindowKind::Entry)
+            } else if id == ids.emulate && id.is_some() {
+                Some(WindowKind::Emulation)
+            } else {
+                None
+            };
+            return What::Event { pid, opens, switch: None };
+        }
+    }
+    let r = meta.record(data, ctx, pids);
+    What::Event { pid: r.pid, opens: opens(r.name), switch: switch_pids(&r) }
+}
+
 /// Run windows of chosen host threads, read ahead on demand.
+///
+/// The host cursors are merged by time with a heap, as the merge does. A
+/// binary input's records are reduced to a [`Rec`] a page at a time (type
+/// id and pid read from the bytes, nothing built), and a record that
+/// changes no window (another thread's event: most host records once the
+/// vCPU threads are few) is taken on its own cursor without going through
+/// the heap, as long as it is due (at or before the time read to). Skipping
+/// it reorders nothing that matters: it touches no window, and its
+/// cursor's key in the heap keeps its time (keys are running maxima, see
+/// [`read_through`](Self::read_through)).
 pub struct Lookahead<'a> {
-    cursors: Vec<Box<dyn Cursor + 'a>>,
-    /// Per cursor, what decodes its binary records, and the type id of
-    /// `sched_switch` there: other records of untracked threads are
-    /// passed over without being built.
-    metas: Vec<Option<(&'a Meta, TypeIds)>>,
+    cursors: Vec<AnyCursor<'a>>,
+    /// Per cursor, what decodes its binary records, and the type ids of
+    /// the events that make windows there.
+    metas: Vec<Option<(&'a Meta, TypeIds, RenderCtx<'a>)>>,
+    feeds: Vec<Feed<'a>>,
+    /// `(key, cursor)` of every cursor with a record (or error) left.
     heap: BinaryHeap<Reverse<(u64, usize)>>,
-    /// Per cursor: its last event's time, and the start of a lost span
-    /// waiting for the cursor's next event to end it.
-    last_ts: Vec<u64>,
-    lost_from: Vec<Option<u64>>,
     threads: Threads,
     held: usize,
     cap: usize,
@@ -187,14 +305,14 @@ impl Drop for Lookahead<'_> {
 impl<'a> Lookahead<'a> {
     /// A pass over `cursors` (every host cursor, each in time order) keeping
     /// the windows of `threads`; `cap` windows at most.
-    pub fn new(cursors: Vec<Box<dyn Cursor + 'a>>, threads: impl IntoIterator<Item = i32>, cap: usize) -> Self {
+    pub fn new<C: Into<AnyCursor<'a>>>(cursors: Vec<C>, threads: impl IntoIterator<Item = i32>, cap: usize) -> Self {
+        let cursors: Vec<AnyCursor<'a>> = cursors.into_iter().map(Into::into).collect();
         let n = cursors.len();
         Lookahead {
             cursors,
             metas: vec![None; n],
+            feeds: (0..n).map(|_| Feed::default()).collect(),
             heap: BinaryHeap::with_capacity(n),
-            last_ts: vec![0; n],
-            lost_from: vec![None; n],
             threads: Threads::new(threads),
             held: 0,
             cap,
@@ -208,7 +326,7 @@ impl<'a> Lookahead<'a> {
 
     /// Cursor `i`'s binary records are decoded by `meta`.
     pub fn with_metas(mut self, metas: Vec<Option<&'a Meta>>) -> Self {
-        self.metas = metas.into_iter().map(|m| m.map(|m| (m, TypeIds::of(m)))).collect();
+        self.metas = metas.into_iter().map(|m| m.map(|m| (m, TypeIds::of(m), m.ctx(0)))).collect();
         self.metas.resize(self.cursors.len(), None);
         self
     }
@@ -228,119 +346,207 @@ impl<'a> Lookahead<'a> {
     }
 
     /// Reads every host event at or before `h`.
+    ///
+    /// A cursor's key in the heap is the largest time met on it so far, its
+    /// next record's included, not that record's own time: a heap of own
+    /// times pops a record that goes back in time right after the one
+    /// before it (it is pushed when that one is taken, below everything
+    /// else); keyed by the running maximum, records come off the heap in
+    /// that same order, whether or not the records between were skipped.
+    /// Inputs are untrusted: their times need not be sorted.
     fn read_through(&mut self, h: u64) {
         if !self.started {
             self.started = true;
-            for (i, c) in self.cursors.iter().enumerate() {
-                if let Some(ts) = c.ts() {
-                    self.heap.push(Reverse((ts, i)));
+            for i in 0..self.cursors.len() {
+                self.refill(i);
+                let f = &self.feeds[i];
+                if let Some(r) = f.recs.first() {
+                    self.heap.push(Reverse((r.ts, i)));
+                } else if f.error.is_some() {
+                    self.heap.push(Reverse((0, i)));
                 }
             }
         }
         while !self.failed {
-            let Some(&Reverse((ts, i))) = self.heap.peek() else { break };
-            if ts > h {
+            let Some(&Reverse((mut key, i))) = self.heap.peek() else {
+                break;
+            };
+            if key > h {
                 break;
             }
-            self.heap.pop();
-            self.take(i, ts);
-            if let Err(e) = self.cursors[i].advance() {
-                self.stats.error = Some(e.to_string());
-                self.failed = true;
-                break;
-            }
-            if let Some(next) = self.cursors[i].ts() {
-                self.heap.push(Reverse((next, i)));
+            // The cursor after it in the heap's order: cursor i's records
+            // keyed below it are due next whatever the heap says, so they
+            // are taken without touching it (a CPU's records come in runs).
+            // (Entries are `Reverse`d: the smallest key is the largest entry.)
+            let bound = self.heap.as_slice().iter().skip(1).take(2).max().map_or((u64::MAX, usize::MAX), |r| r.0);
+            let next = loop {
+                let f = &mut self.feeds[i];
+                let Some(&rec) = f.recs.get(f.at) else {
+                    self.stats.error = f.error.take();
+                    self.failed = true;
+                    return;
+                };
+                f.at += 1;
+                self.take(i, rec);
+                match self.next_due(i, key, h) {
+                    Some(k) if k <= h && (k, i) < bound && self.feeds[i].error.is_none() => key = k,
+                    next => break next,
+                }
+            };
+            // The entry on top is still cursor i's: move it, one sift
+            // instead of a pop and a push.
+            match (next, self.heap.peek_mut()) {
+                (Some(k), Some(mut top)) => top.0 = (k, i),
+                (None, Some(top)) => {
+                    std::collections::binary_heap::PeekMut::pop(top);
+                }
+                (None | Some(_), None) => break,
             }
         }
     }
 
-    /// Takes cursor `i`'s current event (at `ts`) into the windows.
-    fn take(&mut self, i: usize, ts: u64) {
-        // A binary record is classified by its type id alone; only a
-        // sched_switch is built, for its pids.
-        let fast = match (self.metas[i], self.cursors[i].detached()) {
-            (Some((meta, ids)), Some(Detached::Raw { data, .. })) => {
-                let id = Events::common_type(data, meta.endian);
-                match meta.record_pid(data) {
-                    Some(pid) if id != ids.switch || id.is_none() => {
-                        let opens = if id == ids.entry && id.is_some() {
-                            Some(WindowKind::Entry)
-                        } else if id == ids.emulate && id.is_some() {
-                            Some(WindowKind::Emulation)
-                        } else {
-                            None
-                        };
-                        Some((pid, opens))
-                    }
-                    _ => None,
+    /// Cursor `i`'s key once its record at `key` is taken: that of its next
+    /// record that matters or is not due by `h` (the due ones that change
+    /// nothing are taken on the way), or of the read error after its last;
+    /// `None` at its end.
+    #[inline]
+    fn next_due(&mut self, i: usize, mut key: u64, h: u64) -> Option<u64> {
+        let gen = self.threads.gen;
+        loop {
+            let f = &mut self.feeds[i];
+            if f.at >= f.recs.len() {
+                if f.error.is_some() {
+                    return Some(key);
                 }
+                self.refill(i);
+                let f = &self.feeds[i];
+                if f.recs.is_empty() {
+                    return f.error.is_some().then_some(key);
+                }
+                continue;
             }
-            _ => None,
+            if f.gen != gen {
+                // Threads were added since these were read.
+                let t = &self.threads;
+                f.recs[f.at..].iter_mut().for_each(|r| r.resolve(t));
+                f.gen = gen;
+            }
+            let rec = f.recs[f.at];
+            key = key.max(rec.ts);
+            if key > h || f.lost_from.is_some() || rec.matters() {
+                return Some(key);
+            }
+            // Taken as `take` would: counted, and the time a lost mark
+            // after it starts from.
+            f.at += 1;
+            self.stats.host_events_read += 1;
+            if let What::Event { .. } = rec.what {
+                f.last_ts = rec.ts;
+            }
+        }
+    }
+
+    /// Reads cursor `i`'s next records into its feed: the rest of a page of
+    /// a binary input, one record of any other. Empty at the cursor's end.
+    fn refill(&mut self, i: usize) {
+        let f = &mut self.feeds[i];
+        f.recs.clear();
+        f.at = 0;
+        f.gen = self.threads.gen;
+        let (recs, pids, t) = (&mut f.recs, &f.pids, &self.threads);
+        let mut push = |ts, what| {
+            let mut r = Rec::new(ts, what);
+            r.resolve(t);
+            recs.push(r);
         };
+        let res = match (&mut self.cursors[i], self.metas.get(i).copied().flatten()) {
+            (AnyCursor::Dat(c), Some((m, ids, ctx))) => c.take_page(|ts, r| push(ts, binary(m, &ids, &ctx, pids, r))),
+            (AnyCursor::Raw(c), Some((m, ids, ctx))) => c.take_page(|ts, r| push(ts, binary(m, &ids, &ctx, pids, r))),
+            (c, _) => match c.ts() {
+                None => Ok(()),
+                Some(ts) => {
+                    push(
+                        ts,
+                        match c.current().map(|e| e.payload) {
+                            None => What::Nothing,
+                            Some(Payload::Lost { .. }) => What::Lost,
+                            Some(Payload::Event(r)) => What::Event { pid: r.pid, opens: opens(r.name), switch: switch_pids(&r) },
+                        },
+                    );
+                    c.advance()
+                }
+            },
+        };
+        if let Err(e) = res {
+            f.error = Some(e.to_string());
+        }
+    }
+
+    /// Takes cursor `i`'s record `rec` into the windows.
+    #[inline]
+    fn take(&mut self, i: usize, rec: Rec) {
+        let ts = rec.ts;
         self.stats.host_events_read += 1;
         self.first_ts.get_or_insert(ts);
-        if let Some(from) = self.lost_from[i].take() {
+        let f = &mut self.feeds[i];
+        if let Some(from) = f.lost_from.take() {
             // Events were lost between `from` and this one on that CPU:
             // any thread's windows there are unknown.
             for t in self.threads.values_mut() {
                 t.widen_hole(from, ts);
             }
         }
-        let (pid, opens, switch) = match fast {
-            Some((pid, opens)) => (pid, opens, None),
-            None => {
-                let Some(ev) = self.cursors[i].current() else { return };
-                match ev.payload {
-                    Payload::Lost { .. } => {
-                        self.stats.lost_marks += 1;
-                        self.lost_from[i] = Some(self.last_ts[i]);
-                        return;
-                    }
-                    Payload::Event(r) => (r.pid, opens(r.name), switch_pids(&r)),
+        match rec.what {
+            What::Lost => {
+                self.stats.lost_marks += 1;
+                f.lost_from = Some(f.last_ts);
+            }
+            What::Event { opens, .. } => {
+                f.last_ts = ts;
+                if rec.matters() {
+                    self.on_event(ts, rec.thread, opens, rec.prev, rec.next);
                 }
             }
-        };
-        self.last_ts[i] = ts;
-        self.on_event(ts, pid, opens, switch);
+            What::Nothing => {}
+        }
     }
 
-    /// A host event of thread `pid` at `ts`, opening a window of kind
-    /// `opens`, or a sched_switch `(prev, next)`.
-    fn on_event(&mut self, ts: u64, pid: i32, opens: Option<WindowKind>, switch: Option<(i32, i32)>) {
-        let mut closed: [Option<(WindowKind, i32, u64, u64)>; 2] = [None, None];
-        if let Some(t) = self.threads.get_mut(&pid) {
+    /// A host event at `ts` of thread `thread`, opening a window of kind
+    /// `opens`; for a sched_switch, the threads it takes off (`prev`) and
+    /// puts on (`next`) the CPU. Threads by index, [`NONE`] if untracked.
+    fn on_event(&mut self, ts: u64, thread: u32, opens: Option<WindowKind>, prev: u32, next: u32) {
+        if let Some(t) = self.threads.tracks.get_mut(thread as usize) {
             // Any event of the thread ends its open window.
             t.first_event.get_or_insert((ts, opens.is_some()));
-            if let Some((kind, start)) = t.open.take() {
-                closed[0] = Some((kind, pid, start, ts));
-            }
+            let closed = t.open.take();
             if let Some(kind) = opens {
                 t.open = Some((kind, ts));
                 t.seen(kind, ts);
             }
-        }
-        if let Some((prev, next)) = switch {
-            if let Some(t) = self.threads.get_mut(&prev) {
-                t.seen(WindowKind::OnCpu, ts);
-                t.first_switch.get_or_insert((ts, false));
-                if let Some(start) = t.on_cpu.take() {
-                    closed[1] = Some((WindowKind::OnCpu, prev, start, ts));
-                }
-            }
-            if let Some(t) = self.threads.get_mut(&next) {
-                t.seen(WindowKind::OnCpu, ts);
-                t.first_switch.get_or_insert((ts, true));
-                t.on_cpu = Some(ts);
+            if let Some((kind, start)) = closed {
+                self.store(thread, kind, start, ts);
             }
         }
-        for (kind, pid, start, end) in closed.into_iter().flatten() {
-            self.store(pid, kind, start, end);
+        let mut off = None;
+        if let Some(t) = self.threads.tracks.get_mut(prev as usize) {
+            t.seen(WindowKind::OnCpu, ts);
+            t.first_switch.get_or_insert((ts, false));
+            off = t.on_cpu.take();
+        }
+        if let Some(t) = self.threads.tracks.get_mut(next as usize) {
+            t.seen(WindowKind::OnCpu, ts);
+            t.first_switch.get_or_insert((ts, true));
+            t.on_cpu = Some(ts);
+        }
+        if let Some(start) = off {
+            self.store(prev, WindowKind::OnCpu, start, ts);
         }
     }
 
-    fn store(&mut self, pid: i32, kind: WindowKind, start: u64, end: u64) {
-        let Some(t) = self.threads.get_mut(&pid) else { return };
+    fn store(&mut self, thread: u32, kind: WindowKind, start: u64, end: u64) {
+        let Some(t) = self.threads.tracks.get_mut(thread as usize) else {
+            return;
+        };
         self.held -= t.evict();
         if end <= t.floor() {
             return; // no reader of this thread can still ask about it
@@ -508,7 +714,7 @@ pub(crate) mod tests {
         assert_eq!(ev.inside(35), Some(true));
         assert_eq!(ev.inside(45), Some(false));
         assert_eq!(ev.inside(1000), Some(true)); // open since 50
-        // Asked below the floor nothing is kept.
+                                                 // Asked below the floor nothing is kept.
         ev.set_floor(41);
         assert_eq!(ev.inside(41), Some(false));
         assert_eq!(la.borrow().held, 0);
@@ -522,7 +728,7 @@ pub(crate) mod tests {
         let la = Rc::new(RefCell::new(Lookahead::new(vec![host(&refs)], [7], 1)));
         let ev = Lookahead::evidence(&la, 7);
         assert_eq!(ev.inside(55), Some(true)); // on CPU since 50
-        // Room for one window only: [10, 20) is kept, [30, 40) leaves a hole.
+                                               // Room for one window only: [10, 20) is kept, [30, 40) leaves a hole.
         assert_eq!(ev.inside(35), None);
         assert_eq!(ev.inside(15), Some(true));
         assert_eq!(ev.inside(25), Some(false));

@@ -49,6 +49,15 @@ impl WindowKind {
         }
     }
 
+    /// A short name, for JSON and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            WindowKind::Entry => "entry",
+            WindowKind::OnCpu => "on_cpu",
+            WindowKind::Emulation => "emulation",
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             WindowKind::Entry => "kvm_entry..next event",

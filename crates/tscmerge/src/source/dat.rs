@@ -83,6 +83,30 @@ impl<'d> DatCursor<'d> {
     }
 }
 
+impl DatCursor<'_> {
+    /// Hands `f` the records of the current page from the current one on,
+    /// each with the time [`Cursor::ts`] gives it (a lost mark: the event
+    /// before), then moves to the next page's first record, as that many
+    /// [`Cursor::advance`] calls would (errors included, after the records
+    /// before them).
+    pub(crate) fn take_page(&mut self, mut f: impl FnMut(u64, RingEvent<'_>)) -> Result<()> {
+        let mut ts = self.ts;
+        for r in self.events.rest_of_page() {
+            if let RingEvent::Event { ts: t, .. } = r {
+                ts = t;
+            }
+            f(ts, r);
+        }
+        self.ts = ts;
+        self.release.reached(self.events.page_offset().0);
+        self.events.advance_page().map_err(|e| Error::Parse(e.in_file(self.path)))?;
+        if let Some(Some(ts)) = self.events.peek() {
+            self.ts = ts;
+        }
+        Ok(())
+    }
+}
+
 impl Cursor for DatCursor<'_> {
     fn current(&self) -> Option<EventView<'_>> {
         let payload = match self.events.current()? {

@@ -519,6 +519,13 @@ impl Input {
     /// Cursors over one buffer: one per CPU when `per_cpu` (needed for guests),
     /// else as few as the input allows. Each comes with its CPU when per CPU.
     pub fn cursors(&self, buffer: usize, per_cpu: bool) -> Result<Vec<(Option<u32>, Box<dyn Cursor + '_>)>> {
+        Ok(self.any_cursors(buffer, per_cpu)?.into_iter().map(|(cpu, c)| (cpu, c.boxed())).collect())
+    }
+
+    /// [`cursors`](Self::cursors) as their concrete types, for readers that
+    /// call them once per record and gain from static dispatch (the
+    /// run-window pass, [`crate::runs`]).
+    pub fn any_cursors(&self, buffer: usize, per_cpu: bool) -> Result<Vec<(Option<u32>, AnyCursor<'_>)>> {
         let name = self.name();
         let desc = self.buffers.get(buffer).ok_or_else(|| Error::Usage(format!("{name}: no buffer #{buffer}")))?;
         match self.kind {
@@ -531,10 +538,10 @@ impl Input {
                 if per_cpu {
                     desc.cpus
                         .iter()
-                        .map(|&cpu| Ok((Some(cpu), Box::new(text::TextCursor::new(bytes, map, Some(cpu), &name)?) as Box<dyn Cursor>)))
+                        .map(|&cpu| Ok((Some(cpu), AnyCursor::Text(text::TextCursor::new(bytes, map, Some(cpu), &name)?))))
                         .collect()
                 } else {
-                    Ok(vec![(None, Box::new(text::TextCursor::new(bytes, map, None, &name)?) as Box<dyn Cursor>)])
+                    Ok(vec![(None, AnyCursor::Text(text::TextCursor::new(bytes, map, None, &name)?))])
                 }
             }
             InputKind::TraceDat => {
@@ -546,16 +553,79 @@ impl Input {
                         let ev = dat.cpu_events(buffer, ci).map_err(|e| e.in_file(path))?.read_with(fd).kbuffer_marks(self.kbuffer_marks);
                         let cpu = ev.cpu();
                         let release = ReleaseBehind::new(ev.borrows_mapping().then(|| file.borrow_owner()));
-                        Ok((Some(cpu), Box::new(dat::DatCursor::new(ev, meta, release, path)?) as Box<dyn Cursor>))
+                        Ok((Some(cpu), AnyCursor::Dat(dat::DatCursor::new(ev, meta, release, path)?)))
                     })
                     .collect()
             }
             InputKind::RawDir => {
                 let Data::Raw(dir) = &self.data else { unreachable!("a RawDir input holds Data::Raw") };
                 let b = dir.buffers.get(buffer).ok_or_else(|| Error::Usage(format!("{name}: no buffer #{buffer}")))?;
-                b.cpus.iter().map(|c| Ok((Some(c.cpu), Box::new(raw::RawCursor::new(dir, c)?) as Box<dyn Cursor>))).collect()
+                b.cpus.iter().map(|c| Ok((Some(c.cpu), AnyCursor::Raw(raw::RawCursor::new(dir, c)?)))).collect()
             }
         }
+    }
+}
+
+/// A cursor of one of the input kinds, dispatched by `match` instead of a
+/// vtable: the run-window pass ([`crate::runs`]) reads every host record a
+/// second time, where calls that cannot be inlined cost as much as the
+/// reading. `Boxed` holds any other cursor (tests, adapters).
+pub enum AnyCursor<'a> {
+    Dat(dat::DatCursor<'a>),
+    Raw(raw::RawCursor<'a>),
+    Text(text::TextCursor<'a>),
+    Boxed(Box<dyn Cursor + 'a>),
+}
+
+impl<'a> AnyCursor<'a> {
+    /// As a trait object, without a second layer of dispatch.
+    pub fn boxed(self) -> Box<dyn Cursor + 'a> {
+        match self {
+            AnyCursor::Dat(c) => Box::new(c),
+            AnyCursor::Raw(c) => Box::new(c),
+            AnyCursor::Text(c) => Box::new(c),
+            AnyCursor::Boxed(c) => c,
+        }
+    }
+}
+
+impl<'a> From<Box<dyn Cursor + 'a>> for AnyCursor<'a> {
+    fn from(c: Box<dyn Cursor + 'a>) -> Self {
+        AnyCursor::Boxed(c)
+    }
+}
+
+macro_rules! any_cursor {
+    ($self:expr, $c:ident => $e:expr) => {
+        match $self {
+            AnyCursor::Dat($c) => $e,
+            AnyCursor::Raw($c) => $e,
+            AnyCursor::Text($c) => $e,
+            AnyCursor::Boxed($c) => $e,
+        }
+    };
+}
+
+impl Cursor for AnyCursor<'_> {
+    #[inline]
+    fn current(&self) -> Option<crate::EventView<'_>> {
+        any_cursor!(self, c => c.current())
+    }
+    #[inline]
+    fn ts(&self) -> Option<u64> {
+        any_cursor!(self, c => c.ts())
+    }
+    #[inline]
+    fn advance(&mut self) -> Result<()> {
+        any_cursor!(self, c => c.advance())
+    }
+    #[inline]
+    fn detached(&self) -> Option<crate::event::Detached<'_>> {
+        any_cursor!(self, c => c.detached())
+    }
+    #[inline]
+    fn own_ts(&self) -> Option<Option<u64>> {
+        any_cursor!(self, c => c.own_ts())
     }
 }
 

@@ -386,6 +386,26 @@ impl Cursor for RawCursor<'_> {
 }
 
 impl RawCursor<'_> {
+    /// Hands `f` the records from the current one to the end of its page,
+    /// each with the time [`Cursor::ts`] gives it, and moves to the next
+    /// page's first record, as that many [`Cursor::advance`] calls would
+    /// (an error after the records before it).
+    pub(crate) fn take_page(&mut self, mut f: impl FnMut(u64, RingEvent<'_>)) -> Result<()> {
+        while let Some(cur) = self.cur {
+            f(self.ts().unwrap_or_default(), cur);
+            // A page is loaded when the walk of the last one ends: the
+            // record it yields first belongs to the next call.
+            let page = self.pages.next;
+            self.advance()?;
+            if self.pages.next != page {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RawCursor<'_> {
     /// The timestamp a lost-events marker sorts at: the page's base time
     /// (the walk's running timestamp before its first record).
     fn last_ts(&self) -> u64 {
