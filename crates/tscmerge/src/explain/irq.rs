@@ -49,6 +49,9 @@ enum Key {
 /// Count (handler entries) and exclusive cycles, per handler id.
 pub(super) type Sums = HashMap<u32, (u64, u64)>;
 
+/// (handler id, count, cycles) of an interval.
+pub(super) type Deltas = Vec<(u32, u64, u64)>;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Frame {
     /// `irq` or `vec`, to pair the exit.
@@ -313,8 +316,8 @@ pub(super) fn flat(sums: &Sums) -> impl Iterator<Item = (u32, u64, u64)> + '_ {
 }
 
 /// `now − then` per handler, handlers of no count and no cycles left out.
-pub(super) fn diff(now: &Sums, then: &Sums) -> Vec<(u32, u64, u64)> {
-    let mut out: Vec<(u32, u64, u64)> = now
+pub(super) fn diff(now: &Sums, then: &Sums) -> Deltas {
+    let mut out: Deltas = now
         .iter()
         .map(|(&k, &(n, c))| {
             let (n0, c0) = then.get(&k).copied().unwrap_or((0, 0));

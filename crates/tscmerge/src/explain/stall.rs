@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::irq::{IrqTotal, Sums};
+use super::irq::{Deltas, IrqTotal, Sums};
 use super::State;
 
 /// Wakeups awaiting their switch kept per guest; beyond it new ones are not tracked.
@@ -111,8 +111,7 @@ pub(super) struct RawStall {
     pub task: Option<u32>,
     pub vcpu: Option<usize>,
     pub breakdown: Vec<(State, u64)>,
-    /// (handler id, count, cycles).
-    pub irqs: Vec<(u32, u64, u64)>,
+    pub irqs: Deltas,
 }
 
 /// The stalls of one kind on one guest CPU, summed.
@@ -157,7 +156,7 @@ impl Kind {
 }
 
 /// `now − then` per state, states of no cycles left out, and per IRQ.
-pub(super) fn diff(now: &Totals, then: &Totals) -> (Vec<(State, u64)>, Vec<(u32, u64, u64)>) {
+pub(super) fn diff(now: &Totals, then: &Totals) -> (Vec<(State, u64)>, Deltas) {
     let mut out: Vec<(State, u64)> =
         now.states.iter().map(|(&s, &c)| (s, c.saturating_sub(then.states.get(&s).copied().unwrap_or(0)))).filter(|&(_, c)| c > 0).collect();
     out.sort();
