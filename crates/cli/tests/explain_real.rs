@@ -206,3 +206,132 @@ fn microvm_emulations_equal_trace_cmds() {
     assert_eq!(ours_user, user);
     assert_eq!(emul.len(), 4, "four vCPU threads");
 }
+
+/// A line of `tscmerge report --raw-ts`: (pid, cpu, ts, name, body).
+fn parse_cpu(l: &str) -> Option<(i32, u32, u64, &str, &str)> {
+    let (pid, ts, name, body) = parse(l)?;
+    let lb = l.find(" [")?;
+    let cpu = l[lb + 2..lb + l[lb..].find(']')?].parse().ok()?;
+    Some((pid, cpu, ts.parse().ok()?, name, body))
+}
+
+/// Handler label → (entries, exclusive cycles).
+type IrqSums = BTreeMap<String, (u64, u64)>;
+
+/// Host IRQs per interrupted thread, independently of explain: a handler
+/// belongs to the task its entry line names (the task it interrupted, on
+/// that CPU); handlers nest per CPU (a hard IRQ over a softirq, and on
+/// interrupt pipelines one hard IRQ over another) and the time of the inner
+/// ones is taken from the outer; an exit pairs with the innermost open
+/// handler only; handlers open at the end are cut at the last event.
+fn irqs_by_line_pid(text: &str) -> BTreeMap<i32, IrqSums> {
+    struct Open {
+        key: String,
+        t0: u64,
+        pid: i32,
+        num: (bool, i64),
+        nested: u64,
+    }
+    let mut out: BTreeMap<i32, IrqSums> = BTreeMap::new();
+    let mut stacks: BTreeMap<u32, Vec<Open>> = BTreeMap::new();
+    let mut last = 0;
+    let num = |body: &str, k: &str| -> i64 { body.split(|c: char| c.is_whitespace()).find_map(|w| w.strip_prefix(k)).unwrap().parse().unwrap() };
+    let mut close = |stack: &mut Vec<Open>, end: u64| {
+        let o = stack.pop().unwrap();
+        let e = out.entry(o.pid).or_default().entry(o.key).or_default();
+        e.0 += 1;
+        e.1 += end - o.t0 - o.nested;
+        if let Some(parent) = stack.last_mut() {
+            parent.nested += end - o.t0;
+        }
+    };
+    for (pid, cpu, ts, name, body) in text.lines().filter_map(parse_cpu) {
+        last = last.max(ts);
+        let stack = stacks.entry(cpu).or_default();
+        match name {
+            "irq_handler_entry" => {
+                let n = num(body, "irq=");
+                let key = format!("irq {n} {}", body.split("name=").nth(1).unwrap().trim());
+                stack.push(Open { key, t0: ts, pid, num: (false, n), nested: 0 });
+            }
+            "softirq_entry" => {
+                let n = num(body, "vec=");
+                let action = body.split("action=").nth(1).unwrap().trim_end_matches(']');
+                stack.push(Open { key: format!("softirq {n} {action}"), t0: ts, pid, num: (true, n), nested: 0 });
+            }
+            "irq_handler_exit" | "softirq_exit" => {
+                let want = if name == "softirq_exit" { (true, num(body, "vec=")) } else { (false, num(body, "irq=")) };
+                if stack.last().is_some_and(|o| o.num == want) {
+                    close(stack, ts);
+                }
+            }
+            _ => {}
+        }
+    }
+    for stack in stacks.values_mut() {
+        while !stack.is_empty() {
+            close(stack, last);
+        }
+    }
+    out
+}
+
+/// Names the busiest interrupted threads of `file` as vCPU threads (so
+/// explain places them by sched_switch and credits them the handlers on
+/// their CPU) and compares with [`irqs_by_line_pid`]; returns (handler
+/// events, handlers compared, threads).
+fn irqs_equal_an_independent_count(file: &Path) -> (u64, u64, usize) {
+    let raw = tscmerge(&["report", "--raw-ts", file.to_str().unwrap()]);
+    let theirs = irqs_by_line_pid(&raw);
+    let mut busiest: Vec<(u64, i32)> = theirs.iter().filter(|(&p, _)| p != 0).map(|(&p, m)| (m.values().map(|v| v.0).sum(), p)).collect();
+    busiest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    busiest.truncate(6);
+    let events = raw.lines().filter_map(parse_cpu).filter(|e| matches!(e.3, "irq_handler_entry" | "irq_handler_exit" | "softirq_entry" | "softirq_exit")).count() as u64;
+
+    let plan = tscmerge::plan::Plan::new(tscmerge::plan::MergeSpec { hosts: vec![file.to_path_buf()], ..Default::default() }).unwrap();
+    let mut cfg = plan.explain_config();
+    for (i, &(_, pid)) in busiest.iter().enumerate() {
+        cfg.vcpus.push(tscmerge::explain::KnownVcpu { pid, machine: 0, vcpu: i as u32, guest_cpu: i as u32 });
+    }
+    let mut sink = tscmerge::explain::ExplainSink::new(cfg, None);
+    tscmerge::merge::merge_threads(plan.cursors().unwrap(), &mut sink, 1).unwrap();
+    let r = sink.explainer.report();
+    assert_eq!(r.irq_events, events, "{}", file.display());
+    let mut checked = 0;
+    for v in &r.vcpus {
+        let ours: IrqSums = v.host_irqs.iter().map(|t| (format!("{} {} {}", t.kind, t.number.unwrap(), t.name), (t.count, t.cycles))).collect();
+        assert_eq!(&ours, &theirs[&v.thread], "{}: thread {} {}", file.display(), v.thread, v.comm);
+        checked += ours.values().map(|x| x.0).sum::<u64>();
+        assert_eq!(v.total, r.length, "IRQs change no state");
+    }
+    assert_eq!(r.vcpus.len(), busiest.len());
+    eprintln!(
+        "{}: {events} handler events; {checked} handlers of {} threads equal the independent count ({} unmatched exits, {} lost, {} open at the end)",
+        file.display(),
+        busiest.len(),
+        r.irq_unmatched_exits,
+        r.irq_lost_exits,
+        r.irq_open_at_end
+    );
+    (events, checked, busiest.len())
+}
+
+#[test]
+fn real_host_irqs_equal_an_independent_count() {
+    // Real recordings with hard IRQs and softirqs, no KVM: a 4-CPU x86_64
+    // host with sched_switch (perf clock), and a 1-CPU Xenomai KVM guest
+    // (x86-tsc; its irq_pipeline and local_timer events around them).
+    let corpus = repo().join("../shared/corpus/files");
+    let perf = corpus.join("x86_64-v7zstd-perfclock-kernel_stack.dat");
+    let xeno = corpus.join("vmx-guest-v7zlib-time_shift.dat");
+    if !perf.is_file() || !xeno.is_file() {
+        eprintln!("SKIPPED: no {} (the foreign trace.dat corpus): explain's host IRQs were not checked on a real recording", corpus.display());
+        return;
+    }
+    let (events, checked, _) = irqs_equal_an_independent_count(&perf);
+    assert_eq!(events, 2 * (267 + 5595), "tscmerge info's counts of the four events");
+    assert!(checked > 50, "{checked}");
+    let (events, checked, _) = irqs_equal_an_independent_count(&xeno);
+    assert_eq!(events, 2 * (7685 + 329));
+    assert!(checked > 50, "{checked}");
+}

@@ -5,19 +5,26 @@
 //!
 //! Cycles are exclusive: a hard IRQ that interrupts a softirq (softirqs run
 //! with interrupts enabled, kernel/softirq.c `handle_softirqs`) takes its
-//! cycles from the softirq. The explain module credits them, with a count
-//! per handler entry, to the vCPU thread running on that CPU at the time.
+//! cycles from the softirq. Each handler, its count (one per entry) and its
+//! cycles belong to the owner its entry names: the vCPU thread it
+//! interrupted (the entry event's task), if any.
 //!
 //! Recordings are untrusted and cut at both ends:
 //! - an exit without its entry (the handler began before the recording, or
 //!   the entry was lost) is ignored ([`Tracker::unmatched_exits`]);
-//! - hard IRQ handlers do not nest (they run with interrupts disabled since
-//!   Linux 2.6.35, IRQF_DISABLED gone), and neither do softirqs (one
-//!   `handle_softirqs` per CPU at a time): an entry while a handler of its
-//!   kind is open means that one's exit was lost; it is closed there
-//!   ([`Tracker::lost_exits`]); so is a hard IRQ open when a softirq
-//!   enters, as softirqs run after the handler returns. Each CPU holds at
-//!   most one hard IRQ over at most one softirq: no per-event storage;
+//! - softirqs do not nest (one `handle_softirqs` per CPU at a time) and run
+//!   after hard IRQ handlers return (from `irq_exit`): a softirq entry while
+//!   handlers are open means their exits were lost; they are closed there
+//!   ([`Tracker::lost_exits`]); so is an open handler of the same IRQ when
+//!   that IRQ enters again (a line does not nest with itself,
+//!   `IRQD_IRQ_INPROGRESS`, kernel/irq/chip.c);
+//! - hard IRQs of other lines nest: mainline runs handlers with interrupts
+//!   off (since 2.6.35), but interrupt pipelines do not (Dovetail/Xenomai:
+//!   an out-of-band timer inside an in-band handler, as in the corpus's
+//!   Xenomai guest). At most [`MAX_DEPTH`] handlers per CPU are kept; a
+//!   deeper entry drops the outermost (a lost exit): no per-event storage;
+//! - an exit of a handler under the innermost closes those above it (their
+//!   exits were lost);
 //! - a handler open at the end is cut there (by the caller's `ts`).
 
 use std::collections::HashMap;
@@ -52,28 +59,64 @@ pub(super) type Sums = HashMap<u32, (u64, u64)>;
 /// (handler id, count, cycles) of an interval.
 pub(super) type Deltas = Vec<(u32, u64, u64)>;
 
+/// Open handlers kept per CPU: a softirq and three hard IRQs over it.
+pub const MAX_DEPTH: usize = 4;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Frame {
+    soft: bool,
     /// `irq` or `vec`, to pair the exit.
     num: i64,
     key: u32,
+    /// Whose handler it is: the vCPU thread it interrupted, if any.
+    owner: Option<usize>,
 }
 
-/// One host CPU: its open softirq and the hard IRQ over it, and since when
-/// the innermost has run.
+/// One host CPU: its open handlers, outermost first, and since when the
+/// innermost has run.
 #[derive(Clone, Debug, Default)]
 struct Cpu {
-    soft: Option<Frame>,
-    hard: Option<Frame>,
+    frames: [Option<Frame>; MAX_DEPTH],
+    len: usize,
     since: u64,
 }
 
 impl Cpu {
+    fn open(&self) -> impl DoubleEndedIterator<Item = (usize, Frame)> + '_ {
+        self.frames
+            .iter()
+            .take(self.len)
+            .enumerate()
+            .filter_map(|(i, f)| Some((i, (*f)?)))
+    }
     fn top(&self) -> Option<Frame> {
-        self.hard.or(self.soft)
+        self.open().next_back().map(|(_, f)| f)
     }
     fn depth(&self) -> u64 {
-        self.soft.is_some() as u64 + self.hard.is_some() as u64
+        self.len as u64
+    }
+    /// Closes frame `at` and those above it; returns how many.
+    fn cut(&mut self, at: usize) -> u64 {
+        let n = self.len.saturating_sub(at);
+        for f in self.frames.iter_mut().skip(at) {
+            *f = None;
+        }
+        self.len = self.len.min(at);
+        n as u64
+    }
+    /// Pushes `f`, dropping the outermost when full; returns how many dropped.
+    fn push(&mut self, f: Frame) -> u64 {
+        let mut dropped = 0;
+        if self.len >= MAX_DEPTH {
+            self.frames.rotate_left(1);
+            self.len = MAX_DEPTH - 1;
+            dropped = 1;
+        }
+        if let Some(slot) = self.frames.get_mut(self.len) {
+            *slot = Some(f);
+            self.len += 1;
+        }
+        dropped
     }
 }
 
@@ -136,12 +179,14 @@ pub struct IrqTotal {
     pub cycles: u64,
 }
 
-/// The handlers of every host CPU, and the names of what ran.
+/// The handlers of every host CPU, the names of what ran, and per owner
+/// (vCPU index) the sums credited so far.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Tracker {
     cpus: HashMap<u32, Cpu>,
     keys: Vec<Key>,
     ids: HashMap<Key, u32>,
+    sums: HashMap<usize, Sums>,
     pub events: u64,
     pub unmatched_exits: u64,
     pub lost_exits: u64,
@@ -149,16 +194,6 @@ pub(super) struct Tracker {
     pub unreadable: u64,
     /// Handlers still open at the end of the recording.
     pub open_at_end: u64,
-}
-
-fn credit(sums: Option<&mut Sums>, key: u32, count: u64, cycles: u64) {
-    if let Some(s) = sums {
-        if count > 0 || cycles > 0 {
-            let e = s.entry(key).or_default();
-            e.0 += count;
-            e.1 += cycles;
-        }
-    }
 }
 
 impl Tracker {
@@ -180,39 +215,54 @@ impl Tracker {
         i
     }
 
-    /// Credits CPU `cpu`'s running handler up to `ts` to `sums` (the vCPU
-    /// thread on that CPU, if any): call before that thread changes.
-    pub fn flush(&mut self, cpu: u32, ts: u64, sums: Option<&mut Sums>) {
+    fn credit(&mut self, owner: Option<usize>, key: u32, count: u64, cycles: u64) {
+        if let Some(o) = owner {
+            if count > 0 || cycles > 0 {
+                let e = self.sums.entry(o).or_default().entry(key).or_default();
+                e.0 += count;
+                e.1 += cycles;
+            }
+        }
+    }
+
+    /// Credits CPU `cpu`'s innermost handler up to `ts` to its owner.
+    fn flush(&mut self, cpu: u32, ts: u64) {
         let Some(c) = self.cpus.get_mut(&cpu) else {
             return;
         };
-        if let Some(f) = c.top() {
-            credit(sums, f.key, 0, ts.saturating_sub(c.since));
+        let (top, since) = (c.top(), c.since);
+        c.since = since.max(ts);
+        if let Some(f) = top {
+            self.credit(f.owner, f.key, 0, ts.saturating_sub(since));
         }
-        c.since = c.since.max(ts);
     }
 
-    /// The running handler of `cpu` and its cycles not yet credited at `ts`.
-    pub fn partial(&self, cpu: u32, ts: u64) -> Option<(u32, u64)> {
-        let c = self.cpus.get(&cpu)?;
-        Some((c.top()?.key, ts.saturating_sub(c.since)))
+    /// What `owner` was credited, with its running handlers up to `ts`.
+    pub fn sums_at(&self, owner: usize, ts: u64) -> Sums {
+        let mut s = self.sums.get(&owner).cloned().unwrap_or_default();
+        for c in self.cpus.values() {
+            if let Some(f) = c.top().filter(|f| f.owner == Some(owner)) {
+                s.entry(f.key).or_default().1 += ts.saturating_sub(c.since);
+            }
+        }
+        s
     }
 
-    /// Applies one irq event on `cpu` at `ts`, crediting `sums`.
-    /// `None`: a handler event without its number, counted and ignored.
-    pub fn event(
-        &mut self,
-        cpu: u32,
-        ev: Option<&IrqEvent<'_>>,
-        ts: u64,
-        mut sums: Option<&mut Sums>,
-    ) {
+    /// What `owner` was credited (after [`Tracker::close`]: everything).
+    pub fn sums_of(&self, owner: usize) -> Option<&Sums> {
+        self.sums.get(&owner)
+    }
+
+    /// Applies one irq event on `cpu` at `ts`; `owner`: the vCPU thread
+    /// the event names (the task the handler interrupted). `None` event: a
+    /// handler event without its number, counted and ignored.
+    pub fn event(&mut self, cpu: u32, ev: Option<&IrqEvent<'_>>, ts: u64, owner: Option<usize>) {
         self.events += 1;
         let Some(ev) = ev else {
             self.unreadable += 1;
             return;
         };
-        self.flush(cpu, ts, sums.as_deref_mut());
+        self.flush(cpu, ts);
         match *ev {
             IrqEvent::Entry { soft, num, name } => {
                 let key = self.id(if soft {
@@ -225,30 +275,36 @@ impl Tracker {
                 });
                 let c = self.cpus.entry(cpu).or_default();
                 c.since = c.since.max(ts);
-                let frame = Some(Frame { num, key });
-                if soft {
-                    // Neither an open softirq nor a hard IRQ can be under a
-                    // new softirq (softirqs run after the handler, from
-                    // irq_exit, kernel/softirq.c): both lost their exits.
-                    self.lost_exits += c.depth();
-                    (c.soft, c.hard) = (frame, None);
+                // What this entry shows lost its exit (module doc).
+                let lost = if soft {
+                    Some(0)
                 } else {
-                    self.lost_exits += c.hard.is_some() as u64;
-                    c.hard = frame;
+                    c.open()
+                        .find(|(_, f)| !f.soft && f.num == num)
+                        .map(|(i, _)| i)
+                };
+                if let Some(at) = lost {
+                    self.lost_exits += c.cut(at);
                 }
-                credit(sums, key, 1, 0);
+                self.lost_exits += c.push(Frame {
+                    soft,
+                    num,
+                    key,
+                    owner,
+                });
+                self.credit(owner, key, 1, 0);
             }
             IrqEvent::Exit { soft, num } => {
                 let c = self.cpus.entry(cpu).or_default();
-                let open = if soft { c.soft } else { c.hard };
-                if open.is_none_or(|f| f.num != num) {
-                    self.unmatched_exits += 1;
-                } else if soft {
-                    // A hard IRQ still open over it lost its exit.
-                    self.lost_exits += c.hard.is_some() as u64;
-                    (c.soft, c.hard) = (None, None);
-                } else {
-                    c.hard = None;
+                let at = c
+                    .open()
+                    .rev()
+                    .find(|(_, f)| f.soft == soft && f.num == num)
+                    .map(|(i, _)| i);
+                match at {
+                    // Those above it lost their exits.
+                    Some(at) => self.lost_exits += c.cut(at) - 1,
+                    None => self.unmatched_exits += 1,
                 }
             }
         }
@@ -267,11 +323,10 @@ impl Tracker {
     }
 
     /// Closes `cpu`'s handlers at the end of the recording (`ts`).
-    pub fn close(&mut self, cpu: u32, ts: u64, sums: Option<&mut Sums>) {
-        self.flush(cpu, ts, sums);
+    pub fn close(&mut self, cpu: u32, ts: u64) {
+        self.flush(cpu, ts);
         if let Some(c) = self.cpus.get_mut(&cpu) {
-            self.open_at_end += c.depth();
-            (c.soft, c.hard) = (None, None);
+            self.open_at_end += c.cut(0);
         }
     }
 

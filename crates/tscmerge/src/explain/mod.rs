@@ -42,10 +42,11 @@
 //! stream).
 //!
 //! Host IRQs and softirqs ([`irq`]) are a breakdown, not a state: each
-//! handler's count and cycles go to the vCPU thread running on that host
-//! CPU then (from sched_switch; where the host records none, the CPU of the
-//! thread's own events), per vCPU and per stall. They run in the host, so
-//! inside exits (an interrupt in guest mode exits first).
+//! handler's count and cycles go to the vCPU thread it interrupted on its
+//! host CPU — the task its entry event names, which is the one running on
+//! that CPU (what sched_switch would tell, and also where the host records
+//! none) — per vCPU and per stall. They run in the host, so inside exits
+//! (an interrupt in guest mode exits first).
 //!
 //! Memory: one state per vCPU thread and host CPU, one duration
 //! summary ([`hist::Durations`], bounded) per vCPU and reason, and names
@@ -196,10 +197,6 @@ struct Vcpu {
     /// Events of the thread while in guest mode other than kvm_exit: an
     /// exit the recording lost.
     missed_exits: u64,
-    /// The host CPU it runs on (sched_switch, else its own events' CPU).
-    cpu: Option<u32>,
-    /// Host IRQs on that CPU while it ran there ([`irq`]).
-    irqs: irq::Sums,
 }
 
 /// The state machine over the merged stream; [`ExplainSink`] feeds it.
@@ -211,9 +208,7 @@ pub struct Explainer {
     by_pid: HashMap<i32, usize>,
     /// Host CPU → the task it runs (from sched_switch).
     cpu_task: HashMap<u32, u32>,
-    /// Host CPU → the vCPU thread running there.
-    on_cpu: HashMap<u32, usize>,
-    /// Interrupt handlers per host CPU.
+    /// Interrupt handlers per host CPU, and what they took from each vCPU.
     irq: irq::Tracker,
     /// (guest machine, guest CPU) → the guest task it runs.
     guest_task: HashMap<(usize, u32), u32>,
@@ -283,7 +278,6 @@ impl Explainer {
             vcpus: Vec::new(),
             by_pid: HashMap::new(),
             cpu_task: HashMap::new(),
-            on_cpu: HashMap::new(),
             irq: irq::Tracker::default(),
             guest_task: HashMap::new(),
             raw_reasons: HashMap::new(),
@@ -383,8 +377,6 @@ impl Explainer {
             exits: BTreeMap::new(),
             unpaired: 0,
             missed_exits: 0,
-            cpu: None,
-            irqs: irq::Sums::new(),
         });
         self.by_pid.insert(pid, i);
         Some(i)
@@ -486,43 +478,11 @@ impl Explainer {
     /// vCPU `i`'s cycles per state and host IRQs on its CPU up to `ts`.
     fn totals_at(&self, i: Option<usize>, ts: u64) -> stall::Totals {
         let Some((i, v)) = i.and_then(|i| Some((i, self.vcpus.get(i)?))) else { return stall::Totals::default() };
-        let mut t = stall::Totals { states: v.totals.clone(), irqs: v.irqs.clone() };
+        let mut t = stall::Totals { states: v.totals.clone(), irqs: self.irq.sums_at(i, ts) };
         if self.first.is_some() && ts > v.since {
             *t.states.entry(v.state).or_default() += ts - v.since;
         }
-        // The handler running on its CPU, not yet credited.
-        if let Some(c) = v.cpu.filter(|c| self.on_cpu.get(c) == Some(&i)) {
-            if let Some((key, cycles)) = self.irq.partial(c, ts) {
-                t.irqs.entry(key).or_default().1 += cycles;
-            }
-        }
         t
-    }
-
-    /// Nothing runs on `cpu` from `ts` as far as vCPUs go (a switch there).
-    fn leave_cpu(&mut self, cpu: u32, ts: u64) {
-        let Some(&i) = self.on_cpu.get(&cpu) else { return };
-        self.irq.flush(cpu, ts, self.vcpus.get_mut(i).map(|v| &mut v.irqs));
-        self.on_cpu.remove(&cpu);
-        if let Some(v) = self.vcpus.get_mut(i).filter(|v| v.cpu == Some(cpu)) {
-            v.cpu = None;
-        }
-    }
-
-    /// vCPU thread `i` runs on `cpu` from `ts`: switched in there, or an
-    /// event of its own there (hosts that record no sched_switch).
-    fn place(&mut self, i: usize, cpu: u32, ts: u64) {
-        if self.on_cpu.get(&cpu) == Some(&i) && self.vcpus[i].cpu == Some(cpu) {
-            return;
-        }
-        if let Some(old) = self.vcpus[i].cpu {
-            if self.on_cpu.get(&old) == Some(&i) {
-                self.leave_cpu(old, ts);
-            }
-        }
-        self.leave_cpu(cpu, ts);
-        self.on_cpu.insert(cpu, i);
-        self.vcpus[i].cpu = Some(cpu);
     }
 
     fn guest_event(&mut self, machine: usize, cpu: u32, ts: u64, r: &Record<'_>) {
@@ -605,16 +565,17 @@ impl Explainer {
             _ => {}
         }
         if irq::is_irq(r.name) {
-            // Credited to the vCPU thread on this CPU; states do not change
+            // A handler's event names the task it interrupted, the one
+            // current on that CPU: a vCPU thread on its host CPU, with or
+            // without sched_switch in the recording. States do not change
             // (a handler after an exit is part of that exit).
-            let sums = self.on_cpu.get(&ev.cpu).copied().and_then(|i| self.vcpus.get_mut(i)).map(|v| &mut v.irqs);
-            self.irq.event(ev.cpu, irq::read(&r).as_ref(), ts, sums);
+            let owner = self.vcpu_of(r.pid, r.comm, r.tgid, false);
+            self.irq.event(ev.cpu, irq::read(&r).as_ref(), ts, owner);
             return;
         }
         // Threads that open run windows (crate::runs), or leave the guest, run vCPUs.
         let discover = crate::runs::opens(r.name).is_some() || r.name == "kvm_exit";
         let Some(i) = self.vcpu_of(r.pid, r.comm, r.tgid, discover) else { return };
-        self.place(i, ev.cpu, ts);
         if self.vcpus[i].sched != Sched::Running {
             // Its own event: it runs (a switch in the recording lost).
             self.set_sched(i, Sched::Running);
@@ -678,12 +639,7 @@ impl Explainer {
         // above the report bits (include/trace/events/sched.h).
         let runnable = state.is_some_and(|s| s & 0xff == 0);
         self.cpu_task.insert(cpu, next_task);
-        // Whoever ran on this CPU left it; the one switched out runs nowhere.
-        self.leave_cpu(cpu, ts);
         if let Some(i) = self.vcpu_of(prev, "", None, false) {
-            if let Some(c) = self.vcpus[i].cpu {
-                self.leave_cpu(c, ts);
-            }
             if runnable {
                 self.set_sched(i, Sched::Runnable(cpu));
                 self.vcpus[i].preemptor = next_task;
@@ -693,7 +649,6 @@ impl Explainer {
             self.settle(i, ts);
         }
         if let Some(i) = self.vcpu_of(next, field_str(r, "next_comm").unwrap_or(""), None, false) {
-            self.place(i, cpu, ts);
             self.set_sched(i, Sched::Running);
             self.settle(i, ts);
         }
@@ -737,8 +692,7 @@ impl Explainer {
         let end = self.last;
         // Handlers open at the end are cut there.
         for cpu in self.irq.busy_cpus() {
-            let sums = self.on_cpu.get(&cpu).copied().and_then(|i| self.vcpus.get_mut(i)).map(|v| &mut v.irqs);
-            self.irq.close(cpu, end, sums);
+            self.irq.close(cpu, end);
         }
         for i in 0..self.vcpus.len() {
             let v = &mut self.vcpus[i];
@@ -794,7 +748,7 @@ impl Explainer {
                 unpaired_exits: v.unpaired,
                 missed_exits: v.missed_exits,
                 emulating: !v.entered && v.exits.contains_key(&self.emulate),
-                host_irqs: self.irq.totals(irq::flat(&v.irqs)),
+                host_irqs: self.irq.sums_of(i).map(|s| self.irq.totals(irq::flat(s))).unwrap_or_default(),
             });
         }
         let stalls = self.stall_report();

@@ -276,3 +276,30 @@ fn irqs_without_sched_switch_follow_the_threads_kvm_events() {
     // The exit at 200 (its IRQ closed as lost at 196) and the one without a number.
     assert_eq!((r.irq_events, r.irq_unmatched_exits, r.irq_lost_exits, r.irq_open_at_end), (10, 2, 2, 0));
 }
+
+#[test]
+fn hard_irqs_of_other_lines_nest_and_the_stack_is_bounded() {
+    use irq::{IrqEvent, Tracker};
+    let mut t = Tracker::default();
+    let hard = |num, entry| if entry { IrqEvent::Entry { soft: false, num, name: "x" } } else { IrqEvent::Exit { soft: false, num } };
+    // An out-of-band timer (2) inside an in-band handler (1), as the
+    // Xenomai guest of the corpus has them; then line 1 again over itself.
+    for (ts, ev) in [(10, hard(1, true)), (20, hard(2, true)), (25, hard(2, false)), (40, hard(1, false)), (50, hard(1, true)), (60, hard(1, true)), (65, hard(1, false))] {
+        t.event(0, Some(&ev), ts, Some(7));
+    }
+    let mut got: Vec<(u64, u64)> = t.sums_of(7).unwrap().values().copied().collect();
+    got.sort();
+    // Line 1: 10+15 (nested) + 10 (its lost exit, closed at 60) + 5; line 2: 5.
+    assert_eq!(got, [(1, 5), (3, 40)]);
+    assert_eq!((t.lost_exits, t.unmatched_exits), (1, 0));
+    // Deeper than MAX_DEPTH: the outermost is dropped; nothing panics.
+    for n in 0..3 * irq::MAX_DEPTH as i64 {
+        t.event(0, Some(&hard(100 + n, true)), 100 + n as u64, Some(7));
+    }
+    assert_eq!(t.lost_exits, 1 + 2 * irq::MAX_DEPTH as u64);
+    t.event(0, Some(&hard(100, false)), 200, None);
+    assert_eq!(t.sums_at(7, 250).values().map(|v| v.0).sum::<u64>(), 4 + 3 * irq::MAX_DEPTH as u64);
+    assert_eq!(t.unmatched_exits, 1, "its frame was dropped");
+    t.close(0, 300);
+    assert_eq!(t.open_at_end, irq::MAX_DEPTH as u64);
+}
