@@ -12,6 +12,10 @@
 //!   (same threads, names and reasons, in the same order).
 //! - The micro-VM recording (examples/microvm-record/host.dat, which trace-cmd
 //!   reads): `trace-cmd report --raw-ts` gives every total to the cycle.
+//! - Host IRQs and softirqs: on real recordings with irq events (the
+//!   corpus's 4-CPU x86_64 host and Xenomai guest, and a KVM host recorded
+//!   here at test time), each thread's handlers, counted from the task each
+//!   entry line names, with nesting, equal explain's per thread.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -334,4 +338,64 @@ fn real_host_irqs_equal_an_independent_count() {
     let (events, checked, _) = irqs_equal_an_independent_count(&xeno);
     assert_eq!(events, 2 * (7685 + 329));
     assert!(checked > 50, "{checked}");
+}
+
+#[test]
+fn live_kvm_host_irqs_equal_an_independent_count() {
+    // A real KVM host recorded here, now, with the irq events: micro-VM
+    // vCPU threads (emulated: PVM) and whatever interrupts this machine takes
+    // while they run. Checked against trace-cmd's report of the same file
+    // (tscmerge's where trace-cmd is absent).
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/kvm").exists() || !Path::new("/sys/kernel/tracing").exists() {
+        eprintln!("SKIPPED: live_kvm_host_irqs: needs root, /dev/kvm and tracefs");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tscmerge-explain-irq-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let exe = env!("CARGO_BIN_EXE_tscmerge");
+    let host = d("host.dat");
+    let mut args = vec!["record", "--host", "--no-kallsyms", "-o", &host];
+    for e in ["kvm:kvm_emulate_insn", "kvm:kvm_pio", "kvm:kvm_msr", "kvm:kvm_userspace_exit", "sched:sched_switch", "sched:sched_waking", "irq:irq_handler_entry", "irq:irq_handler_exit", "irq:softirq_entry", "irq:softirq_exit"] {
+        args.extend(["-e", e]);
+    }
+    let dd = d("");
+    args.extend(["--", exe, "microvm", "-o", &dd, "--vms", "1", "--vcpus", "2", "--reads", "100", "--hold-ms", "50"]);
+    let out = Command::new(exe).args(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && err.contains("another tscmerge record is running") {
+        eprintln!("SKIPPED: live_kvm_host_irqs: another recorder holds the lock: {err}");
+        return;
+    }
+    assert!(out.status.success(), "record: {err}");
+
+    let guest = format!("a={}", d("guest-vm0.txt"));
+    let doc: Value = serde_json::from_str(&tscmerge(&["explain", &host, "--guest", &guest, "--json", "--stall", "rdmsr..rdmsr"])).unwrap();
+    let trace_cmd = Command::new("trace-cmd").args(["report", "--raw-ts", &host]).output().ok().filter(|o| o.status.success());
+    let (oracle, report) = match trace_cmd {
+        Some(o) => ("trace-cmd", String::from_utf8_lossy(&o.stdout).into_owned()),
+        None => ("tscmerge", tscmerge(&["report", "--raw-ts", &host])),
+    };
+    let theirs = irqs_by_line_pid(&report);
+    let events = report.lines().filter_map(parse_cpu).filter(|e| matches!(e.3, "irq_handler_entry" | "irq_handler_exit" | "softirq_entry" | "softirq_exit")).count() as u64;
+    assert_eq!(doc["irq_events"].as_u64().unwrap(), events);
+    let mut handlers = 0;
+    for v in doc["vcpus"].as_array().unwrap() {
+        let pid = v["thread"].as_i64().unwrap() as i32;
+        let ours: IrqSums = v["host_irqs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (format!("{} {} {}", t["kind"].as_str().unwrap(), t["number"], t["name"].as_str().unwrap()), (t["count"].as_u64().unwrap(), t["cycles"].as_u64().unwrap())))
+            .collect();
+        assert_eq!(ours, theirs.get(&pid).cloned().unwrap_or_default(), "thread {pid} against {oracle}'s report");
+        handlers += ours.values().map(|x| x.0).sum::<u64>();
+        let sum: u64 = v["states"].as_array().unwrap().iter().map(|s| s["cycles"].as_u64().unwrap()).sum();
+        assert_eq!(sum, doc["length"].as_u64().unwrap());
+    }
+    assert_eq!(doc["vcpus"].as_array().unwrap().len(), 2);
+    eprintln!("live KVM host: {events} handler events, {handlers} on the vCPU threads, equal to {oracle}'s report");
+    let _ = std::fs::remove_dir_all(&dir);
 }
