@@ -31,13 +31,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::event::{field_int, field_str, Record};
-
-/// Softirq names by vector (include/linux/interrupt.h, the `enum` that
-/// irq.h's `show_softirq_name` prints).
-pub const SOFTIRQ_NAMES: [&str; 10] = [
-    "HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU",
-];
+use crate::event::{field_int, field_str, softirq_name, Record};
 
 /// A handler as reported: a hard IRQ by number and name, a softirq by vector.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -339,10 +333,8 @@ impl Tracker {
                 let (kind, number, name) = match self.keys.get(k as usize) {
                     Some(Key::Hard { irq, name }) => ("irq", Some(*irq), name.clone()),
                     Some(Key::Soft { vec }) => {
-                        let name = usize::try_from(*vec)
-                            .ok()
-                            .and_then(|v| SOFTIRQ_NAMES.get(v))
-                            .map_or_else(|| format!("vec {vec}"), |n| n.to_string());
+                        let name =
+                            softirq_name(*vec).map_or_else(|| format!("vec {vec}"), str::to_string);
                         ("softirq", Some(*vec), name)
                     }
                     Some(Key::Other) | None => ("other", None, "other".to_string()),

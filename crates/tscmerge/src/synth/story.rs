@@ -55,7 +55,7 @@ pub fn irq_name(num: i64) -> &'static str {
 /// How explain names a handler: `irq 33 nvme0q3`, `softirq 3 NET_RX`.
 pub fn irq_label(soft: bool, num: i64) -> String {
     if soft {
-        let name = usize::try_from(num).ok().and_then(|v| crate::explain::irq::SOFTIRQ_NAMES.get(v)).copied().unwrap_or("?");
+        let name = crate::event::softirq_name(num).unwrap_or("?");
         format!("softirq {num} {name}")
     } else {
         format!("irq {num} {}", irq_name(num))

@@ -145,7 +145,7 @@ fn write_story_line(out: &mut impl Write, cfg: &SynthConfig, vm: usize, ev: &Syn
             }
             let name = if entry { "entry" } else { "exit" };
             if soft {
-                let action = usize::try_from(num).ok().and_then(|v| crate::explain::irq::SOFTIRQ_NAMES.get(v)).copied().unwrap_or("?");
+                let action = crate::event::softirq_name(num).unwrap_or("?");
                 writeln!(out, "softirq_{name}: vec={num} [action={action}]")
             } else if entry {
                 writeln!(out, "irq_handler_entry: irq={num} name={}", super::story::irq_name(num))
