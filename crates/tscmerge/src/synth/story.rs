@@ -177,9 +177,12 @@ pub struct VcpuTruth {
     pub exits: BTreeMap<(String, String), (u64, u64)>,
     pub stalls: u64,
     pub stall_states: BTreeMap<String, u64>,
-    pub irqs: BTreeMap<String, (u64, u64)>,
-    pub stall_irqs: BTreeMap<String, (u64, u64)>,
+    pub irqs: IrqSums,
+    pub stall_irqs: IrqSums,
 }
+
+/// Handler label → (entries, exclusive cycles).
+pub type IrqSums = BTreeMap<String, (u64, u64)>;
 
 /// The vCPU thread's handlers: the softirq and the hard IRQ over it, and
 /// since when the innermost runs; (entries, cycles) per handler so far.
@@ -188,7 +191,7 @@ struct Handlers {
     soft: Option<i64>,
     hard: Option<i64>,
     since: u64,
-    sums: BTreeMap<String, (u64, u64)>,
+    sums: IrqSums,
 }
 
 impl Handlers {
@@ -200,7 +203,7 @@ impl Handlers {
         }
     }
     /// The sums with the running handler's cycles up to `ts`.
-    fn upto(&self, ts: u64) -> BTreeMap<String, (u64, u64)> {
+    fn upto(&self, ts: u64) -> IrqSums {
         let mut s = self.sums.clone();
         if let Some(k) = self.top() {
             s.entry(k).or_default().1 += ts - self.since;
@@ -233,7 +236,8 @@ pub fn truth(cfg: &SynthConfig, vm: usize, vcpu: u32, start: u64, end: u64) -> V
     let mut last_exit = String::from("?");
     let mut open: Option<(String, String, u64)> = None;
     let mut task = String::from("?");
-    let mut stall: Option<(BTreeMap<String, u64>, BTreeMap<String, (u64, u64)>)> = None;
+    // At the open stall's start: cycles per state, and the handlers' sums.
+    let mut stall: Option<(BTreeMap<String, u64>, IrqSums)> = None;
     let mut h = Handlers::default();
     for e in VcpuEntity::new(cfg, vm, vcpu) {
         match e.what {
