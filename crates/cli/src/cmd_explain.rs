@@ -19,6 +19,8 @@ Hosts that emulate guest code (kvm_emulate_insn, no kvm_entry) show each emulati
 Exit to entry per vCPU and reason: count, total, p50, p99, max in host TSC cycles (quantiles exact up to\n\
 4096 exits of a reason, then within 1/64 below), and the guest task at the exit (the guest's sched_switch).\n\
 Stalls (--stall FROM..TO, --sched-latency CYCLES): each guest interval's host cycles per state of its vCPU.\n\
+Host IRQs (irq:irq_handler_entry/exit, irq:softirq_entry/exit): per vCPU and per stall, count and exclusive\n\
+cycles of each hard IRQ and softirq on the host CPU while the vCPU thread ran there (within the states).\n\
 Examples:\n  tscmerge explain host.dat --guest vm=guest.dat\n  tscmerge explain host.dat --json -o explain.json\n  tscmerge explain host.dat --guest vm=guest.dat --stall 'req start..req end' --sched-latency 200000\n\
 Exit status: 0 success, 2 bad input."
 )]

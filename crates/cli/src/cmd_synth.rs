@@ -65,8 +65,9 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = TimeShift::Changes)]
     pub time_shift: TimeShift,
     /// The host's side of exits (text only): vCPU threads halt after HLT exits (asleep, woken on
-    /// their CPU) and are preempted by named host tasks after every 4th other exit;
-    /// truth-states.tsv gets each vCPU's cycles per state and exits per reason (explain's truth).
+    /// their CPU) and are preempted by named host tasks after every 4th other exit; host IRQs and
+    /// softirqs run on their CPUs; truth-states.tsv gets each vCPU's cycles per state, exits per
+    /// reason and host IRQs (explain's truth).
     #[arg(long)]
     pub host_story: bool,
     /// trace.dat (v7) compression.

@@ -12,6 +12,10 @@
 //!   (same threads, names and reasons, in the same order).
 //! - The micro-VM recording (examples/microvm-record/host.dat, which trace-cmd
 //!   reads): `trace-cmd report --raw-ts` gives every total to the cycle.
+//! - Host IRQs and softirqs: on real recordings with irq events (the
+//!   corpus's 4-CPU x86_64 host and Xenomai guest, and a KVM host recorded
+//!   here at test time), each thread's handlers, counted from the task each
+//!   entry line names, with nesting, equal explain's per thread.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -205,4 +209,193 @@ fn microvm_emulations_equal_trace_cmds() {
     user.retain(|_, c| *c > 0); // a state of no cycles is not listed
     assert_eq!(ours_user, user);
     assert_eq!(emul.len(), 4, "four vCPU threads");
+}
+
+/// A line of `tscmerge report --raw-ts`: (pid, cpu, ts, name, body).
+fn parse_cpu(l: &str) -> Option<(i32, u32, u64, &str, &str)> {
+    let (pid, ts, name, body) = parse(l)?;
+    let lb = l.find(" [")?;
+    let cpu = l[lb + 2..lb + l[lb..].find(']')?].parse().ok()?;
+    Some((pid, cpu, ts.parse().ok()?, name, body))
+}
+
+/// Handler label → (entries, exclusive cycles).
+type IrqSums = BTreeMap<String, (u64, u64)>;
+
+/// Host IRQs per interrupted thread, independently of explain: a handler
+/// belongs to the task its entry line names (the task it interrupted, on
+/// that CPU); handlers nest per CPU (a hard IRQ over a softirq, and on
+/// interrupt pipelines one hard IRQ over another) and the time of the inner
+/// ones is taken from the outer; an exit pairs with the innermost open
+/// handler only; handlers open at the end are cut at the last event.
+fn irqs_by_line_pid(text: &str) -> BTreeMap<i32, IrqSums> {
+    struct Open {
+        key: String,
+        t0: u64,
+        pid: i32,
+        num: (bool, i64),
+        nested: u64,
+    }
+    let mut out: BTreeMap<i32, IrqSums> = BTreeMap::new();
+    let mut stacks: BTreeMap<u32, Vec<Open>> = BTreeMap::new();
+    let mut last = 0;
+    let num = |body: &str, k: &str| -> i64 { body.split(|c: char| c.is_whitespace()).find_map(|w| w.strip_prefix(k)).unwrap().parse().unwrap() };
+    let mut close = |stack: &mut Vec<Open>, end: u64| {
+        let o = stack.pop().unwrap();
+        let e = out.entry(o.pid).or_default().entry(o.key).or_default();
+        e.0 += 1;
+        e.1 += end - o.t0 - o.nested;
+        if let Some(parent) = stack.last_mut() {
+            parent.nested += end - o.t0;
+        }
+    };
+    for (pid, cpu, ts, name, body) in text.lines().filter_map(parse_cpu) {
+        last = last.max(ts);
+        let stack = stacks.entry(cpu).or_default();
+        match name {
+            "irq_handler_entry" => {
+                let n = num(body, "irq=");
+                let key = format!("irq {n} {}", body.split("name=").nth(1).unwrap().trim());
+                stack.push(Open { key, t0: ts, pid, num: (false, n), nested: 0 });
+            }
+            "softirq_entry" => {
+                let n = num(body, "vec=");
+                let action = body.split("action=").nth(1).unwrap().trim_end_matches(']');
+                stack.push(Open { key: format!("softirq {n} {action}"), t0: ts, pid, num: (true, n), nested: 0 });
+            }
+            "irq_handler_exit" | "softirq_exit" => {
+                let want = if name == "softirq_exit" { (true, num(body, "vec=")) } else { (false, num(body, "irq=")) };
+                if stack.last().is_some_and(|o| o.num == want) {
+                    close(stack, ts);
+                }
+            }
+            _ => {}
+        }
+    }
+    for stack in stacks.values_mut() {
+        while !stack.is_empty() {
+            close(stack, last);
+        }
+    }
+    out
+}
+
+/// Names the busiest interrupted threads of `file` as vCPU threads (so
+/// explain places them by sched_switch and credits them the handlers on
+/// their CPU) and compares with [`irqs_by_line_pid`]; returns (handler
+/// events, handlers compared, threads).
+fn irqs_equal_an_independent_count(file: &Path) -> (u64, u64, usize) {
+    let raw = tscmerge(&["report", "--raw-ts", file.to_str().unwrap()]);
+    let theirs = irqs_by_line_pid(&raw);
+    let mut busiest: Vec<(u64, i32)> = theirs.iter().filter(|(&p, _)| p != 0).map(|(&p, m)| (m.values().map(|v| v.0).sum(), p)).collect();
+    busiest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    busiest.truncate(6);
+    let events = raw.lines().filter_map(parse_cpu).filter(|e| matches!(e.3, "irq_handler_entry" | "irq_handler_exit" | "softirq_entry" | "softirq_exit")).count() as u64;
+
+    let plan = tscmerge::plan::Plan::new(tscmerge::plan::MergeSpec { hosts: vec![file.to_path_buf()], ..Default::default() }).unwrap();
+    let mut cfg = plan.explain_config();
+    for (i, &(_, pid)) in busiest.iter().enumerate() {
+        cfg.vcpus.push(tscmerge::explain::KnownVcpu { pid, machine: 0, vcpu: i as u32, guest_cpu: i as u32 });
+    }
+    let mut sink = tscmerge::explain::ExplainSink::new(cfg, None);
+    tscmerge::merge::merge_threads(plan.cursors().unwrap(), &mut sink, 1).unwrap();
+    let r = sink.explainer.report();
+    assert_eq!(r.irq_events, events, "{}", file.display());
+    let mut checked = 0;
+    for v in &r.vcpus {
+        let ours: IrqSums = v.host_irqs.iter().map(|t| (format!("{} {} {}", t.kind, t.number.unwrap(), t.name), (t.count, t.cycles))).collect();
+        assert_eq!(&ours, &theirs[&v.thread], "{}: thread {} {}", file.display(), v.thread, v.comm);
+        checked += ours.values().map(|x| x.0).sum::<u64>();
+        assert_eq!(v.total, r.length, "IRQs change no state");
+    }
+    assert_eq!(r.vcpus.len(), busiest.len());
+    eprintln!(
+        "{}: {events} handler events; {checked} handlers of {} threads equal the independent count ({} unmatched exits, {} lost, {} open at the end)",
+        file.display(),
+        busiest.len(),
+        r.irq_unmatched_exits,
+        r.irq_lost_exits,
+        r.irq_open_at_end
+    );
+    (events, checked, busiest.len())
+}
+
+#[test]
+fn real_host_irqs_equal_an_independent_count() {
+    // Real recordings with hard IRQs and softirqs, no KVM: a 4-CPU x86_64
+    // host with sched_switch (perf clock), and a 1-CPU Xenomai KVM guest
+    // (x86-tsc; its irq_pipeline and local_timer events around them).
+    let corpus = repo().join("../shared/corpus/files");
+    let perf = corpus.join("x86_64-v7zstd-perfclock-kernel_stack.dat");
+    let xeno = corpus.join("vmx-guest-v7zlib-time_shift.dat");
+    if !perf.is_file() || !xeno.is_file() {
+        eprintln!("SKIPPED: no {} (the foreign trace.dat corpus): explain's host IRQs were not checked on a real recording", corpus.display());
+        return;
+    }
+    let (events, checked, _) = irqs_equal_an_independent_count(&perf);
+    assert_eq!(events, 2 * (267 + 5595), "tscmerge info's counts of the four events");
+    assert!(checked > 50, "{checked}");
+    let (events, checked, _) = irqs_equal_an_independent_count(&xeno);
+    assert_eq!(events, 2 * (7685 + 329));
+    assert!(checked > 50, "{checked}");
+}
+
+#[test]
+fn live_kvm_host_irqs_equal_an_independent_count() {
+    // A real KVM host recorded here, now, with the irq events: micro-VM
+    // vCPU threads (emulated: PVM) and whatever interrupts this machine takes
+    // while they run. Checked against trace-cmd's report of the same file
+    // (tscmerge's where trace-cmd is absent).
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/kvm").exists() || !Path::new("/sys/kernel/tracing").exists() {
+        eprintln!("SKIPPED: live_kvm_host_irqs: needs root, /dev/kvm and tracefs");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tscmerge-explain-irq-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let exe = env!("CARGO_BIN_EXE_tscmerge");
+    let host = d("host.dat");
+    let mut args = vec!["record", "--host", "--no-kallsyms", "-o", &host];
+    for e in ["kvm:kvm_emulate_insn", "kvm:kvm_pio", "kvm:kvm_msr", "kvm:kvm_userspace_exit", "sched:sched_switch", "sched:sched_waking", "irq:irq_handler_entry", "irq:irq_handler_exit", "irq:softirq_entry", "irq:softirq_exit"] {
+        args.extend(["-e", e]);
+    }
+    let dd = d("");
+    args.extend(["--", exe, "microvm", "-o", &dd, "--vms", "1", "--vcpus", "2", "--reads", "100", "--hold-ms", "50"]);
+    let out = Command::new(exe).args(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && err.contains("another tscmerge record is running") {
+        eprintln!("SKIPPED: live_kvm_host_irqs: another recorder holds the lock: {err}");
+        return;
+    }
+    assert!(out.status.success(), "record: {err}");
+
+    let guest = format!("a={}", d("guest-vm0.txt"));
+    let doc: Value = serde_json::from_str(&tscmerge(&["explain", &host, "--guest", &guest, "--json", "--stall", "rdmsr..rdmsr"])).unwrap();
+    let trace_cmd = Command::new("trace-cmd").args(["report", "--raw-ts", &host]).output().ok().filter(|o| o.status.success());
+    let (oracle, report) = match trace_cmd {
+        Some(o) => ("trace-cmd", String::from_utf8_lossy(&o.stdout).into_owned()),
+        None => ("tscmerge", tscmerge(&["report", "--raw-ts", &host])),
+    };
+    let theirs = irqs_by_line_pid(&report);
+    let events = report.lines().filter_map(parse_cpu).filter(|e| matches!(e.3, "irq_handler_entry" | "irq_handler_exit" | "softirq_entry" | "softirq_exit")).count() as u64;
+    assert_eq!(doc["irq_events"].as_u64().unwrap(), events);
+    let mut handlers = 0;
+    for v in doc["vcpus"].as_array().unwrap() {
+        let pid = v["thread"].as_i64().unwrap() as i32;
+        let ours: IrqSums = v["host_irqs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (format!("{} {} {}", t["kind"].as_str().unwrap(), t["number"], t["name"].as_str().unwrap()), (t["count"].as_u64().unwrap(), t["cycles"].as_u64().unwrap())))
+            .collect();
+        assert_eq!(ours, theirs.get(&pid).cloned().unwrap_or_default(), "thread {pid} against {oracle}'s report");
+        handlers += ours.values().map(|x| x.0).sum::<u64>();
+        let sum: u64 = v["states"].as_array().unwrap().iter().map(|s| s["cycles"].as_u64().unwrap()).sum();
+        assert_eq!(sum, doc["length"].as_u64().unwrap());
+    }
+    assert_eq!(doc["vcpus"].as_array().unwrap().len(), 2);
+    eprintln!("live KVM host: {events} handler events, {handlers} on the vCPU threads, equal to {oracle}'s report");
+    let _ = std::fs::remove_dir_all(&dir);
 }

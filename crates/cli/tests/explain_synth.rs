@@ -1,7 +1,8 @@
 //! `tscmerge explain` against synth's ground truth (`synth --host-story`:
 //! exits with reasons, halts, preemptions by named host tasks; the model's
 //! own totals in truth-states.tsv): every vCPU's cycles per state and its
-//! exits per reason and guest task, to the cycle.
+//! exits per reason and guest task, and the host IRQs on its CPU (over the
+//! recording and inside the stalls), to the cycle.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,7 +32,9 @@ fn truth(text: &str) -> (States, Exits, Totals) {
         let f: Vec<&str> = l.split('\t').collect();
         let key = (f[0].to_string(), f[1].parse().unwrap());
         let cycles: u64 = f[6].parse().unwrap();
-        if f[2] == "state" {
+        if f[2] == "irq" || f[2] == "stall-irq" {
+            continue; // irq_truth
+        } else if f[2] == "state" {
             states.entry(key).or_default().insert(f[3].to_string(), cycles);
         } else if f[2] == "stall" {
             states.entry((format!("stall {}", key.0), key.1)).or_default().insert(f[3].to_string(), cycles);
@@ -84,6 +87,47 @@ fn explained(doc: &Value) -> (States, Exits, Totals) {
     (states, exits, totals)
 }
 
+/// (kind prefix + machine, vCPU) → handler label → (entries, cycles).
+type Irqs = BTreeMap<(String, u64), BTreeMap<String, (u64, u64)>>;
+
+fn irq_truth(text: &str) -> Irqs {
+    let mut out = Irqs::new();
+    for l in text.lines().filter(|l| !l.starts_with('#')).skip(1) {
+        let f: Vec<&str> = l.split('\t').collect();
+        let who = match f[2] {
+            "irq" => f[0].to_string(),
+            "stall-irq" => format!("stall {}", f[0]),
+            _ => continue,
+        };
+        out.entry((who, f[1].parse().unwrap())).or_default().insert(f[3].to_string(), (f[5].parse().unwrap(), f[6].parse().unwrap()));
+    }
+    out
+}
+
+fn irqs_of(v: &Value) -> BTreeMap<String, (u64, u64)> {
+    let label = |t: &Value| format!("{} {} {}", t["kind"].as_str().unwrap(), t["number"], t["name"].as_str().unwrap());
+    v.as_array().unwrap().iter().map(|t| (label(t), (t["count"].as_u64().unwrap(), t["cycles"].as_u64().unwrap()))).collect()
+}
+
+fn irq_explained(doc: &Value) -> Irqs {
+    let mut out = Irqs::new();
+    for v in doc["vcpus"].as_array().unwrap() {
+        let i = irqs_of(&v["host_irqs"]);
+        if !i.is_empty() {
+            out.insert((v["machine"].as_str().unwrap().to_string(), v["vcpu"].as_u64().unwrap()), i);
+        }
+    }
+    for k in doc["stalls"].as_array().unwrap() {
+        for s in k["sums"].as_array().unwrap() {
+            let i = irqs_of(&s["irqs"]);
+            if !i.is_empty() {
+                out.insert((format!("stall {}", s["machine"].as_str().unwrap()), s["cpu"].as_u64().unwrap()), i);
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn states_and_exits_equal_the_models_to_the_cycle() {
     let d = tmp("story");
@@ -101,6 +145,20 @@ fn states_and_exits_equal_the_models_to_the_cycle() {
     assert!(ts.keys().any(|k| k.0.starts_with("stall ")), "the truth has stalls");
     assert_eq!(ot, tt, "exits and exit-to-entry cycles per reason");
     assert_eq!(oe, te, "exits per reason and guest task");
+    // Host IRQs: per vCPU over the recording and inside the stalls.
+    let ti = irq_truth(&truth_text);
+    assert_eq!(irq_explained(&doc), ti, "host IRQs per vCPU and per stall");
+    let labels: Vec<&String> = ti.values().flat_map(|m| m.keys()).collect();
+    for want in ["irq 33 nvme0q3", "irq 41 virtio0-input.0", "softirq 1 TIMER", "softirq 3 NET_RX", "softirq 9 RCU"] {
+        assert!(labels.iter().any(|s| *s == want), "no {want} in {labels:?}");
+    }
+    // Outside the stalls too (after the last exit, cut at the end), and some
+    // on the vCPUs' CPUs while their threads slept (not theirs).
+    assert!(ti.iter().any(|(k, m)| !k.0.starts_with("stall ") && m != &ti[&(format!("stall {}", k.0), k.1)]));
+    let (n, t) = (|v: &Value| v.as_u64().unwrap(), &doc);
+    assert_eq!((n(&t["irq_unmatched_exits"]), n(&t["irq_lost_exits"]), n(&t["irq_open_at_end"])), (3, 0, 3), "a stray exit at each vCPU's start, a softirq open at each one's end");
+    let theirs: u64 = ti.iter().filter(|(k, _)| !k.0.starts_with("stall ")).flat_map(|(_, m)| m.values()).map(|v| v.0).sum();
+    assert!(n(&t["irq_events"]) > 2 * theirs, "the idle task's handlers are in the recording: {} events", t["irq_events"]);
     // The story has every kind of state.
     let all: Vec<&String> = ts.values().flat_map(|m| m.keys()).collect();
     for want in ["guest", "halted", "exit HLT", "exit CPUID", "preempted by stress-ng-700", "unknown"] {

@@ -184,6 +184,14 @@ pub fn field_str<'a>(r: &Record<'a>, key: &str) -> Option<&'a str> {
     }
 }
 
+/// The name of softirq vector `vec` as `irq:softirq_entry` prints it
+/// (include/trace/events/irq.h `show_softirq_name`, the vectors of
+/// include/linux/interrupt.h), `None` past them.
+pub fn softirq_name(vec: i64) -> Option<&'static str> {
+    const NAMES: [&str; 10] = ["HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU"];
+    usize::try_from(vec).ok().and_then(|v| NAMES.get(v)).copied()
+}
+
 /// Parses the `prev_state` text of sched_switch (`S`, `R+`, `D|K`...) into
 /// the kernel's bits (include/trace/events/sched.h `__trace_sched_switch_state`:
 /// the letters are TASK_REPORT bits, `+` is TASK_REPORT_MAX = 0x100 on 6.x).

@@ -227,6 +227,10 @@ fn name_of(e: &SynthEvent) -> &'static str {
         Happening::VcpuOut { .. } | Happening::VcpuIn { .. } => "sched_switch",
         Happening::VcpuWaking { .. } => "sched_waking",
         Happening::GuestMarker { .. } => "print",
+        Happening::HostIrq { soft: false, entry: true, .. } => "irq_handler_entry",
+        Happening::HostIrq { soft: false, entry: false, .. } => "irq_handler_exit",
+        Happening::HostIrq { soft: true, entry: true, .. } => "softirq_entry",
+        Happening::HostIrq { soft: true, entry: false, .. } => "softirq_exit",
     }
 }
 

@@ -39,11 +39,21 @@
 //! emulating hosts emulation → next emulation) are kept per vCPU and
 //! reason with the guest task that was running on that vCPU at the exit
 //! (the guest's own `sched_switch` on the vCPU's guest CPU, in the merged
-//! stream). Memory: one state per vCPU thread and host CPU, one duration
+//! stream).
+//!
+//! Host IRQs and softirqs ([`irq`]) are a breakdown, not a state: each
+//! handler's count and cycles go to the vCPU thread it interrupted on its
+//! host CPU — the task its entry event names, which is the one running on
+//! that CPU (what sched_switch would tell, and also where the host records
+//! none) — per vCPU and per stall. They run in the host, so inside exits
+//! (an interrupt in guest mode exits first).
+//!
+//! Memory: one state per vCPU thread and host CPU, one duration
 //! summary ([`hist::Durations`], bounded) per vCPU and reason, and names
 //! (reasons, tasks) capped at [`MAX_NAMES`]: it grows with threads, not events.
 
 pub mod hist;
+pub mod irq;
 mod report;
 pub mod stall;
 
@@ -56,6 +66,7 @@ use crate::merge::Sink;
 use crate::Result;
 
 pub use hist::{Durations, Summary};
+pub use irq::IrqTotal;
 pub use stall::{Stall, StallReport, StallSpec, StallSum};
 pub use report::write_text;
 
@@ -197,6 +208,8 @@ pub struct Explainer {
     by_pid: HashMap<i32, usize>,
     /// Host CPU → the task it runs (from sched_switch).
     cpu_task: HashMap<u32, u32>,
+    /// Interrupt handlers per host CPU, and what they took from each vCPU.
+    irq: irq::Tracker,
     /// (guest machine, guest CPU) → the guest task it runs.
     guest_task: HashMap<(usize, u32), u32>,
     /// kvm_exit (exit_reason, isa) of binary records → reason id.
@@ -216,11 +229,11 @@ pub struct Explainer {
     segments: Option<Vec<Segment>>,
     /// Per named stall kind, (machine, guest CPU) → its open interval:
     /// start, the vCPU's totals then.
-    open_stalls: Vec<HashMap<(usize, u32), (u64, Option<usize>, stall::Totals)>>,
+    open_stalls: Vec<HashMap<(usize, u32), stall::Open>>,
     /// Named kinds, then sched latency last when asked.
     stall_kinds: Vec<stall::Kind>,
-    /// (machine, guest task pid) → woken at, on guest CPU, the vCPU's totals then.
-    wakeups_pending: HashMap<(usize, i64), (u64, u32, Option<usize>, stall::Totals)>,
+    /// (machine, guest task pid) → the wakeup, from when the task waits.
+    wakeups_pending: HashMap<(usize, i64), stall::Open>,
 }
 
 /// Whether guest event `r` is what `pat` names: its name, or text in a
@@ -265,6 +278,7 @@ impl Explainer {
             vcpus: Vec::new(),
             by_pid: HashMap::new(),
             cpu_task: HashMap::new(),
+            irq: irq::Tracker::default(),
             guest_task: HashMap::new(),
             raw_reasons: HashMap::new(),
             scratch: Vec::new(),
@@ -461,12 +475,12 @@ impl Explainer {
         self.vcpus.iter().position(|v| v.machine == Some(machine) && v.guest_cpu.or(v.vcpu) == Some(cpu))
     }
 
-    /// vCPU `i`'s cycles per state up to `ts`.
+    /// vCPU `i`'s cycles per state and host IRQs on its CPU up to `ts`.
     fn totals_at(&self, i: Option<usize>, ts: u64) -> stall::Totals {
-        let Some(v) = i.and_then(|i| self.vcpus.get(i)) else { return stall::Totals::new() };
-        let mut t = v.totals.clone();
+        let Some((i, v)) = i.and_then(|i| Some((i, self.vcpus.get(i)?))) else { return stall::Totals::default() };
+        let mut t = stall::Totals { states: v.totals.clone(), irqs: self.irq.sums_at(i, ts) };
         if self.first.is_some() && ts > v.since {
-            *t.entry(v.state).or_default() += ts - v.since;
+            *t.states.entry(v.state).or_default() += ts - v.since;
         }
         t
     }
@@ -484,14 +498,14 @@ impl Explainer {
         for k in 0..self.cfg.stalls.len() {
             if self.open_stalls[k].contains_key(&(machine, cpu)) {
                 if matches(&mut self.scratch, r, &self.cfg.stalls[k].to) {
-                    let (start, vcpu, then) = self.open_stalls[k].remove(&(machine, cpu)).unwrap_or_default();
-                    let breakdown = stall::diff(&self.totals_at(vcpu, ts), &then);
-                    self.stall_kinds[k].add(stall::RawStall { machine, cpu, start, end: ts, task: None, vcpu, breakdown });
+                    let Some(o) = self.open_stalls[k].remove(&(machine, cpu)) else { continue };
+                    let (breakdown, irqs) = stall::diff(&self.totals_at(o.vcpu, ts), &o.then);
+                    self.stall_kinds[k].add(stall::RawStall { machine, cpu, start: o.start, end: ts, task: None, vcpu: o.vcpu, breakdown, irqs });
                 }
             } else if matches(&mut self.scratch, r, &self.cfg.stalls[k].from) {
                 let vcpu = self.vcpu_of_guest_cpu(machine, cpu);
                 let then = self.totals_at(vcpu, ts);
-                self.open_stalls[k].insert((machine, cpu), (ts, vcpu, then));
+                self.open_stalls[k].insert((machine, cpu), stall::Open { start: ts, cpu, vcpu, then });
             }
         }
         let Some(limit) = self.cfg.sched_latency else { return };
@@ -504,14 +518,15 @@ impl Explainer {
                 let target = field_int(r, "target_cpu").map_or(cpu, |c| c as u32);
                 let vcpu = self.vcpu_of_guest_cpu(machine, target);
                 let then = self.totals_at(vcpu, ts);
-                self.wakeups_pending.entry((machine, pid)).or_insert((ts, target, vcpu, then));
+                self.wakeups_pending.entry((machine, pid)).or_insert(stall::Open { start: ts, cpu: target, vcpu, then });
             }
             (_, Some((pid, task))) => {
-                let Some((start, target, vcpu, then)) = self.wakeups_pending.remove(&(machine, pid)) else { return };
-                if ts - start.min(ts) > limit {
-                    let breakdown = stall::diff(&self.totals_at(vcpu, ts), &then);
-                    let k = self.stall_kinds.len() - 1;
-                    self.stall_kinds[k].add(stall::RawStall { machine, cpu: target, start, end: ts, task: Some(task), vcpu, breakdown });
+                let Some(o) = self.wakeups_pending.remove(&(machine, pid)) else { return };
+                if ts - o.start.min(ts) > limit {
+                    let (breakdown, irqs) = stall::diff(&self.totals_at(o.vcpu, ts), &o.then);
+                    if let Some(kind) = self.stall_kinds.last_mut() {
+                        kind.add(stall::RawStall { machine, cpu: o.cpu, start: o.start, end: ts, task: Some(task), vcpu: o.vcpu, breakdown, irqs });
+                    }
                 }
             }
             _ => {}
@@ -548,6 +563,15 @@ impl Explainer {
             "sched_waking" | "sched_wakeup" | "sched_wakeup_new" => return self.wakeup(&r, ts),
             "sched_migrate_task" => return self.migrate(&r, ts),
             _ => {}
+        }
+        if irq::is_irq(r.name) {
+            // A handler's event names the task it interrupted, the one
+            // current on that CPU: a vCPU thread on its host CPU, with or
+            // without sched_switch in the recording. States do not change
+            // (a handler after an exit is part of that exit).
+            let owner = self.vcpu_of(r.pid, r.comm, r.tgid, false);
+            self.irq.event(ev.cpu, irq::read(&r).as_ref(), ts, owner);
+            return;
         }
         // Threads that open run windows (crate::runs), or leave the guest, run vCPUs.
         let discover = crate::runs::opens(r.name).is_some() || r.name == "kvm_exit";
@@ -666,6 +690,10 @@ impl Explainer {
     /// Closes every vCPU's last state at the recording's last host event.
     pub fn finish(&mut self) {
         let end = self.last;
+        // Handlers open at the end are cut there.
+        for cpu in self.irq.busy_cpus() {
+            self.irq.close(cpu, end);
+        }
         for i in 0..self.vcpus.len() {
             let v = &mut self.vcpus[i];
             if end > v.since {
@@ -720,6 +748,7 @@ impl Explainer {
                 unpaired_exits: v.unpaired,
                 missed_exits: v.missed_exits,
                 emulating: !v.entered && v.exits.contains_key(&self.emulate),
+                host_irqs: self.irq.sums_of(i).map(|s| self.irq.totals(irq::flat(s))).unwrap_or_default(),
             });
         }
         let stalls = self.stall_report();
@@ -733,6 +762,10 @@ impl Explainer {
             sched_switches: self.sched_switches,
             wakeups: self.wakeups,
             guest_switches: self.guest_switches,
+            irq_events: self.irq.events,
+            irq_unmatched_exits: self.irq.unmatched_exits + self.irq.unreadable,
+            irq_lost_exits: self.irq.lost_exits,
+            irq_open_at_end: self.irq.open_at_end,
             vcpus,
         }
     }
@@ -763,13 +796,14 @@ impl Explainer {
                 sums: kind
                     .sums
                     .iter()
-                    .map(|(&(m, cpu), (v, count, cycles, b))| StallSum {
+                    .map(|(&(m, cpu), s)| StallSum {
                         machine: machine(m),
                         cpu,
-                        thread: thread(*v),
-                        count: *count,
-                        cycles: *cycles,
-                        breakdown: named(&mut b.iter().map(|(&s, &c)| (s, c))),
+                        thread: thread(s.vcpu),
+                        count: s.count,
+                        cycles: s.cycles,
+                        breakdown: named(&mut s.breakdown.iter().map(|(&s, &c)| (s, c))),
+                        irqs: self.irq.totals(irq::flat(&s.irqs)),
                     })
                     .collect(),
                 longest: kind
@@ -783,6 +817,7 @@ impl Explainer {
                         task: s.task.map(|t| self.tasks.name(t).to_string()).unwrap_or_default(),
                         thread: thread(s.vcpu),
                         breakdown: named(&mut s.breakdown.iter().copied()),
+                        irqs: self.irq.totals(s.irqs.iter().copied()),
                     })
                     .collect(),
             })
@@ -826,6 +861,11 @@ pub struct VcpuReport {
     pub missed_exits: u64,
     /// Runs guest code by emulation (no kvm_entry): exits are emulations.
     pub emulating: bool,
+    /// Host IRQs and softirqs on the thread's host CPU while it ran there
+    /// (in the host: an interrupt in guest mode exits first): count and
+    /// exclusive cycles, most cycles first. Part of the states' time, not a
+    /// state.
+    pub host_irqs: Vec<IrqTotal>,
 }
 
 impl VcpuReport {
@@ -851,6 +891,14 @@ pub struct ExplainReport {
     pub sched_switches: u64,
     pub wakeups: u64,
     pub guest_switches: u64,
+    /// irq_handler_entry/exit and softirq_entry/exit events of the host.
+    pub irq_events: u64,
+    /// Handler exits without their entry and handler events without their
+    /// number (ignored), entries whose exit never came (closed at the next
+    /// entry of their kind), and handlers still open at the end (cut there).
+    pub irq_unmatched_exits: u64,
+    pub irq_lost_exits: u64,
+    pub irq_open_at_end: u64,
     pub vcpus: Vec<VcpuReport>,
     /// Per stall kind asked for.
     pub stalls: Vec<StallReport>,

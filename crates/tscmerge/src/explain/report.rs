@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use super::ExplainReport;
+use super::{ExplainReport, IrqTotal};
 use crate::sink::HostNs;
 
 /// A duration in microseconds (a right-aligned column) when the clock is known, else empty.
@@ -23,6 +23,26 @@ fn share(part: u64, whole: u64) -> f64 {
     } else {
         100.0 * part as f64 / whole as f64
     }
+}
+
+/// `irq 33 nvme0q3`, `softirq 3 NET_RX`.
+fn irq_label(t: &IrqTotal) -> String {
+    match t.number {
+        Some(n) => format!("{} {n} {}", t.kind, t.name),
+        None => t.kind.to_string(),
+    }
+}
+
+/// One handler a line: count, cycles, and the share of `whole`.
+fn write_irqs(out: &mut dyn Write, head: &str, irqs: &[IrqTotal], whole: u64, indent: &str) -> io::Result<()> {
+    if irqs.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "{indent}{head}:")?;
+    for t in irqs {
+        writeln!(out, "{indent}  {:<40} {:>8}x {:>16} {:>7.2}%", irq_label(t), t.count, t.cycles, share(t.cycles, whole))?;
+    }
+    Ok(())
 }
 
 /// Writes `r` as text; `clock` turns cycles into time where known.
@@ -47,6 +67,13 @@ pub fn write_text(r: &ExplainReport, clock: Option<HostNs>, out: &mut dyn Write)
     }
     if r.lost_marks > 0 {
         writeln!(out, "note: the host recording lost events at {} places: states across them may be wrong", r.lost_marks)?;
+    }
+    if r.irq_unmatched_exits + r.irq_lost_exits + r.irq_open_at_end > 0 {
+        writeln!(
+            out,
+            "note: host IRQs: {} handler exits without their entry or events without their number (ignored), {} entries without their exit (closed at the next of their kind), {} handlers open at the end (cut there)",
+            r.irq_unmatched_exits, r.irq_lost_exits, r.irq_open_at_end
+        )?;
     }
     if r.vcpus.is_empty() {
         writeln!(out, "explain: no vCPU thread in the host recording (no kvm_entry, kvm_exit or kvm_emulate_insn, and no vCPU thread named by offsets or a GUEST option)")?;
@@ -92,6 +119,7 @@ pub fn write_text(r: &ExplainReport, clock: Option<HostNs>, out: &mut dyn Write)
                 )?;
             }
         }
+        write_irqs(out, "host IRQs on its CPU while it ran there (count, exclusive cycles; within the states above)", &v.host_irqs, r.length, "  ")?;
         if let Some((reason, ts)) = &v.open_exit {
             writeln!(out, "  an exit ({reason}, at {ts}) had no entry before the recording ended: in the states, not in exit to entry")?;
         }
@@ -111,6 +139,7 @@ pub fn write_text(r: &ExplainReport, clock: Option<HostNs>, out: &mut dyn Write)
             for (state, c) in &s.breakdown {
                 writeln!(out, "    {state:<42} {c:>16} {:>7.2}%", share(*c, s.cycles))?;
             }
+            write_irqs(out, "host IRQs on its thread's CPU", &s.irqs, s.cycles, "    ")?;
         }
         if !k.longest.is_empty() {
             writeln!(out, "  longest:")?;
@@ -118,7 +147,9 @@ pub fn write_text(r: &ExplainReport, clock: Option<HostNs>, out: &mut dyn Write)
         for s in &k.longest {
             let parts: Vec<String> = s.breakdown.iter().map(|(st, c)| format!("{st} {c}")).collect();
             let task = if s.task.is_empty() { String::new() } else { format!(" {}", s.task) };
-            writeln!(out, "    {} cpu {}{task} {}..{}: {} cycles: {}", s.machine, s.cpu, s.start, s.end, s.end - s.start, parts.join(", "))?;
+            let irqs: Vec<String> = s.irqs.iter().map(|t| format!("{} {}x {}", irq_label(t), t.count, t.cycles)).collect();
+            let irqs = if irqs.is_empty() { String::new() } else { format!("; host IRQs: {}", irqs.join(", ")) };
+            writeln!(out, "    {} cpu {}{task} {}..{}: {} cycles: {}{irqs}", s.machine, s.cpu, s.start, s.end, s.end.saturating_sub(s.start), parts.join(", "))?;
         }
     }
     if r.vcpus.iter().flat_map(|v| &v.exits).any(|e| !e.summary.exact_quantiles) {

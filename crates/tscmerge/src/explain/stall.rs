@@ -3,8 +3,9 @@
 //! (`--stall FROM..TO`, each an event name or text in a marker), or a guest
 //! task's scheduling latency (`sched_waking` → the `sched_switch` that runs
 //! it) above a threshold — the cycles its vCPU spent in each host state
-//! during the interval (the difference of the vCPU's running totals at
-//! both ends).
+//! during the interval, and the host IRQs and softirqs on the host CPU the
+//! vCPU thread ran on meanwhile ([`super::irq`]): the difference of the
+//! vCPU's running totals at both ends.
 //!
 //! Memory: one open interval per (stall kind, guest CPU), one pending
 //! wakeup per guest task (capped at [`MAX_PENDING`]), the [`KEEP`] longest
@@ -14,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use super::irq::{Deltas, IrqTotal, Sums};
 use super::State;
 
 /// Wakeups awaiting their switch kept per guest; beyond it new ones are not tracked.
@@ -42,8 +44,22 @@ impl StallSpec {
     }
 }
 
-/// A vCPU's cycles per state so far.
-pub(super) type Totals = HashMap<State, u64>;
+/// A vCPU's cycles per state so far, and its host IRQs.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Totals {
+    pub states: HashMap<State, u64>,
+    pub irqs: Sums,
+}
+
+/// An interval under way: since when, on which guest CPU, its vCPU and the
+/// vCPU's totals then.
+#[derive(Clone, Debug)]
+pub(super) struct Open {
+    pub start: u64,
+    pub cpu: u32,
+    pub vcpu: Option<usize>,
+    pub then: Totals,
+}
 
 /// One stall, with its breakdown by host state (names resolved).
 #[derive(Clone, Debug, Serialize)]
@@ -58,6 +74,9 @@ pub struct Stall {
     /// The vCPU thread whose states these are.
     pub thread: Option<i32>,
     pub breakdown: Vec<(String, u64)>,
+    /// Host IRQs and softirqs on the vCPU thread's host CPU while it ran
+    /// there inside the stall: count and exclusive cycles, most cycles first.
+    pub irqs: Vec<IrqTotal>,
 }
 
 /// Every stall of one kind on one vCPU, summed.
@@ -69,6 +88,7 @@ pub struct StallSum {
     pub count: u64,
     pub cycles: u64,
     pub breakdown: Vec<(String, u64)>,
+    pub irqs: Vec<IrqTotal>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -91,36 +111,54 @@ pub(super) struct RawStall {
     pub task: Option<u32>,
     pub vcpu: Option<usize>,
     pub breakdown: Vec<(State, u64)>,
+    pub irqs: Deltas,
+}
+
+/// The stalls of one kind on one guest CPU, summed.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Sum {
+    pub vcpu: Option<usize>,
+    pub count: u64,
+    pub cycles: u64,
+    pub breakdown: BTreeMap<State, u64>,
+    pub irqs: Sums,
 }
 
 #[derive(Clone, Debug, Default)]
 pub(super) struct Kind {
     pub count: u64,
-    /// (machine, guest CPU) → (vCPU, count, cycles, breakdown).
-    pub sums: BTreeMap<(usize, u32), (Option<usize>, u64, u64, BTreeMap<State, u64>)>,
+    /// Per (machine, guest CPU).
+    pub sums: BTreeMap<(usize, u32), Sum>,
     pub longest: Vec<RawStall>,
 }
 
 impl Kind {
     pub fn add(&mut self, s: RawStall) {
         self.count += 1;
-        let e = self.sums.entry((s.machine, s.cpu)).or_insert_with(|| (s.vcpu, 0, 0, BTreeMap::new()));
-        e.1 += 1;
-        e.2 += s.end - s.start;
+        let e = self.sums.entry((s.machine, s.cpu)).or_insert_with(|| Sum { vcpu: s.vcpu, ..Sum::default() });
+        e.count += 1;
+        e.cycles += s.end.saturating_sub(s.start);
         for &(st, c) in &s.breakdown {
-            *e.3.entry(st).or_default() += c;
+            *e.breakdown.entry(st).or_default() += c;
         }
-        if self.longest.len() < KEEP || self.longest.last().is_some_and(|l| l.end - l.start < s.end - s.start) {
-            let at = self.longest.partition_point(|l| l.end - l.start >= s.end - s.start);
+        for &(k, n, c) in &s.irqs {
+            let x = e.irqs.entry(k).or_default();
+            x.0 += n;
+            x.1 += c;
+        }
+        let len = |l: &RawStall| l.end.saturating_sub(l.start);
+        if self.longest.len() < KEEP || self.longest.last().is_some_and(|l| len(l) < len(&s)) {
+            let at = self.longest.partition_point(|l| len(l) >= len(&s));
             self.longest.insert(at, s);
             self.longest.truncate(KEEP);
         }
     }
 }
 
-/// `now − then` per state, states of no cycles left out.
-pub(super) fn diff(now: &Totals, then: &Totals) -> Vec<(State, u64)> {
-    let mut out: Vec<(State, u64)> = now.iter().map(|(&s, &c)| (s, c.saturating_sub(then.get(&s).copied().unwrap_or(0)))).filter(|&(_, c)| c > 0).collect();
+/// `now − then` per state, states of no cycles left out, and per IRQ.
+pub(super) fn diff(now: &Totals, then: &Totals) -> (Vec<(State, u64)>, Deltas) {
+    let mut out: Vec<(State, u64)> =
+        now.states.iter().map(|(&s, &c)| (s, c.saturating_sub(then.states.get(&s).copied().unwrap_or(0)))).filter(|&(_, c)| c > 0).collect();
     out.sort();
-    out
+    (out, super::irq::diff(&now.irqs, &then.irqs))
 }

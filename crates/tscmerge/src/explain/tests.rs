@@ -1,5 +1,6 @@
 use super::*;
 use crate::event::{Body, Record};
+use crate::explain::IrqTotal;
 
 fn ev<'a>(ts: u64, cpu: u32, pid: i32, name: &'a str, text: &'a str) -> EventView<'a> {
     let system = if name.starts_with("kvm") { "kvm" } else { "sched" };
@@ -182,4 +183,123 @@ fn named_stalls_pair_events_on_one_guest_cpu() {
     assert_eq!((k.count, k.longest[0].start, k.longest[0].end), (1, 200, 400));
     let b: Vec<(&str, u64)> = k.longest[0].breakdown.iter().map(|(n, c)| (n.as_str(), *c)).collect();
     assert_eq!(b, [("guest", 150), ("exit EPT_VIOLATION", 50)]);
+}
+
+/// Host IRQs on the vCPU thread's CPU (thread 10 on host CPU 1): nested,
+/// cut at both ends, elsewhere, and while the thread is off its CPU.
+const IRQS: [(u64, usize, u32, i32, &str, &str); 22] = [
+    (100, 0, 0, 5, "x", "first host event"),
+    (150, 0, 1, 10, "irq_handler_exit", "irq=5 ret=handled"),
+    (200, 0, 1, 10, "kvm_entry", "vcpu 0, rip 0x1"),
+    (300, 0, 1, 10, "kvm_exit", "reason EXTERNAL_INTERRUPT rip 0x1 info 0 0"),
+    (305, 1, 0, 9, "tracing_mark_write", "req start"),
+    (310, 0, 1, 10, "irq_handler_entry", "irq=33 name=nvme0q3"),
+    (330, 0, 1, 10, "irq_handler_exit", "irq=33 ret=handled"),
+    (340, 0, 1, 10, "softirq_entry", "vec=3 [action=NET_RX]"),
+    (350, 0, 1, 10, "irq_handler_entry", "irq=41 name=eth0-rx"),
+    (360, 1, 0, 9, "tracing_mark_write", "req end"),
+    (370, 0, 1, 10, "irq_handler_exit", "irq=41 ret=handled"),
+    (400, 0, 1, 10, "softirq_exit", "vec=3 [action=NET_RX]"),
+    (410, 0, 0, 5, "irq_handler_entry", "irq=1 name=i8042"),
+    (420, 0, 1, 10, "kvm_entry", "vcpu 0, rip 0x2"),
+    (500, 0, 1, 10, "kvm_exit", "reason HLT rip 0x3 info 0 0"),
+    (510, 0, 1, 10, "sched_switch", "prev_comm=qemu prev_pid=10 prev_prio=120 prev_state=S ==> next_comm=swapper/1 next_pid=0 next_prio=120"),
+    (600, 0, 1, 0, "irq_handler_entry", "irq=33 name=nvme0q3"),
+    (620, 0, 1, 0, "irq_handler_exit", "irq=33 ret=handled"),
+    (700, 0, 0, 3, "sched_waking", "comm=qemu pid=10 prio=120 target_cpu=001"),
+    (720, 0, 1, 0, "sched_switch", "prev_comm=swapper/1 prev_pid=0 prev_prio=120 prev_state=R ==> next_comm=qemu next_pid=10 next_prio=120"),
+    (800, 0, 1, 10, "softirq_entry", "vec=1 [action=TIMER]"),
+    (1000, 0, 0, 5, "x", "last host event"),
+];
+
+fn irqs(t: &[IrqTotal]) -> Vec<(&str, Option<i64>, &str, u64, u64)> {
+    let mut v: Vec<_> = t.iter().map(|t| (t.kind, t.number, t.name.as_str(), t.count, t.cycles)).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn host_irqs_on_the_vcpus_cpu() {
+    let spec = StallSpec::parse("req start..req end").unwrap();
+    let (r, _) = run(ExplainConfig { stalls: vec![spec.clone()], ..vmx_cfg() }, &IRQS);
+    let v = &r.vcpus[0];
+    // Not irq 33 at 600 (the thread asleep), not irq 1 (another CPU); the
+    // softirq's cycles exclude the hard IRQ over it; TIMER is cut at the end.
+    assert_eq!(
+        irqs(&v.host_irqs),
+        [("irq", Some(33), "nvme0q3", 1, 20), ("irq", Some(41), "eth0-rx", 1, 20), ("softirq", Some(1), "TIMER", 1, 200), ("softirq", Some(3), "NET_RX", 1, 10 + 30)]
+    );
+    assert_eq!((r.irq_events, r.irq_unmatched_exits, r.irq_lost_exits, r.irq_open_at_end), (11, 1, 0, 2));
+    // The stall 305..360 ends inside irq 41.
+    let s = &r.stalls[0].longest[0];
+    assert_eq!((s.start, s.end), (305, 360));
+    assert_eq!(irqs(&s.irqs), [("irq", Some(33), "nvme0q3", 1, 20), ("irq", Some(41), "eth0-rx", 1, 10), ("softirq", Some(3), "NET_RX", 1, 10)]);
+    assert_eq!(irqs(&r.stalls[0].sums[0].irqs), irqs(&s.irqs));
+    // IRQs are a breakdown, not a state: the states are those without them.
+    let quiet: Vec<_> = IRQS.iter().copied().filter(|e| !e.4.contains("irq")).collect();
+    let (q, _) = run(ExplainConfig { stalls: vec![spec], ..vmx_cfg() }, &quiet);
+    let states = |r: &ExplainReport| r.vcpus[0].states.iter().map(|s| (s.state, s.detail.clone(), s.cycles)).collect::<Vec<_>>();
+    assert_eq!(states(&r), states(&q));
+    assert_eq!(r.stalls[0].longest[0].breakdown, q.stalls[0].longest[0].breakdown);
+    let mut text = Vec::new();
+    write_text(&r, None, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("softirq 3 NET_RX"), "{text}");
+    assert!(text.contains("1 handler exits without their entry"), "{text}");
+}
+
+#[test]
+fn irqs_without_sched_switch_follow_the_threads_kvm_events() {
+    // No sched_switch: the thread is where its kvm events are (CPU 1, then 2).
+    let events = [
+        (100, 0, 1, 10, "kvm_exit", "reason EXTERNAL_INTERRUPT rip 0x1 info 0 0"),
+        (110, 0, 1, 10, "irq_handler_entry", "irq=33 name=nvme0q3"),
+        (130, 0, 1, 10, "irq_handler_exit", "irq=33 ret=handled"),
+        (140, 0, 2, 10, "kvm_entry", "vcpu 0, rip 0x1"),
+        (150, 0, 1, 0, "irq_handler_entry", "irq=33 name=nvme0q3"),
+        (160, 0, 1, 0, "irq_handler_exit", "irq=33 ret=handled"),
+        (170, 0, 2, 10, "kvm_exit", "reason EXTERNAL_INTERRUPT rip 0x1 info 0 0"),
+        (180, 0, 2, 10, "softirq_entry", "vec=9 [action=RCU]"),
+        // Lost exits: a new softirq, and a hard IRQ over it whose exit never comes.
+        (190, 0, 2, 10, "softirq_entry", "vec=99"),
+        (195, 0, 2, 10, "irq_handler_entry", "irq=7 name=x"),
+        (196, 0, 2, 10, "softirq_exit", "vec=99"),
+        (200, 0, 2, 10, "irq_handler_exit", "irq=7 ret=handled"),
+        (210, 0, 2, 10, "softirq_exit", "vec="),
+        (300, 0, 0, 5, "x", "end"),
+    ];
+    let (r, _) = run(ExplainConfig::default(), &events);
+    assert_eq!(
+        irqs(&r.vcpus[0].host_irqs),
+        [("irq", Some(7), "x", 1, 1), ("irq", Some(33), "nvme0q3", 1, 20), ("softirq", Some(9), "RCU", 1, 10), ("softirq", Some(99), "vec 99", 1, 5)]
+    );
+    // The exit at 200 (its IRQ closed as lost at 196) and the one without a number.
+    assert_eq!((r.irq_events, r.irq_unmatched_exits, r.irq_lost_exits, r.irq_open_at_end), (10, 2, 2, 0));
+}
+
+#[test]
+fn hard_irqs_of_other_lines_nest_and_the_stack_is_bounded() {
+    use irq::{IrqEvent, Tracker};
+    let mut t = Tracker::default();
+    let hard = |num, entry| if entry { IrqEvent::Entry { soft: false, num, name: "x" } } else { IrqEvent::Exit { soft: false, num } };
+    // An out-of-band timer (2) inside an in-band handler (1), as the
+    // Xenomai guest of the corpus has them; then line 1 again over itself.
+    for (ts, ev) in [(10, hard(1, true)), (20, hard(2, true)), (25, hard(2, false)), (40, hard(1, false)), (50, hard(1, true)), (60, hard(1, true)), (65, hard(1, false))] {
+        t.event(0, Some(&ev), ts, Some(7));
+    }
+    let mut got: Vec<(u64, u64)> = t.sums_of(7).unwrap().values().copied().collect();
+    got.sort();
+    // Line 1: 10+15 (nested) + 10 (its lost exit, closed at 60) + 5; line 2: 5.
+    assert_eq!(got, [(1, 5), (3, 40)]);
+    assert_eq!((t.lost_exits, t.unmatched_exits), (1, 0));
+    // Deeper than MAX_DEPTH: the outermost is dropped; nothing panics.
+    for n in 0..3 * irq::MAX_DEPTH as i64 {
+        t.event(0, Some(&hard(100 + n, true)), 100 + n as u64, Some(7));
+    }
+    assert_eq!(t.lost_exits, 1 + 2 * irq::MAX_DEPTH as u64);
+    t.event(0, Some(&hard(100, false)), 200, None);
+    assert_eq!(t.sums_at(7, 250).values().map(|v| v.0).sum::<u64>(), 4 + 3 * irq::MAX_DEPTH as u64);
+    assert_eq!(t.unmatched_exits, 1, "its frame was dropped");
+    t.close(0, 300);
+    assert_eq!(t.open_at_end, irq::MAX_DEPTH as u64);
 }

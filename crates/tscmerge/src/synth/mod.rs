@@ -156,7 +156,9 @@ pub fn write_text(cfg: &SynthConfig, dir: &Path) -> io::Result<SynthSummary> {
 /// cycles of each state over the host recording `[first, last]` event, and
 /// per exit reason and guest task the exits followed by an entry with their
 /// exit-to-entry cycles, and the cycles per state of the intervals
-/// [`story::STALL`] names, summed ([`story::truth`]).
+/// [`story::STALL`] names, summed ([`story::truth`]); kind `irq`: the host
+/// IRQs on the vCPU's CPU while its thread ran there (count: entries,
+/// cycles: exclusive), `stall-irq`: those inside the stalls, summed.
 pub fn write_state_truth(cfg: &SynthConfig, dir: &Path, first: u64, last: u64) -> io::Result<()> {
     write_atomically(&dir.join("truth-states.tsv"), |w| {
         writeln!(w, "# host recording {first}..{last}")?;
@@ -172,6 +174,12 @@ pub fn write_state_truth(cfg: &SynthConfig, dir: &Path, first: u64, last: u64) -
                 }
                 for (s, c) in &t.stall_states {
                     writeln!(w, "vm{vm}\t{vcpu}\tstall\t{s}\t\t{}\t{c}", t.stalls)?;
+                }
+                for (k, (n, c)) in &t.irqs {
+                    writeln!(w, "vm{vm}\t{vcpu}\tirq\t{k}\t\t{n}\t{c}")?;
+                }
+                for (k, (n, c)) in &t.stall_irqs {
+                    writeln!(w, "vm{vm}\t{vcpu}\tstall-irq\t{k}\t\t{n}\t{c}")?;
                 }
             }
         }

@@ -220,6 +220,11 @@ pub enum Happening {
     /// Host: the vCPU thread is switched back in; `prev_pid` goes to sleep
     /// (or, the idle task, stays runnable).
     VcpuIn { prev_pid: i32 },
+    /// Host ([`super::story`]): an interrupt handler on the vCPU thread's
+    /// CPU enters or exits, a hard IRQ (`num` its number) or a softirq
+    /// (`num` its vector), in the vCPU thread or, while it sleeps, in the
+    /// idle task (`idle`).
+    HostIrq { soft: bool, entry: bool, num: i64, idle: bool },
 }
 
 /// One generated event with its ground truth.
@@ -461,7 +466,8 @@ impl VcpuEntity {
                 self.offset = next;
             }
             if let Some(mut story) = self.story.take() {
-                t = story.after_exit(&self.ev(t, Happening::KvmEntry), reason, t, &mut out);
+                let last = self.window == self.windows;
+                t = story.after_exit(&self.ev(t, Happening::KvmEntry), reason, t, last, &mut out);
                 self.story = Some(story);
             }
             self.now = t;

@@ -5,6 +5,13 @@
 //! the CPU back; after every [`PREEMPT_EVERY`]th other exit a named host
 //! task preempts it (switched out `R+`) and runs until it sleeps.
 //!
+//! Host interrupts on the vCPU's CPU: after every third exit a hard IRQ
+//! (`irq_handler_entry`/`exit`), after the next a softirq (every other one
+//! with a hard IRQ over it), as an external-interrupt exit has them; a hard
+//! IRQ wakes the halted thread while it sleeps (in the idle task: not the
+//! vCPU's); the first exit brings a handler exit whose entry came before
+//! (ignored), and the last leaves a softirq running at the end.
+//!
 //! Each happening here says which state the vCPU enters with it
 //! ([`state_after`]), so [`truth`] adds the states up from the model itself,
 //! not from the trace: the totals `explain` must find, to the cycle.
@@ -31,26 +38,100 @@ pub fn story_comm(pid: i32, cpu: u32) -> String {
 pub struct HostStory {
     rng: Rng,
     exits: u64,
+    /// Every exit, HLT too.
+    all_exits: u64,
+}
+
+/// The hard IRQs of the story: (number, `irq_handler_entry` name).
+pub const STORY_IRQS: [(i64, &str); 2] = [(33, "nvme0q3"), (41, "virtio0-input.0")];
+/// Softirq vectors of the story: TIMER, NET_RX, RCU, SCHED.
+pub const STORY_SOFTIRQS: [i64; 4] = [1, 3, 9, 7];
+
+/// The name of the story's hard IRQ `num`.
+pub fn irq_name(num: i64) -> &'static str {
+    STORY_IRQS.iter().find(|i| i.0 == num).map_or("?", |i| i.1)
+}
+
+/// How explain names a handler: `irq 33 nvme0q3`, `softirq 3 NET_RX`.
+pub fn irq_label(soft: bool, num: i64) -> String {
+    if soft {
+        let name = crate::event::softirq_name(num).unwrap_or("?");
+        format!("softirq {num} {name}")
+    } else {
+        format!("irq {num} {}", irq_name(num))
+    }
 }
 
 impl HostStory {
     pub fn new(cfg: &SynthConfig, vm: usize, vcpu: u32) -> HostStory {
-        HostStory { rng: Rng::new(cfg.seed ^ 0x5707_0000 ^ ((vm as u64) << 20) ^ vcpu as u64), exits: 0 }
+        HostStory { rng: Rng::new(cfg.seed ^ 0x5707_0000 ^ ((vm as u64) << 20) ^ vcpu as u64), exits: 0, all_exits: 0 }
     }
 
     /// Appends what follows an exit of `reason` at `t`, events like `tmpl`
-    /// (the vCPU's); returns the time of the last.
-    pub fn after_exit(&mut self, tmpl: &SynthEvent, reason: &str, mut t: u64, out: &mut Vec<SynthEvent>) -> u64 {
+    /// (the vCPU's), `last` after the vCPU's last window; returns the time
+    /// of the last.
+    pub fn after_exit(&mut self, tmpl: &SynthEvent, reason: &str, mut t: u64, last: bool, out: &mut Vec<SynthEvent>) -> u64 {
         let mut push = |t: u64, what: Happening| out.push(SynthEvent { host: crate::time::HostTsc(t), what, ..tmpl.clone() });
+        let irq = |soft: bool, entry: bool, num: i64, idle: bool| Happening::HostIrq { soft, entry, num, idle };
+        self.all_exits += 1;
+        let n = self.all_exits;
+        if n == 1 {
+            // A handler that entered before the recording began.
+            t += self.rng.range(20, 100);
+            push(t, irq(false, false, STORY_IRQS[0].0, false));
+        }
+        let k = (n / 3) as usize;
+        match n % 3 {
+            0 => {
+                let num = STORY_IRQS[k % 2].0;
+                t += self.rng.range(50, 200);
+                push(t, irq(false, true, num, false));
+                t += self.rng.range(300, 3_000);
+                push(t, irq(false, false, num, false));
+            }
+            1 => {
+                let vec = STORY_SOFTIRQS[k % 4];
+                t += self.rng.range(50, 200);
+                push(t, irq(true, true, vec, false));
+                if k % 2 == 1 {
+                    // A hard IRQ over it (softirqs run with interrupts on).
+                    let num = STORY_IRQS[1].0;
+                    t += self.rng.range(100, 500);
+                    push(t, irq(false, true, num, false));
+                    t += self.rng.range(200, 1_000);
+                    push(t, irq(false, false, num, false));
+                }
+                t += self.rng.range(200, 2_000);
+                push(t, irq(true, false, vec, false));
+            }
+            _ => {}
+        }
         if reason == "HLT" {
             t += self.rng.range(100, 500);
             push(t, Happening::VcpuOut { runnable: false, next_pid: 0 });
+            // The interrupt that ends the halt, in the idle task.
+            let num = STORY_IRQS[0].0;
             t += self.rng.range(5_000, 50_000);
+            push(t, irq(false, true, num, true));
+            t += self.rng.range(100, 400);
             push(t, Happening::VcpuWaking { waker_pid: 0 });
+            t += self.rng.range(100, 400);
+            push(t, irq(false, false, num, true));
             t += self.rng.range(200, 2_000);
             push(t, Happening::VcpuIn { prev_pid: 0 });
-            return t;
+        } else {
+            t = self.preempt(t, &mut push);
         }
+        if last {
+            // Still running when the recording ends.
+            t += self.rng.range(100, 1_000);
+            push(t, irq(true, true, STORY_SOFTIRQS[0], false));
+        }
+        t
+    }
+
+    /// Every [`PREEMPT_EVERY`]th non-HLT exit, a host task preempts the vCPU.
+    fn preempt(&mut self, mut t: u64, push: &mut impl FnMut(u64, Happening)) -> u64 {
         self.exits += 1;
         if self.exits.is_multiple_of(PREEMPT_EVERY) {
             let p = if (self.exits / PREEMPT_EVERY).is_multiple_of(2) { 700 } else { 801 };
@@ -86,13 +167,60 @@ pub const STALL: &str = "tscmerge-marker..sched_switch";
 /// recording's first and last event), and per (exit reason, guest task at
 /// the exit as `comm-pid`, `?` before the guest's first switch) the exits
 /// followed by an entry and their exit-to-entry cycles; and the [`STALL`]
-/// intervals: how many, and their cycles per state summed.
+/// intervals: how many, and their cycles per state summed; and the host
+/// IRQs on the vCPU's CPU while the thread ran there, per handler as
+/// explain labels it ([`irq_label`]): (entries, exclusive cycles) over the
+/// recording and inside the stalls.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VcpuTruth {
     pub states: BTreeMap<String, u64>,
     pub exits: BTreeMap<(String, String), (u64, u64)>,
     pub stalls: u64,
     pub stall_states: BTreeMap<String, u64>,
+    pub irqs: IrqSums,
+    pub stall_irqs: IrqSums,
+}
+
+/// Handler label → (entries, exclusive cycles).
+pub type IrqSums = BTreeMap<String, (u64, u64)>;
+
+/// The vCPU thread's handlers: the softirq and the hard IRQ over it, and
+/// since when the innermost runs; (entries, cycles) per handler so far.
+#[derive(Clone, Debug, Default)]
+struct Handlers {
+    soft: Option<i64>,
+    hard: Option<i64>,
+    since: u64,
+    sums: IrqSums,
+}
+
+impl Handlers {
+    fn top(&self) -> Option<String> {
+        match (self.hard, self.soft) {
+            (Some(h), _) => Some(irq_label(false, h)),
+            (None, Some(v)) => Some(irq_label(true, v)),
+            (None, None) => None,
+        }
+    }
+    /// The sums with the running handler's cycles up to `ts`.
+    fn upto(&self, ts: u64) -> IrqSums {
+        let mut s = self.sums.clone();
+        if let Some(k) = self.top() {
+            s.entry(k).or_default().1 += ts - self.since;
+        }
+        s
+    }
+    fn event(&mut self, ts: u64, soft: bool, entry: bool, num: i64) {
+        self.sums = self.upto(ts);
+        self.since = ts;
+        let slot = if soft { &mut self.soft } else { &mut self.hard };
+        if entry {
+            *slot = Some(num);
+            self.sums.entry(irq_label(soft, num)).or_default().0 += 1;
+        } else if *slot == Some(num) {
+            *slot = None;
+        }
+    }
 }
 
 /// Cycles per state up to `ts`: the closed ones and the current one.
@@ -108,12 +236,14 @@ pub fn truth(cfg: &SynthConfig, vm: usize, vcpu: u32, start: u64, end: u64) -> V
     let mut last_exit = String::from("?");
     let mut open: Option<(String, String, u64)> = None;
     let mut task = String::from("?");
-    let mut stall: Option<BTreeMap<String, u64>> = None;
+    // At the open stall's start: cycles per state, and the handlers' sums.
+    let mut stall: Option<(BTreeMap<String, u64>, IrqSums)> = None;
+    let mut h = Handlers::default();
     for e in VcpuEntity::new(cfg, vm, vcpu) {
         match e.what {
-            Happening::GuestMarker { .. } if stall.is_none() => stall = Some(upto(&t.states, &state, since, e.host.0)),
+            Happening::GuestMarker { .. } if stall.is_none() => stall = Some((upto(&t.states, &state, since, e.host.0), h.upto(e.host.0))),
             Happening::GuestSwitch { .. } => {
-                if let Some(then) = stall.take() {
+                if let Some((then, then_irqs)) = stall.take() {
                     t.stalls += 1;
                     for (s, c) in upto(&t.states, &state, since, e.host.0) {
                         let d = c - then.get(&s).copied().unwrap_or(0);
@@ -121,8 +251,18 @@ pub fn truth(cfg: &SynthConfig, vm: usize, vcpu: u32, start: u64, end: u64) -> V
                             *t.stall_states.entry(s).or_default() += d;
                         }
                     }
+                    for (k, (n, c)) in h.upto(e.host.0) {
+                        let (n0, c0) = then_irqs.get(&k).copied().unwrap_or_default();
+                        if (n, c) != (n0, c0) {
+                            let x = t.stall_irqs.entry(k).or_default();
+                            x.0 += n - n0;
+                            x.1 += c - c0;
+                        }
+                    }
                 }
             }
+            // The idle task's handlers are not the vCPU thread's.
+            Happening::HostIrq { soft, entry, num, idle: false } => h.event(e.host.0, soft, entry, num),
             _ => {}
         }
         if let Happening::GuestSwitch { next_pid, .. } = e.what {
@@ -156,5 +296,7 @@ pub fn truth(cfg: &SynthConfig, vm: usize, vcpu: u32, start: u64, end: u64) -> V
     }
     *t.states.entry(state).or_default() += end - since;
     t.states.retain(|_, c| *c > 0);
+    // A handler still running is cut at the end.
+    t.irqs = h.upto(end);
     t
 }

@@ -64,7 +64,7 @@ fn line_prefix(out: &mut impl Write, comm: &str, pid: i32, tgid: Option<Option<i
 
 /// One host-side line (top-level buffer or the offset instance), kernel style.
 pub fn write_host_line(out: &mut impl Write, cfg: &SynthConfig, ev: &SynthEvent) -> io::Result<()> {
-    if let (Some(vm), Happening::VcpuOut { .. } | Happening::VcpuWaking { .. } | Happening::VcpuIn { .. }) = (ev.vm, &ev.what) {
+    if let (Some(vm), Happening::VcpuOut { .. } | Happening::VcpuWaking { .. } | Happening::VcpuIn { .. } | Happening::HostIrq { .. }) = (ev.vm, &ev.what) {
         return write_story_line(out, cfg, vm, ev);
     }
     let (comm, pid, tgid) = match (ev.vm, &ev.what) {
@@ -106,7 +106,7 @@ pub fn write_host_line(out: &mut impl Write, cfg: &SynthConfig, ev: &SynthEvent)
             )
         }
         Happening::GuestSwitch { .. } | Happening::GuestMarker { .. } => Ok(()),
-        Happening::VcpuOut { .. } | Happening::VcpuWaking { .. } | Happening::VcpuIn { .. } => Ok(()),
+        Happening::VcpuOut { .. } | Happening::VcpuWaking { .. } | Happening::VcpuIn { .. } | Happening::HostIrq { .. } => Ok(()),
     }
 }
 
@@ -133,6 +133,25 @@ fn write_story_line(out: &mut impl Write, cfg: &SynthConfig, vm: usize, ev: &Syn
             line_prefix(out, &comm, prev_pid, Some((prev_pid != 0).then_some(prev_pid)), cpu, "d..2.", ev.host.0)?;
             let st = if prev_pid == 0 { "R" } else { "S" };
             writeln!(out, "sched_switch: prev_comm={} prev_pid={prev_pid} prev_prio=120 prev_state={st} ==> next_comm={me} next_pid={tid} next_prio=120", other(prev_pid))
+        }
+        // Print fmts of include/trace/events/irq.h; the irq-info column
+        // says hardirq (`h`) or softirq (`s`) context.
+        Happening::HostIrq { soft, entry, num, idle } => {
+            let flags = if soft { "..s1." } else { "d.h1." };
+            if idle {
+                line_prefix(out, "<idle>", 0, Some(None), cpu, flags, ev.host.0)?;
+            } else {
+                line_prefix(out, &me, tid, Some(Some(tgid)), cpu, flags, ev.host.0)?;
+            }
+            let name = if entry { "entry" } else { "exit" };
+            if soft {
+                let action = crate::event::softirq_name(num).unwrap_or("?");
+                writeln!(out, "softirq_{name}: vec={num} [action={action}]")
+            } else if entry {
+                writeln!(out, "irq_handler_entry: irq={num} name={}", super::story::irq_name(num))
+            } else {
+                writeln!(out, "irq_handler_exit: irq={num} ret=handled")
+            }
         }
         _ => Ok(()),
     }
