@@ -127,7 +127,7 @@ fn run(name: &str, patterns: Patterns, windows: u64, tsc_write_every: u64, kept:
         let tl = &plan.timeline.vms[plan.guests[machine - 1].vm].vcpus[&tscmerge::time::VcpuId(cpu)];
         let gs: Vec<u64> = got.iter().map(|e| e.1).collect();
         let open = placements(tl, &gs);
-        for (j, ((&(ts, _, how), w), &open)) in got.iter().zip(&want).zip(&open).enumerate() {
+        for ((&(ts, _, how), w), &open) in got.iter().zip(&want).zip(&open) {
             let undecidable = open > 1;
             o.events += 1;
             let bad = ts != *w;
