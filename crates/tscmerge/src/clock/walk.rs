@@ -78,6 +78,8 @@ pub struct Placed {
 /// Periods tried per search at most, and fitting ones judged: a timeline
 /// crafted with many overlapping periods costs bounded time per event.
 const MAX_TRIED: usize = 4096;
+/// Periods after the current one tried one by one before [`RangeIndex`].
+const SCAN: usize = 16;
 const MAX_FITTING: usize = 8;
 /// How far after the first fitting period a second one makes an event
 /// ambiguous (see [`VcpuClock::decide`]).
@@ -170,18 +172,18 @@ impl RangeIndex {
         RangeIndex { size, low, high }
     }
 
-    /// The first period at or after `from` whose range holds `g`.
-    fn next(&self, from: usize, g: u64) -> Next {
+    /// The first period in `from..stop` whose range holds `g`.
+    fn next(&self, from: usize, stop: usize, g: u64) -> Next {
         let mut budget = MAX_TRIED;
-        match self.find(1, 0, self.size, from, g, &mut budget) {
+        match self.find(1, 0, self.size, (from, stop), g, &mut budget) {
             Some(p) => Next::At(p),
             None if budget == 0 => Next::GaveUp,
             None => Next::None,
         }
     }
 
-    fn find(&self, k: usize, lo: usize, hi: usize, from: usize, g: u64, budget: &mut usize) -> Option<usize> {
-        if hi <= from || *budget == 0 || self.low[k] > g || self.high[k] <= g {
+    fn find(&self, k: usize, lo: usize, hi: usize, (from, stop): (usize, usize), g: u64, budget: &mut usize) -> Option<usize> {
+        if hi <= from || lo >= stop || *budget == 0 || self.low[k] > g || self.high[k] <= g {
             return None;
         }
         *budget -= 1;
@@ -189,7 +191,7 @@ impl RangeIndex {
             return Some(lo);
         }
         let mid = lo + (hi - lo) / 2;
-        self.find(2 * k, lo, mid, from, g, budget).or_else(|| self.find(2 * k + 1, mid, hi, from, g, budget))
+        self.find(2 * k, lo, mid, (from, stop), g, budget).or_else(|| self.find(2 * k + 1, mid, hi, (from, stop), g, budget))
     }
 }
 
@@ -205,7 +207,11 @@ pub struct VcpuClock<'t> {
     /// time, `u64::MAX` when it has no start) and at its end.
     begin: Vec<u64>,
     end: Vec<u64>,
-    /// Finds the periods whose guest range holds a guest time.
+    /// `begin_after[i]`: the lowest `begin` of the periods after `i`; an
+    /// event below it fits no later period.
+    begin_after: Vec<u64>,
+    /// Finds the periods whose guest range holds a guest time, past the
+    /// [`SCAN`] nearest.
     ranges: RangeIndex,
     /// Guest TSC below which no period of the [`NEAR`] after the current
     /// one can fit an event at or after the last (the lowest `begin` of
@@ -233,8 +239,12 @@ impl<'t> VcpuClock<'t> {
                 None => u64::MAX,
             });
         }
+        let mut begin_after = vec![u64::MAX; n];
+        for i in (0..n.saturating_sub(1)).rev() {
+            begin_after[i] = begin_after[i + 1].min(begin[i + 1]);
+        }
         let ranges = RangeIndex::new(&begin, &end);
-        VcpuClock { tl, period: 0, conv: tl.conversion(0), last_guest: None, last_host: None, begin, end, ranges, clear_until: 0, evidence: None, order: None }
+        VcpuClock { tl, period: 0, conv: tl.conversion(0), last_guest: None, last_host: None, begin, end, begin_after, ranges, clear_until: 0, evidence: None, order: None }
     }
 
     /// Whether some guest time fits two periods: a later period begins (in
@@ -312,18 +322,30 @@ impl<'t> VcpuClock<'t> {
     /// (period, host time; `None`: no event before).
     fn next_fit_after(&self, g: GuestTsc, from: &mut usize, limit: usize, after: (usize, Option<u64>)) -> Option<(usize, u64)> {
         let periods = &self.tl.periods;
-        while *from < periods.len().min(limit) {
-            let p = match self.ranges.next(*from, g.0) {
-                Next::At(p) if p < limit => p,
-                Next::At(_) => {
-                    *from = limit;
-                    return None;
+        let stop = periods.len().min(limit);
+        while *from < stop {
+            let p = *from;
+            if p > after.0 && self.begin_after[p - 1] > g.0 {
+                *from = periods.len();
+                return None; // no later period begins at or below g
+            }
+            // The nearest one by one (the fit is almost always the current
+            // period or the next); farther, the index.
+            let p = if p < after.0 + SCAN {
+                *from += 1;
+                if g.0 < self.begin[p] || g.0 >= self.end[p] {
+                    continue;
                 }
-                Next::None => {
-                    *from = periods.len();
-                    return None;
+                p
+            } else {
+                match self.ranges.next(p, stop, g.0) {
+                    Next::At(p) => p,
+                    Next::None => {
+                        *from = stop;
+                        return None;
+                    }
+                    Next::GaveUp => return None,
                 }
-                Next::GaveUp => return None,
             };
             *from = p + 1;
             let host = Conversion::new(periods[p].offset, self.tl.scaling).to_host(g).0;
