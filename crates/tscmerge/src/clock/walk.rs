@@ -211,8 +211,8 @@ pub struct VcpuClock<'t> {
     /// event below it fits no later period.
     begin_after: Vec<u64>,
     /// Finds the periods whose guest range holds a guest time, past the
-    /// [`SCAN`] nearest.
-    ranges: RangeIndex,
+    /// [`SCAN`] nearest; built at the first such search.
+    ranges: std::cell::OnceCell<RangeIndex>,
     /// Guest TSC below which no period of the [`NEAR`] after the current
     /// one can fit an event at or after the last (the lowest `begin` of
     /// those whose `end` lies above the last event): up to it the current
@@ -243,7 +243,7 @@ impl<'t> VcpuClock<'t> {
         for i in (0..n.saturating_sub(1)).rev() {
             begin_after[i] = begin_after[i + 1].min(begin[i + 1]);
         }
-        let ranges = RangeIndex::new(&begin, &end);
+        let ranges = std::cell::OnceCell::new();
         VcpuClock { tl, period: 0, conv: tl.conversion(0), last_guest: None, last_host: None, begin, end, begin_after, ranges, clear_until: 0, evidence: None, order: None }
     }
 
@@ -338,7 +338,7 @@ impl<'t> VcpuClock<'t> {
                 }
                 p
             } else {
-                match self.ranges.next(p, stop, g.0) {
+                match self.ranges.get_or_init(|| RangeIndex::new(&self.begin, &self.end)).next(p, stop, g.0) {
                     Next::At(p) => p,
                     Next::None => {
                         *from = stop;
