@@ -74,9 +74,7 @@ fn every_cycle_has_one_state() {
         v.exits.iter().map(|e| (e.reason.as_str(), e.summary.count, e.summary.total, e.summary.max, e.guest_tasks[0].0.as_str())).collect();
     assert_eq!(exits, [("EPT_VIOLATION", 1, 50, 50, "app-42"), ("IO_INSTRUCTION", 1, 250, 250, "app-42"), ("HLT", 1, 530, 530, "swapper/0-0")]);
     assert_eq!((v.unpaired_exits, v.missed_exits, v.open_exit.clone()), (0, 0, None));
-    let mut text = Vec::new();
-    write_text(&r, None, &mut text).unwrap();
-    let text = String::from_utf8(text).unwrap();
+    let text = text_of(&r);
     assert!(text.contains("preempted by stress-77"), "{text}");
     assert!(text.contains("  total                                                    1900  100.00%"), "{text}");
 }
@@ -241,9 +239,7 @@ fn host_irqs_on_the_vcpus_cpu() {
     let states = |r: &ExplainReport| r.vcpus[0].states.iter().map(|s| (s.state, s.detail.clone(), s.cycles)).collect::<Vec<_>>();
     assert_eq!(states(&r), states(&q));
     assert_eq!(r.stalls[0].longest[0].breakdown, q.stalls[0].longest[0].breakdown);
-    let mut text = Vec::new();
-    write_text(&r, None, &mut text).unwrap();
-    let text = String::from_utf8(text).unwrap();
+    let text = text_of(&r);
     assert!(text.contains("softirq 3 NET_RX"), "{text}");
     assert!(text.contains("1 handler exits without their entry"), "{text}");
 }
@@ -302,4 +298,11 @@ fn hard_irqs_of_other_lines_nest_and_the_stack_is_bounded() {
     assert_eq!(t.unmatched_exits, 1, "its frame was dropped");
     t.close(0, 300);
     assert_eq!(t.open_at_end, irq::MAX_DEPTH as u64);
+}
+
+/// The text report of `r`.
+fn text_of(r: &ExplainReport) -> String {
+    let mut text = Vec::new();
+    write_text(r, None, &mut text).unwrap();
+    String::from_utf8(text).unwrap()
 }
