@@ -66,6 +66,52 @@ fn trace_cmd_report(f: &Path) -> String {
     out
 }
 
+/// `ours` equals trace-cmd's report `tc`, but for one libtraceevent quirk:
+/// comms the sched plugins register while every event so far was the idle
+/// task's go to the unsorted `cmdlist` beside the file's saved cmdlines,
+/// before the first lookup of a real pid builds the sorted table
+/// (event-parse.c `_tep_register_comm`, `cmdline_init`); a pid then in both
+/// with two comms is found by `bsearch` over the duplicates, either one.
+/// Such lines may differ in the task column only, and trace-cmd's comm must
+/// be one those first idle events registered for that pid.
+fn same_but_early_comms(ours: &str, tc: &str) {
+    let (a, b): (Vec<&str>, Vec<&str>) = (ours.lines().collect(), tc.lines().collect());
+    assert_eq!(a.len(), b.len(), "tscmerge report differs from trace-cmd report:\n{ours}");
+    // The task column: `comm-pid` right-aligned before ` [cpu]`.
+    let task = |l: &str| -> Option<(String, String)> {
+        let head = l.split(" [").next()?.trim();
+        let (comm, pid) = head.rsplit_once('-')?;
+        Some((comm.to_string(), pid.to_string()))
+    };
+    // Comms registered by the leading idle-task events (`==> comm:pid`, `comm:pid` of a wakeup).
+    let mut early = std::collections::BTreeSet::new();
+    for l in b.iter().skip_while(|l| task(l).is_none()) {
+        if task(l).is_none_or(|(_, pid)| pid != "0") {
+            break;
+        }
+        for w in l.split_whitespace() {
+            if let Some((c, p)) = w.rsplit_once(':') {
+                early.insert((c.to_string(), p.to_string()));
+            }
+        }
+    }
+    let mut quirks = 0;
+    for (x, y) in a.iter().zip(&b) {
+        if x == y {
+            continue;
+        }
+        let (tx, ty) = (task(x), task(y));
+        let rest = |l: &str| l.split_once(" [").map(|(_, r)| r.to_string());
+        let ok = matches!((&tx, &ty), (Some((_, px)), Some((cy, py))) if px == py && early.contains(&(cy.clone(), py.clone())))
+            && rest(x) == rest(y);
+        assert!(ok, "tscmerge report differs from trace-cmd report:\n ours: {x}\n t-c:  {y}");
+        quirks += 1;
+    }
+    if quirks > 0 {
+        eprintln!("record_host_with_a_vm: {quirks} lines differ only by a comm registered before libtraceevent built its cmdline table");
+    }
+}
+
 #[test]
 fn doctor_fake_root_fails_with_advice() {
     let root = tmpdir("fakeroot");
@@ -159,7 +205,7 @@ fn record_host_with_a_vm() {
     let tc = trace_cmd_report(&out);
     let ours = Command::new(BIN).arg("report").arg(&out).output().unwrap();
     assert!(ours.status.success());
-    assert_eq!(String::from_utf8_lossy(&ours.stdout), tc, "tscmerge report differs from trace-cmd report");
+    same_but_early_comms(&String::from_utf8_lossy(&ours.stdout), &tc);
     // The doctor's vCPU creation wrote an offset in the tsc_offset buffer.
     let creation = tc
         .lines()
