@@ -75,11 +75,11 @@ pub struct Placed {
     pub how: How,
 }
 
-/// Periods tried per search at most, and fitting ones judged: a timeline
-/// crafted with many overlapping periods costs bounded time per event.
+/// Steps of a search at most between two periods whose range holds the
+/// guest time (a period tried, a node of [`Spans`] visited), periods
+/// holding it tried at most, and fitting periods judged: a timeline crafted
+/// with many overlapping periods costs bounded time per event.
 const MAX_TRIED: usize = 4096;
-/// Periods after the current one tried one by one before [`RangeIndex`].
-const SCAN: usize = 16;
 const MAX_FITTING: usize = 8;
 /// How far after the first fitting period a second one makes an event
 /// ambiguous (see [`VcpuClock::decide`]).
@@ -133,65 +133,108 @@ impl std::fmt::Debug for Order<'_> {
     }
 }
 
-/// The periods' guest ranges `[begin, end)` as a tree of (lowest begin,
-/// highest end) over ranges of periods: the next period whose range holds
-/// a guest time is found without trying each (thousands of periods after
-/// an unstable TSC's loads; a later fall far below makes every one a
-/// maybe). A node whose lowest begin lies above, or highest end at or
-/// below, the time holds none.
+/// Periods per block of [`Spans`].
+const BLOCK: usize = 16;
+
+/// The periods' guest ranges `[begin, end)` summed up per block of
+/// [`BLOCK`] periods (lowest begin, highest end), and the blocks' as a
+/// tree over ranges of blocks: the next block that may hold a guest time is
+/// found without trying each period (thousands of periods after an unstable
+/// TSC's loads; a later fall far below makes every one a maybe). A node
+/// whose lowest begin lies above, or highest end at or below, the time
+/// holds none. `low_from[b]`, the lowest begin from block `b` on, says at
+/// once when no later period can fit. Memory: about 56 bytes per block,
+/// not per period (a vCPU of an unstable host has a period per load).
 #[derive(Debug)]
-struct RangeIndex {
-    /// Leaves from `size`; node `k`'s children are `2k`, `2k + 1`.
+struct Spans {
+    /// Leaves (blocks) from `size`; node `k`'s children are `2k`, `2k + 1`.
     size: usize,
     low: Vec<u64>,
     high: Vec<u64>,
+    low_from: Vec<u64>,
 }
 
-/// A search of [`RangeIndex::next`].
+/// A search of [`Spans::next`].
 enum Next {
     At(usize),
     None,
-    /// Visited [`MAX_TRIED`] nodes (a timeline crafted so nodes prune
+    /// Spent [`MAX_TRIED`] steps (a timeline crafted so nodes prune
     /// nothing): as if the periods tried ran out.
     GaveUp,
 }
 
-impl RangeIndex {
-    fn new(begin: &[u64], end: &[u64]) -> Self {
-        let size = begin.len().next_power_of_two();
+/// Period `p`'s guest range `[begin, end)`: the guest TSC at its start
+/// (`0` from the beginning of time, `u64::MAX` when it has no start) and at
+/// the next period's start.
+#[inline]
+fn range(tl: &VcpuTimeline, p: usize) -> (u64, u64) {
+    let Some(period) = tl.periods.get(p) else {
+        return (u64::MAX, u64::MAX);
+    };
+    let conv = Conversion::new(period.offset, tl.scaling);
+    let begin = match period.start {
+        Some(s) => conv.to_guest(s).0,
+        None if p == 0 => 0,
+        None => u64::MAX,
+    };
+    let end = tl.periods.get(p + 1).and_then(|q| q.start).map_or(u64::MAX, |s| conv.to_guest(s).0);
+    (begin, end)
+}
+
+impl Spans {
+    fn new(n: usize, range: impl Fn(usize) -> (u64, u64)) -> Self {
+        let blocks = n.div_ceil(BLOCK);
+        let size = blocks.next_power_of_two();
         let mut low = vec![u64::MAX; 2 * size];
         let mut high = vec![0; 2 * size];
-        for (i, (&b, &e)) in begin.iter().zip(end).enumerate() {
-            low[size + i] = b;
-            high[size + i] = e;
+        for p in 0..n {
+            let (b, e) = range(p);
+            let k = size + p / BLOCK;
+            low[k] = low[k].min(b);
+            if b != u64::MAX {
+                high[k] = high[k].max(e);
+            }
         }
         for k in (1..size).rev() {
             low[k] = low[2 * k].min(low[2 * k + 1]);
             high[k] = high[2 * k].max(high[2 * k + 1]);
         }
-        RangeIndex { size, low, high }
+        let mut low_from = vec![u64::MAX; blocks];
+        let mut l = u64::MAX;
+        for b in (0..blocks).rev() {
+            l = l.min(low[size + b]);
+            low_from[b] = l;
+        }
+        Spans { size, low, high, low_from }
     }
 
-    /// The first period in `from..stop` whose range holds `g`.
-    fn next(&self, from: usize, stop: usize, g: u64) -> Next {
-        let mut budget = MAX_TRIED;
-        match self.find(1, 0, self.size, (from, stop), g, &mut budget) {
-            Some(p) => Next::At(p),
-            None if budget == 0 => Next::GaveUp,
+    /// Whether block `b` may hold a period whose range holds `g`.
+    #[inline]
+    fn holds(&self, b: usize, g: u64) -> bool {
+        let k = self.size + b;
+        self.low.get(k).zip(self.high.get(k)).is_some_and(|(&l, &h)| l <= g && g < h)
+    }
+
+    /// The first block in `from..stop` that may hold `g`; each node
+    /// visited is a step.
+    fn next(&self, from: usize, stop: usize, g: u64, steps: &mut usize) -> Next {
+        match self.find(1, 0, self.size, (from, stop), g, steps) {
+            Some(b) => Next::At(b),
+            None if *steps >= MAX_TRIED => Next::GaveUp,
             None => Next::None,
         }
     }
 
-    fn find(&self, k: usize, lo: usize, hi: usize, (from, stop): (usize, usize), g: u64, budget: &mut usize) -> Option<usize> {
-        if hi <= from || lo >= stop || *budget == 0 || self.low[k] > g || self.high[k] <= g {
+    fn find(&self, k: usize, lo: usize, hi: usize, (from, stop): (usize, usize), g: u64, steps: &mut usize) -> Option<usize> {
+        if hi <= from || lo >= stop || *steps >= MAX_TRIED || self.low.get(k).is_none_or(|&l| l > g) || self.high.get(k).is_none_or(|&h| h <= g) {
             return None;
         }
-        *budget -= 1;
+        *steps += 1;
         if hi - lo == 1 {
             return Some(lo);
         }
         let mid = lo + (hi - lo) / 2;
-        self.find(2 * k, lo, mid, (from, stop), g, budget).or_else(|| self.find(2 * k + 1, mid, hi, (from, stop), g, budget))
+        self.find(2 * k, lo, mid, (from, stop), g, steps).or_else(|| self.find(2 * k + 1, mid, hi, (from, stop), g, steps))
     }
 }
 
@@ -203,16 +246,12 @@ pub struct VcpuClock<'t> {
     conv: Option<Conversion>,
     last_guest: Option<GuestTsc>,
     last_host: Option<u64>,
-    /// Per period, the guest TSC at its start (`0` from the beginning of
-    /// time, `u64::MAX` when it has no start) and at its end.
-    begin: Vec<u64>,
-    end: Vec<u64>,
-    /// `begin_after[i]`: the lowest `begin` of the periods after `i`; an
-    /// event below it fits no later period.
-    begin_after: Vec<u64>,
-    /// Finds the periods whose guest range holds a guest time, past the
-    /// [`SCAN`] nearest; built at the first such search.
-    ranges: std::cell::OnceCell<RangeIndex>,
+    /// The current period's guest range ([`range`]), and the [`NEAR`]
+    /// after it: every search and every `clear_until` looks there first,
+    /// computed once each as the current period moves on.
+    cur: (u64, u64),
+    ahead: Vec<(u64, u64)>,
+    spans: Spans,
     /// Guest TSC below which no period of the [`NEAR`] after the current
     /// one can fit an event at or after the last (the lowest `begin` of
     /// those whose `end` lies above the last event): up to it the current
@@ -224,34 +263,18 @@ pub struct VcpuClock<'t> {
 
 impl<'t> VcpuClock<'t> {
     pub fn new(tl: &'t VcpuTimeline) -> Self {
-        let n = tl.periods.len();
-        let mut begin = Vec::with_capacity(n);
-        let mut end = Vec::with_capacity(n);
-        for (i, p) in tl.periods.iter().enumerate() {
-            let conv = Conversion::new(p.offset, tl.scaling);
-            begin.push(match p.start {
-                Some(s) => conv.to_guest(s).0,
-                None if i == 0 => 0,
-                None => u64::MAX,
-            });
-            end.push(match tl.periods.get(i + 1).and_then(|q| q.start) {
-                Some(s) => conv.to_guest(s).0,
-                None => u64::MAX,
-            });
-        }
-        let mut begin_after = vec![u64::MAX; n];
-        for i in (0..n.saturating_sub(1)).rev() {
-            begin_after[i] = begin_after[i + 1].min(begin[i + 1]);
-        }
-        let ranges = std::cell::OnceCell::new();
-        VcpuClock { tl, period: 0, conv: tl.conversion(0), last_guest: None, last_host: None, begin, end, begin_after, ranges, clear_until: 0, evidence: None, order: None }
+        let spans = Spans::new(tl.periods.len(), |p| range(tl, p));
+        let cur = range(tl, 0);
+        let ahead = (1..tl.periods.len().min(1 + NEAR)).map(|p| range(tl, p)).collect();
+        VcpuClock { tl, period: 0, conv: tl.conversion(0), last_guest: None, last_host: None, cur, ahead, spans, clear_until: 0, evidence: None, order: None }
     }
 
     /// Whether some guest time fits two periods: a later period begins (in
     /// guest time) below where an earlier one ends, as after a fall.
     pub fn can_be_ambiguous(&self) -> bool {
         let mut ended = 0u64;
-        for (p, (&b, &e)) in self.begin.iter().zip(&self.end).enumerate() {
+        for p in 0..self.tl.periods.len() {
+            let (b, e) = range(self.tl, p);
             if p > 0 && b < ended {
                 return true;
             }
@@ -299,7 +322,7 @@ impl<'t> VcpuClock<'t> {
             // At or after the previous event, inside the current period,
             // and below where any near later period begins: only this one
             // fits (as `decide` counts fits).
-            if g >= last && g.0 >= self.begin[i] && g.0 < self.end[i] && g.0 < self.clear_until {
+            if g >= last && g.0 >= self.cur.0 && g.0 < self.cur.1 && g.0 < self.clear_until {
                 let host = conv.to_host(g);
                 self.last_guest = Some(g);
                 self.last_host = Some(host.0);
@@ -323,30 +346,65 @@ impl<'t> VcpuClock<'t> {
     fn next_fit_after(&self, g: GuestTsc, from: &mut usize, limit: usize, after: (usize, Option<u64>)) -> Option<(usize, u64)> {
         let periods = &self.tl.periods;
         let stop = periods.len().min(limit);
+        let (mut steps, mut held) = (0, 0);
         while *from < stop {
-            let p = *from;
-            if p > after.0 && self.begin_after[p - 1] > g.0 {
-                *from = periods.len();
-                return None; // no later period begins at or below g
+            if steps >= MAX_TRIED {
+                return None; // as if the periods tried ran out
             }
-            // The nearest one by one (the fit is almost always the current
-            // period or the next); farther, the index.
-            let p = if p < after.0 + SCAN {
-                *from += 1;
-                if g.0 < self.begin[p] || g.0 >= self.end[p] {
-                    continue;
-                }
-                p
-            } else {
-                match self.ranges.get_or_init(|| RangeIndex::new(&self.begin, &self.end)).next(p, stop, g.0) {
-                    Next::At(p) => p,
-                    Next::None => {
-                        *from = stop;
-                        return None;
+            let p = match from.checked_sub(self.period + 1) {
+                // The NEAR periods after the current one: their ranges are
+                // at hand, a scan finds the next that holds g.
+                Some(k) if k < self.ahead.len() => {
+                    let end = self.ahead.len().min(stop - self.period - 1);
+                    let hit = self.ahead.get(k..end).and_then(|a| a.iter().position(|&(b, e)| b <= g.0 && g.0 < e));
+                    steps += hit.map_or(end - k, |i| i + 1);
+                    match hit {
+                        Some(i) => self.period + 1 + k + i,
+                        None => {
+                            *from = self.period + 1 + end;
+                            continue;
+                        }
                     }
-                    Next::GaveUp => return None,
+                }
+                // Farther, blocks of periods none of which holds g are
+                // skipped whole (a skip past `stop` passes only periods
+                // that cannot fit).
+                _ => {
+                    steps += 1;
+                    let (p, b) = (*from, *from / BLOCK);
+                    if self.spans.low_from.get(b).is_some_and(|&l| l > g.0) {
+                        *from = periods.len();
+                        return None; // no later period begins at or below g
+                    }
+                    if !self.spans.holds(b, g.0) {
+                        match self.spans.next(b + 1, stop.div_ceil(BLOCK), g.0, &mut steps) {
+                            Next::At(b) => *from = b * BLOCK,
+                            Next::None => *from = stop,
+                            Next::GaveUp => return None,
+                        }
+                        continue;
+                    }
+                    // The rest of the block, one step.
+                    let block_end = ((b + 1) * BLOCK).min(stop);
+                    match (p..block_end).find(|&q| {
+                        let (begin, end) = self.range(q);
+                        begin <= g.0 && g.0 < end
+                    }) {
+                        Some(q) => q,
+                        None => {
+                            *from = block_end;
+                            continue;
+                        }
+                    }
                 }
             };
+            // A period whose range holds g: the steps count again from it,
+            // up to MAX_TRIED such periods.
+            steps = 0;
+            held += 1;
+            if held > MAX_TRIED {
+                return None;
+            }
             *from = p + 1;
             let host = Conversion::new(periods[p].offset, self.tl.scaling).to_host(g).0;
             let lo = periods[p].start.map_or(0, |s| s.0);
@@ -508,7 +566,34 @@ impl<'t> VcpuClock<'t> {
         }
     }
 
+    /// Period `p`'s guest range, from `ahead` when it is there.
+    #[inline]
+    fn range(&self, p: usize) -> (u64, u64) {
+        match p.checked_sub(self.period) {
+            Some(0) => self.cur,
+            Some(k) => self.ahead.get(k - 1).copied().unwrap_or_else(|| range(self.tl, p)),
+            None => range(self.tl, p),
+        }
+    }
+
     fn commit(&mut self, g: GuestTsc, period: usize, host: u64) {
+        // Keep `ahead` on the NEAR periods after the new current one.
+        match period.checked_sub(self.period) {
+            Some(0) => {}
+            Some(k) if k <= self.ahead.len() => {
+                self.cur = self.ahead.get(k - 1).copied().unwrap_or_else(|| range(self.tl, period));
+                self.ahead.drain(..k);
+            }
+            _ => {
+                self.ahead.clear();
+                self.cur = range(self.tl, period);
+            }
+        }
+        let n = self.tl.periods.len().min(period + 1 + NEAR);
+        while period + 1 + self.ahead.len() < n {
+            let p = period + 1 + self.ahead.len();
+            self.ahead.push(range(self.tl, p));
+        }
         self.period = period;
         self.conv = self.tl.conversion(period);
         self.last_guest = Some(g);
@@ -516,10 +601,16 @@ impl<'t> VcpuClock<'t> {
         if let Some(e) = &self.evidence {
             e.set_floor(host);
         }
-        // Later events of the shortcut are at or above g: near periods
-        // ending at or below g can never fit them.
-        let near = (period + 1..self.tl.periods.len().min(period + 1 + NEAR)).filter(|&j| self.end[j] > g.0);
-        self.clear_until = near.map(|j| self.begin[j]).min().unwrap_or(u64::MAX);
+        self.clear_until = self.clear_until(g.0);
+    }
+
+    /// The lowest `begin` of the [`NEAR`] periods after the current one
+    /// whose `end` lies above `g` (later events of the shortcut are at or
+    /// above g: periods ending at or below it can never fit them), or the
+    /// current period's end if lower (the shortcut stops there anyway).
+    fn clear_until(&self, g: u64) -> u64 {
+        let low = self.cur.1;
+        self.ahead.iter().filter(|r| r.1 > g).map(|r| r.0).fold(low, u64::min)
     }
 
     /// The walk for events no period fits (see the module's last paragraph).
@@ -697,5 +788,58 @@ mod tests {
         assert!(matches!(c.place(GuestTsc(10)), Err(PlaceError::BeforeFirstOffset { .. })));
         let empty = VcpuTimeline::default();
         assert_eq!(VcpuClock::new(&empty).place(GuestTsc(1)), Err(PlaceError::NoOffset));
+    }
+
+    /// The search through `ahead`, the blocks and their tree finds the
+    /// period that trying every one in turn finds, on random timelines of
+    /// rises and small and large falls (up to 3,000 periods: every branch,
+    /// never the step budget), from random current periods.
+    #[test]
+    fn next_fit_finds_what_trying_each_finds() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n.max(1)
+        };
+        for _ in 0..30 {
+            let n = 1 + rnd(3000) as usize;
+            let (mut start, mut off) = (1_000u64, 0i64);
+            let mut ps = Vec::with_capacity(n);
+            for _ in 0..n {
+                ps.push((start, off));
+                start += 1 + rnd(1000);
+                off += match rnd(4) {
+                    0 => -(rnd(200_000) as i64),
+                    1 => -(rnd(50) as i64),
+                    2 => rnd(5000) as i64,
+                    _ => 0,
+                };
+            }
+            let t = tl(&ps);
+            let mut c = VcpuClock::new(&t);
+            let cur = rnd(n as u64) as usize;
+            let (s, o) = ps[cur];
+            c.commit(GuestTsc(s.wrapping_add(o as u64)), cur, s);
+            for _ in 0..300 {
+                let (s, o) = ps[rnd(n as u64) as usize];
+                let g = GuestTsc(s.wrapping_add(o as u64).wrapping_add(rnd(3000)));
+                let from0 = (cur + rnd(300) as usize).min(n);
+                let last = rnd(2).checked_sub(1).map(|_| s);
+                let want = (from0..n).find_map(|p| {
+                    let (b, e) = range(&t, p);
+                    let host = Conversion::new(t.periods[p].offset, None).to_host(g).0;
+                    let hi = t.periods.get(p + 1).and_then(|q| q.start).map_or(u64::MAX, |s| s.0);
+                    let fits = b <= g.0 && g.0 < e && host >= t.periods[p].start.unwrap().0 && host < hi && last.is_none_or(|l| host >= l);
+                    fits.then_some((p, host))
+                });
+                let mut from = from0;
+                assert_eq!(c.next_fit_after(g, &mut from, usize::MAX, (cur, last)), want, "g {g:?} from {from0} current {cur} of {n}");
+                if want.is_none() {
+                    assert!(from >= n, "a search that ends says so");
+                }
+            }
+        }
     }
 }
