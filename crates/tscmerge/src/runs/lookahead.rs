@@ -688,110 +688,118 @@ impl<'a> Lookahead<'a> {
             }
         }
         self.win.read += 1;
-        while !self.failed {
-            let Some(top) = self.heap.top() else {
-                break;
-            };
-            let (key, i) = ((top >> 64) as u64, top as u64 as usize);
+        let Lookahead { cursors, metas, feeds, heap, win, failed, first_ts, stats, .. } = self;
+        if *failed {
+            return;
+        }
+        // Threads added since records were read: none are added during a read.
+        for f in feeds.iter_mut().filter(|f| f.gen != win.threads.gen) {
+            f.resolve(&win.threads);
+        }
+        let mut taken = 0;
+        while let Some(top) = heap.top() {
+            let (mut key, i) = ((top >> 64) as u64, top as u64 as usize);
             if key > h {
                 break;
+            }
+            let Some(f) = feeds.get_mut(i) else {
+                heap.pop();
+                continue;
+            };
+            if first_ts.is_none() {
+                *first_ts = f.recs.get(f.at).map(|r| r.ts);
             }
             // The cursor after it in the heap's order: cursor i's records
             // keyed below it are due next whatever the heap says, so they
             // are taken without touching it.
-            let bound = self.heap.second();
-            // The entry on top stays cursor i's: moved, one sift instead
-            // of a pop and a push.
-            match self.run(i, key, h, bound) {
-                Some(k) => self.heap.replace_top(pack(k, i)),
-                None => self.heap.pop(),
-            }
-        }
-    }
-
-    /// Takes cursor `i`'s records from its next one, keyed `key` (≤ `h`,
-    /// the heap's least), while their keys stay at or below `h` and, as
-    /// [`pack`]ed, below `bound` (the other cursors' least); those due
-    /// that change nothing are taken whatever `bound` says. Gives the
-    /// cursor's key then (its next record's, or its read error's), `None`
-    /// at its end; taking a read error stops the pass.
-    fn run(&mut self, i: usize, mut key: u64, h: u64, bound: u128) -> Option<u64> {
-        let Lookahead { cursors, metas, feeds, win, failed, first_ts, stats, .. } = self;
-        let (Some(c), Some(f)) = (cursors.get_mut(i), feeds.get_mut(i)) else {
-            return None;
-        };
-        let dec = metas.get(i).and_then(Option::as_ref);
-        if f.gen != win.threads.gen {
-            f.resolve(&win.threads);
-        }
-        if first_ts.is_none() {
-            *first_ts = f.recs.get(f.at).map(|r| r.ts);
-        }
-        let mut taken = 0;
-        let next = loop {
-            let Some(&rec) = f.recs.get(f.at) else {
-                stats.error = f.error.take();
-                *failed = true;
-                break None;
-            };
-            f.at += 1;
-            taken += 1;
-            if let Some(from) = f.lost_from.take() {
-                win.lost(from, rec.ts);
-            }
-            match rec.what {
-                What::Lost => {
-                    stats.lost_marks += 1;
-                    f.lost_from = Some(f.last_ts);
-                }
-                What::Event(opens) => {
-                    f.last_ts = rec.ts;
-                    if rec.matters {
-                        win.on_event(stats, rec.ts, rec.thread, opens);
-                    }
-                }
-                What::Switch => {
-                    f.last_ts = rec.ts;
-                    if rec.matters {
-                        win.on_event(stats, rec.ts, rec.thread, None);
-                        if let Some(s) = f.switches.get(rec.sw as usize) {
-                            win.on_switch(stats, rec.ts, s.prev, s.next);
+            let bound = heap.second();
+            let due = |k: u64| k <= h && pack(k, i) < bound;
+            // The record at `f.at` is the heap's least: taken whatever.
+            let mut take = true;
+            let next = loop {
+                // The page's records, the feed's state in locals meanwhile.
+                let (mut at, mut last_ts, mut lost_from) = (f.at, f.last_ts, f.lost_from);
+                let mut stop = false;
+                while let Some(&rec) = f.recs.get(at) {
+                    if !take {
+                        key = key.max(rec.ts);
+                        if key > h {
+                            stop = true;
+                            break;
+                        }
+                        // Due, and it changes nothing: taken wherever the
+                        // other cursors are.
+                        if !rec.matters && lost_from.is_none() {
+                            at += 1;
+                            taken += 1;
+                            if rec.what != What::Nothing {
+                                last_ts = rec.ts;
+                            }
+                            continue;
+                        }
+                        if !due(key) {
+                            stop = true;
+                            break;
                         }
                     }
-                }
-                What::Nothing => {}
-            }
-            // On to the next record that matters or is not due (the due
-            // ones that change nothing are taken on the way), or to the
-            // read error after the last.
-            loop {
-                let Some(rec) = f.recs.get(f.at) else {
-                    if f.error.is_some() {
-                        break;
+                    take = false;
+                    at += 1;
+                    taken += 1;
+                    if let Some(from) = lost_from.take() {
+                        win.lost(from, rec.ts);
                     }
-                    refill(c, dec, f, &win.threads);
-                    if f.recs.is_empty() && f.error.is_none() {
-                        stats.host_events_read += taken;
-                        return None;
+                    match rec.what {
+                        What::Event(opens) => {
+                            last_ts = rec.ts;
+                            if rec.matters {
+                                win.on_event(stats, rec.ts, rec.thread, opens);
+                            }
+                        }
+                        What::Lost => {
+                            stats.lost_marks += 1;
+                            lost_from = Some(last_ts);
+                        }
+                        What::Switch => {
+                            last_ts = rec.ts;
+                            if rec.matters {
+                                win.on_event(stats, rec.ts, rec.thread, None);
+                                if let Some(s) = f.switches.get(rec.sw as usize) {
+                                    win.on_switch(stats, rec.ts, s.prev, s.next);
+                                }
+                            }
+                        }
+                        What::Nothing => {}
                     }
-                    continue;
-                };
-                key = key.max(rec.ts);
-                if key > h || rec.matters || f.lost_from.is_some() {
-                    break;
                 }
-                f.at += 1;
-                taken += 1;
-                if rec.what != What::Nothing {
-                    f.last_ts = rec.ts;
+                (f.at, f.last_ts, f.lost_from) = (at, last_ts, lost_from);
+                if stop {
+                    break Some(key);
                 }
+                if f.error.is_some() {
+                    // Next is the read error after the page, keyed `key`.
+                    if take || due(key) {
+                        stats.error = f.error.take();
+                        *failed = true;
+                    }
+                    break Some(key);
+                }
+                let Some(c) = cursors.get_mut(i) else { break None };
+                refill(c, metas.get(i).and_then(Option::as_ref), f, &win.threads);
+                if f.recs.is_empty() && f.error.is_none() {
+                    break None;
+                }
+            };
+            if *failed {
+                break;
             }
-            if key > h || pack(key, i) >= bound {
-                break Some(key);
+            // The entry on top stays cursor i's: moved, one sift instead
+            // of a pop and a push.
+            match next {
+                Some(k) => heap.replace_top(pack(k, i)),
+                None => heap.pop(),
             }
-        };
+        }
         stats.host_events_read += taken;
-        next
     }
 
     /// Whether host time `h` lies inside a run window of thread `pid`, by
