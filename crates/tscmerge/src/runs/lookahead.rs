@@ -60,6 +60,8 @@ struct Track {
     /// The [`Windows::read`] of this thread's last sweep below its floor,
     /// and that floor.
     swept: (u64, u64),
+    /// Its sweep in this read will evict windows ([`Windows::unswept`]).
+    must_sweep: bool,
     /// Host times whose windows may be missing: `[from, to]`.
     hole: Option<(u64, u64)>,
     /// The thread's first host event, and whether it opened a window
@@ -218,6 +220,22 @@ struct Feed<'a> {
     /// its next record to end it.
     last_ts: u64,
     lost_from: Option<u64>,
+    /// The tracked threads the loaded page touches (as [`bit`]s), and its
+    /// greatest time: see [`reach`].
+    mask: u64,
+    end_ts: u64,
+    /// Its key in the heap; `None` once out of it.
+    key: Option<u64>,
+}
+
+/// A tracked thread's bit in [`Feed::mask`] (threads 64 apart share one).
+#[inline]
+fn bit(thread: u32) -> u64 {
+    if thread == NONE {
+        0
+    } else {
+        1 << (thread % 64)
+    }
 }
 
 impl Feed<'_> {
@@ -225,23 +243,28 @@ impl Feed<'_> {
     /// they were read.
     fn resolve(&mut self, t: &Threads) {
         let (recs, switches) = (self.recs.get_mut(self.at..).unwrap_or_default(), &mut self.switches);
+        let mut mask = 0;
         for r in recs {
             match r.what {
                 What::Event(_) => {
                     r.thread = t.index(r.pid);
                     r.matters = r.thread != NONE;
+                    mask |= bit(r.thread);
                 }
                 What::Switch => {
                     r.thread = t.index(r.pid);
                     r.matters = r.thread != NONE;
+                    mask |= bit(r.thread);
                     if let Some(s) = switches.get_mut(r.sw as usize) {
                         (s.prev, s.next) = (t.index(s.pids.0), t.index(s.pids.1));
                         r.matters |= (s.prev & s.next) != NONE;
+                        mask |= bit(s.prev) | bit(s.next);
                     }
                 }
                 What::Lost | What::Nothing => {}
             }
         }
+        self.mask = mask;
         self.gen = t.gen;
     }
 }
@@ -255,6 +278,9 @@ struct Fill<'f> {
     /// The last pid resolved and its thread's index: a CPU runs one
     /// thread for several records in a row.
     last: (i32, u32),
+    /// [`Feed::mask`] and [`Feed::end_ts`] of the records put.
+    mask: u64,
+    end_ts: u64,
 }
 
 impl Fill<'_> {
@@ -269,6 +295,8 @@ impl Fill<'_> {
     #[inline]
     fn event(&mut self, ts: u64, pid: i32, opens: Option<WindowKind>) {
         let thread = self.thread(pid);
+        self.mask |= bit(thread);
+        self.end_ts = self.end_ts.max(ts);
         self.recs.push(Rec { ts, pid, thread, sw: 0, what: What::Event(opens), matters: thread != NONE });
     }
 
@@ -281,10 +309,13 @@ impl Fill<'_> {
         let thread = self.thread(pid);
         let (prev, next) = (self.threads.index(pids.0), self.threads.index(pids.1));
         self.switches.push(Switch { pids, prev, next });
+        self.mask |= bit(thread) | bit(prev) | bit(next);
+        self.end_ts = self.end_ts.max(ts);
         self.recs.push(Rec { ts, pid, thread, sw, what: What::Switch, matters: (thread & prev & next) != NONE });
     }
 
     fn other(&mut self, ts: u64, what: What) {
+        self.end_ts = self.end_ts.max(ts);
         self.recs.push(Rec { ts, pid: 0, thread: NONE, sw: 0, what, matters: what == What::Lost });
     }
 }
@@ -393,31 +424,36 @@ fn binary_slow<'m>(d: &Decoder<'m>, pids: &PidCache<'m>, fill: &mut Fill<'_>, ts
     fill.built(ts, r.pid, opens(r.name), switch_pids(&r));
 }
 
+/// Records read at once from a cursor that is not read by pages.
+const BATCH: usize = 256;
+
 /// Reads cursor `c`'s next records into its feed `f`: the rest of a page
-/// of a binary input (decoded by `meta`), one record of any other. Empty
-/// at the cursor's end.
+/// of a binary input (decoded by `dec`), up to [`BATCH`] records of any
+/// other. Empty at the cursor's end.
 fn refill<'a>(c: &mut AnyCursor<'a>, dec: Option<&Decoder<'a>>, f: &mut Feed<'a>, threads: &Threads) {
     f.recs.clear();
     f.switches.clear();
     f.at = 0;
     f.gen = threads.gen;
     let pids = &f.pids;
-    let mut fill = Fill { recs: &mut f.recs, switches: &mut f.switches, threads, last: (0, threads.index(0)) };
+    let mut fill = Fill { recs: &mut f.recs, switches: &mut f.switches, threads, last: (0, threads.index(0)), mask: 0, end_ts: 0 };
     let res = match (c, dec) {
         (AnyCursor::Dat(c), Some(d)) => c.take_page(|ts, r| binary(d, pids, &mut fill, ts, r)),
         (AnyCursor::Raw(c), Some(d)) => c.take_page(|ts, r| binary(d, pids, &mut fill, ts, r)),
-        (c, _) => match c.ts() {
-            None => Ok(()),
-            Some(ts) => {
+        (c, _) => (|| -> crate::Result<()> {
+            for _ in 0..BATCH {
+                let Some(ts) = c.ts() else { break };
                 match c.current().map(|e| e.payload) {
                     None => fill.other(ts, What::Nothing),
                     Some(Payload::Lost { .. }) => fill.other(ts, What::Lost),
                     Some(Payload::Event(r)) => fill.built(ts, r.pid, opens(r.name), switch_pids(&r)),
                 }
-                c.advance()
+                c.advance()?;
             }
-        },
+            Ok(())
+        })(),
     };
+    (f.mask, f.end_ts) = (fill.mask, fill.end_ts);
     if let Err(e) = res {
         f.error = Some(e.to_string());
     }
@@ -496,6 +532,37 @@ impl Heap {
     }
 }
 
+/// How far cursor `i`'s run (its feed `f`) may go past the heap's order,
+/// as a [`pack`]ed bound; `room`: windows that can still be stored.
+///
+/// Records of different cursors that touch different threads change
+/// different windows, so their order matters to none, with three
+/// exceptions that the caller rules out: a read error stops the pass where
+/// it is met (none may wait after `f`'s page), a window dropped for room
+/// depends on the count held when it closes (here no drop can happen: two
+/// windows a record at most, for every record loaded), and so does the
+/// greatest count held (the count goes only up in the records reordered:
+/// none of their threads is to sweep windows in this read, `unswept`, the
+/// caller's `f.mask` included). Holes from lost marks only widen. So
+/// `f`'s records, all of threads in `f.mask`, go before those of another
+/// cursor `j` while keyed below `j`'s key, or, when `j`'s loaded page
+/// touches none of those threads nor one to sweep, below the key `j` has
+/// at its page's end (its records after that page are keyed no lower).
+fn reach<'x, 'a: 'x>(f: &Feed<'a>, others: impl Iterator<Item = (usize, &'x Feed<'a>)>, unswept: u64, room: usize) -> u128 {
+    let mut bound = u128::MAX;
+    let mut loaded = f.recs.len().saturating_sub(f.at);
+    for (j, g) in others {
+        let Some(k) = g.key else { continue };
+        loaded += g.recs.len().saturating_sub(g.at);
+        let k = if g.mask & (f.mask | unswept) == 0 { k.max(g.end_ts) } else { k };
+        bound = bound.min(pack(k, j));
+    }
+    if loaded.saturating_mul(2) >= room {
+        return 0;
+    }
+    bound
+}
+
 /// The windows of the threads of interest, and what bounds them.
 struct Windows {
     threads: Threads,
@@ -504,6 +571,11 @@ struct Windows {
     /// Counts the reads ([`Lookahead::read_through`]): the readers' floors
     /// stand still during one.
     read: u64,
+    /// The threads (as [`bit`]s) whose sweep in this read is still to
+    /// evict windows, and how many share each bit: the count of windows
+    /// held goes down only when one of them next stores a window.
+    unswept: u64,
+    unswept_n: [u32; 64],
 }
 
 impl Windows {
@@ -563,6 +635,15 @@ impl Windows {
             let floor = t.floor();
             t.swept = (self.read, floor);
             self.held -= t.evict_below(floor);
+            if std::mem::take(&mut t.must_sweep) {
+                let b = thread as usize % 64;
+                if let Some(n) = self.unswept_n.get_mut(b) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.unswept &= !bit(thread);
+                    }
+                }
+            }
         }
         if end <= t.swept.1 {
             return; // no reader of this thread can still ask about it
@@ -605,6 +686,9 @@ pub struct Lookahead<'a> {
     failed: bool,
     /// The first host event's time: before it the host recorded nothing.
     first_ts: Option<u64>,
+    /// Runs may go past the heap's order ([`reach`]); tests turn it off to
+    /// compare.
+    run_ahead: bool,
     pub stats: LookaheadStats,
     /// Where the stats go when the pass is dropped.
     report: Option<std::sync::Arc<std::sync::Mutex<Vec<LookaheadStats>>>>,
@@ -631,10 +715,11 @@ impl<'a> Lookahead<'a> {
             metas: (0..n).map(|_| None).collect(),
             feeds: (0..n).map(|_| Feed::default()).collect(),
             heap: Heap(Vec::with_capacity(n)),
-            win: Windows { threads: Threads::new(threads), held: 0, cap, read: 0 },
+            win: Windows { threads: Threads::new(threads), held: 0, cap, read: 0, unswept: 0, unswept_n: [0; 64] },
             started: false,
             failed: false,
             first_ts: None,
+            run_ahead: true,
             stats: LookaheadStats::default(),
             report: None,
         }
@@ -680,17 +765,27 @@ impl<'a> Lookahead<'a> {
             self.started = true;
             for (i, (c, f)) in self.cursors.iter_mut().zip(&mut self.feeds).enumerate() {
                 refill(c, self.metas.get(i).and_then(Option::as_ref), f, &self.win.threads);
-                if let Some(r) = f.recs.first() {
-                    self.heap.push(pack(r.ts, i));
-                } else if f.error.is_some() {
-                    self.heap.push(pack(0, i));
+                f.key = f.recs.first().map(|r| r.ts).or(f.error.as_ref().map(|_| 0));
+                if let Some(k) = f.key {
+                    self.heap.push(pack(k, i));
                 }
             }
         }
-        self.win.read += 1;
-        let Lookahead { cursors, metas, feeds, heap, win, failed, first_ts, stats, .. } = self;
+        let Lookahead { cursors, metas, feeds, heap, win, failed, first_ts, stats, run_ahead, .. } = self;
         if *failed {
             return;
+        }
+        win.read += 1;
+        (win.unswept, win.unswept_n) = (0, [0; 64]);
+        for (i, t) in win.threads.tracks.iter_mut().enumerate() {
+            let floor = t.floor();
+            t.must_sweep = t.closed.iter().any(|q| q.front().is_some_and(|w| w.1 <= floor));
+            if t.must_sweep {
+                if let Some(n) = win.unswept_n.get_mut(i % 64) {
+                    *n += 1;
+                }
+                win.unswept |= 1 << (i % 64);
+            }
         }
         // Threads added since records were read: none are added during a read.
         for f in feeds.iter_mut().filter(|f| f.gen != win.threads.gen) {
@@ -702,7 +797,9 @@ impl<'a> Lookahead<'a> {
             if key > h {
                 break;
             }
-            let Some(f) = feeds.get_mut(i) else {
+            let n = feeds.len();
+            let (before, rest) = feeds.split_at_mut(i.min(n));
+            let Some((f, after)) = rest.split_first_mut() else {
                 heap.pop();
                 continue;
             };
@@ -712,8 +809,9 @@ impl<'a> Lookahead<'a> {
             // The cursor after it in the heap's order: cursor i's records
             // keyed below it are due next whatever the heap says, so they
             // are taken without touching it.
-            let bound = heap.second();
-            let due = |k: u64| k <= h && pack(k, i) < bound;
+            let mut bound = heap.second();
+            // Whether cursor i may still run ahead of the heap's order.
+            let mut ahead = *run_ahead;
             // The record at `f.at` is the heap's least: taken whatever.
             let mut take = true;
             let next = loop {
@@ -737,9 +835,16 @@ impl<'a> Lookahead<'a> {
                             }
                             continue;
                         }
-                        if !due(key) {
-                            stop = true;
-                            break;
+                        if pack(key, i) >= bound {
+                            if ahead && f.mask & win.unswept == 0 && f.error.is_none() {
+                                let others = before.iter().enumerate().chain((i + 1..).zip(after.iter()));
+                                bound = reach(f, others, win.unswept, win.cap.saturating_sub(win.held));
+                            }
+                            ahead = false;
+                            if pack(key, i) >= bound {
+                                stop = true;
+                                break;
+                            }
                         }
                     }
                     take = false;
@@ -776,8 +881,9 @@ impl<'a> Lookahead<'a> {
                     break Some(key);
                 }
                 if f.error.is_some() {
-                    // Next is the read error after the page, keyed `key`.
-                    if take || due(key) {
+                    // Next is the read error after the page, keyed `key`:
+                    // taken in the heap's order only.
+                    if take || (key <= h && pack(key, i) < heap.second()) {
                         stats.error = f.error.take();
                         *failed = true;
                     }
@@ -788,7 +894,10 @@ impl<'a> Lookahead<'a> {
                 if f.recs.is_empty() && f.error.is_none() {
                     break None;
                 }
+                // Running ahead held for the page left only.
+                (bound, ahead) = (bound.min(heap.second()), false);
             };
+            f.key = next;
             if *failed {
                 break;
             }
@@ -941,6 +1050,111 @@ pub(crate) mod tests {
         fn advance(&mut self) -> crate::Result<()> {
             self.pos += 1;
             Ok(())
+        }
+    }
+
+    /// A host cursor of `(ts, pid, spec)`: spec `LOST`, an event name, or
+    /// `sched_switch BODY`; a read error after the record at `fail`.
+    struct Evs {
+        events: Vec<(u64, i32, String)>,
+        pos: usize,
+        fail: Option<usize>,
+    }
+
+    impl Cursor for Evs {
+        fn current(&self) -> Option<crate::EventView<'_>> {
+            let (ts, pid, spec) = self.events.get(self.pos)?;
+            let (name, body) = spec.split_once(' ').unwrap_or((spec.as_str(), ""));
+            let payload = match name {
+                "LOST" => Payload::Lost { count: None },
+                _ => Payload::Event(crate::Record { pid: *pid, tgid: None, comm: "t", system: "kvm", name, body: crate::Body::Text(body) }),
+            };
+            Some(crate::EventView { ts: *ts, orig_ts: None, placed: Default::default(), cpu: 0, payload })
+        }
+        fn advance(&mut self) -> crate::Result<()> {
+            if self.fail == Some(self.pos) {
+                return Err(crate::Error::Usage("bad page".into()));
+            }
+            self.pos += 1;
+            Ok(())
+        }
+    }
+
+    /// Pseudo-random host CPUs: each mostly runs its own vCPU thread
+    /// (7, 8, 9), with migrations and switches between tracked threads (one
+    /// in `mix` records), untracked threads, lost marks and times that step
+    /// back.
+    fn scenario(seed: u64, fail: bool, mix: u64) -> Vec<Box<dyn Cursor>> {
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut rnd = move |n: u64| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        (0..3)
+            .map(|c| {
+                let mut ts = 1000 + rnd(50);
+                let events: Vec<(u64, i32, String)> = (0..600)
+                    .map(|_| {
+                        ts = if rnd(40) == 0 { ts.saturating_sub(rnd(30)) } else { ts + 1 + rnd(20) };
+                        let other = rnd(mix) == 0;
+                        let pid = match rnd(20) {
+                            0 => 100,
+                            _ if other => 7 + rnd(3) as i32,
+                            _ => 7 + c,
+                        };
+                        let spec = match rnd(24) {
+                            0 if rnd(30) == 0 => "LOST".to_string(),
+                            1..=3 => {
+                                let p = |v| [0, 7, 8, 9, 100][v as usize];
+                                let mut p = |_| if other { p(rnd(5)) } else { [0, 7 + c, 100][rnd(3) as usize] };
+                                let (a, b) = (p(0), p(1));
+                                format!("sched_switch prev_comm=a prev_pid={a} prev_prio=1 prev_state=S ==> next_comm=b next_pid={b} next_prio=1")
+                            }
+                            4 => "kvm_emulate_insn".to_string(),
+                            5..=11 => "kvm_exit".to_string(),
+                            12..=14 => "kvm_cpuid".to_string(),
+                            _ => "kvm_entry".to_string(),
+                        };
+                        (ts, pid, spec)
+                    })
+                    .collect();
+                let fail = (fail && c == 1).then_some(450);
+                Box::new(Evs { events, pos: 0, fail }) as Box<dyn Cursor>
+            })
+            .collect()
+    }
+
+    /// Every answer, the stats and the windows held, asking as the merge
+    /// does (floors rising, horizons ahead).
+    fn answers((seed, fail, mix, cap): (u64, bool, u64, usize), run_ahead: bool) -> (Vec<Option<bool>>, String, usize) {
+        let mut la = Lookahead::new(scenario(seed, fail, mix), [7, 8, 9], cap);
+        la.run_ahead = run_ahead;
+        let la = Rc::new(RefCell::new(la));
+        let evs: Vec<Evidence> = [7, 8, 9].into_iter().map(|p| Lookahead::evidence(&la, p)).collect();
+        let mut out = Vec::new();
+        for (q, h) in (1000..8000u64).step_by(7).enumerate() {
+            let ev = &evs[q % 3];
+            out.push(ev.inside_by(h, h + (q as u64 % 5) * 40));
+            out.push(ev.inside(h.saturating_sub(15)));
+            if q % 4 == 0 {
+                ev.set_floor(h.saturating_sub(60));
+            }
+        }
+        let la = la.borrow();
+        (out, format!("{:?} {:?}", la.stats, la.first_ts), la.win.held)
+    }
+
+    #[test]
+    fn running_ahead_changes_nothing() {
+        for seed in 0..12 {
+            for (fail, cap) in [(false, 1 << 20), (false, 4), (true, 1 << 20), (true, 20)] {
+                for mix in [5, 300, 1 << 40] {
+                    let case = (seed, fail, mix, cap);
+                    let exact = answers(case, false);
+                    assert_eq!(answers(case, true), exact, "{case:?}");
+                    assert!(exact.2 <= cap);
+                }
+            }
         }
     }
 
