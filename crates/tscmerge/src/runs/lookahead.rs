@@ -782,7 +782,7 @@ impl<'a> Lookahead<'a> {
             t.must_sweep = t.closed.iter().any(|q| q.front().is_some_and(|w| w.1 <= floor));
             if t.must_sweep {
                 if let Some(n) = win.unswept_n.get_mut(i % 64) {
-                    *n += 1;
+                    *n = n.saturating_add(1);
                 }
                 win.unswept |= 1 << (i % 64);
             }
