@@ -232,13 +232,30 @@ impl Meta {
     /// `common_pid` of a record of a known format (by its `common_type`),
     /// as [`pid`](Self::pid) reads it; `None` for an unknown type.
     pub fn record_pid(&self, rec: &[u8]) -> Option<i32> {
-        let id = Events::common_type(rec, self.endian)?;
-        match self.pid_fields.get(id as usize) {
-            Some(&Some(p)) => Some(self.pid_in(p, rec)),
-            _ => self.events.by_id(id).map(|f| self.pid(f, rec)),
-        }
+        self.record_type_pid(rec).map(|(_, pid)| pid)
     }
 
+    /// The record's `common_type` and [`record_pid`](Self::record_pid), the
+    /// type read once.
+    #[inline]
+    pub fn record_type_pid(&self, rec: &[u8]) -> Option<(u16, i32)> {
+        let id = Events::common_type(rec, self.endian)?;
+        let pid = match self.pid_fields.get(id as usize) {
+            Some(&Some(p)) => self.pid_in(p, rec),
+            _ => self.pid(self.events.by_id(id)?, rec),
+        };
+        Some((id, pid))
+    }
+
+    /// Per type id (from 0), where [`record_pid`](Self::record_pid) reads
+    /// `common_pid` as the 32 bits of the kernel's `int pid`: its offset in
+    /// the record (`-1` when the record is too short); `None` where it
+    /// reads otherwise. Ids past the end have no such field.
+    pub fn pid_offsets(&self) -> impl Iterator<Item = Option<u32>> + '_ {
+        self.pid_fields.iter().map(|p| p.filter(|p| p.size == 4).map(|p| p.offset))
+    }
+
+    #[inline]
     fn pid_in(&self, p: PidField, rec: &[u8]) -> i32 {
         let at = p.offset as usize;
         if p.size == 4 {
