@@ -97,6 +97,12 @@ pub trait Cursor {
             Detached::View(ev) => Some(ev.ts),
         })
     }
+    /// Whether advancing it reads another input ahead (a guest cursor whose
+    /// clock asks the host's run windows, [`crate::runs`]): work on the
+    /// merge's thread that the two-thread merge balances.
+    fn reads_ahead(&self) -> bool {
+        false
+    }
 }
 
 /// An event on its way to the sink's thread. A binary record's comm is

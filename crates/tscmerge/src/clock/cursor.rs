@@ -139,6 +139,10 @@ impl Cursor for GuestCursor<'_> {
         self.host
     }
 
+    fn reads_ahead(&self) -> bool {
+        self.clock.has_evidence()
+    }
+
     fn detached(&self) -> Option<Detached<'_>> {
         let host = self.host?;
         Some(match self.inner.detached()? {

@@ -299,6 +299,12 @@ impl<'t> VcpuClock<'t> {
         self
     }
 
+    /// Whether run windows decide its ambiguous events (a pass reads the
+    /// host ahead for them).
+    pub fn has_evidence(&self) -> bool {
+        self.evidence.is_some()
+    }
+
     /// Asks the guest CPU's later events (`next`, in the order events will
     /// be placed) before placing an ambiguous event by the rule.
     pub fn with_order(mut self, next: NextTs<'t>) -> Self {

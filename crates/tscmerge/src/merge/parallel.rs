@@ -12,7 +12,9 @@
 //! [`Meta`] on the sink's thread, in output order, so learned comms come out
 //! as in the one-thread merge. A sink that only wants bodies as text
 //! ([`Sink::body_style`]: the text sink) gets them rendered on the merge's
-//! thread instead, also in order, which splits the work more evenly. Memory:
+//! thread instead, also in order, which splits the work more evenly (unless
+//! a guest cursor reads the host ahead for run windows on this thread, see
+//! [`Cursor::reads_ahead`](crate::event::Cursor::reads_ahead)). Memory:
 //! at most four batches of [`BATCH`] events.
 
 use std::ops::Range;
@@ -206,7 +208,11 @@ fn deliver<'a>(batch: &Batch, res: &mut [Resolver<'a>], sink: &mut dyn Sink) -> 
 
 pub(super) fn merge(mut inputs: Vec<Input<'_>>, sink: &mut dyn Sink) -> Result<MergeStats> {
     let metas: Vec<Option<&Meta>> = inputs.iter().map(|i| i.meta).collect();
-    let style = sink.body_style();
+    // The run-window pass of a guest's clock reads the host a second time
+    // on this thread: then the sink's thread resolves and renders every
+    // body (the one-thread path, the same text), which evens the load
+    // (issue #21, bench/README.md).
+    let style = sink.body_style().filter(|_| !inputs.iter().any(|i| i.cursor.reads_ahead()));
     let failed = AtomicBool::new(false);
     std::thread::scope(|s| {
         let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(2);
