@@ -8,7 +8,8 @@
 # guests write their TSC up and back every 17 windows, so guest times repeat everywhere and the
 # run-window pass runs over the whole host), then runs the text merge of OLD (a build before the
 # run-window pass, e.g. 5bf4273) and NEW alternately, three times each, on two threads and with
-# `-j 1`, and prints the best wall, user time and peak RSS of each. The merges' outputs are
+# `-j 1`, and prints the best wall, user time and peak RSS of each, and the
+# median of the paired new/old wall ratios. The merges' outputs are
 # not compared: NEW places the ambiguous events by run windows, OLD by the guest-only rule.
 set -eu
 old=${1:?usage: bench/placement.sh OLD_TSCMERGE [NEW_TSCMERGE] [WORKDIR]}
@@ -39,3 +40,9 @@ awk '{ k = $1 " -j" $2; if (!(k in w) || $3 < w[k]) w[k] = $3; if (!(k in u) || 
      END { for (k in w) printf "%-14s %10.2f %12.2f %13d\n", k, w[k], u[k], r[k] }' "$work/runs" | sort
 awk '{ k = $2; if ($1 == "old" && (!(k in o) || $3 < o[k])) o[k] = $3; if ($1 == "new" && (!(k in n) || $3 < n[k])) n[k] = $3 }
      END { for (k in o) printf "-j %s: new/old wall %.3f\n", k, n[k] / o[k] }' "$work/runs"
+# Machines whose speed wanders between runs: the median of the ratios of
+# each new run to the old run just before it (same thread count).
+awk '$1 == "old" { last[$2] = $3 } $1 == "new" && ($2 in last) { r[$2] = r[$2] " " $3 / last[$2] }
+     END { for (k in r) print k, r[k] }' "$work/runs" | while read -r j ratios; do
+    echo "$ratios" | tr ' ' '\n' | sort -g | awk -v j="$j" '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "-j %s: median of paired new/old walls %.3f (%d pairs)\n", j, m, NR }'
+done
