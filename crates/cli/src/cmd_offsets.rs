@@ -1,5 +1,6 @@
 //! `tscmerge offsets HOST...`: the offset timeline per VM and vCPU.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,34 +43,39 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("no host recording given: every file holds a TIME_SHIFT option, as trace-cmd guest recordings do");
     }
     let plan = Plan::new(MergeSpec { hosts, guests, offsets: OffsetSource::Tracepoint, debugfs, ..Default::default() })?;
+    // Written, not printed: a reader that goes away (`| head`) ends the
+    // command quietly (main.rs), where `println!` would panic.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for n in &plan.notes {
-        println!("note: {n}");
+        writeln!(out, "note: {n}")?;
     }
     let tl = &plan.timeline;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(tl)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(tl)?)?;
+        out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
     if tl.vms.is_empty() {
-        println!("no kvm_write_tsc_offset events in the host inputs");
+        writeln!(out, "no kvm_write_tsc_offset events in the host inputs")?;
     }
     for vm in &tl.vms {
         let guest = plan.guests.iter().find(|g| g.vm == vm.index).map(|g| format!(", guest {}", g.spec.name)).unwrap_or_default();
         match (&vm.guest_option, vm.tgid) {
-            (Some(o), _) => println!(
+            (Some(o), _) => writeln!(
+                out,
                 "{} (trace-cmd GUEST option {:?}, trace id {:#x}), {} vCPUs{guest}",
                 vm.name(),
                 o.name,
                 o.trace_id,
                 vm.vcpus.len()
-            ),
-            (None, Some(t)) => println!("{} (VMM pid {t}), {} vCPUs{guest}", vm.name(), vm.vcpus.len()),
-            (None, None) => println!("{} (VMM pid unknown: grouped by creation order), {} vCPUs{guest}", vm.name(), vm.vcpus.len()),
+            )?,
+            (None, Some(t)) => writeln!(out, "{} (VMM pid {t}), {} vCPUs{guest}", vm.name(), vm.vcpus.len())?,
+            (None, None) => writeln!(out, "{} (VMM pid unknown: grouped by creation order), {} vCPUs{guest}", vm.name(), vm.vcpus.len())?,
         }
         for (vcpu, t) in vm.vcpus.iter().filter(|(_, t)| t.periods.is_empty()) {
-            println!("  vcpu {} (thread {}): no offset from any source", vcpu.0, t.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()));
+            writeln!(out, "  vcpu {} (thread {}): no offset from any source", vcpu.0, t.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()))?;
         }
-        println!("  {:>5} {:>8} {:>16} {:>21} {:>21} {:>15} {:>10}  note", "vcpu", "thread", "host_tsc", "prev", "next", "delta", "source");
+        writeln!(out, "  {:>5} {:>8} {:>16} {:>21} {:>21} {:>15} {:>10}  note", "vcpu", "thread", "host_tsc", "prev", "next", "delta", "source")?;
         for (vcpu, t) in &vm.vcpus {
             let mut last: Option<u64> = None;
             for p in &t.periods {
@@ -86,7 +92,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     Some(l) if l != p.prev => format!("BREAK: prev != previous next ({})", l as i64),
                     Some(_) => String::new(),
                 };
-                println!(
+                writeln!(
+                    out,
                     "  {:>5} {:>8} {:>16} {:>21} {:>21} {:>15} {:>10}  {note}",
                     vcpu.0,
                     p.pid.or(t.pid).map(|p| p.to_string()).unwrap_or_default(),
@@ -95,17 +102,18 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     p.offset as i64,
                     delta,
                     p.origin.name()
-                );
+                )?;
                 last = Some(p.offset);
             }
         }
     }
     for u in &plan.time_shifts {
-        println!(
+        writeln!(
+            out,
             "TIME_SHIFT of guest {} (vm{}, sampled against host trace id {:#x}), samples by host time:",
             u.guest, u.vm, u.peer_trace_id
-        );
-        println!("  {:>5} {:>16} {:>16} {:>21} {:>21}  note", "vcpu", "guest_tsc", "host_tsc", "offset", "tracepoint");
+        )?;
+        writeln!(out, "  {:>5} {:>16} {:>16} {:>21} {:>21}  note", "vcpu", "guest_tsc", "host_tsc", "offset", "tracepoint")?;
         for v in &u.vcpus {
             for s in &v.samples {
                 let note = match s.covered_by {
@@ -113,23 +121,24 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     Some(_) if s.disagrees() => "DISAGREE: the tracepoint's offset is used".to_string(),
                     Some(_) => "agrees with the tracepoint".to_string(),
                 };
-                println!(
+                writeln!(
+                    out,
                     "  {:>5} {:>16} {:>16} {:>21} {:>21}  {note}",
                     v.vcpu,
                     s.guest.0,
                     s.host.0,
                     s.offset as i64,
                     s.covered_by.map(|o| (o as i64).to_string()).unwrap_or_else(|| "-".into())
-                );
+                )?;
             }
             if let Some(sc) = v.scaling {
-                println!("  vcpu {}: scaling ratio {:#x}, {} fraction bits", v.vcpu, sc.ratio, sc.frac_bits);
+                writeln!(out, "  vcpu {}: scaling ratio {:#x}, {} fraction bits", v.vcpu, sc.ratio, sc.frac_bits)?;
             }
         }
     }
     if !plan.debugfs.is_empty() {
-        println!("KVM debugfs snapshots beside the tracepoint's offset in force at the same time:");
-        println!("  {:>16} {:>8} {:>10} {:>5} {:>21} {:>21}  note", "host_tsc", "reason", "vm_dir", "vcpu", "debugfs", "tracepoint");
+        writeln!(out, "KVM debugfs snapshots beside the tracepoint's offset in force at the same time:")?;
+        writeln!(out, "  {:>16} {:>8} {:>10} {:>5} {:>21} {:>21}  note", "host_tsc", "reason", "vm_dir", "vcpu", "debugfs", "tracepoint")?;
         let mut disagree = 0;
         for s in &plan.debugfs {
             let vm = tl.vms.iter().position(|vm| vm.has_pid(s.pid));
@@ -142,7 +151,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 Some(_) => "",
                 None => "no tracepoint offset",
             };
-            println!(
+            writeln!(
+                out,
                 "  {:>16} {:>8} {:>10} {:>5} {:>21} {:>21}  {note}",
                 s.taken_at.0,
                 s.reason,
@@ -150,18 +160,20 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 s.vcpu.0,
                 s.offset as i64,
                 tp.map(|t| (t as i64).to_string()).unwrap_or_else(|| "-".into())
-            );
+            )?;
         }
         if disagree > 0 {
-            println!("{disagree} snapshots disagree with the tracepoint: this host does not apply the offsets kvm_write_tsc_offset reports; merge with --offsets auto (the default) or debugfs");
+            writeln!(out, "{disagree} snapshots disagree with the tracepoint: this host does not apply the offsets kvm_write_tsc_offset reports; merge with --offsets auto (the default) or debugfs")?;
         }
     }
     let breaks = tl.anomalies.iter().filter(|a| matches!(a, Anomaly::PrevMismatch { .. })).count();
     if !tl.anomalies.is_empty() {
-        println!(
+        writeln!(
+            out,
             "{} anomalies ({breaks} prev/next breaks: a write was overwritten in the buffer, or the host changed the offset without the event)",
             tl.anomalies.len()
-        );
+        )?;
     }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
