@@ -630,7 +630,7 @@ impl Plan {
             let Some(vm) = self.timeline.vms.get(g.vm) else { continue };
             let pids = vm.vcpu_threads(|p| seen.get(&p).is_some_and(|&n| n > 0));
             for (id, tl) in &vm.vcpus {
-                if let (Some(&(pid, _)), true) = (pids.get(&id.0), VcpuClock::new(tl).can_be_ambiguous()) {
+                if let (Some(&(pid, _)), true) = (pids.get(&id.0), tl.can_be_ambiguous()) {
                     threads.insert((gi, id.0), pid);
                 }
             }

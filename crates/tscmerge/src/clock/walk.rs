@@ -181,6 +181,24 @@ fn range(tl: &VcpuTimeline, p: usize) -> (u64, u64) {
     (begin, end)
 }
 
+impl VcpuTimeline {
+    /// Whether some guest time fits two periods: a later period begins (in
+    /// guest time) below where an earlier one ends, as after a fall.
+    pub fn can_be_ambiguous(&self) -> bool {
+        let mut ended = 0u64;
+        for p in 0..self.periods.len() {
+            let (b, e) = range(self, p);
+            if p > 0 && b < ended {
+                return true;
+            }
+            if b != u64::MAX {
+                ended = ended.max(e);
+            }
+        }
+        false
+    }
+}
+
 impl Spans {
     fn new(n: usize, range: impl Fn(usize) -> (u64, u64)) -> Self {
         let blocks = n.div_ceil(BLOCK);
@@ -269,20 +287,9 @@ impl<'t> VcpuClock<'t> {
         VcpuClock { tl, period: 0, conv: tl.conversion(0), last_guest: None, last_host: None, cur, ahead, spans, clear_until: 0, evidence: None, order: None }
     }
 
-    /// Whether some guest time fits two periods: a later period begins (in
-    /// guest time) below where an earlier one ends, as after a fall.
+    /// [`VcpuTimeline::can_be_ambiguous`] of its timeline.
     pub fn can_be_ambiguous(&self) -> bool {
-        let mut ended = 0u64;
-        for p in 0..self.tl.periods.len() {
-            let (b, e) = range(self.tl, p);
-            if p > 0 && b < ended {
-                return true;
-            }
-            if b != u64::MAX {
-                ended = ended.max(e);
-            }
-        }
-        false
+        self.tl.can_be_ambiguous()
     }
 
     /// This guest CPU has no more events: its thread's windows need not be

@@ -333,6 +333,17 @@ impl TypeIds {
         let id = |sys: &str, name: &str| meta.events.by_name(sys, name).map(|f| f.id);
         TypeIds { switch: id("sched", "sched_switch"), entry: id("kvm", "kvm_entry"), emulate: id("kvm", "kvm_emulate_insn") }
     }
+
+    /// The window a record of type `id` opens (as [`opens`] by name).
+    fn opens(&self, id: u16) -> Option<WindowKind> {
+        if Some(id) == self.entry {
+            Some(WindowKind::Entry)
+        } else if Some(id) == self.emulate {
+            Some(WindowKind::Emulation)
+        } else {
+            None
+        }
+    }
 }
 
 /// How the pass reads one input's binary records.
@@ -363,15 +374,11 @@ impl<'a> Decoder<'a> {
                 .pid_offsets()
                 .enumerate()
                 .map(|(id, at)| {
-                    let id = u16::try_from(id).ok();
-                    let class = if id.is_none() || id == ids.switch {
-                        SLOW
-                    } else if id == ids.entry {
-                        ENTRY
-                    } else if id == ids.emulate {
-                        EMULATE
-                    } else {
-                        OTHER
+                    let class = match u16::try_from(id).ok().filter(|&id| Some(id) != ids.switch).map(|id| ids.opens(id)) {
+                        None => SLOW,
+                        Some(Some(WindowKind::Entry)) => ENTRY,
+                        Some(Some(WindowKind::Emulation)) => EMULATE,
+                        Some(_) => OTHER,
                     };
                     at.filter(|&at| at < 1 << 30).map_or(SLOW, |at| at << 2 | class)
                 })
@@ -410,14 +417,7 @@ fn binary_slow<'m>(d: &Decoder<'m>, pids: &PidCache<'m>, fill: &mut Fill<'_>, ts
     let (meta, ids) = (d.meta, &d.ids);
     if let Some((id, pid)) = meta.record_type_pid(data) {
         if Some(id) != ids.switch {
-            let opens = if Some(id) == ids.entry {
-                Some(WindowKind::Entry)
-            } else if Some(id) == ids.emulate {
-                Some(WindowKind::Emulation)
-            } else {
-                None
-            };
-            return fill.event(ts, pid, opens);
+            return fill.event(ts, pid, ids.opens(id));
         }
     }
     let r = meta.record(data, &d.ctx, pids);
@@ -784,7 +784,7 @@ impl<'a> Lookahead<'a> {
                 if let Some(n) = win.unswept_n.get_mut(i % 64) {
                     *n = n.saturating_add(1);
                 }
-                win.unswept |= 1 << (i % 64);
+                win.unswept |= bit(i as u32);
             }
         }
         // Threads added since records were read: none are added during a read.

@@ -249,8 +249,8 @@ impl Meta {
 
     /// Per type id (from 0), where [`record_pid`](Self::record_pid) reads
     /// `common_pid` as the 32 bits of the kernel's `int pid`: its offset in
-    /// the record (`-1` when the record is too short); `None` where it
-    /// reads otherwise. Ids past the end have no such field.
+    /// the record (a record too short to hold it reads pid -1); `None`
+    /// where it reads otherwise. Ids past the end have no such field.
     pub fn pid_offsets(&self) -> impl Iterator<Item = Option<u32>> + '_ {
         self.pid_fields.iter().map(|p| p.filter(|p| p.size == 4).map(|p| p.offset))
     }
